@@ -1,0 +1,339 @@
+"""TierCache: Django's cache API over partitions, with tags and failure handling.
+
+The backend is a facade. Routing lives in partitioning.py, bytes in codec.py,
+storage in stores/, what errors become in failures.py, tag invalidation and
+fences in tags.py. All storage goes through ``_read`` and ``_write`` (the tier
+boundary an in-process tier will sit behind) and every call to a partition
+through ``Partition.start`` (the one place per-operation statistics will hook).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import ResponseError
+
+from . import options as options_module
+from .codec import Codec, Tampered
+from .failures import ErrorPolicy
+from .partition import Outcome, Partition, fan_out
+from .partitioning import RendezvousPartitioner
+from .stores.base import UNVERIFIED, Write
+from .tags import Fencing, validate_tags
+
+_policies: dict[tuple, ErrorPolicy] = {}
+_policies_lock = threading.Lock()
+
+NOT_FOUND = object()
+
+
+def _fresh_token() -> str:
+    return os.urandom(8).hex()
+
+
+class TierCache(BaseCache):
+    """A Django cache backend over one or more Redis (or in-process) partitions.
+
+    ``set``, ``add``, ``set_many`` and ``get_or_set`` take ``tags=``;
+    ``invalidate_tags(*tags)`` hides every entry that carried any of them::
+
+        cache.set("product:7", product, tags=["shop.product:7", "shop.product"])
+        cache.invalidate_tags("shop.product:7")
+        cache.get("product:7")  # None
+    """
+
+    def __init__(self, location: str | list[str], params: dict[str, Any]):
+        super().__init__(params)
+        config = options_module.parse(location, params.get("OPTIONS"))
+        errors = [p for p in config.problems if p.is_error]
+        if errors:
+            raise ImproperlyConfigured(" ".join(f"{p.msg} {p.hint}" for p in errors))
+        opts = {**config.options, **config.connection_options}
+        ns = f"{self.key_prefix}:_tc:"
+        self._partitions = [Partition(name, url, ns, opts)
+                            for name, url in zip(config.names, config.urls)]
+        self._partitioner = RendezvousPartitioner(config.names)
+        self._codec = Codec(config.options)
+        self._policy = _policy_for((tuple(config.urls), self.key_prefix), config["RAISE_ERRORS"])
+        self._fencing = Fencing(self._partitions, config["TAG_LEASE"], self._policy)
+
+    # -- routing and timeouts --
+
+    def partition_for(self, key: str, version: int | None = None) -> str:
+        """The name of the partition that holds `key` (its URL, or its PARTITION_NAMES entry)."""
+        return self._partition(self.make_and_validate_key(key, version=version)).name
+
+    def _partition(self, made_key: str) -> Partition:
+        return self._partitions[self._partitioner.index(made_key)]
+
+    def _group(self, made_keys: Iterable[str]) -> dict[Partition, list[str]]:
+        groups: dict[Partition, list[str]] = {}
+        for key in made_keys:
+            groups.setdefault(self._partition(key), []).append(key)
+        return groups
+
+    def _ttl_ms(self, timeout: Any) -> int | None:
+        """None: forever; 0: not stored (Django: zero and negative timeouts expire at once)."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if timeout is None:
+            return None
+        return max(0, int(timeout * 1000))
+
+    # -- the tier boundary: reading and writing bodies --
+
+    def _read(self, made_keys: list[str], operation: str = "get") -> dict[str, Any]:
+        groups = self._group(made_keys)
+        leased = self._fencing.enabled
+        outcomes = fan_out([(p, "read", (keys, leased)) for p, keys in groups.items()])
+        found: dict[str, Any] = {}
+        for outcome, keys in zip(outcomes, groups.values()):
+            if not outcome.ok:
+                self._policy.failed(operation, outcome.partition.name, outcome.error)
+                continue
+            lease, bodies = outcome.value
+            if self._fencing.needs_renewal(lease) or UNVERIFIED in _flags(bodies):
+                bodies = self._renew_and_reread(outcome.partition, keys, bodies)
+            for key, body in zip(keys, bodies):
+                if type(body) is bytes:
+                    self._decode_into(found, key, body, outcome.partition)
+        return found
+
+    def _renew_and_reread(self, partition: Partition, keys: list[str], bodies: list) -> list:
+        renewed = self._fencing.renew(partition)
+        unverified = [k for k, b in zip(keys, bodies) if type(b) is int]
+        if not unverified:
+            return bodies
+        if not renewed:
+            return [None if type(b) is int else b for b in bodies]
+        again = partition.run("read", unverified, True)
+        reread = dict(zip(unverified, again.value[1])) if again.ok else {}
+        return [reread.get(k) if type(b) is int else b for k, b in zip(keys, bodies)]
+
+    def _decode_into(self, found: dict, key: str, body: bytes, partition: Partition) -> None:
+        try:
+            found[key] = self._codec.decode(key, body)
+        except Tampered as exc:
+            self._policy.note("tampered", partition.name,
+                              "cache entry %r on partition %s was not written by this "
+                              "application (%s); treated as a miss", key, partition.name, exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. a pickled class that no longer exists
+            self._policy.note("undecodable", partition.name,
+                              "cache entry %r on partition %s cannot be decoded (%r); "
+                              "treated as a miss", key, partition.name, exc)
+
+    def _write(self, values: dict[str, Any], timeout: Any, tags: Iterable[str] | None,
+               nx: bool = False, snapshot: tuple[str, ...] | None = None,
+               operation: str = "set") -> set[str]:
+        """Write every value (all encoded before anything is sent); return the keys stored."""
+        tags = validate_tags(tags)
+        bodies = {key: self._codec.encode(key, value) for key, value in values.items()}
+        ttl = self._ttl_ms(timeout)
+        if ttl == 0:
+            if not nx:  # as in Django, setting with a zero timeout removes the key
+                self._delete(list(bodies))
+            return set()
+        groups = self._group(bodies)
+        fresh = _fresh_token()
+        calls = [(p, "write", ([Write(k, bodies[k], ttl, tags, snapshot) for k in keys], nx, fresh))
+                 for p, keys in groups.items()]
+        stored: set[str] = set()
+        for outcome, keys in zip(fan_out(calls), groups.values()):
+            if outcome.ok:
+                stored.update(k for k, ok in zip(keys, outcome.value) if ok)
+            else:
+                self._policy.failed(operation, outcome.partition.name, outcome.error)
+        return stored
+
+    def _delete(self, made_keys: list[str]) -> int:
+        groups = self._group(made_keys)
+        deleted = 0
+        for outcome in fan_out([(p, "delete", (keys,)) for p, keys in groups.items()]):
+            if outcome.ok:
+                deleted += outcome.value
+            else:
+                self._policy.failed("delete", outcome.partition.name, outcome.error)
+        return deleted
+
+    def _run(self, made_key: str, operation: str, *args: Any) -> Outcome:
+        outcome = self._partition(made_key).run(operation, made_key, *args)
+        if not outcome.ok and not _is_type_error(outcome.error):
+            self._policy.failed(operation, outcome.partition.name, outcome.error)
+        return outcome
+
+    # -- Django's cache API --
+
+    def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
+        key = self.make_and_validate_key(key, version=version)
+        return self._read([key]).get(key, default)
+
+    def get_many(self, keys: Iterable[str], version: int | None = None) -> dict[str, Any]:
+        made = {self.make_and_validate_key(k, version=version): k for k in keys}
+        return {made[k]: v for k, v in self._read(list(made)).items()}
+
+    def has_key(self, key: str, version: int | None = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        return key in self._read([key], "has_key")
+
+    def set(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+            version: int | None = None, tags: Iterable[str] = ()) -> None:
+        key = self.make_and_validate_key(key, version=version)
+        self._write({key: value}, timeout, tags)
+
+    def add(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+            version: int | None = None, tags: Iterable[str] = ()) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        if self._ttl_ms(timeout) == 0:
+            # Nothing is stored; say whether it would have been, as Django's backends do.
+            validate_tags(tags)
+            self._codec.encode(key, value)
+            return key not in self._read([key], "add")
+        return key in self._write({key: value}, timeout, tags, nx=True, operation="add")
+
+    def set_many(self, data: dict[str, Any], timeout: Any = DEFAULT_TIMEOUT,
+                 version: int | None = None, tags: Iterable[str] = ()) -> list[str]:
+        """Set every item; return the keys that could not be stored (a partition failed)."""
+        made = {self.make_and_validate_key(k, version=version): k for k in data}
+        values = {m: data[k] for m, k in made.items()}
+        stored = self._write(values, timeout, tags, operation="set_many")
+        if self._ttl_ms(timeout) == 0:
+            return []
+        return [k for m, k in made.items() if m not in stored]
+
+    def get_or_set(self, key: str, default: Any, timeout: Any = DEFAULT_TIMEOUT,
+                   version: int | None = None, tags: Iterable[str] = ()) -> Any:
+        """Get `key`, or compute `default` (if callable), store it with `tags`, return it.
+
+        The tag tokens are read before `default` is called; if any of the tags is
+        invalidated while it runs, the value is returned but not stored, since it
+        may have been computed from data the invalidation replaced.
+        """
+        made = self.make_and_validate_key(key, version=version)
+        tags = validate_tags(tags)
+        found = self._read([made])
+        if made in found:
+            return found[made]
+        snapshot = self._snapshot(made, tags, timeout)
+        if callable(default):
+            default = default()
+        if snapshot is NOT_FOUND:
+            return default
+        if made in self._write({made: default}, timeout, tags, nx=True, snapshot=snapshot,
+                               operation="get_or_set"):
+            return default
+        return self._read([made]).get(made, default)
+
+    def _snapshot(self, made_key: str, tags: tuple[str, ...], timeout: Any) -> Any:
+        ttl = self._ttl_ms(timeout)
+        if not tags or ttl == 0:
+            return None
+        outcome = self._partition(made_key).run("snapshot", tags, ttl, _fresh_token())
+        if not outcome.ok:
+            self._policy.failed("get_or_set", outcome.partition.name, outcome.error)
+            return NOT_FOUND
+        return outcome.value
+
+    def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        outcome = self._run(key, "touch", self._ttl_ms(timeout))
+        return bool(outcome.value) if outcome.ok else False
+
+    def delete(self, key: str, version: int | None = None) -> bool:
+        return bool(self._delete([self.make_and_validate_key(key, version=version)]))
+
+    def delete_many(self, keys: Iterable[str], version: int | None = None) -> None:
+        made = [self.make_and_validate_key(k, version=version) for k in keys]
+        if made:
+            self._delete(made)
+
+    def incr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        made = self.make_and_validate_key(key, version=version)
+        outcome = self._run(made, "incr", delta)
+        if not outcome.ok and _is_type_error(outcome.error):
+            raise TypeError(f"The value of cache key {key!r} is not an integer.") from None
+        if outcome.value is None:
+            raise ValueError(f"Key '{key}' not found")
+        return outcome.value
+
+    def incr_version(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        """Move an entry to another version, keeping its remaining time and its tags."""
+        version = self.version if version is None else version
+        old = self.make_and_validate_key(key, version=version)
+        new = self.make_and_validate_key(key, version=version + delta)
+        entry = self._run(old, "entry").value
+        if entry is None:
+            raise ValueError(f"Key '{key}' not found")
+        body, pttl, tags = entry
+        value = self._codec.decode(old, body)
+        ttl = None if pttl < 0 else max(pttl, 1) / 1000
+        snapshot = self._snapshot(new, tags, ttl)
+        # Re-read after the snapshot: if the entry was invalidated in between, the
+        # snapshot may postdate the invalidation and would not catch it.
+        again = self._run(old, "entry").value if tags else entry
+        if again is None or (again[0], again[2]) != (body, tags):
+            raise ValueError(f"Key '{key}' changed or was invalidated while moving it")
+        if snapshot is not NOT_FOUND:
+            self._write({new: value}, ttl, tags, snapshot=snapshot, operation="incr_version")
+        self._delete([old])
+        return version + delta
+
+    def clear(self) -> None:
+        for outcome in fan_out([(p, "clear", ()) for p in self._partitions]):
+            if not outcome.ok:
+                self._policy.failed("clear", outcome.partition.name, outcome.error)
+
+    def close(self, **kwargs: Any) -> None:
+        for partition in self._partitions:
+            partition.store.close()
+
+    def invalidate_tags(self, *tags: str) -> None:
+        """Invalidate every entry that carried any of `tags`, on every partition.
+
+        Once this returns, no process is served such an entry, including from a
+        partition that was unreachable meanwhile (see the README, "Tags").
+        """
+        tags = validate_tags(tags)
+        if tags:
+            self._fencing.invalidate(tags)
+
+    # -- async variants that take tags (the others come from BaseCache) --
+
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
+        return await sync_to_async(self.set)(key, value, timeout, version, tags=tags)
+
+    async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
+        return await sync_to_async(self.add)(key, value, timeout, version, tags=tags)
+
+    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
+        return await sync_to_async(self.set_many)(data, timeout, version, tags=tags)
+
+    async def aget_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
+        return await sync_to_async(self.get_or_set)(key, default, timeout, version, tags=tags)
+
+    async def ainvalidate_tags(self, *tags: str) -> None:
+        return await sync_to_async(self.invalidate_tags)(*tags)
+
+
+def _flags(bodies: list) -> list:
+    """The integer markers among READ's bodies (UNVERIFIED); bodies are bytes or None."""
+    return [b for b in bodies if type(b) is int]
+
+
+def _is_type_error(error: BaseException | None) -> bool:
+    return isinstance(error, TypeError) or (
+        isinstance(error, ResponseError) and "not an integer" in str(error))
+
+
+def _policy_for(identity: tuple, raise_errors: bool) -> ErrorPolicy:
+    """One policy (and so one set of counters) per cache per process."""
+    with _policies_lock:
+        policy = _policies.get(identity)
+        if policy is None or policy.raise_errors != raise_errors:
+            policy = _policies[identity] = ErrorPolicy(raise_errors)
+        return policy

@@ -1,0 +1,25 @@
+"""System checks for every TierCache in CACHES (ids tiercache.E001..., tiercache.W001...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from .options import parse
+
+BACKEND = "django_tiercache.backend.TierCache"
+
+
+@register(Tags.caches)
+def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for alias, config in getattr(settings, "CACHES", {}).items():
+        if config.get("BACKEND") != BACKEND:
+            continue
+        for problem in parse(config.get("LOCATION", ""), config.get("OPTIONS")).problems:
+            kind = Error if problem.is_error else Warning
+            messages.append(kind(f"CACHES[{alias!r}]: {problem.msg}", hint=problem.hint,
+                                 obj=f"CACHES[{alias!r}]", id=f"tiercache.{problem.id}"))
+    return messages

@@ -1,0 +1,110 @@
+"""Turning values into the bytes a partition stores, and back.
+
+A stored body is one of:
+
+- ``b"123"``: a plain integer, kept as digits (as Django's and django-redis' Redis
+  backends do) so that incr/decr stay atomic inside Redis. Digits are parsed
+  with ``int()``, never unpickled.
+- ``b"v" + mac + data``: serialized (and perhaps compressed) data with a keyed
+  BLAKE2b MAC over the cache key and the data. The MAC key derives from
+  SECRET_KEY, so bytes that someone else planted in Redis are never unpickled.
+- ``b"u" + data``: the same without a MAC, only when OPTIONS["SIGNED"] is False.
+
+A tagged entry carries a header in front of its body; the stores add and strip
+it (see stores/lua.py), so the codec never sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+from django_redis.exceptions import CompressorError
+
+from .exceptions import SerializationError
+
+SIGNED = ord("v")
+UNSIGNED = ord("u")
+MAC_SIZE = 16
+INT64 = range(-(2**63), 2**63)
+DIGITS = frozenset(b"-0123456789")
+
+
+class Tampered(Exception):
+    """A stored body failed its integrity check; it must read as a miss."""
+
+
+class Signer:
+    """Keyed BLAKE2b MACs bound to the cache key, with SECRET_KEY_FALLBACKS honoured."""
+
+    def __init__(self, secrets: list[str]):
+        self._keys = [hashlib.sha256(b"django_tiercache.codec:" + s.encode()).digest()
+                      for s in secrets]
+
+    @classmethod
+    def from_settings(cls) -> Signer:
+        fallbacks = list(getattr(settings, "SECRET_KEY_FALLBACKS", []))
+        return cls([settings.SECRET_KEY, *fallbacks])
+
+    @staticmethod
+    def _mac(secret: bytes, key: bytes, data: bytes) -> bytes:
+        mac = hashlib.blake2b(key=secret, digest_size=MAC_SIZE)
+        mac.update(len(key).to_bytes(4, "big"))
+        mac.update(key)
+        mac.update(data)
+        return mac.digest()
+
+    def sign(self, key: bytes, data: bytes) -> bytes:
+        return self._mac(self._keys[0], key, data)
+
+    def verify(self, key: bytes, data: bytes, mac: bytes) -> bool:
+        return any(hmac.compare_digest(self._mac(secret, key, data), mac)
+                   for secret in self._keys)
+
+
+class Codec:
+    """Serializer + compressor (both django-redis classes) + signature."""
+
+    def __init__(self, options: dict[str, Any]):
+        self.serializer = import_string(options["SERIALIZER"])(options=options)
+        self.compressor = import_string(options["COMPRESSOR"])(options=options)
+        self.signer = Signer.from_settings() if options["SIGNED"] else None
+
+    def encode(self, key: str, value: Any) -> bytes:
+        if type(value) is int and value in INT64:
+            return b"%d" % value
+        try:
+            data = self.compressor.compress(self.serializer.dumps(value))
+        except Exception as exc:  # pickle, json and msgpack each raise their own types
+            raise SerializationError(
+                f"Cannot serialize the value for cache key {key!r} "
+                f"({type(value).__name__}): {exc}"
+            ) from exc
+        if self.signer is None:
+            return b"u" + data
+        return b"v" + self.signer.sign(key.encode(), data) + data
+
+    def decode(self, key: str, body: bytes) -> Any:
+        """The value, or raise Tampered for bytes this application did not write."""
+        kind = body[0] if body else None
+        if kind in DIGITS:
+            try:
+                return int(body)
+            except ValueError:
+                raise Tampered("not an integer") from None
+        if kind == SIGNED and self.signer is not None:
+            mac, data = body[1 : 1 + MAC_SIZE], body[1 + MAC_SIZE :]
+            if not self.signer.verify(key.encode(), data, mac):
+                raise Tampered("bad signature")
+        elif kind == UNSIGNED and self.signer is None:
+            data = body[1:]
+        else:
+            raise Tampered("unsigned" if kind == UNSIGNED else "unknown format")
+        try:
+            data = self.compressor.decompress(data)
+        except CompressorError:
+            pass  # stored uncompressed: django-redis compressors skip short values
+        return self.serializer.loads(data)

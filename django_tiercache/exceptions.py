@@ -1,0 +1,27 @@
+"""Exceptions raised by django_tiercache."""
+
+import pickle
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+
+class SerializationError(pickle.PicklingError, TypeError):
+    """A value could not be serialized; nothing was stored.
+
+    It is a ``pickle.PicklingError`` (what Django's own backends raise for an
+    unpicklable value) and a ``TypeError`` (what a JSON serializer raises).
+    """
+
+
+class PartitionUnavailable(RedisConnectionError):
+    """A partition's circuit breaker is open: the call was not attempted."""
+
+
+class InvalidationIncomplete(RedisConnectionError):
+    """A tag invalidation could not be made safe on every partition.
+
+    Raised (with RAISE_ERRORS) or logged when a partition missed an
+    invalidation and the fence that guards it could not be recorded on all
+    the other partitions, so the missed partition might serve stale entries
+    when it comes back.
+    """

@@ -1,0 +1,222 @@
+"""Reading and validating a TierCache's LOCATION and OPTIONS.
+
+One parser serves both the system checks (which report every problem with an
+id and a hint) and the backend (which refuses to start on the first error), so
+the two can never disagree about what a valid configuration is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.utils.module_loading import import_string
+
+MEMORY_SCHEME = "memory"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+SERIALIZER_ALIASES = {
+    "pickle": "django_redis.serializers.pickle.PickleSerializer",
+    "json": "django_redis.serializers.json.JSONSerializer",
+    "msgpack": "django_redis.serializers.msgpack.MSGPackSerializer",
+}
+PICKLE_SERIALIZER = SERIALIZER_ALIASES["pickle"]
+
+# Options handed untouched to django-redis' connection factory.
+CONNECTION_OPTIONS = (
+    "PASSWORD",
+    "USERNAME",
+    "CONNECTION_POOL_CLASS",
+    "CONNECTION_POOL_KWARGS",
+    "REDIS_CLIENT_CLASS",
+    "REDIS_CLIENT_KWARGS",
+    "PARSER_CLASS",
+    "PICKLE_VERSION",
+)
+
+DEFAULTS: dict[str, Any] = {
+    "SERIALIZER": PICKLE_SERIALIZER,
+    "COMPRESSOR": "django_redis.compressors.identity.IdentityCompressor",
+    "SIGNED": True,
+    "RAISE_ERRORS": False,
+    "SOCKET_TIMEOUT": 1.0,
+    "SOCKET_CONNECT_TIMEOUT": 0.5,
+    "BREAKER_FAILURES": 3,
+    "BREAKER_COOLDOWN": 5.0,
+    "TAG_LEASE": 3.0,
+    "PARTITION_NAMES": None,
+    "MEMORY_MAX_ENTRIES": 10_000,
+}
+
+POSITIVE_NUMBERS = ("SOCKET_TIMEOUT", "SOCKET_CONNECT_TIMEOUT", "BREAKER_COOLDOWN", "TAG_LEASE")
+POSITIVE_INTEGERS = ("BREAKER_FAILURES", "MEMORY_MAX_ENTRIES")
+BOOLEANS = ("SIGNED", "RAISE_ERRORS")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a cache's configuration."""
+
+    id: str  # "E001" ... or "W001" ...
+    msg: str
+    hint: str
+
+    @property
+    def is_error(self) -> bool:
+        return self.id.startswith("E")
+
+
+@dataclass
+class CacheOptions:
+    """The validated configuration of one TierCache."""
+
+    urls: list[str]
+    names: list[str]
+    options: dict[str, Any]
+    problems: list[Problem] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.options[name]
+
+    @property
+    def connection_options(self) -> dict[str, Any]:
+        """What django-redis' ConnectionFactory needs to build the pools."""
+        chosen = {k: v for k, v in self.options.items() if k in CONNECTION_OPTIONS}
+        chosen["SOCKET_TIMEOUT"] = self.options["SOCKET_TIMEOUT"]
+        chosen["SOCKET_CONNECT_TIMEOUT"] = self.options["SOCKET_CONNECT_TIMEOUT"]
+        return chosen
+
+
+def parse(location: Any, options: dict[str, Any] | None) -> CacheOptions:
+    """Parse LOCATION and OPTIONS, collecting every problem instead of stopping."""
+    problems: list[Problem] = []
+    urls = _parse_location(location, problems)
+    merged = dict(DEFAULTS)
+    raw = options or {}
+    if not isinstance(raw, dict):
+        problems.append(Problem("E003", f"OPTIONS must be a dict, not {type(raw).__name__}.",
+                                "Write OPTIONS as a dict, e.g. {'SIGNED': True}."))
+        raw = {}
+    for key, value in raw.items():
+        if key not in DEFAULTS and key not in CONNECTION_OPTIONS:
+            problems.append(_unknown_option(key))
+        else:
+            merged[key] = value
+    merged["SERIALIZER"] = SERIALIZER_ALIASES.get(merged["SERIALIZER"], merged["SERIALIZER"])
+    _check_values(merged, problems)
+    names = _partition_names(urls, merged["PARTITION_NAMES"], problems)
+    return CacheOptions(urls=urls, names=names, options=merged, problems=problems)
+
+
+def _unknown_option(key: str) -> Problem:
+    known = ", ".join(sorted([*DEFAULTS, *CONNECTION_OPTIONS]))
+    return Problem("E002", f"Unknown OPTIONS key {key!r}.",
+                   f"Remove it or fix its spelling. Known keys: {known}.")
+
+
+def _parse_location(location: Any, problems: list[Problem]) -> list[str]:
+    if isinstance(location, str):
+        urls = [part.strip() for part in location.split(",") if part.strip()]
+    elif isinstance(location, (list, tuple)):
+        urls = list(location)
+    else:
+        urls = []
+    if not urls:
+        problems.append(Problem(
+            "E001", f"LOCATION must name at least one partition, got {location!r}.",
+            "Use 'memory://' for an in-process cache or a list of Redis URLs such as "
+            "['redis://127.0.0.1:6379/0'].",
+        ))
+    for url in urls:
+        problem = _url_problem(url)
+        if problem:
+            problems.append(problem)
+    if len(set(map(str, urls))) != len(urls):
+        problems.append(Problem("E001", f"LOCATION lists a partition twice: {urls!r}.",
+                                "List each Redis server (and database) once."))
+    return [str(url) for url in urls]
+
+
+def _url_problem(url: Any) -> Problem | None:
+    hint = ("Each LOCATION entry is a URL: redis://host:port/db, rediss://..., "
+            "unix:///path/to/socket or memory://name.")
+    if not isinstance(url, str):
+        return Problem("E001", f"LOCATION entry {url!r} is not a string.", hint)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return Problem("E001", f"LOCATION entry {url!r} is not a valid URL ({exc}).", hint)
+    if parts.scheme not in (MEMORY_SCHEME, *REDIS_SCHEMES):
+        return Problem("E001", f"LOCATION entry {url!r} has an unsupported scheme "
+                               f"{parts.scheme!r}.", hint)
+    if parts.scheme in ("redis", "rediss") and not parts.hostname:
+        return Problem("E001", f"LOCATION entry {url!r} names no host.", hint)
+    return None
+
+
+def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
+    for key in POSITIVE_NUMBERS:
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            problems.append(Problem("E003", f"OPTIONS[{key!r}] must be a positive number of "
+                                            f"seconds, got {value!r}.",
+                                    f"Set it to e.g. {DEFAULTS[key]!r} or leave it out."))
+    for key in POSITIVE_INTEGERS:
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(Problem("E003", f"OPTIONS[{key!r}] must be a positive integer, "
+                                            f"got {value!r}.",
+                                    f"Set it to e.g. {DEFAULTS[key]!r} or leave it out."))
+    for key in BOOLEANS:
+        if not isinstance(merged[key], bool):
+            problems.append(Problem("E003", f"OPTIONS[{key!r}] must be True or False, "
+                                            f"got {merged[key]!r}.",
+                                    f"Set it to {DEFAULTS[key]!r} or leave it out."))
+    for key in ("SERIALIZER", "COMPRESSOR"):
+        _check_import(key, merged[key], problems)
+    if merged["SERIALIZER"] == PICKLE_SERIALIZER and merged["SIGNED"] is False:
+        problems.append(Problem(
+            "W001", "The pickle serializer is used with SIGNED off: anyone who can write to "
+                    "Redis can make this application unpickle, i.e. run, their bytes.",
+            "Keep OPTIONS['SIGNED'] = True, or choose SERIALIZER 'json' or 'msgpack'.",
+        ))
+
+
+def _check_import(key: str, path: Any, problems: list[Problem]) -> None:
+    try:
+        import_string(path)
+    except (ImportError, TypeError, ValueError) as exc:
+        extra = " (install django-tiercache[msgpack])" if "msgpack" in str(path) else ""
+        problems.append(Problem("E003", f"OPTIONS[{key!r}] = {path!r} cannot be imported: "
+                                        f"{exc}.",
+                                f"Give a dotted path to a django-redis compatible class{extra}."))
+
+
+def _partition_names(urls: list[str], given: Any, problems: list[Problem]) -> list[str]:
+    if given is None:
+        return [redact(url) for url in urls]
+    if (not isinstance(given, (list, tuple)) or len(given) != len(urls)
+            or not all(isinstance(n, str) and n for n in given) or len(set(given)) != len(given)):
+        problems.append(Problem(
+            "E004", f"PARTITION_NAMES must be a list of distinct non-empty strings, one per "
+                    f"LOCATION entry ({len(urls)}), got {given!r}.",
+            "Give one name per LOCATION entry, in the same order, or leave it out to name "
+            "partitions by their URL.",
+        ))
+        return [redact(url) for url in urls]
+    return list(given)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit to show on a page or in a log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()

@@ -1,0 +1,93 @@
+"""A partition (a store behind a circuit breaker) and calls across several of them."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .exceptions import PartitionUnavailable
+from .failures import CircuitBreaker
+from .stores import store_for
+from .stores.base import Done, Store
+
+# Errors that say the server is unreachable or too slow; they trip the breaker.
+# An error reply (ResponseError) means the server is alive and does not.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+_breakers: dict[str, CircuitBreaker] = {}
+_breakers_lock = threading.Lock()
+
+
+def breaker_for(url: str, failures: int, cooldown: float) -> CircuitBreaker:
+    """The process-wide breaker of a server, shared by every thread and cache alias."""
+    with _breakers_lock:
+        breaker = _breakers.get(url)
+        if breaker is None or (breaker.threshold, breaker.cooldown) != (failures, cooldown):
+            breaker = _breakers[url] = CircuitBreaker(failures, cooldown)
+        return breaker
+
+
+class Partition:
+    def __init__(self, name: str, url: str, ns: str, options: dict[str, Any]):
+        self.name, self.url = name, url
+        # A short, stable id for the keys other partitions keep about this one.
+        self.id = hashlib.blake2b(name.encode(), digest_size=6).hexdigest()
+        self.store: Store = store_for(url, ns, options)
+        self.breaker = breaker_for(url, options["BREAKER_FAILURES"], options["BREAKER_COOLDOWN"])
+
+    def __repr__(self) -> str:
+        return f"<Partition {self.name}>"
+
+    def start(self, operation: str, *args: Any) -> Pending:
+        if not self.breaker.allows():
+            error = PartitionUnavailable(f"circuit breaker open for partition {self.name}")
+            return Pending(self, operation, Done(error=error))
+        return Pending(self, operation, getattr(self.store, operation)(*args))
+
+    def run(self, operation: str, *args: Any) -> Outcome:
+        return self.start(operation, *args).outcome()
+
+
+@dataclass
+class Outcome:
+    partition: Partition
+    operation: str
+    value: Any = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Pending:
+    __slots__ = ("partition", "operation", "call")
+
+    def __init__(self, partition: Partition, operation: str, call: Any):
+        self.partition, self.operation, self.call = partition, operation, call
+
+    def outcome(self) -> Outcome:
+        breaker = self.partition.breaker
+        try:
+            value = self.call.result()
+        except PartitionUnavailable as exc:
+            return Outcome(self.partition, self.operation, error=exc)
+        except UNREACHABLE as exc:
+            breaker.failed()
+            return Outcome(self.partition, self.operation, error=exc)
+        except Exception as exc:  # noqa: BLE001 - an error reply: the policy decides
+            breaker.succeeded()
+            return Outcome(self.partition, self.operation, error=exc)
+        breaker.succeeded()
+        return Outcome(self.partition, self.operation, value)
+
+
+def fan_out(calls: list[tuple[Partition, str, tuple]]) -> list[Outcome]:
+    """Start every call, then collect them: one round trip of latency in all."""
+    pending = [partition.start(operation, *args) for partition, operation, args in calls]
+    return [p.outcome() for p in pending]

@@ -1,0 +1,19 @@
+"""Partition stores: where a partition's entries live."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..options import MEMORY_SCHEME
+from .base import Store
+
+
+def store_for(url: str, ns: str, options: dict[str, Any]) -> Store:
+    if urlsplit(url).scheme == MEMORY_SCHEME:
+        from .memory import MemoryStore
+
+        return MemoryStore(url, ns, options)
+    from .redis import RedisStore
+
+    return RedisStore(url, ns, options)

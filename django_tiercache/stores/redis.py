@@ -1,0 +1,150 @@
+"""A partition on a Redis server, through django-redis' connection pools."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+from django_redis.pool import get_connection_factory
+from redis.exceptions import NoScriptError, ResponseError
+
+from . import lua
+from .base import Store, Write
+
+
+class Script:
+    def __init__(self, source: str):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' script id
+
+
+SCRIPTS = {name: Script(getattr(lua, name)) for name in (
+    "READ", "WRITE", "SNAPSHOT", "TOUCH", "INCR", "ENTRY",
+    "RECORD_FENCE", "CHECK_FENCE", "LEASE", "CLEAR_FENCE",
+)}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+class RedisCall:
+    """One command sent on a pooled connection; the reply is read by result()."""
+
+    __slots__ = ("_pool", "_conn", "_args", "_script", "_convert", "_error")
+
+    def __init__(self, pool: Any, script: Script | None, args: tuple, convert: Callable):
+        self._pool, self._script, self._args, self._convert = pool, script, args, convert
+        self._conn = None
+        self._error: BaseException | None = None
+        try:
+            self._conn = pool.get_connection()
+            if script is None:
+                self._conn.send_command(*args)
+            else:
+                self._conn.send_command("EVALSHA", script.sha, *args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            self._drop(exc)
+
+    def _drop(self, exc: BaseException) -> None:
+        # After a failure mid-reply the connection's state is unknown: never reuse it.
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._pool.release(self._conn)
+            self._conn = None
+        self._error = exc
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        conn = self._conn
+        try:
+            try:
+                reply = conn.read_response()
+            except NoScriptError:  # the server restarted or was flushed of scripts
+                conn.send_command("EVAL", self._script.source, *self._args)
+                reply = conn.read_response()
+        except ResponseError:  # an error reply leaves the connection in a clean state
+            self._release()
+            raise
+        except BaseException as exc:
+            self._drop(exc)
+            raise
+        self._release()
+        return self._convert(reply)
+
+    def _release(self) -> None:
+        self._pool.release(self._conn)
+        self._conn = None
+
+
+class RedisStore(Store):
+    def __init__(self, url: str, ns: str, options: dict[str, Any]):
+        super().__init__(url, ns, options)
+        factory = get_connection_factory(options=options)
+        self.client = factory.connect(url)
+        self.pool = self.client.connection_pool
+
+    def _call(self, script: str | None, keys: list[str], args: list, convert=_same) -> RedisCall:
+        if script is None:
+            return RedisCall(self.pool, None, (*keys, *args), convert)
+        return RedisCall(self.pool, SCRIPTS[script], (len(keys), *keys, self.ns, *args), convert)
+
+    def read(self, keys, leased):
+        return self._call("READ", keys, ["1" if leased else "0"],
+                          lambda r: (r[0], r[1:]))
+
+    def write(self, writes: list[Write], nx, fresh):
+        args: list[Any] = [fresh, "1" if nx else "0"]
+        for w in writes:
+            args += ["" if w.ttl_ms is None else w.ttl_ms, len(w.tags), *w.tags]
+            args += ["1", *w.snapshot] if w.snapshot is not None else ["0"]
+            args.append(w.body)
+        return self._call("WRITE", [w.key for w in writes], args,
+                          lambda r: [bool(x) for x in r])
+
+    def delete(self, keys):
+        return self._call(None, ["DEL", *keys], [])
+
+    def touch(self, key, ttl_ms):
+        return self._call("TOUCH", [key], ["" if ttl_ms is None else ttl_ms], bool)
+
+    def incr(self, key, delta):
+        return self._call("INCR", [key], [delta], lambda r: None if r is None else int(r))
+
+    def entry(self, key):
+        return self._call("ENTRY", [key], [], _entry)
+
+    def snapshot(self, tags, ttl_ms, fresh):
+        return self._call("SNAPSHOT", [], [fresh, "" if ttl_ms is None else ttl_ms, *tags],
+                          lambda r: tuple(t.decode() for t in r))
+
+    def drop_tags(self, tags):
+        return self._call(None, ["DEL", *(f"{self.ns}t:{tag}" for tag in tags)], [])
+
+    def record_fence(self, ids):
+        return self._call("RECORD_FENCE", [], ids,
+                          lambda r: [None if g is None else int(g) for g in r])
+
+    def check_fence(self, id_, deadline_ms):
+        return self._call("CHECK_FENCE", [], [id_, deadline_ms], int)
+
+    def lease(self, deadline_ms, fenced):
+        return self._call("LEASE", [], [deadline_ms, "1" if fenced else "0"])
+
+    def clear_fence(self, id_, count):
+        return self._call("CLEAR_FENCE", [], [id_, count])
+
+    def clear(self):
+        return self._call(None, ["FLUSHDB"], [])
+
+    def close(self):
+        # Pools are shared by every thread's backend instance; keep them (as django-redis does).
+        pass
+
+
+def _entry(reply):
+    if reply is None:
+        return None
+    body, pttl, *tags = reply
+    return body, pttl, tuple(t.decode() for t in tags)
