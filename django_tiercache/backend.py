@@ -53,7 +53,10 @@ class TierCache(BaseCache):
         config = options_module.parse(location, params.get("OPTIONS"))
         errors = [p for p in config.problems if p.is_error]
         if errors:
-            raise ImproperlyConfigured(" ".join(f"{p.msg} {p.hint}" for p in errors))
+            # Django's own cache checks build every cache, so this message is what
+            # `manage.py check` shows: it carries our check ids and hints too.
+            raise ImproperlyConfigured(" ".join(f"tiercache.{p.id}: {p.msg} HINT: {p.hint}"
+                                                for p in errors))
         opts = {**config.options, **config.connection_options}
         ns = f"{self.key_prefix}:_tc:"
         self._partitions = [Partition(name, url, ns, opts)
@@ -256,10 +259,26 @@ class TierCache(BaseCache):
         made = self.make_and_validate_key(key, version=version)
         outcome = self._run(made, "incr", delta)
         if not outcome.ok and _is_type_error(outcome.error):
-            raise TypeError(f"The value of cache key {key!r} is not an integer.") from None
+            return self._incr_in_python(key, made, delta)
         if outcome.value is None:
             raise ValueError(f"Key '{key}' not found")
         return outcome.value
+
+    def _incr_in_python(self, key: str, made: str, delta: int) -> int:
+        """Past 64 bits Redis cannot add: do it here, as Django's locmem backend does.
+
+        Not atomic, unlike the 64-bit case; the entry keeps its tags and its time left.
+        """
+        entry = self._run(made, "entry").value
+        value = None if entry is None else self._codec.decode(made, entry[0])
+        if value is None:
+            raise ValueError(f"Key '{key}' not found")
+        if type(value) is not int:
+            raise TypeError(f"The value of cache key {key!r} is not an integer.")
+        body, pttl, tags = entry
+        self._write({made: value + delta}, None if pttl < 0 else max(pttl, 1) / 1000, tags,
+                    operation="incr")
+        return value + delta
 
     def incr_version(self, key: str, delta: int = 1, version: int | None = None) -> int:
         """Move an entry to another version, keeping its remaining time and its tags."""
@@ -326,8 +345,10 @@ def _flags(bodies: list) -> list:
 
 
 def _is_type_error(error: BaseException | None) -> bool:
+    """Did Redis refuse to add (not a 64-bit integer, or an overflow)?"""
     return isinstance(error, TypeError) or (
-        isinstance(error, ResponseError) and "not an integer" in str(error))
+        isinstance(error, ResponseError)
+        and ("not an integer" in str(error) or "overflow" in str(error)))
 
 
 def _policy_for(identity: tuple, raise_errors: bool) -> ErrorPolicy:

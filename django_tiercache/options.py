@@ -187,7 +187,7 @@ def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
 def _check_import(key: str, path: Any, problems: list[Problem]) -> None:
     try:
         import_string(path)
-    except (ImportError, TypeError, ValueError) as exc:
+    except (ImportError, TypeError, ValueError, AttributeError) as exc:
         extra = " (install django-tiercache[msgpack])" if "msgpack" in str(path) else ""
         problems.append(Problem("E003", f"OPTIONS[{key!r}] = {path!r} cannot be imported: "
                                         f"{exc}.",

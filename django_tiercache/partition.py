@@ -32,6 +32,12 @@ def breaker_for(url: str, failures: int, cooldown: float) -> CircuitBreaker:
         return breaker
 
 
+def reset_breakers() -> None:
+    """Forget every breaker's past failures (tests; an operator after a repair)."""
+    with _breakers_lock:
+        _breakers.clear()
+
+
 class Partition:
     def __init__(self, name: str, url: str, ns: str, options: dict[str, Any]):
         self.name, self.url = name, url

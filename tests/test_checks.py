@@ -1,0 +1,77 @@
+"""System checks and construction errors for bad CACHES settings."""
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from django_tiercache.backend import TierCache
+from django_tiercache.checks import check_caches
+
+BACKEND = "django_tiercache.backend.TierCache"
+
+
+def ids_for(location, options=None):
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+              "tier": {"BACKEND": BACKEND, "LOCATION": location, "OPTIONS": options or {}}}
+    with override_settings(CACHES=caches):
+        messages = check_caches()
+    assert all(m.hint for m in messages)
+    return [m.id for m in messages]
+
+
+def test_a_valid_configuration_has_no_messages():
+    assert ids_for(["redis://127.0.0.1:6379/0", "memory://x"], {"TAG_LEASE": 2}) == []
+
+
+@pytest.mark.parametrize("location", [
+    "", [], "http://example.com", "redis://127.0.0.1:notaport/0", "redis:///0", [None],
+    ["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"],
+])
+def test_bad_locations__are_tiercache_e001(location):
+    assert "tiercache.E001" in ids_for(location)
+
+
+def test_unknown_options__are_tiercache_e002_and_name_the_key():
+    caches = {"default": {"BACKEND": BACKEND, "LOCATION": "memory://", "OPTIONS": {"TIMOUT": 1}}}
+    with override_settings(CACHES=caches):
+        (message,) = check_caches()
+    assert message.id == "tiercache.E002"
+    assert "'TIMOUT'" in message.msg
+    assert "SOCKET_TIMEOUT" in message.hint
+
+
+@pytest.mark.parametrize("options", [
+    {"SOCKET_TIMEOUT": 0}, {"SOCKET_TIMEOUT": "1"}, {"BREAKER_FAILURES": 0},
+    {"SIGNED": "yes"}, {"TAG_LEASE": -1}, {"SERIALIZER": "nowhere.Serializer"},
+    {"COMPRESSOR": 3},
+])
+def test_bad_option_values__are_tiercache_e003(options):
+    assert ids_for("memory://", options) == ["tiercache.E003"]
+
+
+def test_partition_names_must_match_location__tiercache_e004():
+    assert ids_for(["memory://a", "memory://b"], {"PARTITION_NAMES": ["one"]}) == ["tiercache.E004"]
+    assert ids_for(["memory://a", "memory://b"], {"PARTITION_NAMES": ["x", "x"]}) == [
+        "tiercache.E004"]
+
+
+def test_pickle_with_signing_off__is_tiercache_w001():
+    assert ids_for("memory://", {"SIGNED": False}) == ["tiercache.W001"]
+    assert ids_for("memory://", {"SIGNED": False, "SERIALIZER": "json"}) == []
+
+
+def test_the_backend_refuses_a_bad_configuration_naming_the_value():
+    with pytest.raises(ImproperlyConfigured, match="'SOCKET_TIMEOUT'.*-2"):
+        TierCache("memory://", {"OPTIONS": {"SOCKET_TIMEOUT": -2}})
+    with pytest.raises(ImproperlyConfigured, match="ftp://x"):
+        TierCache("ftp://x", {})
+
+
+def test_check_runs_show_the_check_id_and_hint(settings):
+    """Django's own cache checks build every cache, so the construction error is what
+    `manage.py check` prints; it carries the same id and hint."""
+    from django.core import checks
+
+    settings.CACHES = {**settings.CACHES, "bad": {"BACKEND": BACKEND, "LOCATION": "nope://"}}
+    with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E001: .*'nope'.* HINT: "):
+        checks.run_checks(tags=[checks.Tags.caches])

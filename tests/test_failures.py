@@ -1,0 +1,196 @@
+"""When Redis fails: misses and skipped writes, the breaker, raising, and fences."""
+
+import logging
+import time
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from django_tiercache.exceptions import InvalidationIncomplete, PartitionUnavailable
+
+FAST = {"SOCKET_TIMEOUT": 0.3, "SOCKET_CONNECT_TIMEOUT": 0.3, "BREAKER_COOLDOWN": 0.5}
+
+
+def keys_on(cache, name, count=10, prefix="k"):
+    """`count` keys that the cache routes to the partition called `name`."""
+    found = []
+    i = 0
+    while len(found) < count:
+        key = f"{prefix}{i}"
+        if cache.partition_for(key) == name:
+            found.append(key)
+        i += 1
+    return found
+
+
+def policy_count(cache, event, partition=None):
+    return sum(n for (e, p), n in cache._policy.counts.items()
+               if e == event and (partition is None or p == partition))
+
+
+def test_a_closed_port_partition__misses_and_skips_while_the_other_serves(
+        clean_redis_servers, closed_port_url, make_cache, caplog):
+    live = clean_redis_servers[0].url
+    cache = make_cache([closed_port_url, live], **FAST)
+    dead_keys, live_keys = keys_on(cache, closed_port_url), keys_on(cache, live)
+    with caplog.at_level(logging.WARNING, logger="django_tiercache"):
+        for key in dead_keys + live_keys:
+            cache.set(key, key)
+        assert cache.get_many(dead_keys + live_keys) == {k: k for k in live_keys}
+        assert cache.get(dead_keys[0], "default") == "default"
+        assert cache.add(dead_keys[0], 1) is False
+        assert cache.set_many({dead_keys[1]: 1, live_keys[0]: 2}) == [dead_keys[1]]
+    assert cache.get(live_keys[0]) == 2
+    assert policy_count(cache, "error:set") >= 1
+    assert policy_count(cache, "error:get") >= 1
+    # Logged once per burst and kind, not once per failed call.
+    assert 1 <= len(caplog.records) <= 6
+
+
+def test_raise_errors__makes_failures_raise(closed_port_url, make_cache):
+    cache = make_cache([closed_port_url], RAISE_ERRORS=True, **FAST)
+    with pytest.raises(RedisConnectionError):
+        cache.get("k")
+    with pytest.raises(RedisConnectionError):
+        cache.set("k", 1)
+
+
+def test_the_breaker__stops_calling_a_dead_partition_until_the_cooldown(
+        closed_port_url, make_cache):
+    cache = make_cache([closed_port_url], RAISE_ERRORS=True, BREAKER_FAILURES=2, **FAST)
+    for _ in range(2):
+        with pytest.raises(RedisConnectionError) as tried:
+            cache.get("k")
+        assert not isinstance(tried.value, PartitionUnavailable)
+    with pytest.raises(PartitionUnavailable):
+        cache.get("k")
+    time.sleep(FAST["BREAKER_COOLDOWN"] + 0.1)
+    with pytest.raises(RedisConnectionError) as tried:
+        cache.get("k")  # one call is let through after the cooldown
+    assert not isinstance(tried.value, PartitionUnavailable)
+
+
+def test_an_open_breaker__costs_a_request_no_timeout(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url], SOCKET_TIMEOUT=1.0, BREAKER_COOLDOWN=30.0)
+    cache.set("k", 1)
+    server.pause()
+    for _ in range(3):  # three timeouts open the breaker
+        assert cache.get("k") is None
+    started = time.monotonic()
+    for _ in range(20):
+        assert cache.get("k") is None
+    assert time.monotonic() - started < 1.0  # 20 calls, none waited for the 1 s timeout
+
+
+def test_a_partition_stopped_mid_test_and_brought_back(clean_redis_servers, make_cache):
+    urls = [server.url for server in clean_redis_servers]
+    cache = make_cache(urls, **FAST)
+    victim = clean_redis_servers[1]
+    victim_keys = keys_on(cache, victim.url)
+    other_keys = keys_on(cache, urls[0])
+    cache.set_many({k: k for k in victim_keys + other_keys})
+    victim.stop()
+    assert cache.get_many(victim_keys + other_keys) == {k: k for k in other_keys}
+    cache.set(victim_keys[0], "while down")  # skipped, no exception
+    victim.start()
+    time.sleep(FAST["BREAKER_COOLDOWN"] + 0.1)
+    assert cache.get(victim_keys[0]) is None  # it restarted empty
+    cache.set(victim_keys[0], "after")
+    assert cache.get(victim_keys[0]) == "after"
+
+
+def test_a_paused_partition__does_not_serve_entries_invalidated_while_it_was_away(
+        clean_redis_servers, make_cache):
+    urls = [server.url for server in clean_redis_servers]
+    cache = make_cache(urls, TAG_LEASE=1.0, **FAST)
+    keys = [f"k{i}" for i in range(80)]
+    cache.set_many({k: k for k in keys}, tags=["product:1"])
+    assert len(cache.get_many(keys)) == 80  # leases granted on every partition
+    victim = clean_redis_servers[2]
+    victim_keys = [k for k in keys if cache.partition_for(k) == victim.url]
+    victim.pause()
+    started = time.monotonic()
+    cache.invalidate_tags("product:1")
+    assert time.monotonic() - started < 3.0
+    victim.resume()
+    time.sleep(FAST["BREAKER_COOLDOWN"] + 0.1)
+    assert cache.get_many(keys) == {}
+    other_process = make_cache(urls, TAG_LEASE=1.0, **FAST)
+    assert other_process.get_many(victim_keys) == {}
+
+
+def test_a_partition_the_invalidation_never_reached__is_fenced_when_it_returns(
+        clean_redis_servers, make_cache):
+    """Nothing is even sent to the paused server (its breaker is open), so only the
+    fence recorded on the other partitions can keep its stale entries from being served."""
+    urls = [server.url for server in clean_redis_servers]
+    cache = make_cache(urls, TAG_LEASE=1.0, BREAKER_FAILURES=1, **FAST)
+    victim = clean_redis_servers[3]
+    victim_keys = keys_on(cache, victim.url, count=5)
+    other_keys = keys_on(cache, urls[0], count=5)
+    cache.set_many({k: "old" for k in victim_keys + other_keys}, tags=["user:7"])
+    cache.set("untagged", "kept")
+    assert len(cache.get_many(victim_keys + other_keys)) == 10
+    victim.pause()
+    assert cache.get(victim_keys[0]) is None  # times out: the breaker opens
+    cache.invalidate_tags("user:7")
+    victim.resume()
+    token = f"{cache.key_prefix}:_tc:t:user:7"
+    assert victim.client().exists(token) == 1  # it really missed the invalidation
+    time.sleep(1.1)  # the lease it held has expired by now, and the breaker cooled down
+    assert cache.get_many(victim_keys + other_keys) == {}
+    assert cache.get("untagged") == "kept"
+    # The fence was made good and cleared: new entries on it work again.
+    cache.set(victim_keys[0], "new", tags=["user:7"])
+    assert cache.get(victim_keys[0]) == "new"
+    assert policy_count(cache, "fenced", victim.url) == 1
+    fences = [s.client().get(f"{cache.key_prefix}:_tc:fence:{cache._partitions[3].id}")
+              for s in clean_redis_servers[:3]]
+    assert fences == [None, None, None]
+
+
+def test_a_partition_that_cannot_be_vouched_for__does_not_serve_tagged_entries(
+        clean_redis_servers, make_cache):
+    first, second = clean_redis_servers[0], clean_redis_servers[1]
+    cache = make_cache([first.url, second.url], TAG_LEASE=0.5, **FAST)
+    keys = keys_on(cache, first.url, count=3)
+    cache.set_many(dict.fromkeys(keys, 1), tags=["t"])
+    cache.set("plain", 1)
+    second.stop()
+    time.sleep(0.6)  # the first partition's lease runs out, and only the second could renew it
+    assert cache.get_many(keys) == {}
+    second.start()
+    time.sleep(FAST["BREAKER_COOLDOWN"] + 0.1)
+    assert cache.get_many(keys) == dict.fromkeys(keys, 1)
+
+
+def test_an_invalidation_that_cannot_be_fenced__is_reported(closed_port_url, make_cache):
+    quiet = make_cache([closed_port_url], **FAST)
+    quiet.invalidate_tags("t")  # logged and counted, not raised
+    assert policy_count(quiet, "error:invalidate_tags") == 1
+    loud = make_cache([closed_port_url, "memory://fence-test"], RAISE_ERRORS=True,
+                      BREAKER_FAILURES=10, **FAST)
+    loud.invalidate_tags("t")  # the other partition records the fence: complete
+    lonely = make_cache([closed_port_url], RAISE_ERRORS=True, BREAKER_FAILURES=10, **FAST)
+    with pytest.raises(InvalidationIncomplete):
+        lonely.invalidate_tags("t")
+
+
+def test_invalidate_tags__returns_only_after_a_missed_partitions_lease_is_over(
+        clean_redis_servers, make_cache):
+    urls = [server.url for server in clean_redis_servers]
+    cache = make_cache(urls, TAG_LEASE=1.5, BREAKER_FAILURES=1, SOCKET_TIMEOUT=0.2,
+                       BREAKER_COOLDOWN=0.3)
+    victim = clean_redis_servers[0]
+    victim_keys = keys_on(cache, victim.url, count=3)
+    cache.set_many(dict.fromkeys(victim_keys, "old"), tags=["t"])
+    assert len(cache.get_many(victim_keys)) == 3  # a fresh 1.5 s lease
+    victim.pause()
+    assert cache.get(victim_keys[0]) is None  # the breaker opens: nothing reaches the victim
+    cache.invalidate_tags("t")
+    victim.resume()
+    time.sleep(0.35)  # the breaker cools down, well within the old lease
+    # Had invalidate_tags returned while the old lease was in force, the victim
+    # would still be trusted here and serve "old".
+    assert cache.get_many(victim_keys) == {}

@@ -1,0 +1,158 @@
+"""Tags: invalidation on every partition, lost metadata, snapshots, bad input."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from asgiref.sync import async_to_sync
+
+
+def test_invalidate_tags__hides_entries_on_every_partition(any_cache):
+    keys = [f"k{i}" for i in range(200)]
+    any_cache.set_many({k: k for k in keys}, tags=["group"])
+    any_cache.set("other", 1, tags=["elsewhere"])
+    any_cache.set("plain", 2)
+    assert len(any_cache.get_many(keys)) == 200
+    any_cache.invalidate_tags("group")
+    assert any_cache.get_many(keys) == {}
+    assert any_cache.get("other") == 1
+    assert any_cache.get("plain") == 2
+
+
+def test_invalidate_tags__any_one_tag_of_an_entry_hides_it(any_cache):
+    any_cache.set("a", 1, tags=["t1", "t2"])
+    any_cache.set("b", 2, tags=["t2"])
+    any_cache.invalidate_tags("t1")
+    assert any_cache.get("a") is None
+    assert any_cache.get("b") == 2
+    assert any_cache.has_key("a") is False
+
+
+def test_entries_written_after_invalidation_are_valid(any_cache):
+    any_cache.set("a", 1, tags=["t"])
+    any_cache.invalidate_tags("t")
+    any_cache.set("a", 2, tags=["t"])
+    assert any_cache.get("a") == 2
+
+
+def test_add_set_many_get_or_set_and_async_set_take_tags(any_cache):
+    assert any_cache.add("added", 1, tags=["t"])
+    any_cache.set_many({"m1": 1, "m2": 2}, tags=["t"])
+    assert any_cache.get_or_set("gos", lambda: 3, tags=["t"]) == 3
+    async_to_sync(any_cache.aset)("async", 4, tags=["t"])
+    assert async_to_sync(any_cache.aget_or_set)("agos", 5, tags=["t"]) == 5
+    keys = ["added", "m1", "m2", "gos", "async", "agos"]
+    assert len(any_cache.get_many(keys)) == 6
+    async_to_sync(any_cache.ainvalidate_tags)("t")
+    assert any_cache.get_many(keys) == {}
+
+
+def test_add__replaces_an_invalidated_entry(any_cache):
+    any_cache.set("a", 1, tags=["t"])
+    any_cache.invalidate_tags("t")
+    assert any_cache.add("a", 2, tags=["t"]) is True
+    assert any_cache.get("a") == 2
+
+
+def test_get_or_set__does_not_store_a_value_computed_across_an_invalidation(any_cache):
+    def compute():
+        # Another process invalidates while this value is being computed from old data.
+        any_cache.invalidate_tags("product:1")
+        return "computed from the old row"
+
+    assert any_cache.get_or_set("p1", compute, tags=["product:1"]) == "computed from the old row"
+    assert any_cache.get("p1") is None
+    assert any_cache.get_or_set("p1", lambda: "fresh", tags=["product:1"]) == "fresh"
+    assert any_cache.get("p1") == "fresh"
+
+
+def test_incr_and_incr_version__keep_the_tags(any_cache):
+    any_cache.set("n", 1, tags=["counter"])
+    assert any_cache.incr("n", 5) == 6
+    assert any_cache.get("n") == 6
+    any_cache.set("moved", "x", tags=["mover"])
+    assert any_cache.incr_version("moved") == 2
+    assert any_cache.get("moved", version=2) == "x"
+    any_cache.invalidate_tags("counter", "mover")
+    assert any_cache.get("n") is None
+    assert any_cache.get("moved", version=2) is None
+    with pytest.raises(ValueError):
+        any_cache.incr("n")
+
+
+def test_touch__keeps_tagged_entries_valid_past_their_first_timeout(any_cache):
+    import time
+
+    any_cache.set("short", 1, timeout=0.4, tags=["t"])
+    assert any_cache.touch("short", 30)
+    time.sleep(0.6)
+    assert any_cache.get("short") == 1
+    any_cache.invalidate_tags("t")
+    assert any_cache.get("short") is None
+
+
+@pytest.mark.parametrize(("tags", "error"), [
+    ([None], TypeError), (["ok", 3], TypeError), ("single-string", TypeError), (5, TypeError),
+    (["has space"], ValueError), ([""], ValueError), (["x" * 201], ValueError),
+    (["new\nline"], ValueError),
+])
+def test_bad_tags__raise_and_store_nothing(any_cache, tags, error):
+    with pytest.raises(error, match="tag"):
+        any_cache.set("k", 1, tags=tags)
+    with pytest.raises(error):
+        any_cache.set_many({"k2": 2}, tags=tags)
+    with pytest.raises(error):
+        any_cache.get_or_set("k3", 3, tags=tags)
+    assert any_cache.get_many(["k", "k2", "k3"]) == {}
+
+
+def test_invalidate_tags__rejects_a_list_instead_of_separate_tags(any_cache):
+    with pytest.raises(TypeError, match="str"):
+        any_cache.invalidate_tags(["a", "b"])
+
+
+def test_losing_a_tag_token__makes_entries_invalid_for_good(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url)
+    cache.set("a", 1, tags=["t"])
+    raw = server.client()
+    token_key = f"{cache.key_prefix}:_tc:t:t"
+    assert raw.delete(token_key) == 1  # what an eviction or a partial flush does
+    assert cache.get("a") is None
+    cache.set("b", 2, tags=["t"])  # a new token is made...
+    assert cache.get("b") == 2
+    assert cache.get("a") is None  # ...and the old entry never matches it
+
+
+def test_losing_the_generation__makes_every_tagged_entry_invalid(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url)
+    cache.set("tagged", 1, tags=["t"])
+    cache.set("plain", 2)
+    server.client().delete(f"{cache.key_prefix}:_tc:gen")
+    assert cache.get("tagged") is None
+    assert cache.get("plain") == 2
+
+
+def test_tag_metadata_does_not_grow_with_tagged_entries(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url)
+    cache.set_many({f"k{i}": i for i in range(1000)}, tags=["big", "other"])
+    # 1000 entries, 2 tag tokens and the generation: nothing per entry.
+    assert server.client().dbsize() == 1000 + 3
+
+
+def test_invalidate_tags__is_seen_by_another_process(clean_redis_servers, make_cache):
+    urls = [server.url for server in clean_redis_servers]
+    cache = make_cache(urls, KEY_PREFIX="xproc")
+    cache.set_many({f"k{i}": i for i in range(50)}, tags=["shared"])
+    assert len(cache.get_many([f"k{i}" for i in range(50)])) == 50
+    script = (
+        "import django; django.setup();"
+        "from django_tiercache.backend import TierCache;"
+        f"TierCache({urls!r}, {{'KEY_PREFIX': 'xproc'}}).invalidate_tags('shared')"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=60)  # noqa: S603
+    assert cache.get_many([f"k{i}" for i in range(50)]) == {}
