@@ -303,9 +303,15 @@ class TierCache(BaseCache):
         return version + delta
 
     def clear(self) -> None:
-        for outcome in fan_out([(p, "clear", ()) for p in self._partitions]):
-            if not outcome.ok:
-                self._policy.failed("clear", outcome.partition.name, outcome.error)
+        """Empty every partition (FLUSHDB, as Django's Redis backend does)."""
+        outcomes = fan_out([(p, "clear", ()) for p in self._partitions])
+        failures = [o for o in outcomes if not o.ok]
+        if failures:
+            # The flush also erased the fences kept for other partitions; a partition
+            # that missed it must at least not serve its tagged entries as valid.
+            self._fencing.fence([o.partition for o in failures])
+        for outcome in failures:
+            self._policy.failed("clear", outcome.partition.name, outcome.error)
 
     def close(self, **kwargs: Any) -> None:
         for partition in self._partitions:

@@ -119,9 +119,11 @@ class Fencing:
                              "invalidating tags on partition %s failed: %r",
                              o.partition.name, o.error)
         if missed:
-            self._fence([o.partition for o in missed], tags)
+            self.fence([o.partition for o in missed], tags)
 
-    def _fence(self, missed: list[Partition], tags: tuple[str, ...]) -> None:
+    def fence(self, missed: list[Partition], tags: tuple[str, ...] = ()) -> None:
+        """Make sure partitions that missed an invalidation (or a clear) drop their
+        tagged entries before they are trusted again."""
         reachable = [p for p in self.partitions if p not in missed]
         ids = [p.id for p in missed]
         records = fan_out([(p, "record_fence", (ids,)) for p in reachable])
@@ -137,8 +139,9 @@ class Fencing:
     def _incomplete(self, missed: list[Partition], tags: tuple[str, ...],
                     records: list[Outcome]) -> None:
         names = ", ".join(p.name for p in missed)
+        what = f"tags {list(tags)!r}" if tags else "entries cleared by clear()"
         error = InvalidationIncomplete(
-            f"tags {list(tags)!r} may still be served by partition(s) {names}: they missed the "
+            f"{what} may still be served by partition(s) {names}: they missed the "
             f"invalidation and it could not be recorded on every other partition"
         )
         for p in missed:

@@ -194,3 +194,20 @@ def test_invalidate_tags__returns_only_after_a_missed_partitions_lease_is_over(
     # Had invalidate_tags returned while the old lease was in force, the victim
     # would still be trusted here and serve "old".
     assert cache.get_many(victim_keys) == {}
+
+
+def test_clear_while_a_partition_is_away__fences_its_tagged_entries(
+        clean_redis_servers, make_cache):
+    urls = [server.url for server in clean_redis_servers]
+    cache = make_cache(urls, TAG_LEASE=0.5, BREAKER_FAILURES=1, **FAST)
+    victim = clean_redis_servers[1]
+    victim_keys = keys_on(cache, victim.url, count=3)
+    cache.set_many(dict.fromkeys(victim_keys, "before clear"), tags=["t"])
+    assert len(cache.get_many(victim_keys)) == 3
+    victim.pause()
+    assert cache.get(victim_keys[0]) is None  # the breaker opens: clear() cannot reach it
+    cache.clear()
+    victim.resume()
+    assert victim.client().exists(cache.make_key(victim_keys[0])) == 1
+    time.sleep(0.6)  # its lease and its breaker's cooldown are over
+    assert cache.get_many(victim_keys) == {}
