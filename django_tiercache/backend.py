@@ -55,12 +55,15 @@ class TierCache(BaseCache):
         if errors:
             # Django's own cache checks build every cache, so this message is what
             # `manage.py check` shows: it carries our check ids and hints too.
-            raise ImproperlyConfigured(" ".join(f"tiercache.{p.id}: {p.msg} HINT: {p.hint}"
-                                                for p in errors))
+            raise ImproperlyConfigured(
+                " ".join(f"tiercache.{p.id}: {p.msg} HINT: {p.hint}" for p in errors)
+            )
         opts = {**config.options, **config.connection_options}
         ns = f"{self.key_prefix}:_tc:"
-        self._partitions = [Partition(name, url, ns, opts)
-                            for name, url in zip(config.names, config.urls)]
+        self._partitions = [
+            Partition(name, url, ns, opts)
+            for name, url in zip(config.names, config.urls, strict=True)
+        ]
         self._partitioner = RendezvousPartitioner(config.names)
         self._codec = Codec(config.options)
         self._policy = _policy_for((tuple(config.urls), self.key_prefix), config["RAISE_ERRORS"])
@@ -96,44 +99,61 @@ class TierCache(BaseCache):
         leased = self._fencing.enabled
         outcomes = fan_out([(p, "read", (keys, leased)) for p, keys in groups.items()])
         found: dict[str, Any] = {}
-        for outcome, keys in zip(outcomes, groups.values()):
+        for outcome, keys in zip(outcomes, groups.values(), strict=True):
             if not outcome.ok:
                 self._policy.failed(operation, outcome.partition.name, outcome.error)
                 continue
             lease, bodies = outcome.value
             if self._fencing.needs_renewal(lease) or UNVERIFIED in _flags(bodies):
                 bodies = self._renew_and_reread(outcome.partition, keys, bodies)
-            for key, body in zip(keys, bodies):
+            for key, body in zip(keys, bodies, strict=True):
                 if type(body) is bytes:
                     self._decode_into(found, key, body, outcome.partition)
         return found
 
     def _renew_and_reread(self, partition: Partition, keys: list[str], bodies: list) -> list:
         renewed = self._fencing.renew(partition)
-        unverified = [k for k, b in zip(keys, bodies) if type(b) is int]
+        unverified = [k for k, b in zip(keys, bodies, strict=True) if type(b) is int]
         if not unverified:
             return bodies
         if not renewed:
             return [None if type(b) is int else b for b in bodies]
         again = partition.run("read", unverified, True)
-        reread = dict(zip(unverified, again.value[1])) if again.ok else {}
-        return [reread.get(k) if type(b) is int else b for k, b in zip(keys, bodies)]
+        reread = dict(zip(unverified, again.value[1], strict=True)) if again.ok else {}
+        return [reread.get(k) if type(b) is int else b for k, b in zip(keys, bodies, strict=True)]
 
     def _decode_into(self, found: dict, key: str, body: bytes, partition: Partition) -> None:
         try:
             found[key] = self._codec.decode(key, body)
         except Tampered as exc:
-            self._policy.note("tampered", partition.name,
-                              "cache entry %r on partition %s was not written by this "
-                              "application (%s); treated as a miss", key, partition.name, exc)
+            self._policy.note(
+                "tampered",
+                partition.name,
+                "cache entry %r on partition %s was not written by this "
+                "application (%s); treated as a miss",
+                key,
+                partition.name,
+                exc,
+            )
         except Exception as exc:  # noqa: BLE001 - e.g. a pickled class that no longer exists
-            self._policy.note("undecodable", partition.name,
-                              "cache entry %r on partition %s cannot be decoded (%r); "
-                              "treated as a miss", key, partition.name, exc)
+            self._policy.note(
+                "undecodable",
+                partition.name,
+                "cache entry %r on partition %s cannot be decoded (%r); treated as a miss",
+                key,
+                partition.name,
+                exc,
+            )
 
-    def _write(self, values: dict[str, Any], timeout: Any, tags: Iterable[str] | None,
-               nx: bool = False, snapshot: tuple[str, ...] | None = None,
-               operation: str = "set") -> set[str]:
+    def _write(
+        self,
+        values: dict[str, Any],
+        timeout: Any,
+        tags: Iterable[str] | None,
+        nx: bool = False,
+        snapshot: tuple[str, ...] | None = None,
+        operation: str = "set",
+    ) -> set[str]:
         """Write every value (all encoded before anything is sent); return the keys stored."""
         tags = validate_tags(tags)
         bodies = {key: self._codec.encode(key, value) for key, value in values.items()}
@@ -144,12 +164,14 @@ class TierCache(BaseCache):
             return set()
         groups = self._group(bodies)
         fresh = _fresh_token()
-        calls = [(p, "write", ([Write(k, bodies[k], ttl, tags, snapshot) for k in keys], nx, fresh))
-                 for p, keys in groups.items()]
+        calls = [
+            (p, "write", ([Write(k, bodies[k], ttl, tags, snapshot) for k in keys], nx, fresh))
+            for p, keys in groups.items()
+        ]
         stored: set[str] = set()
-        for outcome, keys in zip(fan_out(calls), groups.values()):
+        for outcome, keys in zip(fan_out(calls), groups.values(), strict=True):
             if outcome.ok:
-                stored.update(k for k, ok in zip(keys, outcome.value) if ok)
+                stored.update(k for k, ok in zip(keys, outcome.value, strict=True) if ok)
             else:
                 self._policy.failed(operation, outcome.partition.name, outcome.error)
         return stored
@@ -184,13 +206,25 @@ class TierCache(BaseCache):
         key = self.make_and_validate_key(key, version=version)
         return key in self._read([key], "has_key")
 
-    def set(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT,
-            version: int | None = None, tags: Iterable[str] = ()) -> None:
+    def set(
+        self,
+        key: str,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        tags: Iterable[str] = (),
+    ) -> None:
         key = self.make_and_validate_key(key, version=version)
         self._write({key: value}, timeout, tags)
 
-    def add(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT,
-            version: int | None = None, tags: Iterable[str] = ()) -> bool:
+    def add(
+        self,
+        key: str,
+        value: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        tags: Iterable[str] = (),
+    ) -> bool:
         key = self.make_and_validate_key(key, version=version)
         if self._ttl_ms(timeout) == 0:
             # Nothing is stored; say whether it would have been, as Django's backends do.
@@ -199,8 +233,13 @@ class TierCache(BaseCache):
             return key not in self._read([key], "add")
         return key in self._write({key: value}, timeout, tags, nx=True, operation="add")
 
-    def set_many(self, data: dict[str, Any], timeout: Any = DEFAULT_TIMEOUT,
-                 version: int | None = None, tags: Iterable[str] = ()) -> list[str]:
+    def set_many(
+        self,
+        data: dict[str, Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        tags: Iterable[str] = (),
+    ) -> list[str]:
         """Set every item; return the keys that could not be stored (a partition failed)."""
         made = {self.make_and_validate_key(k, version=version): k for k in data}
         values = {m: data[k] for m, k in made.items()}
@@ -209,8 +248,14 @@ class TierCache(BaseCache):
             return []
         return [k for m, k in made.items() if m not in stored]
 
-    def get_or_set(self, key: str, default: Any, timeout: Any = DEFAULT_TIMEOUT,
-                   version: int | None = None, tags: Iterable[str] = ()) -> Any:
+    def get_or_set(
+        self,
+        key: str,
+        default: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        tags: Iterable[str] = (),
+    ) -> Any:
         """Get `key`, or compute `default` (if callable), store it with `tags`, return it.
 
         The tag tokens are read before `default` is called; if any of the tags is
@@ -227,8 +272,9 @@ class TierCache(BaseCache):
             default = default()
         if snapshot is NOT_FOUND:
             return default
-        if made in self._write({made: default}, timeout, tags, nx=True, snapshot=snapshot,
-                               operation="get_or_set"):
+        if made in self._write(
+            {made: default}, timeout, tags, nx=True, snapshot=snapshot, operation="get_or_set"
+        ):
             return default
         return self._read([made]).get(made, default)
 
@@ -276,8 +322,9 @@ class TierCache(BaseCache):
         if type(value) is not int:
             raise TypeError(f"The value of cache key {key!r} is not an integer.")
         body, pttl, tags = entry
-        self._write({made: value + delta}, None if pttl < 0 else max(pttl, 1) / 1000, tags,
-                    operation="incr")
+        self._write(
+            {made: value + delta}, None if pttl < 0 else max(pttl, 1) / 1000, tags, operation="incr"
+        )
         return value + delta
 
     def incr_version(self, key: str, delta: int = 1, version: int | None = None) -> int:
@@ -354,7 +401,8 @@ def _is_type_error(error: BaseException | None) -> bool:
     """Did Redis refuse to add (not a 64-bit integer, or an overflow)?"""
     return isinstance(error, TypeError) or (
         isinstance(error, ResponseError)
-        and ("not an integer" in str(error) or "overflow" in str(error)))
+        and ("not an integer" in str(error) or "overflow" in str(error))
+    )
 
 
 def _policy_for(identity: tuple, raise_errors: bool) -> ErrorPolicy:

@@ -20,6 +20,12 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             continue
         for problem in parse(config.get("LOCATION", ""), config.get("OPTIONS")).problems:
             kind = Error if problem.is_error else Warning
-            messages.append(kind(f"CACHES[{alias!r}]: {problem.msg}", hint=problem.hint,
-                                 obj=f"CACHES[{alias!r}]", id=f"tiercache.{problem.id}"))
+            messages.append(
+                kind(
+                    f"CACHES[{alias!r}]: {problem.msg}",
+                    hint=problem.hint,
+                    obj=f"CACHES[{alias!r}]",
+                    id=f"tiercache.{problem.id}",
+                )
+            )
     return messages

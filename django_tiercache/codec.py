@@ -41,8 +41,9 @@ class Signer:
     """Keyed BLAKE2b MACs bound to the cache key, with SECRET_KEY_FALLBACKS honoured."""
 
     def __init__(self, secrets: list[str]):
-        self._keys = [hashlib.sha256(b"django_tiercache.codec:" + s.encode()).digest()
-                      for s in secrets]
+        self._keys = [
+            hashlib.sha256(b"django_tiercache.codec:" + s.encode()).digest() for s in secrets
+        ]
 
     @classmethod
     def from_settings(cls) -> Signer:
@@ -61,8 +62,7 @@ class Signer:
         return self._mac(self._keys[0], key, data)
 
     def verify(self, key: bytes, data: bytes, mac: bytes) -> bool:
-        return any(hmac.compare_digest(self._mac(secret, key, data), mac)
-                   for secret in self._keys)
+        return any(hmac.compare_digest(self._mac(secret, key, data), mac) for secret in self._keys)
 
 
 class Codec:
@@ -80,8 +80,7 @@ class Codec:
             data = self.compressor.compress(self.serializer.dumps(value))
         except Exception as exc:  # pickle, json and msgpack each raise their own types
             raise SerializationError(
-                f"Cannot serialize the value for cache key {key!r} "
-                f"({type(value).__name__}): {exc}"
+                f"Cannot serialize the value for cache key {key!r} ({type(value).__name__}): {exc}"
             ) from exc
         if self.signer is None:
             return b"u" + data

@@ -61,13 +61,20 @@ class ErrorPolicy:
 
     def failed(self, operation: str, partition: str, error: BaseException) -> None:
         """Record a failed call; raises it again when errors must raise."""
-        self.note(f"error:{operation}", partition,
-                  "cache %s on partition %s failed: %r", operation, partition, error)
+        self.note(
+            f"error:{operation}",
+            partition,
+            "cache %s on partition %s failed: %r",
+            operation,
+            partition,
+            error,
+        )
         if self.raise_errors:
             raise error
 
-    def note(self, event: str, partition: str, message: str, *args: object,
-             level: int = logging.WARNING) -> None:
+    def note(
+        self, event: str, partition: str, message: str, *args: object, level: int = logging.WARNING
+    ) -> None:
         """Count an event and log it, unless the same event was logged moments ago."""
         with self._lock:
             self.counts[(event, partition)] += 1

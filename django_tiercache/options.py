@@ -95,8 +95,13 @@ def parse(location: Any, options: dict[str, Any] | None) -> CacheOptions:
     merged = dict(DEFAULTS)
     raw = options or {}
     if not isinstance(raw, dict):
-        problems.append(Problem("E003", f"OPTIONS must be a dict, not {type(raw).__name__}.",
-                                "Write OPTIONS as a dict, e.g. {'SIGNED': True}."))
+        problems.append(
+            Problem(
+                "E003",
+                f"OPTIONS must be a dict, not {type(raw).__name__}.",
+                "Write OPTIONS as a dict, e.g. {'SIGNED': True}.",
+            )
+        )
         raw = {}
     for key, value in raw.items():
         if key not in DEFAULTS and key not in CONNECTION_OPTIONS:
@@ -111,8 +116,11 @@ def parse(location: Any, options: dict[str, Any] | None) -> CacheOptions:
 
 def _unknown_option(key: str) -> Problem:
     known = ", ".join(sorted([*DEFAULTS, *CONNECTION_OPTIONS]))
-    return Problem("E002", f"Unknown OPTIONS key {key!r}.",
-                   f"Remove it or fix its spelling. Known keys: {known}.")
+    return Problem(
+        "E002",
+        f"Unknown OPTIONS key {key!r}.",
+        f"Remove it or fix its spelling. Known keys: {known}.",
+    )
 
 
 def _parse_location(location: Any, problems: list[Problem]) -> list[str]:
@@ -123,24 +131,34 @@ def _parse_location(location: Any, problems: list[Problem]) -> list[str]:
     else:
         urls = []
     if not urls:
-        problems.append(Problem(
-            "E001", f"LOCATION must name at least one partition, got {location!r}.",
-            "Use 'memory://' for an in-process cache or a list of Redis URLs such as "
-            "['redis://127.0.0.1:6379/0'].",
-        ))
+        problems.append(
+            Problem(
+                "E001",
+                f"LOCATION must name at least one partition, got {location!r}.",
+                "Use 'memory://' for an in-process cache or a list of Redis URLs such as "
+                "['redis://127.0.0.1:6379/0'].",
+            )
+        )
     for url in urls:
         problem = _url_problem(url)
         if problem:
             problems.append(problem)
     if len(set(map(str, urls))) != len(urls):
-        problems.append(Problem("E001", f"LOCATION lists a partition twice: {urls!r}.",
-                                "List each Redis server (and database) once."))
+        problems.append(
+            Problem(
+                "E001",
+                f"LOCATION lists a partition twice: {urls!r}.",
+                "List each Redis server (and database) once.",
+            )
+        )
     return [str(url) for url in urls]
 
 
 def _url_problem(url: Any) -> Problem | None:
-    hint = ("Each LOCATION entry is a URL: redis://host:port/db, rediss://..., "
-            "unix:///path/to/socket or memory://name.")
+    hint = (
+        "Each LOCATION entry is a URL: redis://host:port/db, rediss://..., "
+        "unix:///path/to/socket or memory://name."
+    )
     if not isinstance(url, str):
         return Problem("E001", f"LOCATION entry {url!r} is not a string.", hint)
     try:
@@ -149,8 +167,9 @@ def _url_problem(url: Any) -> Problem | None:
     except ValueError as exc:
         return Problem("E001", f"LOCATION entry {url!r} is not a valid URL ({exc}).", hint)
     if parts.scheme not in (MEMORY_SCHEME, *REDIS_SCHEMES):
-        return Problem("E001", f"LOCATION entry {url!r} has an unsupported scheme "
-                               f"{parts.scheme!r}.", hint)
+        return Problem(
+            "E001", f"LOCATION entry {url!r} has an unsupported scheme {parts.scheme!r}.", hint
+        )
     if parts.scheme in ("redis", "rediss") and not parts.hostname:
         return Problem("E001", f"LOCATION entry {url!r} names no host.", hint)
     return None
@@ -160,28 +179,43 @@ def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
     for key in POSITIVE_NUMBERS:
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            problems.append(Problem("E003", f"OPTIONS[{key!r}] must be a positive number of "
-                                            f"seconds, got {value!r}.",
-                                    f"Set it to e.g. {DEFAULTS[key]!r} or leave it out."))
+            problems.append(
+                Problem(
+                    "E003",
+                    f"OPTIONS[{key!r}] must be a positive number of seconds, got {value!r}.",
+                    f"Set it to e.g. {DEFAULTS[key]!r} or leave it out.",
+                )
+            )
     for key in POSITIVE_INTEGERS:
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            problems.append(Problem("E003", f"OPTIONS[{key!r}] must be a positive integer, "
-                                            f"got {value!r}.",
-                                    f"Set it to e.g. {DEFAULTS[key]!r} or leave it out."))
+            problems.append(
+                Problem(
+                    "E003",
+                    f"OPTIONS[{key!r}] must be a positive integer, got {value!r}.",
+                    f"Set it to e.g. {DEFAULTS[key]!r} or leave it out.",
+                )
+            )
     for key in BOOLEANS:
         if not isinstance(merged[key], bool):
-            problems.append(Problem("E003", f"OPTIONS[{key!r}] must be True or False, "
-                                            f"got {merged[key]!r}.",
-                                    f"Set it to {DEFAULTS[key]!r} or leave it out."))
+            problems.append(
+                Problem(
+                    "E003",
+                    f"OPTIONS[{key!r}] must be True or False, got {merged[key]!r}.",
+                    f"Set it to {DEFAULTS[key]!r} or leave it out.",
+                )
+            )
     for key in ("SERIALIZER", "COMPRESSOR"):
         _check_import(key, merged[key], problems)
     if merged["SERIALIZER"] == PICKLE_SERIALIZER and merged["SIGNED"] is False:
-        problems.append(Problem(
-            "W001", "The pickle serializer is used with SIGNED off: anyone who can write to "
-                    "Redis can make this application unpickle, i.e. run, their bytes.",
-            "Keep OPTIONS['SIGNED'] = True, or choose SERIALIZER 'json' or 'msgpack'.",
-        ))
+        problems.append(
+            Problem(
+                "W001",
+                "The pickle serializer is used with SIGNED off: anyone who can write to "
+                "Redis can make this application unpickle, i.e. run, their bytes.",
+                "Keep OPTIONS['SIGNED'] = True, or choose SERIALIZER 'json' or 'msgpack'.",
+            )
+        )
 
 
 def _check_import(key: str, path: Any, problems: list[Problem]) -> None:
@@ -189,22 +223,33 @@ def _check_import(key: str, path: Any, problems: list[Problem]) -> None:
         import_string(path)
     except (ImportError, TypeError, ValueError, AttributeError) as exc:
         extra = " (install django-tiercache[msgpack])" if "msgpack" in str(path) else ""
-        problems.append(Problem("E003", f"OPTIONS[{key!r}] = {path!r} cannot be imported: "
-                                        f"{exc}.",
-                                f"Give a dotted path to a django-redis compatible class{extra}."))
+        problems.append(
+            Problem(
+                "E003",
+                f"OPTIONS[{key!r}] = {path!r} cannot be imported: {exc}.",
+                f"Give a dotted path to a django-redis compatible class{extra}.",
+            )
+        )
 
 
 def _partition_names(urls: list[str], given: Any, problems: list[Problem]) -> list[str]:
     if given is None:
         return [redact(url) for url in urls]
-    if (not isinstance(given, (list, tuple)) or len(given) != len(urls)
-            or not all(isinstance(n, str) and n for n in given) or len(set(given)) != len(given)):
-        problems.append(Problem(
-            "E004", f"PARTITION_NAMES must be a list of distinct non-empty strings, one per "
-                    f"LOCATION entry ({len(urls)}), got {given!r}.",
-            "Give one name per LOCATION entry, in the same order, or leave it out to name "
-            "partitions by their URL.",
-        ))
+    if (
+        not isinstance(given, (list, tuple))
+        or len(given) != len(urls)
+        or not all(isinstance(n, str) and n for n in given)
+        or len(set(given)) != len(given)
+    ):
+        problems.append(
+            Problem(
+                "E004",
+                f"PARTITION_NAMES must be a list of distinct non-empty strings, one per "
+                f"LOCATION entry ({len(urls)}), got {given!r}.",
+                "Give one name per LOCATION entry, in the same order, or leave it out to name "
+                "partitions by their URL.",
+            )
+        )
         return [redact(url) for url in urls]
     return list(given)
 

@@ -65,6 +65,11 @@ def slot_owners(names: tuple[str, ...]) -> tuple[int, ...]:
 
 def _rank(slot: int, seeds: list[bytes], load: list[int], share: int) -> int:
     data = slot.to_bytes(2, "big")
-    weights = sorted(((hashlib.blake2b(data, key=seed, digest_size=8).digest(), i)
-                      for i, seed in enumerate(seeds)), reverse=True)
+    weights = sorted(
+        (
+            (hashlib.blake2b(data, key=seed, digest_size=8).digest(), i)
+            for i, seed in enumerate(seeds)
+        ),
+        reverse=True,
+    )
     return next(i for _, i in weights if load[i] < share)

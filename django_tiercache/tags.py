@@ -56,8 +56,10 @@ def validate_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     if tags is None:
         return ()
     if isinstance(tags, (str, bytes)):
-        raise TypeError(f"tags must be an iterable of str, not a single {type(tags).__name__} "
-                        f"({tags!r}); write tags=[{tags!r}].")
+        raise TypeError(
+            f"tags must be an iterable of str, not a single {type(tags).__name__} "
+            f"({tags!r}); write tags=[{tags!r}]."
+        )
     try:
         tags = list(tags)
     except TypeError:
@@ -97,17 +99,23 @@ class Fencing:
         """Grant `partition` a lease, fencing it first if it missed an invalidation."""
         deadline = now_ms() + self.lease_ms
         others = [p for p in self.partitions if p is not partition]
-        checks = [o for o in fan_out([(p, "check_fence", (partition.id, deadline)) for p in others])
-                  if o.ok]
+        checks = [
+            o
+            for o in fan_out([(p, "check_fence", (partition.id, deadline)) for p in others])
+            if o.ok
+        ]
         if not checks:
             return False  # nobody can vouch for it: its tagged entries stay untrusted
         fenced = [o for o in checks if o.value > 0]
         if not partition.run("lease", deadline, bool(fenced)).ok:
             return False
         if fenced:
-            self.policy.note("fenced", partition.name,
-                             "partition %s missed a tag invalidation; its tagged entries "
-                             "were dropped", partition.name)
+            self.policy.note(
+                "fenced",
+                partition.name,
+                "partition %s missed a tag invalidation; its tagged entries were dropped",
+                partition.name,
+            )
             fan_out([(o.partition, "clear_fence", (partition.id, o.value)) for o in fenced])
         return True
 
@@ -115,9 +123,13 @@ class Fencing:
         outcomes = fan_out([(p, "drop_tags", (tags,)) for p in self.partitions])
         missed = [o for o in outcomes if not o.ok]
         for o in missed:
-            self.policy.note("error:invalidate", o.partition.name,
-                             "invalidating tags on partition %s failed: %r",
-                             o.partition.name, o.error)
+            self.policy.note(
+                "error:invalidate",
+                o.partition.name,
+                "invalidating tags on partition %s failed: %r",
+                o.partition.name,
+                o.error,
+            )
         if missed:
             self.fence([o.partition for o in missed], tags)
 
@@ -136,8 +148,9 @@ class Fencing:
             # A lease granted before our fence was recorded may still be in force.
             time.sleep(wait_ms / 1000)
 
-    def _incomplete(self, missed: list[Partition], tags: tuple[str, ...],
-                    records: list[Outcome]) -> None:
+    def _incomplete(
+        self, missed: list[Partition], tags: tuple[str, ...], records: list[Outcome]
+    ) -> None:
         names = ", ".join(p.name for p in missed)
         what = f"tags {list(tags)!r}" if tags else "entries cleared by clear()"
         error = InvalidationIncomplete(

@@ -11,8 +11,10 @@ BACKEND = "django_tiercache.backend.TierCache"
 
 
 def ids_for(location, options=None):
-    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-              "tier": {"BACKEND": BACKEND, "LOCATION": location, "OPTIONS": options or {}}}
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "tier": {"BACKEND": BACKEND, "LOCATION": location, "OPTIONS": options or {}},
+    }
     with override_settings(CACHES=caches):
         messages = check_caches()
     assert all(m.hint for m in messages)
@@ -23,10 +25,18 @@ def test_a_valid_configuration_has_no_messages():
     assert ids_for(["redis://127.0.0.1:6379/0", "memory://x"], {"TAG_LEASE": 2}) == []
 
 
-@pytest.mark.parametrize("location", [
-    "", [], "http://example.com", "redis://127.0.0.1:notaport/0", "redis:///0", [None],
-    ["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"],
-])
+@pytest.mark.parametrize(
+    "location",
+    [
+        "",
+        [],
+        "http://example.com",
+        "redis://127.0.0.1:notaport/0",
+        "redis:///0",
+        [None],
+        ["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"],
+    ],
+)
 def test_bad_locations__are_tiercache_e001(location):
     assert "tiercache.E001" in ids_for(location)
 
@@ -40,11 +50,18 @@ def test_unknown_options__are_tiercache_e002_and_name_the_key():
     assert "SOCKET_TIMEOUT" in message.hint
 
 
-@pytest.mark.parametrize("options", [
-    {"SOCKET_TIMEOUT": 0}, {"SOCKET_TIMEOUT": "1"}, {"BREAKER_FAILURES": 0},
-    {"SIGNED": "yes"}, {"TAG_LEASE": -1}, {"SERIALIZER": "nowhere.Serializer"},
-    {"COMPRESSOR": 3},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"SOCKET_TIMEOUT": 0},
+        {"SOCKET_TIMEOUT": "1"},
+        {"BREAKER_FAILURES": 0},
+        {"SIGNED": "yes"},
+        {"TAG_LEASE": -1},
+        {"SERIALIZER": "nowhere.Serializer"},
+        {"COMPRESSOR": 3},
+    ],
+)
 def test_bad_option_values__are_tiercache_e003(options):
     assert ids_for("memory://", options) == ["tiercache.E003"]
 
@@ -52,7 +69,8 @@ def test_bad_option_values__are_tiercache_e003(options):
 def test_partition_names_must_match_location__tiercache_e004():
     assert ids_for(["memory://a", "memory://b"], {"PARTITION_NAMES": ["one"]}) == ["tiercache.E004"]
     assert ids_for(["memory://a", "memory://b"], {"PARTITION_NAMES": ["x", "x"]}) == [
-        "tiercache.E004"]
+        "tiercache.E004"
+    ]
 
 
 def test_pickle_with_signing_off__is_tiercache_w001():

@@ -34,11 +34,14 @@ def tampered_count(cache):
     return sum(n for (event, _), n in cache._policy.counts.items() if event == "tampered")
 
 
-@pytest.mark.parametrize("planted", [
-    pickle.dumps(Planted()),
-    b"u" + pickle.dumps(Planted()),
-    b"v" + b"\0" * 16 + pickle.dumps(Planted()),
-])
+@pytest.mark.parametrize(
+    "planted",
+    [
+        pickle.dumps(Planted()),
+        b"u" + pickle.dumps(Planted()),
+        b"v" + b"\0" * 16 + pickle.dumps(Planted()),
+    ],
+)
 def test_a_planted_pickle__reads_as_a_miss_and_never_runs(redis_cache, planted, caplog):
     cache, raw = redis_cache
     EXPLOITED.clear()
@@ -113,8 +116,9 @@ def test_unpicklable_values_raise_a_pickling_error_and_store_nothing(any_cache):
 
 def test_a_compressor_shrinks_large_values(redis_cache, make_cache, clean_redis_servers):
     _, raw = redis_cache
-    cache = make_cache(clean_redis_servers[0].url,
-                       COMPRESSOR="django_redis.compressors.zlib.ZlibCompressor")
+    cache = make_cache(
+        clean_redis_servers[0].url, COMPRESSOR="django_redis.compressors.zlib.ZlibCompressor"
+    )
     value = "x" * 100_000
     cache.set("big", value, tags=["t"])
     assert cache.get("big") == value

@@ -24,12 +24,16 @@ def keys_on(cache, name, count=10, prefix="k"):
 
 
 def policy_count(cache, event, partition=None):
-    return sum(n for (e, p), n in cache._policy.counts.items()
-               if e == event and (partition is None or p == partition))
+    return sum(
+        n
+        for (e, p), n in cache._policy.counts.items()
+        if e == event and (partition is None or p == partition)
+    )
 
 
 def test_a_closed_port_partition__misses_and_skips_while_the_other_serves(
-        clean_redis_servers, closed_port_url, make_cache, caplog):
+    clean_redis_servers, closed_port_url, make_cache, caplog
+):
     live = clean_redis_servers[0].url
     cache = make_cache([closed_port_url, live], **FAST)
     dead_keys, live_keys = keys_on(cache, closed_port_url), keys_on(cache, live)
@@ -56,7 +60,8 @@ def test_raise_errors__makes_failures_raise(closed_port_url, make_cache):
 
 
 def test_the_breaker__stops_calling_a_dead_partition_until_the_cooldown(
-        closed_port_url, make_cache):
+    closed_port_url, make_cache
+):
     cache = make_cache([closed_port_url], RAISE_ERRORS=True, BREAKER_FAILURES=2, **FAST)
     for _ in range(2):
         with pytest.raises(RedisConnectionError) as tried:
@@ -101,7 +106,8 @@ def test_a_partition_stopped_mid_test_and_brought_back(clean_redis_servers, make
 
 
 def test_a_paused_partition__does_not_serve_entries_invalidated_while_it_was_away(
-        clean_redis_servers, make_cache):
+    clean_redis_servers, make_cache
+):
     urls = [server.url for server in clean_redis_servers]
     cache = make_cache(urls, TAG_LEASE=1.0, **FAST)
     keys = [f"k{i}" for i in range(80)]
@@ -121,7 +127,8 @@ def test_a_paused_partition__does_not_serve_entries_invalidated_while_it_was_awa
 
 
 def test_a_partition_the_invalidation_never_reached__is_fenced_when_it_returns(
-        clean_redis_servers, make_cache):
+    clean_redis_servers, make_cache
+):
     """Nothing is even sent to the paused server (its breaker is open), so only the
     fence recorded on the other partitions can keep its stale entries from being served."""
     urls = [server.url for server in clean_redis_servers]
@@ -145,13 +152,16 @@ def test_a_partition_the_invalidation_never_reached__is_fenced_when_it_returns(
     cache.set(victim_keys[0], "new", tags=["user:7"])
     assert cache.get(victim_keys[0]) == "new"
     assert policy_count(cache, "fenced", victim.url) == 1
-    fences = [s.client().get(f"{cache.key_prefix}:_tc:fence:{cache._partitions[3].id}")
-              for s in clean_redis_servers[:3]]
+    fences = [
+        s.client().get(f"{cache.key_prefix}:_tc:fence:{cache._partitions[3].id}")
+        for s in clean_redis_servers[:3]
+    ]
     assert fences == [None, None, None]
 
 
 def test_a_partition_that_cannot_be_vouched_for__does_not_serve_tagged_entries(
-        clean_redis_servers, make_cache):
+    clean_redis_servers, make_cache
+):
     first, second = clean_redis_servers[0], clean_redis_servers[1]
     cache = make_cache([first.url, second.url], TAG_LEASE=0.5, **FAST)
     keys = keys_on(cache, first.url, count=3)
@@ -169,8 +179,9 @@ def test_an_invalidation_that_cannot_be_fenced__is_reported(closed_port_url, mak
     quiet = make_cache([closed_port_url], **FAST)
     quiet.invalidate_tags("t")  # logged and counted, not raised
     assert policy_count(quiet, "error:invalidate_tags") == 1
-    loud = make_cache([closed_port_url, "memory://fence-test"], RAISE_ERRORS=True,
-                      BREAKER_FAILURES=10, **FAST)
+    loud = make_cache(
+        [closed_port_url, "memory://fence-test"], RAISE_ERRORS=True, BREAKER_FAILURES=10, **FAST
+    )
     loud.invalidate_tags("t")  # the other partition records the fence: complete
     lonely = make_cache([closed_port_url], RAISE_ERRORS=True, BREAKER_FAILURES=10, **FAST)
     with pytest.raises(InvalidationIncomplete):
@@ -178,10 +189,12 @@ def test_an_invalidation_that_cannot_be_fenced__is_reported(closed_port_url, mak
 
 
 def test_invalidate_tags__returns_only_after_a_missed_partitions_lease_is_over(
-        clean_redis_servers, make_cache):
+    clean_redis_servers, make_cache
+):
     urls = [server.url for server in clean_redis_servers]
-    cache = make_cache(urls, TAG_LEASE=1.5, BREAKER_FAILURES=1, SOCKET_TIMEOUT=0.2,
-                       BREAKER_COOLDOWN=0.3)
+    cache = make_cache(
+        urls, TAG_LEASE=1.5, BREAKER_FAILURES=1, SOCKET_TIMEOUT=0.2, BREAKER_COOLDOWN=0.3
+    )
     victim = clean_redis_servers[0]
     victim_keys = keys_on(cache, victim.url, count=3)
     cache.set_many(dict.fromkeys(victim_keys, "old"), tags=["t"])
@@ -197,7 +210,8 @@ def test_invalidate_tags__returns_only_after_a_missed_partitions_lease_is_over(
 
 
 def test_clear_while_a_partition_is_away__fences_its_tagged_entries(
-        clean_redis_servers, make_cache):
+    clean_redis_servers, make_cache
+):
     urls = [server.url for server in clean_redis_servers]
     cache = make_cache(urls, TAG_LEASE=0.5, BREAKER_FAILURES=1, **FAST)
     victim = clean_redis_servers[1]

@@ -19,7 +19,7 @@ def owners(names):
 
 def test_adding_a_fifth_partition__moves_at_most_22_percent_mostly_to_the_new_one():
     before, after = owners(FOUR), owners(FIVE)
-    moved = [(a, b) for a, b in zip(before, after) if a != b]
+    moved = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
     assert len(moved) / len(KEYS) <= 0.22
     # Bounded loads shift a few slots between old partitions to keep the spread even.
     assert sum(b == FIVE[-1] for _, b in moved) / len(moved) >= 0.95
@@ -79,15 +79,19 @@ def commands_sent(monkeypatch):
     return sent
 
 
-def test_multi_key_calls__send_one_command_per_partition(clean_redis_servers, make_cache,
-                                                          commands_sent):
+def test_multi_key_calls__send_one_command_per_partition(
+    clean_redis_servers, make_cache, commands_sent
+):
     cache = make_cache([server.url for server in clean_redis_servers])
     keys = [f"key-{i}" for i in range(100)]
     cache.set_many(dict.fromkeys(keys, "v"), tags=["t"])
     cache.get_many(keys)  # the first read of tagged entries grants the leases
     ports = {server.port for server in clean_redis_servers}
-    for operation in (lambda: cache.get_many(keys), lambda: cache.set_many(dict.fromkeys(keys, 1)),
-                      lambda: cache.delete_many(keys)):
+    for operation in (
+        lambda: cache.get_many(keys),
+        lambda: cache.set_many(dict.fromkeys(keys, 1)),
+        lambda: cache.delete_many(keys),
+    ):
         commands_sent.clear()
         operation()
         assert dict(commands_sent) == dict.fromkeys(ports, 1)

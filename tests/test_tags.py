@@ -92,11 +92,19 @@ def test_touch__keeps_tagged_entries_valid_past_their_first_timeout(any_cache):
     assert any_cache.get("short") is None
 
 
-@pytest.mark.parametrize(("tags", "error"), [
-    ([None], TypeError), (["ok", 3], TypeError), ("single-string", TypeError), (5, TypeError),
-    (["has space"], ValueError), ([""], ValueError), (["x" * 201], ValueError),
-    (["new\nline"], ValueError),
-])
+@pytest.mark.parametrize(
+    ("tags", "error"),
+    [
+        ([None], TypeError),
+        (["ok", 3], TypeError),
+        ("single-string", TypeError),
+        (5, TypeError),
+        (["has space"], ValueError),
+        ([""], ValueError),
+        (["x" * 201], ValueError),
+        (["new\nline"], ValueError),
+    ],
+)
 def test_bad_tags__raise_and_store_nothing(any_cache, tags, error):
     with pytest.raises(error, match="tag"):
         any_cache.set("k", 1, tags=tags)

@@ -76,7 +76,9 @@ end
 # Returns {lease, body-or-false-or-0 ...}: lease is -3 when no tagged entry was
 # seen, else the lease's PTTL; 0 marks a tagged entry that cannot be trusted
 # because the lease is gone.
-READ = PRELUDE + r"""
+READ = (
+    PRELUDE
+    + r"""
 local leased = ARGV[2] == '1'
 local out = {-3}
 local lease_ok = true
@@ -93,13 +95,16 @@ for i, k in ipairs(KEYS) do
 end
 return out
 """
+)
 
 # KEYS: entry keys. ARGV: ns, fresh token, nx, then per entry:
 #   ttl_ms ('' = forever), n, tag*n, snapshot flag, [gen, token*n], body
 # A snapshot (taken before the value was computed) that no longer matches the
 # current tokens means an invalidation happened meanwhile: the entry is not stored.
 # Returns 1/0 per entry (stored or not).
-WRITE = PRELUDE + r"""
+WRITE = (
+    PRELUDE
+    + r"""
 local fresh, nx = ARGV[2], ARGV[3] == '1'
 local a = 4
 local out = {}
@@ -137,17 +142,23 @@ for i, k in ipairs(KEYS) do
 end
 return out
 """
+)
 
 # ARGV: ns, fresh token, ttl_ms ('' = forever), tag*. Returns {gen, token*}.
-SNAPSHOT = PRELUDE + r"""
+SNAPSHOT = (
+    PRELUDE
+    + r"""
 local ttl = tonumber(ARGV[3])
 local out = {token(ns .. 'gen', ARGV[2], nil)}
 for i = 4, #ARGV do out[#out + 1] = token(ns .. 't:' .. ARGV[i], ARGV[2], ttl) end
 return out
 """
+)
 
 # KEYS: key. ARGV: ns, ttl_ms ('' = forever, '0' = delete). Returns 1 if the entry existed.
-TOUCH = PRELUDE + r"""
+TOUCH = (
+    PRELUDE
+    + r"""
 local v = redis.call('GET', KEYS[1])
 if not v or not body_of(v) then return 0 end
 local ttl = tonumber(ARGV[2])
@@ -159,10 +170,13 @@ end
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
 return 1
 """
+)
 
 # KEYS: key. ARGV: ns, delta. Returns the new value as digits, or false if missing.
 # Arithmetic happens in Redis' INCRBY (64-bit exact), never in Lua's doubles.
-INCR = PRELUDE + r"""
+INCR = (
+    PRELUDE
+    + r"""
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 local body = body_of(v)
@@ -180,9 +194,12 @@ if not ok then return redis.error_reply(err.err or tostring(err)) end
 redis.call('SET', KEYS[1], string.sub(v, 1, #v - #body) .. total, 'KEEPTTL')
 return total
 """
+)
 
 # KEYS: key. ARGV: ns. Returns {body, pttl, tag*} for a valid entry, or false.
-ENTRY = PRELUDE + r"""
+ENTRY = (
+    PRELUDE
+    + r"""
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 local body = body_of(v)
@@ -194,12 +211,15 @@ if is_tagged(v) then
 end
 return out
 """
+)
 
 # --- fencing: keeping a partition that missed an invalidation from serving stale entries ---
 
 # On another partition, for each missed partition id: count the miss and
 # return the latest lease deadline granted to it. ARGV: ns, id*. Returns {grant-or-false *}.
-RECORD_FENCE = PRELUDE + r"""
+RECORD_FENCE = (
+    PRELUDE
+    + r"""
 local out = {}
 for i = 2, #ARGV do
   redis.call('INCR', ns .. 'fence:' .. ARGV[i])
@@ -207,10 +227,13 @@ for i = 2, #ARGV do
 end
 return out
 """
+)
 
 # On another partition: note the lease deadline about to be granted to <id> and
 # return the count of misses recorded for it. ARGV: ns, id, deadline_ms.
-CHECK_FENCE = PRELUDE + r"""
+CHECK_FENCE = (
+    PRELUDE
+    + r"""
 local grant = ns .. 'grant:' .. ARGV[2]
 local deadline = tonumber(ARGV[3])
 if deadline > tonumber(redis.call('GET', grant) or '0') then
@@ -218,19 +241,26 @@ if deadline > tonumber(redis.call('GET', grant) or '0') then
 end
 return tonumber(redis.call('GET', ns .. 'fence:' .. ARGV[2]) or '0')
 """
+)
 
 # On the partition itself: drop every tagged entry if it missed something (a new
 # generation), then grant the lease until deadline_ms. ARGV: ns, deadline_ms, fenced.
-LEASE = PRELUDE + r"""
+LEASE = (
+    PRELUDE
+    + r"""
 if ARGV[3] == '1' then redis.call('DEL', ns .. 'gen') end
 redis.call('SET', ns .. 'lease', '1', 'PXAT', ARGV[2])
 return 1
 """
+)
 
 # On another partition: forget the misses of <id> that were just made good,
 # unless more were recorded meanwhile. ARGV: ns, id, count.
-CLEAR_FENCE = PRELUDE + r"""
+CLEAR_FENCE = (
+    PRELUDE
+    + r"""
 local key = ns .. 'fence:' .. ARGV[2]
 if redis.call('GET', key) == ARGV[3] then redis.call('DEL', key) end
 return 1
 """
+)

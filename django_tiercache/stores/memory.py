@@ -43,8 +43,15 @@ class _Space:
         self.data.move_to_end(key)
         return item[0]
 
-    def set(self, key: str, value: Any, ttl_ms: int | None = None, *, at_ms: int | None = None,
-            keep_ttl: bool = False) -> None:
+    def set(
+        self,
+        key: str,
+        value: Any,
+        ttl_ms: int | None = None,
+        *,
+        at_ms: int | None = None,
+        keep_ttl: bool = False,
+    ) -> None:
         if keep_ttl and key in self.data:
             at_ms = self.data[key][1]
         elif ttl_ms is not None:
@@ -137,11 +144,13 @@ class MemoryStore(Store):
             return False
         value: Any = w.body
         if w.tags:
-            current = (self._token(self.ns + "gen", fresh, None),
-                       *(self._token(f"{self.ns}t:{tag}", fresh, w.ttl_ms) for tag in w.tags))
+            current = (
+                self._token(self.ns + "gen", fresh, None),
+                *(self._token(f"{self.ns}t:{tag}", fresh, w.ttl_ms) for tag in w.tags),
+            )
             if w.snapshot is not None and tuple(w.snapshot) != current:
                 return False
-            value = _Tagged(current[0], tuple(zip(w.tags, current[1:])), w.body)
+            value = _Tagged(current[0], tuple(zip(w.tags, current[1:], strict=True)), w.body)
         self.space.set(w.key, value, w.ttl_ms)
         return True
 
@@ -188,8 +197,12 @@ class MemoryStore(Store):
 
     def snapshot(self, tags, ttl_ms, fresh):
         with self.space.lock:
-            return Done((self._token(self.ns + "gen", fresh, None),
-                         *(self._token(f"{self.ns}t:{tag}", fresh, ttl_ms) for tag in tags)))
+            return Done(
+                (
+                    self._token(self.ns + "gen", fresh, None),
+                    *(self._token(f"{self.ns}t:{tag}", fresh, ttl_ms) for tag in tags),
+                )
+            )
 
     def drop_tags(self, tags):
         with self.space.lock:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django_redis.pool import get_connection_factory
 from redis.exceptions import NoScriptError, ResponseError
@@ -18,10 +19,21 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' script id
 
 
-SCRIPTS = {name: Script(getattr(lua, name)) for name in (
-    "READ", "WRITE", "SNAPSHOT", "TOUCH", "INCR", "ENTRY",
-    "RECORD_FENCE", "CHECK_FENCE", "LEASE", "CLEAR_FENCE",
-)}
+SCRIPTS = {
+    name: Script(getattr(lua, name))
+    for name in (
+        "READ",
+        "WRITE",
+        "SNAPSHOT",
+        "TOUCH",
+        "INCR",
+        "ENTRY",
+        "RECORD_FENCE",
+        "CHECK_FENCE",
+        "LEASE",
+        "CLEAR_FENCE",
+    )
+}
 
 
 def _same(value: Any) -> Any:
@@ -91,8 +103,7 @@ class RedisStore(Store):
         return RedisCall(self.pool, SCRIPTS[script], (len(keys), *keys, self.ns, *args), convert)
 
     def read(self, keys, leased):
-        return self._call("READ", keys, ["1" if leased else "0"],
-                          lambda r: (r[0], r[1:]))
+        return self._call("READ", keys, ["1" if leased else "0"], lambda r: (r[0], r[1:]))
 
     def write(self, writes: list[Write], nx, fresh):
         args: list[Any] = [fresh, "1" if nx else "0"]
@@ -100,8 +111,7 @@ class RedisStore(Store):
             args += ["" if w.ttl_ms is None else w.ttl_ms, len(w.tags), *w.tags]
             args += ["1", *w.snapshot] if w.snapshot is not None else ["0"]
             args.append(w.body)
-        return self._call("WRITE", [w.key for w in writes], args,
-                          lambda r: [bool(x) for x in r])
+        return self._call("WRITE", [w.key for w in writes], args, lambda r: [bool(x) for x in r])
 
     def delete(self, keys):
         return self._call(None, ["DEL", *keys], [])
@@ -116,15 +126,20 @@ class RedisStore(Store):
         return self._call("ENTRY", [key], [], _entry)
 
     def snapshot(self, tags, ttl_ms, fresh):
-        return self._call("SNAPSHOT", [], [fresh, "" if ttl_ms is None else ttl_ms, *tags],
-                          lambda r: tuple(t.decode() for t in r))
+        return self._call(
+            "SNAPSHOT",
+            [],
+            [fresh, "" if ttl_ms is None else ttl_ms, *tags],
+            lambda r: tuple(t.decode() for t in r),
+        )
 
     def drop_tags(self, tags):
         return self._call(None, ["DEL", *(f"{self.ns}t:{tag}" for tag in tags)], [])
 
     def record_fence(self, ids):
-        return self._call("RECORD_FENCE", [], ids,
-                          lambda r: [None if g is None else int(g) for g in r])
+        return self._call(
+            "RECORD_FENCE", [], ids, lambda r: [None if g is None else int(g) for g in r]
+        )
 
     def check_fence(self, id_, deadline_ms):
         return self._call("CHECK_FENCE", [], [id_, deadline_ms], int)

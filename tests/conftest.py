@@ -1,0 +1,116 @@
+"""Fixtures shared by the whole suite: real Redis servers and TierCache factories."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import pytest
+
+from tests import redis_servers as servers_module
+from tests.redis_servers import SHARED_REDIS_URL
+
+# Keys of a TierCache's params that Django reads at the top level; every other
+# keyword given to make_cache() goes into OPTIONS.
+TOP_LEVEL_PARAMS = ("TIMEOUT", "KEY_PREFIX", "VERSION", "KEY_FUNCTION")
+
+PARTITION_COUNT = 4
+
+
+@pytest.fixture(scope="session")
+def redis_servers(tmp_path_factory):
+    """Four throw-away redis-server processes, stopped when the session ends."""
+    servers = servers_module.start_servers(PARTITION_COUNT, tmp_path_factory.mktemp("redis"))
+    yield servers
+    servers_module.stop_servers(servers)
+
+
+@pytest.fixture
+def clean_redis_servers(redis_servers):
+    """The four servers, each running, resumed and empty before the test.
+
+    A test may stop or pause any of them; the next test gets them back. Paused
+    servers are also resumed after the test so that teardown never hangs.
+    """
+    for server in redis_servers:
+        server.ensure_clean()
+    reset_circuit_breakers()
+    yield redis_servers
+    servers_module.resume_all()
+
+
+def reset_circuit_breakers():
+    """Forget past failures, so that one test's outage is not the next test's.
+
+    Breakers are per URL and process-wide, and a restarted server keeps its URL.
+    """
+    try:
+        from django_tiercache import partition
+    except ImportError:
+        return
+    reset = getattr(partition, "reset_breakers", None)
+    if reset is not None:
+        reset()
+    else:
+        partition._breakers.clear()
+
+
+@pytest.fixture
+def closed_port_url():
+    """A redis:// URL on a free port with nothing listening."""
+    return servers_module.closed_port_url()
+
+
+@pytest.fixture
+def shared_redis_url():
+    return SHARED_REDIS_URL
+
+
+@pytest.fixture
+def make_cache():
+    """Build TierCache instances directly; each is cleared and closed afterwards.
+
+    ``make_cache(location, TIMEOUT=1, VERSION=2, SIGNED=False)``: TIMEOUT,
+    KEY_PREFIX, VERSION and KEY_FUNCTION are Django's top-level params, every
+    other keyword goes into OPTIONS. All caches made in one test share a
+    KEY_PREFIX unique to that test unless KEY_PREFIX is given.
+    """
+    from django_tiercache.backend import TierCache
+
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    made = []
+
+    def factory(location, **kwargs):
+        params = {"TIMEOUT": 300, "KEY_PREFIX": prefix}
+        params.update({k: kwargs.pop(k) for k in TOP_LEVEL_PARAMS if k in kwargs})
+        params["OPTIONS"] = kwargs
+        cache = TierCache(location, params)
+        made.append(cache)
+        return cache
+
+    yield factory
+    servers_module.resume_all()
+    for cache in reversed(made):
+        with contextlib.suppress(Exception):
+            cache.clear()
+        with contextlib.suppress(Exception):
+            cache.close()
+
+
+@pytest.fixture(params=["memory", "redis", "partitioned"])
+def any_location(request):
+    """The LOCATION of each kind of TierCache the Django API tests run against."""
+    if request.param == "memory":
+        return f"memory://test-{uuid.uuid4().hex}"
+    if request.param == "redis":
+        return SHARED_REDIS_URL
+    servers = request.getfixturevalue("clean_redis_servers")
+    return [server.url for server in servers]
+
+
+@pytest.fixture
+def any_cache(any_location, make_cache):
+    """An empty TierCache: in-process, one Redis, or four Redis partitions."""
+    cache = make_cache(any_location)
+    cache.clear()
+    return cache

@@ -1,0 +1,100 @@
+"""Settings for the django_tiercache test suite.
+
+The database is SQLite in memory unless DATABASE_URL names a PostgreSQL
+server, e.g. ``DATABASE_URL=postgres://postgres@127.0.0.1:5432/test``.
+The shared Redis the default cache uses can be moved with
+TIERCACHE_TEST_REDIS_URL (tests flush only that database, never the server).
+"""
+
+import os
+from urllib.parse import unquote, urlsplit
+
+from tests.redis_servers import SHARED_REDIS_URL
+
+SECRET_KEY = "django-tiercache-tests-only-never-use-in-production"  # noqa: S105
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.admin",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_tiercache",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Hashing passwords slowly buys nothing in tests.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def database_from_url(url):
+    """A DATABASES entry for a postgres:// (or postgresql://) URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(
+            f"DATABASE_URL must be a postgres:// URL, got scheme {parts.scheme!r}; "
+            "unset it to use SQLite."
+        )
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+    }
+
+
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_tiercache.backend.TierCache",
+        "LOCATION": SHARED_REDIS_URL,
+        "KEY_PREFIX": "tiercache-tests",
+    },
+}
+
+# Warnings and errors still reach pytest (through the root logger, which is
+# where caplog listens); nothing is printed to the console by Django itself.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"null": {"class": "logging.NullHandler"}},
+    "root": {"handlers": ["null"], "level": "WARNING"},
+    "loggers": {
+        "django": {"handlers": ["null"], "level": "WARNING", "propagate": True},
+        "django_tiercache": {"level": "WARNING", "propagate": True},
+    },
+}
