@@ -59,7 +59,7 @@ class ErrorPolicy:
         self._suppressed: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def failed(self, operation: str, partition: str, error: BaseException) -> None:
+    def failed(self, operation: str, partition: str, error: BaseException | None) -> None:
         """Record a failed call; raises it again when errors must raise."""
         self.note(
             f"error:{operation}",
@@ -69,7 +69,7 @@ class ErrorPolicy:
             partition,
             error,
         )
-        if self.raise_errors:
+        if self.raise_errors and error is not None:
             raise error
 
     def note(

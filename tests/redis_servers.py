@@ -117,7 +117,7 @@ class RedisServer:
     def _wait_for_ping(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self._proc().poll() is not None:
                 raise RuntimeError(f"redis-server on port {self.port} exited: {self._log_tail()}")
             try:
                 with self.client(socket_timeout=0.5, socket_connect_timeout=0.2) as client:
@@ -131,6 +131,11 @@ class RedisServer:
             f"within {START_TIMEOUT}s: {self._log_tail()}"
         )
 
+    def _proc(self) -> subprocess.Popen:
+        if self.process is None:
+            raise RuntimeError(f"redis-server on port {self.port} was never started")
+        return self.process
+
     def _log_tail(self) -> str:
         parts = [
             path.read_text(errors="replace")[-2000:]
@@ -143,22 +148,23 @@ class RedisServer:
         """Terminate the server and wait for it; kill it if it will not go."""
         if self.running:
             self.resume()  # a stopped (SIGSTOP) process would not act on SIGTERM
-            self.process.terminate()
+            process = self._proc()
+            process.terminate()
             try:
-                self.process.wait(timeout=STOP_TIMEOUT)
+                process.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT)
+                process.kill()
+                process.wait(timeout=STOP_TIMEOUT)
         self.paused = False
 
     def pause(self) -> None:
         """Freeze the process (SIGSTOP): connections hang instead of failing."""
-        os.kill(self.pid, signal.SIGSTOP)
+        os.kill(self._proc().pid, signal.SIGSTOP)
         self.paused = True
 
     def resume(self) -> None:
         if self.paused and self.running:
-            os.kill(self.pid, signal.SIGCONT)
+            os.kill(self._proc().pid, signal.SIGCONT)
         self.paused = False
 
     def flush(self) -> None:

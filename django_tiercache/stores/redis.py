@@ -47,7 +47,7 @@ class RedisCall:
 
     def __init__(self, pool: Any, script: Script | None, args: tuple, convert: Callable):
         self._pool, self._script, self._args, self._convert = pool, script, args, convert
-        self._conn = None
+        self._conn: Any = None
         self._error: BaseException | None = None
         try:
             self._conn = pool.get_connection()
@@ -74,6 +74,8 @@ class RedisCall:
             try:
                 reply = conn.read_response()
             except NoScriptError:  # the server restarted or was flushed of scripts
+                if self._script is None:
+                    raise
                 conn.send_command("EVAL", self._script.source, *self._args)
                 reply = conn.read_response()
         except ResponseError:  # an error reply leaves the connection in a clean state
