@@ -1,0 +1,198 @@
+# Developer entry points for django_tiercache. GNU make.
+#   make run     example project on http://127.0.0.1:8000/ (local use only)
+#   make test    test suite on SQLite, then on PostgreSQL
+#   make lint    ruff + mypy;  make tox  the Python x Django matrix;  make bench
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+EXTRAS ?= test,hiredis,msgpack
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+TOX_ARGS ?=
+BENCH_ARGS ?=
+
+REDIS_HOST := 127.0.0.1
+REDIS_PORT ?= 6379
+PG_HOST := 127.0.0.1
+PG_PORT ?= 5432
+PG_DB ?= test
+# Roles tried in order; the first one that can run a query is used.
+PG_ROLES ?= postgres root
+
+# tox finds interpreters by name (python3.12 ...) on PATH; pyenv's shims only
+# expose the global version, so put every installed 3.x bin dir on PATH.
+PYENV_BINS := $(wildcard $(HOME)/.pyenv/versions/3.*/bin)
+empty :=
+space := $(empty) $(empty)
+TOX_PATH := $(subst $(space),:,$(strip $(PYENV_BINS) $(abspath $(VENV))/bin))
+
+.PHONY: help venv services test run lint tox bench clean
+
+help:
+	@echo "make run      create .venv, migrate, seed and serve the example project"
+	echo "make test     run the tests on SQLite and on PostgreSQL (PYTEST_ARGS=...)"
+	echo "make services start Redis and PostgreSQL if they are not answering"
+	echo "make lint     ruff check, ruff format --check, mypy"
+	echo "make tox      the tox matrix with every pyenv interpreter on PATH"
+	echo "make bench    benchmarks/bench_backend.py"
+	echo "make clean    remove .venv, build output and caches"
+
+# --- virtualenv -------------------------------------------------------------
+
+# An editable install maps only the packages that existed when it ran, so
+# install again if the package is present but the venv cannot find it.
+venv: $(VENV)/.installed
+	@if [ -f django_tiercache/__init__.py ] && ! (cd / && $(abspath $(VPY)) -c \
+		'import importlib.util, sys; sys.exit(importlib.util.find_spec("django_tiercache") is None)'); then
+		echo "venv: django_tiercache is not importable from .venv, installing it again"
+		$(VPY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	fi
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+$(VENV)/.lint-installed: $(VENV)/.installed
+	@$(VPY) -m pip install --quiet ruff 'django-stubs[compatible-mypy]'
+	touch $@
+
+$(VENV)/.tox-installed: $(VENV)/.installed
+	@$(VPY) -m pip install --quiet tox
+	touch $@
+
+# --- services -----------------------------------------------------------------
+
+# Answers 0 when Redis replies PONG; uses redis-cli when present, else a raw socket.
+define redis_ping
+redis_ping() {
+	if command -v redis-cli >/dev/null 2>&1; then
+		[ "$$(redis-cli -h $(REDIS_HOST) -p $(REDIS_PORT) ping 2>/dev/null)" = PONG ]
+	else
+		$(PYTHON) -c 'import socket, sys; s = socket.create_connection(("$(REDIS_HOST)", $(REDIS_PORT)), 1); s.sendall(b"PING\r\n"); sys.exit(s.recv(16)[:5] != b"+PONG")' 2>/dev/null
+	fi
+}
+endef
+
+# Answers 0 when PostgreSQL accepts connections; pg_isready when present, else a TCP connect.
+define pg_ready
+pg_ready() {
+	if command -v pg_isready >/dev/null 2>&1; then
+		pg_isready -q -h $(PG_HOST) -p $(PG_PORT)
+	else
+		$(PYTHON) -c 'import socket; socket.create_connection(("$(PG_HOST)", $(PG_PORT)), 1)' 2>/dev/null
+	fi
+}
+endef
+
+services:
+	@$(redis_ping)
+	$(pg_ready)
+	if redis_ping; then
+		echo "redis: answering on $(REDIS_HOST):$(REDIS_PORT)"
+	else
+		if ! command -v redis-server >/dev/null 2>&1; then
+			echo "redis: redis-server not found, installing it with apt-get"
+			apt-get update -qq
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+		fi
+		echo "redis: starting redis-server on $(REDIS_HOST):$(REDIS_PORT)"
+		redis-server --daemonize yes --bind $(REDIS_HOST) --port $(REDIS_PORT) --save "" --appendonly no
+		for _ in $$(seq 50); do redis_ping && break; sleep 0.2; done
+		redis_ping || { echo "redis: not answering after 10 s" >&2; exit 1; }
+		echo "redis: answering on $(REDIS_HOST):$(REDIS_PORT)"
+	fi
+	if pg_ready; then
+		echo "postgres: accepting on $(PG_HOST):$(PG_PORT)"
+	elif command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+		version=$$(ls /etc/postgresql | head -1)
+		echo "postgres: starting cluster $$version/main"
+		pg_ctlcluster --skip-systemctl-redirect "$$version" main start || true
+		for _ in $$(seq 50); do pg_ready && break; sleep 0.2; done
+		if pg_ready; then
+			echo "postgres: accepting on $(PG_HOST):$(PG_PORT)"
+		else
+			echo "postgres: NOT AVAILABLE after starting $$version/main; the PostgreSQL test run will be skipped" >&2
+		fi
+	else
+		echo "postgres: NOT AVAILABLE and pg_ctlcluster not found; the PostgreSQL test run will be skipped" >&2
+	fi
+
+# --- tests --------------------------------------------------------------------
+
+# Prints the DATABASE_URL of the first role in PG_ROLES that can run a query.
+define pg_url
+pg_url() {
+	for role in $(PG_ROLES); do
+		url="postgres://$$role@$(PG_HOST):$(PG_PORT)/$(PG_DB)"
+		if command -v psql >/dev/null 2>&1; then
+			psql -h $(PG_HOST) -p $(PG_PORT) -U "$$role" -d $(PG_DB) -w -qtAc 'select 1' >/dev/null 2>&1 || continue
+		else
+			$(VPY) -c 'import psycopg, sys; psycopg.connect(sys.argv[1], connect_timeout=3).close()' "$$url" 2>/dev/null || continue
+		fi
+		echo "$$url"
+		return 0
+	done
+	return 1
+}
+endef
+
+test: venv services
+	@$(pg_ready)
+	$(pg_url)
+	status=0
+	echo "=== tests on SQLite"
+	env -u DATABASE_URL $(VPY) -m pytest $(PYTEST_ARGS) || { sqlite_rc=$$?; status=1; }
+	if pg_ready && url=$$(pg_url); then
+		echo "=== tests on PostgreSQL ($$url)"
+		DATABASE_URL="$$url" $(VPY) -m pytest $(PYTEST_ARGS) || { pg_rc=$$?; status=1; }
+	else
+		echo "!!! ======================================================== !!!" >&2
+		echo "!!! PostgreSQL is not available on $(PG_HOST):$(PG_PORT)       " >&2
+		echo "!!! (roles tried: $(PG_ROLES)): SKIPPING the PostgreSQL run.  " >&2
+		echo "!!! ======================================================== !!!" >&2
+	fi
+	[ -z "$${sqlite_rc:-}" ] || echo "SQLite run failed (pytest exit $$sqlite_rc)" >&2
+	[ -z "$${pg_rc:-}" ] || echo "PostgreSQL run failed (pytest exit $$pg_rc)" >&2
+	exit $$status
+
+# --- example project ----------------------------------------------------------
+
+run: venv
+	@cd example_project
+	../$(VPY) manage.py migrate --noinput
+	../$(VPY) manage.py ensure_local_admin
+	../$(VPY) manage.py seed_demo
+	echo
+	echo "  Example shop, FOR LOCAL USE ONLY"
+	echo "    site:   http://$(HOST):$(PORT)/"
+	echo "    admin:  http://$(HOST):$(PORT)/admin/   login admin / password admin"
+	echo "    cache:  $${REDIS_URL:-memory:// (set REDIS_URL to use Redis)}"
+	echo
+	exec ../$(VPY) manage.py runserver $(HOST):$(PORT)
+
+# --- quality --------------------------------------------------------------------
+
+lint: $(VENV)/.lint-installed
+	@$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy django_tiercache
+
+tox: $(VENV)/.tox-installed
+	@PATH="$(TOX_PATH):$$PATH" $(VENV)/bin/tox $(TOX_ARGS)
+
+bench: venv services
+	@$(VPY) benchmarks/bench_backend.py $(BENCH_ARGS)
+
+clean:
+	@rm -rf $(VENV) .tox build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage .coverage.*
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

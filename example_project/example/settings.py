@@ -1,0 +1,85 @@
+"""Settings of the example shop. Local development only: DEBUG is on and the key is public."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A fixed key keeps sessions valid across restarts; it protects nothing, so
+# this project must never be exposed beyond the local machine.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-local-only-not-a-secret")
+DEBUG = True
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_tiercache",
+    "shop",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "example.urls"
+WSGI_APPLICATION = "example.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": BASE_DIR / "db.sqlite3",
+    }
+}
+
+
+def cache_location() -> str | list[str]:
+    """In-process store by default; REDIS_URL selects Redis, a comma-separated list one
+    partition per URL."""
+    urls = [url.strip() for url in os.environ.get("REDIS_URL", "").split(",") if url.strip()]
+    if not urls:
+        return "memory://"
+    return urls[0] if len(urls) == 1 else urls
+
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_tiercache.backend.TierCache",
+        "LOCATION": cache_location(),
+        "TIMEOUT": 300,
+        "OPTIONS": {},
+    }
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,0 +1,69 @@
+"""Cache-aside reads with tags, and tag invalidation after a write."""
+
+from django.contrib import messages
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from .forms import ProductForm
+from .models import Product
+
+PRODUCT_TIMEOUT = 300
+
+
+def product_key(pk: int) -> str:
+    return f"product:{pk}"
+
+
+def product_tags(pk: int) -> list[str]:
+    # One tag for this product, one for every product: a bulk price change can
+    # invalidate "shop.product" without knowing which keys exist.
+    return [f"shop.product:{pk}", "shop.product"]
+
+
+@require_GET
+def product_list(request: HttpRequest) -> HttpResponse:
+    products = Product.objects.all()
+    return render(request, "shop/product_list.html", {"products": products})
+
+
+@require_GET
+def product_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    key = product_key(pk)
+    # Looked up on its own first only so the page can say whether it was a hit.
+    product = cache.get(key)
+    hit = product is not None
+    if product is None:
+        product = cache.get_or_set(
+            key,
+            lambda: get_object_or_404(Product, pk=pk),
+            timeout=PRODUCT_TIMEOUT,
+            tags=product_tags(pk),
+        )
+    context = {
+        "product": product,
+        "cache_key": key,
+        "cache_hit": hit,
+        "partition": cache.partition_for(key),
+    }
+    return render(request, "shop/product_detail.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def product_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    product = get_object_or_404(Product, pk=pk)
+    # Binding the form writes the posted values onto the instance; keep the
+    # saved name for the page heading in case validation fails.
+    saved_name = product.name
+    form = ProductForm(request.POST or None, instance=product)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        cache.invalidate_tags(f"shop.product:{pk}")
+        messages.success(request, f"Saved {product.name}; its cache entries were invalidated.")
+        return redirect(product)
+    return render(
+        request,
+        "shop/product_form.html",
+        {"form": form, "product": product, "saved_name": saved_name},
+    )
