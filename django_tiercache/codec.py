@@ -41,8 +41,13 @@ class Signer:
     """Keyed BLAKE2b MACs bound to the cache key, with SECRET_KEY_FALLBACKS honoured."""
 
     def __init__(self, secrets: list[str]):
-        self._keys = [
-            hashlib.sha256(b"django_tiercache.codec:" + s.encode()).digest() for s in secrets
+        # Keying a BLAKE2b state costs more than copying a keyed one: key once.
+        self._keyed = [
+            hashlib.blake2b(
+                key=hashlib.sha256(b"django_tiercache.codec:" + s.encode()).digest(),
+                digest_size=MAC_SIZE,
+            )
+            for s in secrets
         ]
 
     @classmethod
@@ -51,18 +56,20 @@ class Signer:
         return cls([settings.SECRET_KEY, *fallbacks])
 
     @staticmethod
-    def _mac(secret: bytes, key: bytes, data: bytes) -> bytes:
-        mac = hashlib.blake2b(key=secret, digest_size=MAC_SIZE)
-        mac.update(len(key).to_bytes(4, "big"))
-        mac.update(key)
+    def _mac(keyed: Any, key: bytes, data: bytes) -> bytes:
+        mac = keyed.copy()
+        mac.update(len(key).to_bytes(4, "big") + key)
         mac.update(data)
         return mac.digest()
 
     def sign(self, key: bytes, data: bytes) -> bytes:
-        return self._mac(self._keys[0], key, data)
+        return self._mac(self._keyed[0], key, data)
 
     def verify(self, key: bytes, data: bytes, mac: bytes) -> bool:
-        return any(hmac.compare_digest(self._mac(secret, key, data), mac) for secret in self._keys)
+        for keyed in self._keyed:
+            if hmac.compare_digest(self._mac(keyed, key, data), mac):
+                return True
+        return False
 
 
 class Codec:

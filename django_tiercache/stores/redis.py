@@ -2,59 +2,37 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
 from django_redis.pool import get_connection_factory
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from . import lua
 from .base import Store, Write
-
-
-class Script:
-    def __init__(self, source: str):
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' script id
-
-
-SCRIPTS = {
-    name: Script(getattr(lua, name))
-    for name in (
-        "READ",
-        "WRITE",
-        "SNAPSHOT",
-        "TOUCH",
-        "INCR",
-        "ENTRY",
-        "RECORD_FENCE",
-        "CHECK_FENCE",
-        "LEASE",
-        "CLEAR_FENCE",
-    )
-}
 
 
 def _same(value: Any) -> Any:
     return value
 
 
+def _missing_function(error: ResponseError) -> bool:
+    # The server restarted (functions are not persisted here) or never had them.
+    return "function not found" in str(error).lower()
+
+
 class RedisCall:
     """One command sent on a pooled connection; the reply is read by result()."""
 
-    __slots__ = ("_pool", "_conn", "_args", "_script", "_convert", "_error")
+    __slots__ = ("_pool", "_conn", "_args", "_convert", "_error")
 
-    def __init__(self, pool: Any, script: Script | None, args: tuple, convert: Callable):
-        self._pool, self._script, self._args, self._convert = pool, script, args, convert
+    def __init__(self, pool: Any, args: tuple, convert: Callable):
+        self._pool, self._args, self._convert = pool, args, convert
         self._conn: Any = None
         self._error: BaseException | None = None
         try:
             self._conn = pool.get_connection()
-            if script is None:
-                self._conn.send_command(*args)
-            else:
-                self._conn.send_command("EVALSHA", script.sha, *args)
+            self._conn.send_command(*args)
         except BaseException as exc:  # noqa: BLE001 - re-raised by result()
             self._drop(exc)
 
@@ -73,10 +51,11 @@ class RedisCall:
         try:
             try:
                 reply = conn.read_response()
-            except NoScriptError:  # the server restarted or was flushed of scripts
-                if self._script is None:
+            except ResponseError as error:
+                if not _missing_function(error):
                     raise
-                conn.send_command("EVAL", self._script.source, *self._args)
+                _load_library(conn)
+                conn.send_command(*self._args)
                 reply = conn.read_response()
         except ResponseError:  # an error reply leaves the connection in a clean state
             self._release()
@@ -92,6 +71,15 @@ class RedisCall:
         self._conn = None
 
 
+def _load_library(conn: Any) -> None:
+    conn.send_command("FUNCTION", "LOAD", lua.LIBRARY)
+    try:
+        conn.read_response()
+    except ResponseError as error:
+        if "already exists" not in str(error):  # another process loaded it first
+            raise
+
+
 class RedisStore(Store):
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         super().__init__(url, ns, options)
@@ -99,13 +87,14 @@ class RedisStore(Store):
         self.client = factory.connect(url)
         self.pool = self.client.connection_pool
 
-    def _call(self, script: str | None, keys: list[str], args: list, convert=_same) -> RedisCall:
-        if script is None:
-            return RedisCall(self.pool, None, (*keys, *args), convert)
-        return RedisCall(self.pool, SCRIPTS[script], (len(keys), *keys, self.ns, *args), convert)
+    def _call(self, function: str | None, keys: list[str], args: list, convert=_same) -> RedisCall:
+        if function is None:  # a plain command, e.g. ["DEL", key, ...]
+            return RedisCall(self.pool, (*keys, *args), convert)
+        name = lua.function_name(function)
+        return RedisCall(self.pool, ("FCALL", name, len(keys), *keys, self.ns, *args), convert)
 
     def read(self, keys, leased):
-        return self._call("READ", keys, ["1" if leased else "0"], lambda r: (r[0], r[1:]))
+        return self._call("read", keys, ["1" if leased else "0"], _read_reply)
 
     def write(self, writes: list[Write], nx, fresh):
         args: list[Any] = [fresh, "1" if nx else "0"]
@@ -113,19 +102,19 @@ class RedisStore(Store):
             args += ["" if w.ttl_ms is None else w.ttl_ms, len(w.tags), *w.tags]
             args += ["1", *w.snapshot] if w.snapshot is not None else ["0"]
             args.append(w.body)
-        return self._call("WRITE", [w.key for w in writes], args, lambda r: [bool(x) for x in r])
+        return self._call("write", [w.key for w in writes], args, lambda r: [bool(x) for x in r])
 
     def delete(self, keys):
         return self._call(None, ["DEL", *keys], [])
 
     def touch(self, key, ttl_ms):
-        return self._call("TOUCH", [key], ["" if ttl_ms is None else ttl_ms], bool)
+        return self._call("touch", [key], ["" if ttl_ms is None else ttl_ms], bool)
 
     def incr(self, key, delta):
-        return self._call("INCR", [key], [delta], lambda r: None if r is None else int(r))
+        return self._call("incr", [key], [delta], lambda r: None if r is None else int(r))
 
     def entry(self, key):
-        return self._call("ENTRY", [key], [], _entry)
+        return self._call("entry", [key], [], _entry)
 
     def snapshot(self, tags, ttl_ms, fresh):
         return self._call(
@@ -144,13 +133,13 @@ class RedisStore(Store):
         )
 
     def check_fence(self, id_, deadline_ms):
-        return self._call("CHECK_FENCE", [], [id_, deadline_ms], int)
+        return self._call("check_fence", [], [id_, deadline_ms], int)
 
     def lease(self, deadline_ms, fenced):
-        return self._call("LEASE", [], [deadline_ms, "1" if fenced else "0"])
+        return self._call("lease", [], [deadline_ms, "1" if fenced else "0"])
 
     def clear_fence(self, id_, count):
-        return self._call("CLEAR_FENCE", [], [id_, count])
+        return self._call("clear_fence", [], [id_, count])
 
     def clear(self):
         return self._call(None, ["FLUSHDB"], [])
@@ -158,6 +147,16 @@ class RedisStore(Store):
     def close(self):
         # Pools are shared by every thread's backend instance; keep them (as django-redis does).
         pass
+
+
+def _read_reply(reply: list) -> tuple[int, list]:
+    return reply[0], [_body(v) if type(v) is bytes and v[:1] == b"T" else v for v in reply[1:]]
+
+
+def _body(value: bytes) -> bytes:
+    """Cut the tag header ("T" <length> ":" <header>) off a tagged value."""
+    colon = value.index(b":", 1)
+    return value[colon + 1 + int(value[1:colon]) :]
 
 
 def _entry(reply):
