@@ -6,6 +6,27 @@ Configure it in CACHES::
         "BACKEND": "django_tiercache.backend.TierCache",
         "LOCATION": ["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6380/0"],
     }}
+
+and read model data through it with model-driven invalidation::
+
+    django_tiercache.register(Product)
+    product = django_tiercache.get_object(Product, 7)
 """
 
+from .cache_aside import cached_queryset, get_object, get_objects
+from .invalidation import invalidate_instance, invalidate_model
+from .registry import instance_tag, model_tag, register, unregister
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "cached_queryset",
+    "get_object",
+    "get_objects",
+    "instance_tag",
+    "invalidate_instance",
+    "invalidate_model",
+    "model_tag",
+    "register",
+    "unregister",
+]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,9 +31,13 @@ from .failures import ErrorPolicy
 from .partition import Outcome, Partition, fan_out
 from .partitioning import RendezvousPartitioner
 from .stores.base import UNVERIFIED, Write
-from .tags import Fencing, validate_tags
+from .tags import Fencing, entry_tags, validate_tags
 
 _policies: dict[tuple, ErrorPolicy] = {}
+
+# Callables tags -> bool, asked before tagged writes: True means "do not store"
+# (the model-invalidation layer refuses data a connection has not committed yet).
+fill_guards: list[Any] = []
 _policies_lock = threading.Lock()
 
 NOT_FOUND = object()
@@ -167,20 +172,34 @@ class TierCache(BaseCache):
         snapshot: tuple[str, ...] | None = None,
         operation: str = "set",
     ) -> set[str]:
-        """Write every value (all encoded before anything is sent); return the keys stored."""
-        tags = validate_tags(tags)
+        """Write every value under the same tags; return the keys stored."""
+        tags = entry_tags(tags)
+        return self._store(values, timeout, lambda key: (tags, snapshot), nx, operation)
+
+    def _store(
+        self, values: dict[str, Any], timeout: Any, meta: Any, nx: bool, operation: str
+    ) -> set[str]:
+        """Write values (all encoded before anything is sent), each with the
+        (tags, snapshot) that meta(key) gives; return the keys stored."""
         bodies = {key: self._codec.encode(key, value) for key, value in values.items()}
         ttl = self._ttl_ms(timeout)
         if ttl == 0:
             if not nx:  # as in Django, setting with a zero timeout removes the key
                 self._delete(list(bodies))
             return set()
-        groups = self._group(bodies)
+        refused: dict[tuple[str, ...], bool] = {}
+        writes = {}
+        for key, body in bodies.items():
+            tags, snapshot = meta(key)
+            if tags and fill_guards:
+                if tags not in refused:
+                    refused[tags] = any(guard(tags) for guard in fill_guards)
+                if refused[tags]:
+                    continue
+            writes[key] = Write(key, body, ttl, tags, snapshot)
+        groups = self._group(writes)
         fresh = _fresh_token()
-        calls = [
-            (p, "write", ([Write(k, bodies[k], ttl, tags, snapshot) for k in keys], nx, fresh))
-            for p, keys in groups.items()
-        ]
+        calls = [(p, "write", ([writes[k] for k in keys], nx, fresh)) for p, keys in groups.items()]
         stored: set[str] = set()
         for outcome, keys in zip(fan_out(calls), groups.values(), strict=True):
             if outcome.ok:
@@ -276,7 +295,7 @@ class TierCache(BaseCache):
         may have been computed from data the invalidation replaced.
         """
         made = self.make_and_validate_key(key, version=version)
-        tags = validate_tags(tags)
+        tags = entry_tags(tags)
         found = self._read([made])
         if made in found:
             return found[made]
@@ -300,6 +319,52 @@ class TierCache(BaseCache):
             self._policy.failed("get_or_set", outcome.partition.name, outcome.error)
             return NOT_FOUND
         return outcome.value
+
+    def get_or_set_many(
+        self,
+        tags_by_key: dict[str, Iterable[str]],
+        load: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """Cache-aside for many keys at once.
+
+        Returns {key: value} for the keys found in the cache, plus what
+        ``load(missing_keys)`` returns (a dict) for the others, which are stored
+        under their own tags. As with get_or_set, tag tokens are read before
+        `load` runs, so a value loaded across an invalidation is not stored.
+        One round trip per partition for each step.
+        """
+        made = {self.make_and_validate_key(k, version=version): k for k in tags_by_key}
+        found = self._read(list(made))
+        result = {made[m]: v for m, v in found.items()}
+        missing = [m for m in made if m not in found]
+        if not missing:
+            return result
+        tags = {m: entry_tags(tags_by_key[made[m]]) for m in missing}
+        snapshots = self._snapshots(tags, timeout)
+        loaded = load([made[m] for m in missing])
+        storable = {m: loaded[made[m]] for m in missing if made[m] in loaded and m in snapshots}
+        self._store(storable, timeout, lambda m: (tags[m], snapshots[m]), True, "get_or_set")
+        result.update(loaded)
+        return result
+
+    def _snapshots(self, tags: dict[str, tuple[str, ...]], timeout: Any) -> dict[str, Any]:
+        """Per key, the (gen, token*) of its tags on its partition: one call per partition."""
+        ttl = self._ttl_ms(timeout)
+        groups = self._group(tags)
+        unions = {p: sorted({t for k in keys for t in tags[k]}) for p, keys in groups.items()}
+        calls = [(p, "snapshot", (tuple(unions[p]), ttl, _fresh_token())) for p in groups]
+        snapshots: dict[str, Any] = {}
+        for outcome, keys in zip(fan_out(calls), groups.values(), strict=True):
+            if not outcome.ok:
+                self._policy.failed("get_or_set", outcome.partition.name, outcome.error)
+                continue
+            gen, *tokens = outcome.value
+            token_of = dict(zip(unions[outcome.partition], tokens, strict=True))
+            for key in keys:
+                snapshots[key] = (gen, *(token_of[t] for t in tags[key])) if tags[key] else None
+        return snapshots
 
     def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
@@ -386,6 +451,24 @@ class TierCache(BaseCache):
         tags = validate_tags(tags)
         if tags:
             self._fencing.invalidate(tags)
+
+    def lock_tags(self, writer: str, tags: Iterable[str], seconds: float) -> None:
+        """Invalidate `tags` now and refuse cache fills under them until
+        unlock_tags(writer, ...) or for `seconds` at most.
+
+        The model-invalidation layer locks the tags of the rows a transaction
+        writes, so that nothing read before the commit is cached meanwhile.
+        """
+        tags = validate_tags(tags)
+        if tags:
+            until_ms = int((time.time() + seconds) * 1000)
+            self._fencing.invalidate(tags, "lock", writer, until_ms)
+
+    def unlock_tags(self, writer: str, tags: Iterable[str]) -> None:
+        """Release `writer`'s locks on `tags` and invalidate them again."""
+        tags = validate_tags(tags)
+        if tags:
+            self._fencing.invalidate(tags, "unlock", writer)
 
     # -- async variants that take tags (the others come from BaseCache) --
 

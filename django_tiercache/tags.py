@@ -69,6 +69,18 @@ def validate_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(sorted(set(tags)))
 
 
+def entry_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
+    """The tags an entry is stored under: the given ones plus their families.
+
+    A tag "family:member" also puts the entry under "family:*", so that
+    invalidate_tags("shop.product:*") reaches every "shop.product:<pk>" entry at
+    the cost of one token, whatever the number of members.
+    """
+    tags = validate_tags(tags)
+    families = {f"{tag.split(':', 1)[0]}:*" for tag in tags if ":" in tag[1:]}
+    return tuple(sorted(families.union(tags))) if families else tags
+
+
 def _validate_tag(tag: object) -> None:
     if not isinstance(tag, str):
         raise TypeError(f"Each tag must be a str, got {tag!r} ({type(tag).__name__}).")
@@ -119,8 +131,11 @@ class Fencing:
             fan_out([(o.partition, "clear_fence", (partition.id, o.value)) for o in fenced])
         return True
 
-    def invalidate(self, tags: tuple[str, ...]) -> None:
-        outcomes = fan_out([(p, "drop_tags", (tags,)) for p in self.partitions])
+    def invalidate(
+        self, tags: tuple[str, ...], operation: str = "drop_tags", *args: object
+    ) -> None:
+        """Run an invalidating operation on every partition; fence the ones it missed."""
+        outcomes = fan_out([(p, operation, (tags, *args)) for p in self.partitions])
         missed = [o for o in outcomes if not o.ok]
         for o in missed:
             self.policy.note(

@@ -80,6 +80,14 @@ class Store:
     def drop_tags(self, tags: tuple[str, ...]) -> Call:
         raise NotImplementedError
 
+    def lock(self, tags: tuple[str, ...], writer: str, until_ms: int) -> Call:
+        """Invalidate the tags and refuse fills under them until unlock or until_ms."""
+        raise NotImplementedError
+
+    def unlock(self, tags: tuple[str, ...], writer: str) -> Call:
+        """Release the writer's locks and invalidate the tags again."""
+        raise NotImplementedError
+
     def record_fence(self, ids: list[str]) -> Call:
         """-> [latest lease deadline in ms granted to each id, or None]"""
         raise NotImplementedError

@@ -4,6 +4,7 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
 
 - ``ns t:<tag>``       the tag's token on this partition (random, made lazily)
 - ``ns gen``           the partition's generation token; every tagged entry carries it
+- ``ns l:<tag>``       writers (transactions) changing data behind the tag: no fills meanwhile
 - ``ns lease``         present while this partition's tag tokens are known current
 - ``ns fence:<id>``    on the OTHER partitions: invalidations partition <id> missed
 - ``ns grant:<id>``    on the OTHER partitions: the latest lease deadline granted to <id>
@@ -99,6 +100,27 @@ local function token(key, fresh, ttl)
   return fresh
 end
 
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+
+-- Is a write to data behind this tag in progress (a transaction that has not
+-- committed yet)? Locks are a sorted set of writer ids scored by expiry.
+local function locked(ns, tag)
+  local key = ns .. 'l:' .. tag
+  if redis.call('EXISTS', key) == 0 then return false end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms())
+  return redis.call('ZCARD', key) > 0
+end
+
+-- The tag's token, or false while the tag is locked: nothing may be cached
+-- under a tag whose data is being changed.
+local function tag_token(ns, tag, fresh, ttl)
+  if locked(ns, tag) then return false end
+  return token(ns .. 't:' .. tag, fresh, ttl)
+end
+
 -- keys: entries. args: ns, leased ('1' when tagged entries need a live lease).
 -- Returns {lease, value-or-false-or-0 ...}: lease is -3 when no tagged entry was
 -- seen, else the lease's PTTL; 0 marks a tagged entry that cannot be trusted
@@ -155,8 +177,8 @@ local function write(keys, args)
       if snap and snap[1] ~= gen then ok = 0 end
       local parts = {n, '\n', gen, '\n'}
       for j = 1, n do
-        local tok = token(ns .. 't:' .. tags[j], fresh, ttl)
-        if snap and snap[j + 1] ~= tok then ok = 0 end
+        local tok = tag_token(ns, tags[j], fresh, ttl)
+        if not tok or (snap and snap[j + 1] ~= tok) then ok = 0; tok = '!' end
         parts[#parts + 1] = tags[j] .. '\n' .. tok .. '\n'
       end
       local header = table.concat(parts)
@@ -170,11 +192,12 @@ local function write(keys, args)
   return out
 end
 
--- args: ns, fresh token, ttl_ms ('' = forever), tag*. Returns {gen, token*}.
+-- args: ns, fresh token, ttl_ms ('' = forever), tag*. Returns {gen, token*};
+-- a locked tag's token is '!', which no write will ever match.
 local function snapshot(keys, args)
   local ns, fresh, ttl = args[1], args[2], tonumber(args[3])
   local out = {token(ns .. 'gen', fresh, nil)}
-  for i = 4, #args do out[#out + 1] = token(ns .. 't:' .. args[i], fresh, ttl) end
+  for i = 4, #args do out[#out + 1] = tag_token(ns, args[i], fresh, ttl) or '!' end
   return out
 end
 
@@ -230,6 +253,32 @@ local function entry(keys, args)
   return out
 end
 
+-- Write locks: a transaction that changes data behind tags invalidates them when
+-- it writes and keeps them locked (no cache fills) until it commits.
+
+-- args: ns, writer id, until_ms (absolute expiry of the lock), tag*.
+local function lock(keys, args)
+  local ns, writer, until_ms = args[1], args[2], tonumber(args[3])
+  for i = 4, #args do
+    local key = ns .. 'l:' .. args[i]
+    redis.call('ZADD', key, until_ms, writer)
+    if redis.call('PTTL', key) < 0 then redis.call('PEXPIREAT', key, until_ms)
+    else redis.call('PEXPIREAT', key, until_ms, 'GT') end
+    redis.call('DEL', ns .. 't:' .. args[i])
+  end
+  return 1
+end
+
+-- args: ns, writer id, tag*. Releases the writer's locks and invalidates the tags.
+local function unlock(keys, args)
+  local ns, writer = args[1], args[2]
+  for i = 3, #args do
+    redis.call('ZREM', ns .. 'l:' .. args[i], writer)
+    redis.call('DEL', ns .. 't:' .. args[i])
+  end
+  return 1
+end
+
 -- Fencing: keeping a partition that missed an invalidation from serving stale entries.
 
 -- On another partition, for each missed partition id: count the miss and
@@ -281,6 +330,8 @@ FUNCTIONS = (
     "touch",
     "incr",
     "entry",
+    "lock",
+    "unlock",
     "record_fence",
     "check_fence",
     "lease",
@@ -290,7 +341,9 @@ READ_ONLY = ("read", "entry")
 
 # The library's name carries a hash of its code, so that two releases running
 # side by side during a deploy each call their own functions.
-VERSION = hashlib.blake2b(LIBRARY_BODY.encode(), digest_size=4).hexdigest()
+VERSION = hashlib.blake2b(
+    repr((LIBRARY_BODY, FUNCTIONS, READ_ONLY)).encode(), digest_size=4
+).hexdigest()
 LIBRARY_NAME = f"tiercache_{VERSION}"
 
 

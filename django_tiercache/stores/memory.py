@@ -121,6 +121,17 @@ class MemoryStore(Store):
         self.space.set(key, fresh, ttl_ms)
         return fresh
 
+    def _tag_token(self, tag: str, fresh: str, ttl_ms: int | None) -> str:
+        """The tag's token, or "!" (matching nothing) while a writer holds it locked."""
+        writers = self.space.get(f"{self.ns}l:{tag}")
+        if writers:
+            now = _now_ms()
+            for writer in [w for w, until in writers.items() if until <= now]:
+                del writers[writer]
+            if writers:
+                return "!"
+        return self._token(f"{self.ns}t:{tag}", fresh, ttl_ms)
+
     # -- operations --
 
     def read(self, keys, leased):
@@ -146,9 +157,9 @@ class MemoryStore(Store):
         if w.tags:
             current = (
                 self._token(self.ns + "gen", fresh, None),
-                *(self._token(f"{self.ns}t:{tag}", fresh, w.ttl_ms) for tag in w.tags),
+                *(self._tag_token(tag, fresh, w.ttl_ms) for tag in w.tags),
             )
-            if w.snapshot is not None and tuple(w.snapshot) != current:
+            if "!" in current or (w.snapshot is not None and tuple(w.snapshot) != current):
                 return False
             value = _Tagged(current[0], tuple(zip(w.tags, current[1:], strict=True)), w.body)
         self.space.set(w.key, value, w.ttl_ms)
@@ -200,13 +211,30 @@ class MemoryStore(Store):
             return Done(
                 (
                     self._token(self.ns + "gen", fresh, None),
-                    *(self._token(f"{self.ns}t:{tag}", fresh, ttl_ms) for tag in tags),
+                    *(self._tag_token(tag, fresh, ttl_ms) for tag in tags),
                 )
             )
 
     def drop_tags(self, tags):
         with self.space.lock:
             return Done(sum(self.space.delete(f"{self.ns}t:{tag}") for tag in tags))
+
+    def lock(self, tags, writer, until_ms):
+        with self.space.lock:
+            for tag in tags:
+                key = f"{self.ns}l:{tag}"
+                writers = self.space.get(key) or {}
+                writers[writer] = until_ms
+                self.space.set(key, writers, at_ms=max(writers.values()))
+                self.space.delete(f"{self.ns}t:{tag}")
+            return Done(1)
+
+    def unlock(self, tags, writer):
+        with self.space.lock:
+            for tag in tags:
+                (self.space.get(f"{self.ns}l:{tag}") or {}).pop(writer, None)
+                self.space.delete(f"{self.ns}t:{tag}")
+            return Done(1)
 
     def record_fence(self, ids):
         with self.space.lock:

@@ -127,6 +127,12 @@ class RedisStore(Store):
     def drop_tags(self, tags):
         return self._call(None, ["DEL", *(f"{self.ns}t:{tag}" for tag in tags)], [])
 
+    def lock(self, tags, writer, until_ms):
+        return self._call("lock", [], [writer, until_ms, *tags])
+
+    def unlock(self, tags, writer):
+        return self._call("unlock", [], [writer, *tags])
+
     def record_fence(self, ids):
         return self._call(
             "RECORD_FENCE", [], ids, lambda r: [None if g is None else int(g) for g in r]

@@ -1,0 +1,111 @@
+"""Reading model data through the cache: get_object, get_objects, cached_queryset.
+
+Entries are tagged so that model-driven invalidation (invalidation.py) finds
+them: an instance under its instance tag, a query result under the model tag
+of every registered model the query reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.cache import caches
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.db import models
+
+from . import conf
+from .registry import is_registered, model_label, model_tag, pk_tag, registration_for
+
+
+class _Absent:
+    """Cached in place of a row that does not exist (so misses are cached too)."""
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = _Absent()
+
+
+def object_key(model: type[models.Model], pk: Any) -> str:
+    return f"tiercache:object:{model_label(model)}:{pk}"
+
+
+def object_entry(obj: models.Model) -> tuple[str, models.Model, tuple[str, ...]]:
+    """(key, value, tags): how get_object caches an instance (used by warmers too)."""
+    return object_key(type(obj), obj.pk), obj, (pk_tag(type(obj), obj.pk),)
+
+
+def _timeout(registration_timeout: Any) -> Any:
+    if registration_timeout is not None:
+        return registration_timeout
+    configured = conf.get_config()["MODEL_TIMEOUT"]
+    return DEFAULT_TIMEOUT if configured is None else configured
+
+
+def _pk(model: type[models.Model], pk: Any) -> Any:
+    # "7" and 7 must share one entry: normalise the way the database field would.
+    return model._meta.pk.to_python(pk)
+
+
+def get_object(model: type[models.Model], pk: Any) -> models.Model:
+    """The instance with primary key `pk`, through the cache; raises model.DoesNotExist.
+
+    A missing row is cached too, under the same instance tag, so creating it
+    invalidates the "does not exist" entry.
+    """
+    found = get_objects(model, [pk])
+    if not found:
+        raise model.DoesNotExist(f"{model.__name__} matching pk={pk!r} does not exist.")
+    return next(iter(found.values()))
+
+
+def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, models.Model]:
+    """{pk: instance} for the pks that exist, in one multi-get (one query for misses)."""
+    registration = registration_for(model)
+    pks = [_pk(model, pk) for pk in pks]
+    keys = {object_key(model, pk): pk for pk in pks}
+
+    def load(missing: list[str]) -> dict[str, Any]:
+        rows = model._default_manager.in_bulk([keys[k] for k in missing])
+        return {key: rows.get(keys[key], ABSENT) for key in missing}
+
+    cache = caches[registration.cache_alias]
+    tags = {key: (pk_tag(model, pk),) for key, pk in keys.items()}
+    values = cache.get_or_set_many(tags, load, timeout=_timeout(registration.timeout))
+    return {keys[k]: v for k, v in values.items() if not isinstance(v, _Absent)}
+
+
+def cached_queryset(
+    qs: models.QuerySet, timeout: Any = None, tags: Iterable[str] = ()
+) -> list[Any]:
+    """The queryset's rows as a list, cached under the model tag of every
+    registered model it reads (joins and select_related included) plus `tags`."""
+    read = query_models(qs)
+    registered = [m for m in read if is_registered(m)]
+    if not registered:
+        raise TypeError(
+            f"cached_queryset() needs a query on a registered model; this one reads "
+            f"{sorted(model_label(m) for m in read)}"
+        )
+    alias = registration_for(registered[0]).cache_alias
+    sql, params = qs.query.sql_with_params()
+    digest = hashlib.blake2b(repr((qs.db, sql, params)).encode(), digest_size=16).hexdigest()
+    all_tags = [*map(model_tag, registered), *tags]
+    cache_timeout = timeout if timeout is not None else _timeout(None)
+    return caches[alias].get_or_set(
+        f"tiercache:qs:{digest}", lambda: list(qs.all()), timeout=cache_timeout, tags=all_tags
+    )
+
+
+def query_models(qs: models.QuerySet) -> set[type[models.Model]]:
+    """Every model whose table the query reads."""
+    query = qs.query.clone()
+    query.get_compiler(qs.db).setup_query()  # resolves select_related joins into alias_map
+    tables = {join.table_name for join in query.alias_map.values()}
+    tables.add(qs.model._meta.db_table)
+    from django.apps import apps
+
+    return {m for m in apps.get_models(include_auto_created=True) if m._meta.db_table in tables}

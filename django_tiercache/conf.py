@@ -1,0 +1,35 @@
+"""App-wide settings: the TIERCACHE dict in Django settings, read lazily.
+
+Per-cache options live in CACHES[alias]["OPTIONS"] instead (see options.py).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Seconds a write lock (taken when a transaction writes a registered model)
+    # lasts at most if the transaction never commits; see transactions.py.
+    "WRITE_LOCK_TIMEOUT": 30,
+    # Seconds get_object() and cached_queryset() keep entries when the model's
+    # registration gives no timeout: None means the cache's default TIMEOUT.
+    "MODEL_TIMEOUT": None,
+}
+
+
+@lru_cache(maxsize=1)
+def get_config() -> dict[str, Any]:
+    config = dict(DEFAULTS)
+    config.update(getattr(settings, "TIERCACHE", {}))
+    return config
+
+
+@receiver(setting_changed)
+def _clear(setting: str, **kwargs: Any) -> None:
+    if setting == "TIERCACHE":
+        get_config.cache_clear()

@@ -1,0 +1,176 @@
+"""Invalidation that respects database transactions.
+
+A write to a registered model goes through two steps:
+
+- ``before`` (pre_save, pre_delete, before a bulk query): the tags are *locked*
+  on the cache: invalidated at once, and no process may cache anything under
+  them until they are unlocked. So nothing read before the commit can be cached
+  while the new data is not yet visible, and no reader is served the old value
+  between the database commit and the invalidation.
+- ``after`` (post_save, post_delete, after a bulk query): outside a transaction,
+  the tags are unlocked (and invalidated again) at once. Inside one, the event
+  is queued with ``transaction.on_commit`` (so that a rolled-back savepoint
+  drops it), and one flush placed ahead of the project's own on_commit hooks
+  unlocks and invalidates everything when the outermost transaction commits,
+  then sends ``tags_invalidated``.
+
+A rolled-back transaction runs no hooks: its locks are released (and its tags
+invalidated, which costs a miss, never a stale read) the next time the same
+thread writes, and expire by themselves after TIERCACHE["WRITE_LOCK_TIMEOUT"].
+While a connection is inside a transaction that wrote a registered model, its
+own cache fills tagged with that model are refused (see ``refuses_fill``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.cache import caches
+from django.db import connections, transaction
+
+from . import conf
+from .signals import tags_invalidated
+
+_local = threading.local()
+
+
+@dataclass
+class Event:
+    model: type
+    tags: dict[str, set[str]]  # cache alias -> tags
+
+
+@dataclass
+class Writes:
+    """One thread's writes through one database connection, not yet made good."""
+
+    writer: str = field(default_factory=lambda: os.urandom(8).hex())
+    locked: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    committed: list[Event] = field(default_factory=list)
+    dirty_models: set[str] = field(default_factory=set)
+    flush_hook: Any = None
+    in_transaction: bool = False  # False: an autocommit write is under way
+
+
+def _writes(using: str, starting: bool = False) -> Writes:
+    """This thread's state for `using`; a leftover from a failed write is released first."""
+    states = getattr(_local, "writes", None)
+    if states is None:
+        states = _local.writes = {}
+    state = states.get(using)
+    if state is not None and _abandoned(state, using, starting):
+        _release(state)
+        state = None
+    if state is None:
+        state = states[using] = Writes()
+    return state
+
+
+def _abandoned(state: Writes, using: str, starting: bool) -> bool:
+    connection = connections[using]
+    if state.in_transaction:
+        # Its transaction is over and the flush did not run: it rolled back.
+        hooks = [entry[1] for entry in connection.run_on_commit]
+        return not connection.in_atomic_block or state.flush_hook not in hooks
+    # An autocommit write whose ``after`` never came: the query raised.
+    return starting and bool(state.locked)
+
+
+def _lock(state: Writes, tags: dict[str, set[str]]) -> None:
+    seconds = conf.get_config()["WRITE_LOCK_TIMEOUT"]
+    for alias, alias_tags in tags.items():
+        new = alias_tags - state.locked[alias]
+        if new:
+            caches[alias].lock_tags(state.writer, new, seconds)
+            state.locked[alias] |= new
+
+
+def before(model: type, tags: dict[str, set[str]], using: str) -> None:
+    """A write to `model` touching `tags` is about to reach the database."""
+    state = _writes(using, starting=True)
+    if connections[using].in_atomic_block:
+        _ensure_flush(state, using)
+    state.dirty_models.add(model._meta.label_lower)
+    _lock(state, tags)
+
+
+def after(model: type, tags: dict[str, set[str]], using: str) -> None:
+    """The write reached the database: invalidate now, or when the transaction commits."""
+    state = _writes(using)
+    event = Event(model, tags)
+    if not connections[using].in_atomic_block:
+        state.committed.append(event)
+        _flush(state, using)
+        return
+    _ensure_flush(state, using)
+    _lock(state, tags)  # e.g. the primary key of a row just inserted
+    _queue(state, event, using)
+
+
+def _ensure_flush(state: Writes, using: str) -> None:
+    """One flush per transaction, not tied to any savepoint (a rolled-back
+    savepoint must drop its events, not the flush that makes the others
+    good), ahead of the project's own on_commit hooks, which may read the cache."""
+    connection = connections[using]
+    state.in_transaction = True
+    if state.flush_hook in [entry[1] for entry in connection.run_on_commit]:
+        return
+    state.flush_hook = lambda: _flush(state, using)
+    transaction.on_commit(state.flush_hook, using=using)
+    flush = connection.run_on_commit.pop()
+    connection.run_on_commit.insert(0, (set(), *flush[1:]))
+
+
+def _queue(state: Writes, event: Event, using: str) -> None:
+    """Queue the event just ahead of the flush, under the current savepoints."""
+    connection = connections[using]
+    transaction.on_commit(lambda: state.committed.append(event), using=using)
+    queued = connection.run_on_commit.pop()
+    hooks = [entry[1] for entry in connection.run_on_commit]
+    connection.run_on_commit.insert(hooks.index(state.flush_hook), queued)
+
+
+def _flush(state: Writes, using: str) -> None:
+    """Unlock and invalidate everything the writes touched; announce the committed ones."""
+    tags: dict[str, set[str]] = defaultdict(set)
+    for alias, locked in state.locked.items():
+        tags[alias] |= locked
+    for event in state.committed:
+        for alias, event_tags in event.tags.items():
+            tags[alias] |= event_tags
+    for alias, alias_tags in tags.items():
+        caches[alias].unlock_tags(state.writer, alias_tags)
+    committed = state.committed
+    _local.writes.pop(using, None)
+    for event in committed:
+        for alias, event_tags in event.tags.items():
+            tags_invalidated.send(sender=event.model, tags=frozenset(event_tags), cache_alias=alias)
+
+
+def _release(state: Writes) -> None:
+    for alias, locked in state.locked.items():
+        if locked:
+            caches[alias].unlock_tags(state.writer, locked)
+
+
+def invalidate_now(model: type, tags: dict[str, set[str]], using: str | None = None) -> None:
+    """An explicit invalidation (raw SQL, imports): as a write that already happened."""
+    using = using or "default"
+    after(model, tags, using)
+
+
+def refuses_fill(tags: Iterable[str]) -> bool:
+    """Is this thread inside a transaction that wrote a model these tags belong to?"""
+    states = getattr(_local, "writes", None)
+    if not states:
+        return False
+    for using, state in states.items():
+        if state.dirty_models and connections[using].in_atomic_block:
+            if any(tag.split(":", 1)[0] in state.dirty_models for tag in tags):
+                return True
+    return False

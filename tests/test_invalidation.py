@@ -1,0 +1,295 @@
+"""Model-driven invalidation: signals, relations, bulk paths, transactions."""
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+
+import django_tiercache
+from django_tiercache import cached_queryset, get_object, get_objects
+from django_tiercache.registry import NotRegistered
+from django_tiercache.signals import tags_invalidated
+from tests.testapp.models import Category, Label, Product, Unregistered
+
+# Invalidation happens when transactions commit, so these tests let them commit
+# (pytest-django's plain `db` wraps each test in a transaction that never does).
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    cache.clear()
+
+
+@pytest.fixture
+def invalidated():
+    """Every tags_invalidated signal sent during the test: (sender, tags)."""
+    sent = []
+
+    def receiver(sender, tags, cache_alias, **kwargs):
+        sent.append((sender, set(tags), cache_alias))
+
+    tags_invalidated.connect(receiver)
+    yield sent
+    tags_invalidated.disconnect(receiver)
+
+
+def tagged(tag):
+    """Cache a marker under `tag`; returns a function telling whether it survived."""
+    key = f"marker:{tag}"
+    cache.set(key, "here", tags=[tag])
+    return lambda: cache.get(key) == "here"
+
+
+def test_tags_of_a_model_and_an_instance():
+    product = Product.objects.create(name="p")
+    assert django_tiercache.model_tag(Product) == "testapp.product"
+    assert django_tiercache.instance_tag(product) == f"testapp.product:{product.pk}"
+
+
+def test_get_object__caches_and_save_invalidates(django_assert_num_queries):
+    product = Product.objects.create(name="before")
+    assert get_object(Product, product.pk).name == "before"
+    with django_assert_num_queries(0):
+        assert get_object(Product, str(product.pk)).name == "before"
+    product.name = "after"
+    product.save()
+    assert get_object(Product, product.pk).name == "after"
+
+
+def test_get_object__caches_a_missing_row_until_it_is_created(django_assert_num_queries):
+    with pytest.raises(Product.DoesNotExist):
+        get_object(Product, 4242)
+    with django_assert_num_queries(0), pytest.raises(Product.DoesNotExist):
+        get_object(Product, 4242)
+    Product.objects.create(pk=4242, name="now-here")
+    assert get_object(Product, 4242).name == "now-here"
+
+
+def test_delete__invalidates():
+    product = Product.objects.create(name="doomed")
+    get_object(Product, product.pk)
+    product.delete()
+    with pytest.raises(Product.DoesNotExist):
+        get_object(Product, product.pk)
+
+
+def test_get_objects__one_multi_get_and_one_query_for_the_misses(django_assert_num_queries):
+    products = [Product.objects.create(name=f"p{i}") for i in range(5)]
+    get_object(Product, products[0].pk)
+    with django_assert_num_queries(1):
+        found = get_objects(Product, [p.pk for p in products] + [999])
+    assert sorted(found) == sorted(p.pk for p in products)
+    with django_assert_num_queries(0):
+        assert len(get_objects(Product, [p.pk for p in products])) == 5
+
+
+def test_unregistered_models_are_refused():
+    with pytest.raises(NotRegistered, match="register"):
+        get_object(Unregistered, 1)
+    with pytest.raises(TypeError, match="registered"):
+        cached_queryset(Unregistered.objects.all())
+
+
+def test_cached_queryset__is_invalidated_by_any_change_to_a_model_it_reads():
+    food = Category.objects.create(name="food")
+    Product.objects.create(name="apple", category=food)
+    query = Product.objects.select_related("category").order_by("name")
+    assert [p.name for p in cached_queryset(query)] == ["apple"]
+    Product.objects.create(name="banana", category=food)
+    assert [p.name for p in cached_queryset(query)] == ["apple", "banana"]
+    food.name = "fruit"
+    food.save()  # the query joins categories: their model tag covers it
+    assert cached_queryset(query)[0].category.name == "fruit"
+
+
+def test_a_changed_parent_invalidates_the_old_and_the_new_parent():
+    old, new = Category.objects.create(name="old"), Category.objects.create(name="new")
+    product = Product.objects.create(name="moving", category=old)
+    product = Product.objects.get(pk=product.pk)  # loaded: the old parent is remembered
+    old_alive = tagged(django_tiercache.instance_tag(old))
+    new_alive = tagged(django_tiercache.instance_tag(new))
+    product.category = new
+    product.save()
+    assert not old_alive()
+    assert not new_alive()
+
+
+def test_registered_tags_function_adds_tags():
+    alive = tagged("product-name:special")
+    Product.objects.create(name="special")
+    assert not alive()
+
+
+@pytest.mark.parametrize("action", ["add", "remove", "clear"])
+def test_many_to_many_changes_invalidate_both_sides(action):
+    product = Product.objects.create(name="p")
+    label = Label.objects.create(name="l")
+    if action != "add":
+        product.labels.add(label)
+    product_alive = tagged(django_tiercache.instance_tag(product))
+    label_alive = tagged(django_tiercache.instance_tag(label))
+    if action == "clear":
+        product.labels.clear()
+    else:
+        getattr(label.products, action)(product)  # from the other side
+    assert not product_alive()
+    assert not label_alive()
+
+
+def test_queryset_update__invalidates_every_instance_and_query():
+    products = [Product.objects.create(name=f"u{i}") for i in range(3)]
+    unrelated = tagged("label-like:1")
+    for p in products:
+        get_object(Product, p.pk)
+    Product.objects.filter(name="u1").update(version=7)
+    assert get_object(Product, products[1].pk).version == 7
+    assert unrelated()
+
+
+def test_bulk_update_and_bulk_create_invalidate():
+    products = [Product.objects.create(name=f"b{i}") for i in range(3)]
+    for p in products:
+        get_object(Product, p.pk)
+        p.version = 5
+    Product.objects.bulk_update(products, ["version"])
+    assert all(get_object(Product, p.pk).version == 5 for p in products)
+    query = Product.objects.order_by("name")
+    assert len(cached_queryset(query)) == 3
+    Product.objects.bulk_create([Product(name="b9")])
+    assert len(cached_queryset(query)) == 4
+
+
+def test_queryset_delete__invalidates():
+    products = [Product.objects.create(name=f"d{i}") for i in range(3)]
+    for p in products:
+        get_object(Product, p.pk)
+    Product.objects.filter(name__in=["d0", "d1"]).delete()
+    assert set(get_objects(Product, [p.pk for p in products])) == {products[2].pk}
+
+
+def test_a_model_we_do_not_own__auth_user():
+    user = User.objects.create(username="alice")
+    assert get_object(User, user.pk).username == "alice"
+    User.objects.filter(pk=user.pk).update(username="alicia")
+    assert get_object(User, user.pk).username == "alicia"
+
+
+def test_explicit_invalidation_for_raw_sql():
+    product = Product.objects.create(name="raw")
+    get_object(Product, product.pk)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE testapp_product SET version = 9")
+    assert get_object(Product, product.pk).version == 0  # raw SQL is not seen...
+    django_tiercache.invalidate_model(Product)
+    assert get_object(Product, product.pk).version == 9  # ...until told
+    alive = tagged(django_tiercache.instance_tag(product))
+    django_tiercache.invalidate_instance(product)
+    assert not alive()
+
+
+def test_tags_invalidated_signal(invalidated):
+    product = Product.objects.create(name="signal")
+    assert (
+        Product,
+        {"testapp.product", f"testapp.product:{product.pk}", "product-name:signal"},
+        "default",
+    ) in invalidated
+
+
+# -- transactions --
+
+
+def test_inside_a_transaction__others_see_the_old_row_and_nothing_uncommitted_is_cached(
+    invalidated,
+):
+    product = Product.objects.create(name="v0")
+    get_object(Product, product.pk)
+    invalidated.clear()
+    with transaction.atomic():
+        product.name = "v1"
+        product.save()
+        # This connection sees its own write, but does not cache it.
+        assert get_object(Product, product.pk).name == "v1"
+        assert cache.get(f"tiercache:object:testapp.product:{product.pk}") is None
+        # Nothing may be cached under the locked tags meanwhile, by anyone.
+        cache.set("other-process-fill", "old", tags=[f"testapp.product:{product.pk}"])
+        assert cache.get("other-process-fill") is None
+        assert invalidated == []  # announced on commit, not before
+    assert get_object(Product, product.pk).name == "v1"
+    assert [sender for sender, _, _ in invalidated] == [Product]
+
+
+def test_rollback__announces_nothing_and_caches_nothing_stale(invalidated):
+    product = Product.objects.create(name="kept")
+    get_object(Product, product.pk)
+    invalidated.clear()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        product.name = "rolled-back"
+        product.save()
+        raise RuntimeError
+    assert invalidated == []
+    assert get_object(Product, product.pk).name == "kept"
+    # The next write releases the rolled-back transaction's locks: fills work again.
+    Product.objects.create(name="next")
+    get_object(Product, product.pk)
+    assert cache.get(f"tiercache:object:testapp.product:{product.pk}") is not None
+
+
+def test_savepoint_rollback__drops_only_its_own_events(invalidated):
+    kept = Product.objects.create(name="outer")
+    dropped = Product.objects.create(name="inner")
+    invalidated.clear()
+    with transaction.atomic():
+        kept.version = 1
+        kept.save()
+        try:
+            with transaction.atomic():
+                dropped.version = 1
+                dropped.save()
+                raise RuntimeError
+        except RuntimeError:
+            pass
+    announced = set().union(*(tags for _, tags, _ in invalidated))
+    assert f"testapp.product:{kept.pk}" in announced
+    assert f"testapp.product:{dropped.pk}" not in announced
+
+
+def test_integrity_error__rolls_back_and_everything_keeps_working():
+    Product.objects.create(name="unique")
+    product = Product.objects.create(name="other")
+    get_object(Product, product.pk)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Product.objects.create(name="unique")
+    product.version = 3
+    product.save()
+    assert get_object(Product, product.pk).version == 3
+    assert cache.get(f"tiercache:object:testapp.product:{product.pk}").version == 3
+
+
+def test_on_commit_hooks_of_the_project_read_the_new_value():
+    product = Product.objects.create(name="before")
+    get_object(Product, product.pk)
+    seen = []
+    with transaction.atomic():
+        transaction.on_commit(lambda: seen.append(get_object(Product, product.pk).name))
+        product.name = "after"
+        product.save()
+    assert seen == ["after"]
+
+
+def test_atomic_requests(client, settings):
+    from django.db import connections
+
+    product = Product.objects.create(name="req")
+    get_object(Product, product.pk)
+    connections["default"].settings_dict["ATOMIC_REQUESTS"] = True
+    try:
+        response = client.post(f"/test/rename/{product.pk}/", {"name": "renamed"})
+    finally:
+        connections["default"].settings_dict["ATOMIC_REQUESTS"] = False
+    assert response.status_code == 200
+    assert response.content == b"in transaction"
+    assert get_object(Product, product.pk).name == "renamed"

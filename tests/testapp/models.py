@@ -1,0 +1,22 @@
+"""Models for the model-invalidation tests (tables made by pytest-django, no migrations)."""
+
+from django.db import models
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=50)
+
+
+class Label(models.Model):
+    name = models.CharField(max_length=50, unique=True)
+
+
+class Product(models.Model):
+    name = models.CharField(max_length=50, unique=True)
+    version = models.IntegerField(default=0)
+    category = models.ForeignKey(Category, null=True, on_delete=models.CASCADE)
+    labels = models.ManyToManyField(Label, related_name="products")
+
+
+class Unregistered(models.Model):
+    name = models.CharField(max_length=50)
