@@ -34,7 +34,7 @@ empty :=
 space := $(empty) $(empty)
 TOX_PATH := $(subst $(space),:,$(strip $(PYENV_BINS) $(abspath $(VENV))/bin))
 
-.PHONY: help venv services test run lint tox bench clean
+.PHONY: help venv services test run lint tox bench bench-invalidation clean
 
 help:
 	@echo "make run      create .venv, migrate, seed and serve the example project"
@@ -192,6 +192,11 @@ tox: $(VENV)/.tox-installed
 
 bench: venv services
 	@$(VPY) benchmarks/bench_backend.py $(BENCH_ARGS)
+
+# Model.save() overhead (with django-cacheops as a comparison) and the stale-read stress run.
+bench-invalidation: venv services
+	@$(VPY) -m pip install --quiet django-cacheops
+	$(VPY) benchmarks/bench_invalidation.py $(BENCH_ARGS)
 
 clean:
 	@rm -rf $(VENV) .tox build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage .coverage.*
