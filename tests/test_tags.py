@@ -164,3 +164,75 @@ def test_invalidate_tags__is_seen_by_another_process(clean_redis_servers, make_c
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=60)  # noqa: S603
     assert cache.get_many([f"k{i}" for i in range(50)]) == {}
+
+
+def test_a_family_tag_invalidates_every_member(any_cache):
+    any_cache.set("p1", 1, tags=["shop.product:1"])
+    any_cache.set("p2", 2, tags=["shop.product:2"])
+    any_cache.set("c1", 3, tags=["shop.category:1"])
+    any_cache.invalidate_tags("shop.product:*")
+    assert any_cache.get_many(["p1", "p2", "c1"]) == {"c1": 3}
+
+
+def test_locked_tags__invalidate_and_refuse_fills_until_unlocked(any_cache):
+    any_cache.set("a", "old", tags=["row:1"])
+    any_cache.lock_tags("writer-1", ["row:1"], seconds=30)
+    assert any_cache.get("a") is None
+    any_cache.set("a", "read before the commit", tags=["row:1"])
+    assert any_cache.get("a") is None
+    assert any_cache.get_or_set("a", "computed", tags=["row:1"]) == "computed"
+    assert any_cache.get("a") is None
+    any_cache.set("untagged", 1)  # other entries are not affected
+    assert any_cache.get("untagged") == 1
+    any_cache.unlock_tags("writer-1", ["row:1"])
+    any_cache.set("a", "new", tags=["row:1"])
+    assert any_cache.get("a") == "new"
+
+
+def test_a_lock_held_by_two_writers__needs_both_to_release(any_cache):
+    any_cache.lock_tags("w1", ["row:1"], seconds=30)
+    any_cache.lock_tags("w2", ["row:1"], seconds=30)
+    any_cache.unlock_tags("w1", ["row:1"])
+    any_cache.set("a", 1, tags=["row:1"])
+    assert any_cache.get("a") is None
+    any_cache.unlock_tags("w2", ["row:1"])
+    any_cache.set("a", 1, tags=["row:1"])
+    assert any_cache.get("a") == 1
+
+
+def test_an_abandoned_lock__expires(any_cache):
+    import time
+
+    any_cache.lock_tags("crashed-writer", ["row:1"], seconds=0.3)
+    any_cache.set("a", 1, tags=["row:1"])
+    assert any_cache.get("a") is None
+    time.sleep(0.4)
+    any_cache.set("a", 1, tags=["row:1"])
+    assert any_cache.get("a") == 1
+
+
+def test_get_or_set_many__loads_only_the_misses_and_tags_each_key(any_cache):
+    any_cache.set("k1", "cached", tags=["t:1"])
+    calls = []
+
+    def load(keys):
+        calls.append(sorted(keys))
+        return {key: f"loaded {key}" for key in keys if key != "k3"}
+
+    tags = {"k1": ["t:1"], "k2": ["t:2"], "k3": ["t:3"]}
+    assert any_cache.get_or_set_many(tags, load) == {"k1": "cached", "k2": "loaded k2"}
+    assert calls == [["k2", "k3"]]
+    any_cache.invalidate_tags("t:2")
+    assert any_cache.get_many(["k1", "k2"]) == {"k1": "cached"}
+
+
+def test_get_or_set_many__does_not_store_values_loaded_across_an_invalidation(any_cache):
+    def load(keys):
+        any_cache.invalidate_tags("t:1")
+        return dict.fromkeys(keys, "stale")
+
+    assert any_cache.get_or_set_many({"k1": ["t:1"], "k2": ["t:2"]}, load) == {
+        "k1": "stale",
+        "k2": "stale",
+    }
+    assert any_cache.get_many(["k1", "k2"]) == {"k2": "stale"}
