@@ -452,17 +452,23 @@ class TierCache(BaseCache):
         if tags:
             self._fencing.invalidate(tags)
 
-    def lock_tags(self, writer: str, tags: Iterable[str], seconds: float) -> None:
+    def lock_tags(self, writer: str, tags: Iterable[str], seconds: float, wait: bool = True) -> Any:
         """Invalidate `tags` now and refuse cache fills under them until
         unlock_tags(writer, ...) or for `seconds` at most.
 
         The model-invalidation layer locks the tags of the rows a transaction
-        writes, so that nothing read before the commit is cached meanwhile.
+        writes, so that nothing read before the commit is cached meanwhile. With
+        wait=False the lock is sent and a callable returned that waits for it, so
+        the round trip can overlap a database query.
         """
         tags = validate_tags(tags)
-        if tags:
-            until_ms = int((time.time() + seconds) * 1000)
-            self._fencing.invalidate(tags, "lock", writer, until_ms)
+        if not tags:
+            return lambda: None
+        until_ms = int((time.time() + seconds) * 1000)
+        finish = self._fencing.start(tags, "lock", writer, until_ms)
+        if wait:
+            finish()
+        return finish
 
     def unlock_tags(self, writer: str, tags: Iterable[str]) -> None:
         """Release `writer`'s locks on `tags` and invalidate them again."""

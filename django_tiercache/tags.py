@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import InvalidationIncomplete
 from .partition import Outcome, Partition, fan_out
@@ -135,18 +135,27 @@ class Fencing:
         self, tags: tuple[str, ...], operation: str = "drop_tags", *args: object
     ) -> None:
         """Run an invalidating operation on every partition; fence the ones it missed."""
-        outcomes = fan_out([(p, operation, (tags, *args)) for p in self.partitions])
-        missed = [o for o in outcomes if not o.ok]
-        for o in missed:
-            self.policy.note(
-                "error:invalidate",
-                o.partition.name,
-                "invalidating tags on partition %s failed: %r",
-                o.partition.name,
-                o.error,
-            )
-        if missed:
-            self.fence([o.partition for o in missed], tags)
+        self.start(tags, operation, *args)()
+
+    def start(self, tags: tuple[str, ...], operation: str, *args: object) -> Any:
+        """Send an invalidating operation to every partition without waiting for the
+        replies; calling what it returns waits for them (and fences the misses)."""
+        pending = [p.start(operation, tags, *args) for p in self.partitions]
+
+        def finish() -> None:
+            missed = [o for o in (call.outcome() for call in pending) if not o.ok]
+            for o in missed:
+                self.policy.note(
+                    "error:invalidate",
+                    o.partition.name,
+                    "invalidating tags on partition %s failed: %r",
+                    o.partition.name,
+                    o.error,
+                )
+            if missed:
+                self.fence([o.partition for o in missed], tags)
+
+        return finish
 
     def fence(self, missed: list[Partition], tags: tuple[str, ...] = ()) -> None:
         """Make sure partitions that missed an invalidation (or a clear) drop their

@@ -55,6 +55,7 @@ class Writes:
     dirty_models: set[str] = field(default_factory=set)
     flush_hook: Any = None
     in_transaction: bool = False  # False: an autocommit write is under way
+    unconfirmed: list[Any] = field(default_factory=list)  # locks sent, replies not read
 
 
 def _writes(using: str, starting: bool = False) -> Writes:
@@ -81,22 +82,40 @@ def _abandoned(state: Writes, using: str, starting: bool) -> bool:
     return starting and bool(state.locked)
 
 
-def _lock(state: Writes, tags: dict[str, set[str]]) -> None:
+# Locks sent inside a transaction are confirmed after the query, before the
+# commit; past this many outstanding (a large cascade), the oldest is awaited.
+MAX_UNCONFIRMED = 8
+
+
+def _lock(state: Writes, tags: dict[str, set[str]], wait: bool) -> None:
     seconds = conf.get_config()["WRITE_LOCK_TIMEOUT"]
     for alias, alias_tags in tags.items():
         new = alias_tags - state.locked[alias]
         if new:
-            caches[alias].lock_tags(state.writer, new, seconds)
+            state.unconfirmed.append(caches[alias].lock_tags(state.writer, new, seconds, wait=False))
             state.locked[alias] |= new
+    while state.unconfirmed and (wait or len(state.unconfirmed) > MAX_UNCONFIRMED):
+        state.unconfirmed.pop(0)()
+
+
+def _confirm(state: Writes) -> None:
+    while state.unconfirmed:
+        state.unconfirmed.pop(0)()
 
 
 def before(model: type, tags: dict[str, set[str]], using: str) -> None:
-    """A write to `model` touching `tags` is about to reach the database."""
+    """A write to `model` touching `tags` is about to reach the database.
+
+    In autocommit the query commits as it runs, so the lock must be in place
+    first. In a transaction nobody sees the query before the commit: the lock
+    is sent now and confirmed in ``after``, its round trip overlapping the query.
+    """
     state = _writes(using, starting=True)
-    if connections[using].in_atomic_block:
+    in_transaction = connections[using].in_atomic_block
+    if in_transaction:
         _ensure_flush(state, using)
     state.dirty_models.add(model._meta.label_lower)
-    _lock(state, tags)
+    _lock(state, tags, wait=not in_transaction)
 
 
 def after(model: type, tags: dict[str, set[str]], using: str) -> None:
@@ -108,7 +127,7 @@ def after(model: type, tags: dict[str, set[str]], using: str) -> None:
         _flush(state, using)
         return
     _ensure_flush(state, using)
-    _lock(state, tags)  # e.g. the primary key of a row just inserted
+    _lock(state, tags, wait=True)  # confirms the locks sent before; new tags: a new row's pk
     _queue(state, event, using)
 
 
@@ -137,6 +156,7 @@ def _queue(state: Writes, event: Event, using: str) -> None:
 
 def _flush(state: Writes, using: str) -> None:
     """Unlock and invalidate everything the writes touched; announce the committed ones."""
+    _confirm(state)
     tags: dict[str, set[str]] = defaultdict(set)
     for alias, locked in state.locked.items():
         tags[alias] |= locked
@@ -153,6 +173,7 @@ def _flush(state: Writes, using: str) -> None:
 
 
 def _release(state: Writes) -> None:
+    _confirm(state)
     for alias, locked in state.locked.items():
         if locked:
             caches[alias].unlock_tags(state.writer, locked)
