@@ -190,6 +190,10 @@ def _wrap(method: Any, tags_before: Any, tags_after: Any) -> Any:
     def wrapper(qs: models.QuerySet, *args: Any, **kwargs: Any) -> Any:
         if getattr(_bulk, "active", False) or not is_registered(qs.model):
             return method(qs, *args, **kwargs)
+        if args and not isinstance(args[0], (list, tuple)):
+            args = (list(args[0]), *args[1:])  # objs may be a generator: read it once
+        elif "objs" in kwargs:
+            kwargs["objs"] = list(kwargs["objs"])
         using = qs._db or router.db_for_write(qs.model)
         transactions.before(qs.model, tags_before(qs, *args, **kwargs), using)
         _bulk.active = True

@@ -156,8 +156,8 @@ def test_bulk_update_and_bulk_create_invalidate():
     assert all(get_object(Product, p.pk).version == 5 for p in products)
     query = Product.objects.order_by("name")
     assert len(cached_queryset(query)) == 3
-    Product.objects.bulk_create([Product(name="b9")])
-    assert len(cached_queryset(query)) == 4
+    Product.objects.bulk_create(Product(name=f"g{i}") for i in range(2))  # a generator
+    assert len(cached_queryset(query)) == 5
 
 
 def test_queryset_delete__invalidates():

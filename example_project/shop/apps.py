@@ -5,3 +5,12 @@ class ShopConfig(AppConfig):
     name = "shop"
     verbose_name = "Shop"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        import django_tiercache
+
+        from .models import Product
+
+        # Saving a product now invalidates "shop.product:<pk>" and "shop.product",
+        # the tags the product pages cache under, with no code in the views.
+        django_tiercache.register(Product)
