@@ -29,3 +29,29 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+@register()
+def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The app-wide TIERCACHE setting (see conf.py) names only known keys."""
+    from .conf import DEFAULTS
+
+    configured = getattr(settings, "TIERCACHE", {})
+    if not isinstance(configured, dict):
+        return [
+            Error(
+                f"TIERCACHE must be a dict, not {type(configured).__name__}.",
+                hint="Write TIERCACHE = {...} with keys from the README.",
+                id="tiercache.E005",
+            )
+        ]
+    return [
+        Error(
+            f"Unknown TIERCACHE key {key!r}.",
+            hint=f"Remove it or fix its spelling. Known keys: {', '.join(sorted(DEFAULTS))}.",
+            obj="TIERCACHE",
+            id="tiercache.E005",
+        )
+        for key in configured
+        if key not in DEFAULTS
+    ]

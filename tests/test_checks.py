@@ -93,3 +93,14 @@ def test_check_runs_show_the_check_id_and_hint(settings):
     settings.CACHES = {**settings.CACHES, "bad": {"BACKEND": BACKEND, "LOCATION": "nope://"}}
     with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E001: .*'nope'.* HINT: "):
         checks.run_checks(tags=[checks.Tags.caches])
+
+
+def test_unknown_app_settings__are_tiercache_e005(settings):
+    from django_tiercache.checks import check_app_settings
+
+    settings.TIERCACHE = {"WRITE_LOCK_TIMOUT": 5}
+    (message,) = check_app_settings()
+    assert message.id == "tiercache.E005"
+    assert "WRITE_LOCK_TIMEOUT" in message.hint
+    settings.TIERCACHE = {"WRITE_LOCK_TIMEOUT": 5}
+    assert check_app_settings() == []
