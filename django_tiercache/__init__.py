@@ -16,6 +16,7 @@ and read model data through it with model-driven invalidation::
 from .cache_aside import cached_queryset, get_object, get_objects
 from .invalidation import invalidate_instance, invalidate_model
 from .registry import instance_tag, model_tag, register, unregister
+from .warming import warmer
 
 __version__ = "0.1.0"
 
@@ -29,4 +30,5 @@ __all__ = [
     "model_tag",
     "register",
     "unregister",
+    "warmer",
 ]

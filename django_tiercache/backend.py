@@ -28,6 +28,7 @@ from redis.exceptions import ResponseError
 from . import options as options_module
 from .codec import Codec, Tampered
 from .failures import ErrorPolicy
+from .hotkeys import hot_keys_for
 from .partition import Outcome, Partition, fan_out
 from .partitioning import RendezvousPartitioner
 from .stores.base import UNVERIFIED, Write
@@ -80,6 +81,7 @@ class TierCache(BaseCache):
         self._codec = Codec(config.options)
         self._policy = _policy_for((tuple(config.urls), self.key_prefix), config["RAISE_ERRORS"])
         self._fencing = Fencing(self._partitions, config["TAG_LEASE"], self._policy)
+        self._hot = hot_keys_for(self, config["HOT_KEYS"]) if config["HOT_KEYS"] else None
 
     def validate_key(self, key: str) -> None:
         # Django's check walks the key in Python; a regex finds the rare bad key
@@ -113,6 +115,8 @@ class TierCache(BaseCache):
     # -- the tier boundary: reading and writing bodies --
 
     def _read(self, made_keys: list[str], operation: str = "get") -> dict[str, Any]:
+        if self._hot is not None:
+            self._hot.sample(made_keys)
         groups = self._group(made_keys)
         leased = self._fencing.enabled
         outcomes = fan_out([(p, "read", (keys, leased)) for p, keys in groups.items()])

@@ -47,6 +47,17 @@ DEFAULTS: dict[str, Any] = {
     "TAG_LEASE": 3.0,
     "PARTITION_NAMES": None,
     "MEMORY_MAX_ENTRIES": 10_000,
+    # False, True or a dict of HOT_KEYS_DEFAULTS' keys: sample reads and keep the
+    # hottest keys in Redis, for `warm_cache --hot` (see hotkeys.py).
+    "HOT_KEYS": False,
+}
+
+HOT_KEYS_DEFAULTS: dict[str, Any] = {
+    "SAMPLE": 0.01,  # fraction of reads recorded
+    "SIZE": 1000,  # keys kept, hottest first
+    "HALF_LIFE": 3600.0,  # seconds for a key's score to halve without reads
+    "FLUSH": 5.0,  # seconds between sending a process's samples to Redis
+    "LOCATION": None,  # a Redis URL for the record; None: every Redis partition
 }
 
 POSITIVE_NUMBERS = ("SOCKET_TIMEOUT", "SOCKET_CONNECT_TIMEOUT", "BREAKER_COOLDOWN", "TAG_LEASE")
@@ -207,6 +218,7 @@ def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
             )
     for key in ("SERIALIZER", "COMPRESSOR"):
         _check_import(key, merged[key], problems)
+    _check_hot_keys(merged["HOT_KEYS"], problems)
     if merged["SERIALIZER"] == PICKLE_SERIALIZER and merged["SIGNED"] is False:
         problems.append(
             Problem(
@@ -216,6 +228,38 @@ def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
                 "Keep OPTIONS['SIGNED'] = True, or choose SERIALIZER 'json' or 'msgpack'.",
             )
         )
+
+
+def _check_hot_keys(value: Any, problems: list[Problem]) -> None:
+    hint = (
+        "Set OPTIONS['HOT_KEYS'] to False, True, or a dict such as "
+        "{'SAMPLE': 0.01, 'SIZE': 1000, 'HALF_LIFE': 3600, 'FLUSH': 5, 'LOCATION': None}."
+    )
+    if isinstance(value, bool):
+        return
+    if not isinstance(value, dict):
+        problems.append(Problem("E003", f"OPTIONS['HOT_KEYS'] = {value!r} is not valid.", hint))
+        return
+    bad = [k for k in value if k not in HOT_KEYS_DEFAULTS]
+    bad += [k for k, v in value.items() if k in HOT_KEYS_DEFAULTS and not _hot_value_ok(k, v)]
+    for key in bad:
+        problems.append(
+            Problem("E003", f"OPTIONS['HOT_KEYS'][{key!r}] = {value[key]!r} is not valid.", hint)
+        )
+
+
+def _hot_value_ok(key: str, value: Any) -> bool:
+    if key == "LOCATION":
+        return value is None or (
+            isinstance(value, str)
+            and _url_problem(value) is None
+            and urlsplit(value).scheme in REDIS_SCHEMES
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return False
+    if key == "SIZE":
+        return isinstance(value, int)
+    return key != "SAMPLE" or value <= 1
 
 
 def _check_import(key: str, path: Any, problems: list[Problem]) -> None:

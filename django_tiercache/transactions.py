@@ -92,7 +92,9 @@ def _lock(state: Writes, tags: dict[str, set[str]], wait: bool) -> None:
     for alias, alias_tags in tags.items():
         new = alias_tags - state.locked[alias]
         if new:
-            state.unconfirmed.append(caches[alias].lock_tags(state.writer, new, seconds, wait=False))
+            state.unconfirmed.append(
+                caches[alias].lock_tags(state.writer, new, seconds, wait=False)
+            )
             state.locked[alias] |= new
     while state.unconfirmed and (wait or len(state.unconfirmed) > MAX_UNCONFIRMED):
         state.unconfirmed.pop(0)()

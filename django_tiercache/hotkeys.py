@@ -1,0 +1,313 @@
+"""Hot keys: a sampled, decayed, bounded record of the most read keys of a cache.
+
+With ``OPTIONS["HOT_KEYS"]`` on, the backend hands every read's keys to
+``HotKeys.sample``, which keeps a fraction of them (``SAMPLE``) in a counter in
+process memory; every ``FLUSH`` seconds a short-lived thread sends the counts
+to Redis, so a read never waits for the record. In Redis the record is:
+
+- ``<prefix>:_tc:hot``         a sorted set, key -> score (estimated reads, decayed);
+- ``<prefix>:_tc:hot:decayed`` when the scores were last decayed (ms);
+- ``<prefix>:_tc:hot:origin``  key -> the warmer or model that produced it.
+
+One script call per flush adds the counts, multiplies every score by
+0.5 ** (elapsed / HALF_LIFE) (at most every HALF_LIFE / 100, whoever flushes,
+so many processes do not decay it more) and trims the set to the ``SIZE``
+hottest keys, dropping the origins of the keys it removes. The record lives on
+every Redis partition (one restarted partition does not lose it), or on the
+server ``LOCATION`` names, which can outlive a flush of the cache itself.
+
+Origins are written by warming: a warmer that writes a key that is hot at the
+time records itself as that key's producer. ``warm_cache --hot`` (``hot_jobs``)
+reads the record, hottest first, and rewarms each key from its producer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import redis
+from django.core.exceptions import ImproperlyConfigured
+
+from .options import HOT_KEYS_DEFAULTS
+
+if TYPE_CHECKING:
+    from .warming import Job, Request
+
+MAX_KEYS_PER_FLUSH = 10_000  # the most counted keys sent per flush; the rest are noise
+
+_paused = threading.local()
+
+
+@contextlib.contextmanager
+def not_sampled() -> Iterator[None]:
+    """Reads made inside are not recorded (warming's own reads are not traffic)."""
+    _paused.on = True
+    try:
+        yield
+    finally:
+        _paused.on = False
+
+
+FLUSH_SCRIPT = """
+local hot, stamp, origin = KEYS[1], KEYS[2], KEYS[3]
+local size, half_life = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = tonumber(redis.call('GET', stamp))
+if not last then
+  redis.call('SET', stamp, now)
+elseif now - last >= half_life / 100 then
+  redis.call('ZUNIONSTORE', hot, 1, hot, 'WEIGHTS', 0.5 ^ ((now - last) / half_life))
+  redis.call('SET', stamp, now)
+end
+for i = 3, #ARGV, 2 do redis.call('ZINCRBY', hot, ARGV[i + 1], ARGV[i]) end
+local extra = redis.call('ZCARD', hot) - size
+if extra > 0 then
+  local gone = redis.call('ZRANGE', hot, 0, extra - 1)
+  redis.call('ZREMRANGEBYRANK', hot, 0, extra - 1)
+  for i = 1, #gone, 1000 do
+    redis.call('HDEL', origin, unpack(gone, i, math.min(i + 999, #gone)))
+  end
+end
+return extra
+"""
+
+# Origins only for keys still in the record, so the hash never outgrows it.
+REMEMBER_SCRIPT = """
+for i = 1, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
+
+class _Target:
+    """One Redis server holding a copy of the record."""
+
+    def __init__(self, name: str, client: Any, breaker: Any = None):
+        self.name, self.client, self.breaker = name, client, breaker
+        self.flush = client.register_script(FLUSH_SCRIPT)
+        self.remember = client.register_script(REMEMBER_SCRIPT)
+
+    def usable(self) -> bool:
+        return self.breaker is None or self.breaker.allows()
+
+
+class HotKeys:
+    """The hot-key record of one cache, shared by every thread of a process."""
+
+    def __init__(self, targets: list[_Target], ns: str, setting: dict[str, Any], policy: Any):
+        self.targets, self.policy = targets, policy
+        self.rate = float(setting["SAMPLE"])
+        self.size = int(setting["SIZE"])
+        self.half_life_ms = int(setting["HALF_LIFE"] * 1000)
+        self.flush_every = float(setting["FLUSH"])
+        self.keys = [f"{ns}hot", f"{ns}hot:decayed", f"{ns}hot:origin"]
+        self._pending: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._flushing = False
+        self._due = time.monotonic() + self.flush_every
+
+    # -- recording (the read path) --
+
+    def sample(self, made_keys: list[str]) -> None:
+        """Count a read's keys, for a SAMPLE fraction of reads; flush when due."""
+        if random.random() >= self.rate or getattr(_paused, "on", False):  # noqa: S311 - sampling
+            return
+        with self._lock:
+            self._pending.update(made_keys)
+            if self._flushing or time.monotonic() < self._due:
+                return
+            self._flushing = True
+        threading.Thread(target=self._flush_in_background, name="tiercache-hot-keys").start()
+
+    def _flush_in_background(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._flushing = False
+
+    def flush(self) -> None:
+        """Send the counts gathered so far, decay and trim the record."""
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+            self._due = time.monotonic() + self.flush_every
+        args: list[Any] = [self.size, self.half_life_ms]
+        for key, count in pending.most_common(MAX_KEYS_PER_FLUSH):
+            args += [key, count / self.rate]  # an estimate of the reads, not of the samples
+        for target in self.targets:
+            self._call(target, "flush", lambda t: t.flush(keys=self.keys, args=args))
+
+    # -- reading (warm_cache --hot) --
+
+    def top(self, limit: int | None = None) -> list[tuple[str, float]]:
+        """[(made key, score)], hottest first; the best score any copy of the record has."""
+        scores: dict[str, float] = {}
+        stop = (limit or self.size) - 1
+        for target in self.targets:
+            found = self._call(
+                target, "read", lambda t: t.client.zrevrange(self.keys[0], 0, stop, withscores=True)
+            )
+            for member, score in found or ():
+                key = member.decode()
+                scores[key] = max(score, scores.get(key, 0.0))
+        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+        return ranked[: limit or self.size]
+
+    def members(self) -> set[str]:
+        return {key for key, _ in self.top()}
+
+    def origins(self, made_keys: list[str]) -> dict[str, list]:
+        """{made key: [kind, name, key, pk]} for the keys whose producer is known."""
+        found: dict[str, list] = {}
+        for target in self.targets:
+            todo = [k for k in made_keys if k not in found]
+            if not todo:
+                break
+            values = self._call(
+                target, "read", lambda t, todo=todo: t.client.hmget(self.keys[2], todo)
+            )
+            for key, value in zip(todo, values or (), strict=False):
+                if value is not None:
+                    found[key] = json.loads(value)
+        return found
+
+    def remember(self, origins: dict[str, str]) -> None:
+        """Record who produced these keys (JSON [kind, name, key, pk]), if they are hot."""
+        args = [part for item in origins.items() for part in item]
+        for target in self.targets:
+            self._call(
+                target, "origin", lambda t: t.remember(keys=[self.keys[0], self.keys[2]], args=args)
+            )
+
+    def _call(self, target: _Target, what: str, call: Any) -> Any:
+        if not target.usable():
+            return None
+        try:
+            return call(target)
+        except redis.RedisError as exc:
+            self.policy.note(
+                f"error:hot_keys_{what}",
+                target.name,
+                "hot-key record on %s: %s failed: %r",
+                target.name,
+                what,
+                exc,
+            )
+            return None
+
+
+_records: dict[tuple, HotKeys] = {}
+_records_lock = threading.Lock()
+
+
+def hot_keys_for(cache: Any, value: Any) -> HotKeys:
+    """The process-wide record of a TierCache (built once per LOCATION, prefix and setting)."""
+    setting = {**HOT_KEYS_DEFAULTS, **(value if isinstance(value, dict) else {})}
+    partitions = cache._partitions
+    identity = (tuple(p.url for p in partitions), cache.key_prefix, repr(sorted(setting.items())))
+    with _records_lock:
+        record = _records.get(identity)
+        if record is None:
+            targets = _targets(partitions, setting["LOCATION"])
+            ns = f"{cache.key_prefix}:_tc:"
+            record = _records[identity] = HotKeys(targets, ns, setting, cache._policy)
+        return record
+
+
+def _targets(partitions: Iterable[Any], location: str | None) -> list[_Target]:
+    if location is not None:
+        client = redis.Redis.from_url(location, socket_timeout=1.0, socket_connect_timeout=0.5)
+        return [_Target(location, client)]
+    targets = [
+        _Target(p.name, p.store.client, p.breaker) for p in partitions if hasattr(p.store, "client")
+    ]
+    if not targets:
+        raise ImproperlyConfigured(
+            "tiercache.E003: OPTIONS['HOT_KEYS'] needs a Redis partition to keep its record. "
+            "HINT: Add a redis:// LOCATION, or set OPTIONS['HOT_KEYS'] = {'LOCATION': "
+            "'redis://host:6379/0'}."
+        )
+    return targets
+
+
+# -- warm_cache --hot --
+
+
+def hot_jobs(request: Request) -> list[Job]:
+    """Jobs that rewarm the hot keys of request.cache from their producers, hottest first."""
+    from django.core.cache import caches
+
+    from .warming import WarmingError
+
+    alias = request.cache or "default"
+    record = getattr(caches[alias], "_hot", None)
+    if record is None:
+        raise WarmingError(
+            f"--hot: cache {alias!r} keeps no hot-key record; set "
+            f"CACHES[{alias!r}]['OPTIONS']['HOT_KEYS'] = True and let it serve reads."
+        )
+    hottest = [key for key, _ in record.top()]
+    origins = record.origins(hottest)
+    producers: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+    for made in hottest:
+        if made in origins:
+            kind, name, key, pk = origins[made]
+            producers.setdefault((kind, name), []).append((key, pk))
+    jobs = [
+        _hot_job(kind, name, found, alias, request) for (kind, name), found in producers.items()
+    ]
+    placed = [job for job in jobs if job is not None]
+    unplaced = len(hottest) - sum(len(job.keys or ()) for job in placed)
+    if unplaced:
+        placed.append(_unplaced_job(alias, unplaced))
+    return placed
+
+
+def _hot_job(
+    kind: str, name: str, found: list[tuple[str, str | None]], alias: str, request: Request
+) -> Job | None:
+    from django.core.cache.backends.base import DEFAULT_TIMEOUT
+
+    from .warming import Job, WarmingError, registered_model, registered_warmers
+
+    keys = frozenset(key for key, _ in found)
+    pks = [pk for _, pk in found if pk is not None]
+    timeout = DEFAULT_TIMEOUT if request.timeout is None else request.timeout
+    label = f"hot {name}"
+    if kind == "model":
+        try:
+            model = registered_model(name, "--hot: model")
+        except WarmingError:
+            return None  # unregistered since: counted with the unplaced keys
+        queryset = model._default_manager.filter(pk__in=pks)
+        return Job(label, alias, (kind, name), lambda: queryset, timeout, keys)
+    warmer = registered_warmers().get(name)
+    if warmer is None:
+        return None
+    if request.timeout is None:
+        timeout = warmer.timeout
+
+    def load() -> Any:
+        if warmer.takes_keys:
+            return warmer.function(keys=sorted(keys))
+        loaded = warmer.function()
+        return loaded.filter(pk__in=pks) if hasattr(loaded, "filter") and pks else loaded
+
+    return Job(label, alias, (kind, name), load, timeout, keys)
+
+
+def _unplaced_job(alias: str, count: int) -> Job:
+    from .warming import Job
+
+    # Keys read often that no warmer wrote while they were hot: shown, not rewarmed.
+    return Job("hot, producer unknown", alias, ("warmer", ""), list, unplaced=count)

@@ -1,0 +1,158 @@
+"""Requests and plans: what a warm_cache run (or task) asks for, checked before anything runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.exceptions import FieldError, ValidationError
+from django.db import models
+
+from .warmers import Warmer, discover, registered_warmers
+
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_CONCURRENCY = 2  # encoding holds the GIL: more threads help only loads that wait (SQL)
+
+
+class WarmingError(ValueError):
+    """A warm request names something that does not exist; nothing was written."""
+
+
+@dataclass
+class Request:
+    """What to warm and how: the options of warm_cache and of the Celery task."""
+
+    names: list[str] = field(default_factory=list)
+    all: bool = False
+    models: list[str] = field(default_factory=list)
+    filters: list[str] = field(default_factory=list)
+    cache: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
+    only_missing: bool = False
+    dry_run: bool = False
+    timeout: float | None = None
+    hot: bool = False
+
+
+@dataclass
+class Job:
+    """One warmer, model or group of hot keys to run: one row of the summary."""
+
+    label: str
+    alias: str | None  # None: the QuerySet's model's cache, else "default"
+    origin: tuple[str, str]  # ("warmer", name) or ("model", "app_label.model")
+    load: Callable[[], Any]  # -> an iterable of items, or a QuerySet
+    timeout: Any = DEFAULT_TIMEOUT
+    keys: frozenset[str] | None = None  # write only these keys (--hot)
+    unplaced: int = 0  # hot keys no warmer or model is known to produce
+
+
+def plan(request: Request) -> list[Job]:
+    """The jobs a request asks for; WarmingError (and nothing run) when any part is wrong."""
+    if request.batch_size < 1 or request.concurrency < 1:
+        raise WarmingError("--batch-size and --concurrency must be at least 1.")
+    if request.timeout is not None and request.timeout <= 0:
+        raise WarmingError(
+            f"--timeout must be a positive number of seconds, got {request.timeout}."
+        )
+    if request.cache is not None:
+        check_alias(request.cache, "--cache")
+    discover()
+    jobs = [warmer_job(w, request) for w in _chosen_warmers(request)]
+    if request.filters and not request.models:
+        raise WarmingError("--filter narrows --model; name a model with --model LABEL.")
+    lookups = parse_filters(request.filters)
+    jobs += [model_job(label, lookups, request) for label in request.models]
+    if request.hot:
+        from ..hotkeys import hot_jobs
+
+        jobs += hot_jobs(request)
+    if not (request.names or request.all or request.models or request.hot):
+        raise WarmingError(
+            "Nothing to warm: name warmers, or use --all, --model LABEL or --hot. "
+            f"Registered warmers: {_choices(registered_warmers())}."
+        )
+    return jobs
+
+
+def _chosen_warmers(request: Request) -> list[Warmer]:
+    known = registered_warmers()
+    if request.all and request.names:
+        raise WarmingError("Give warmer names or --all, not both.")
+    unknown = [name for name in request.names if name not in known]
+    if unknown:
+        raise WarmingError(
+            f"Unknown warmer(s): {', '.join(unknown)}. Registered warmers: {_choices(known)}."
+        )
+    chosen = list(known.values()) if request.all else [known[n] for n in request.names]
+    for w in chosen:
+        if request.cache is None and w.cache is not None:
+            check_alias(w.cache, f"Warmer {w.name!r}")
+    return chosen
+
+
+def warmer_job(w: Warmer, request: Request) -> Job:
+    timeout = w.timeout if request.timeout is None else request.timeout
+    return Job(w.name, request.cache or w.cache, ("warmer", w.name), w.function, timeout)
+
+
+def model_job(label: str, lookups: dict[str, Any], request: Request) -> Job:
+    model = registered_model(label, "--model")
+    queryset = model._default_manager.all()
+    if lookups:
+        try:
+            queryset = queryset.filter(**lookups)
+        except (FieldError, ValueError, TypeError, ValidationError) as exc:
+            fields = ", ".join(f.name for f in model._meta.concrete_fields)
+            raise WarmingError(f"Bad --filter for {label}: {exc} Fields: {fields}.") from None
+    timeout = DEFAULT_TIMEOUT if request.timeout is None else request.timeout
+    origin = ("model", model._meta.label_lower)
+    return Job(model._meta.label_lower, request.cache, origin, lambda: queryset, timeout)
+
+
+def registered_model(label: str, where: str) -> type[models.Model]:
+    from ..registry import registered_models, registration_for
+
+    try:
+        model = apps.get_model(label)
+        registration_for(model)
+    except (LookupError, ValueError):  # no such model, or not registered (NotRegistered)
+        choices = _choices(sorted(m._meta.label for m in registered_models()))
+        raise WarmingError(
+            f"{where} {label!r} is not a registered model. Registered models: {choices}."
+        ) from None
+    return model
+
+
+def check_alias(alias: str, where: str) -> None:
+    if alias not in settings.CACHES:
+        configured = _choices(settings.CACHES)
+        raise WarmingError(
+            f"{where}: unknown cache alias {alias!r}. Configured caches: {configured}."
+        )
+
+
+def parse_filters(filters: Iterable[str]) -> dict[str, Any]:
+    """``["is_active=1", "pk__in=1,2"]`` -> Django lookups (lists for __in and __range)."""
+    lookups: dict[str, Any] = {}
+    for text in filters:
+        lookup, sep, value = text.partition("=")
+        if not sep or not lookup.strip():
+            raise WarmingError(f"Bad --filter {text!r}: write LOOKUP=VALUE, e.g. is_active=1.")
+        lookup = lookup.strip()
+        if lookup.endswith(("__in", "__range")):
+            lookups[lookup] = value.split(",") if value else []
+        elif lookup.endswith("__isnull"):
+            lookups[lookup] = value.lower() in ("1", "true", "yes")
+        else:
+            lookups[lookup] = value
+    return lookups
+
+
+def _choices(names: Iterable[str]) -> str:
+    return ", ".join(names) or "none"
