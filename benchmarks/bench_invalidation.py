@@ -77,12 +77,20 @@ def time_saves(model_name: str, saves: int, rounds: int) -> dict[str, float]:
 
 
 def saves_in_process(settings_module: str, model_name: str, saves: int, rounds: int) -> dict:
-    code = ("import django, json; django.setup();"
-            "from benchmarks.bench_invalidation import time_saves;"
-            f"print(json.dumps(time_saves({model_name!r}, {saves}, {rounds})))")
+    code = (
+        "import django, json; django.setup();"
+        "from benchmarks.bench_invalidation import time_saves;"
+        f"print(json.dumps(time_saves({model_name!r}, {saves}, {rounds})))"
+    )
     env = {**ENV, "DJANGO_SETTINGS_MODULE": settings_module}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,  # noqa: S603
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,  # noqa: S603
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -126,14 +134,17 @@ def main() -> None:
     seconds = options.seconds or (5.0 if options.quick else 30.0)
     ensure_database()
     rows = {
-        "plain save (model not cached)": saves_in_process("tests.settings", "Unregistered",
-                                                          saves, rounds),
-        "save + django_tiercache invalidation": saves_in_process("tests.settings", "Product",
-                                                                 saves, rounds),
+        "plain save (model not cached)": saves_in_process(
+            "tests.settings", "Unregistered", saves, rounds
+        ),
+        "save + django_tiercache invalidation": saves_in_process(
+            "tests.settings", "Product", saves, rounds
+        ),
     }
     if cacheops_available():
         rows["save + django-cacheops invalidation"] = saves_in_process(
-            "benchmarks.cacheops_settings", "Unregistered", saves, rounds)
+            "benchmarks.cacheops_settings", "Unregistered", saves, rounds
+        )
     print(f"Model.save() on PostgreSQL, median µs per save ({saves} saves x {rounds} rounds)")
     print(f"{'':40} | {'autocommit':>10} | {'transaction':>11}")
     for label, figures in rows.items():
@@ -146,8 +157,10 @@ def main() -> None:
     if not cacheops_available():
         print("  (django-cacheops is not installed: pip install django-cacheops to compare)")
     figures = stress(seconds)
-    print(f"\nstress, {seconds:.0f} s, 3 writers x 4 readers: {figures['writes']} commits, "
-          f"{figures['reads']} reads, {figures['stale']} stale")
+    print(
+        f"\nstress, {seconds:.0f} s, 3 writers x 4 readers: {figures['writes']} commits, "
+        f"{figures['reads']} reads, {figures['stale']} stale"
+    )
 
 
 if __name__ == "__main__":

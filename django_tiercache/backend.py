@@ -13,7 +13,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -326,7 +326,7 @@ class TierCache(BaseCache):
 
     def get_or_set_many(
         self,
-        tags_by_key: dict[str, Iterable[str]],
+        tags_by_key: Mapping[str, Iterable[str]],
         load: Any,
         timeout: Any = DEFAULT_TIMEOUT,
         version: int | None = None,
@@ -509,6 +509,19 @@ def _is_type_error(error: BaseException | None) -> bool:
         isinstance(error, ResponseError)
         and ("not an integer" in str(error) or "overflow" in str(error))
     )
+
+
+def tier_cache(alias: str) -> TierCache:
+    """caches[alias], which must be a TierCache (model invalidation and warming need tags)."""
+    from django.core.cache import caches
+
+    cache = caches[alias]
+    if not isinstance(cache, TierCache):
+        raise ImproperlyConfigured(
+            f"CACHES[{alias!r}] is a {type(cache).__name__}; django_tiercache's models and "
+            f"warmers need BACKEND 'django_tiercache.backend.TierCache'."
+        )
+    return cache
 
 
 def _policy_for(identity: tuple, raise_errors: bool) -> ErrorPolicy:

@@ -11,11 +11,11 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.db import models
 
 from . import conf
+from .backend import tier_cache
 from .registry import is_registered, model_label, model_tag, pk_tag, registration_for
 
 
@@ -38,7 +38,8 @@ def object_entry(obj: models.Model) -> tuple[str, models.Model, tuple[str, ...]]
     return object_key(type(obj), obj.pk), obj, (pk_tag(type(obj), obj.pk),)
 
 
-def _timeout(registration_timeout: Any) -> Any:
+def model_timeout(registration_timeout: Any) -> Any:
+    """The timeout get_object() and cached_queryset() store entries with."""
     if registration_timeout is not None:
         return registration_timeout
     configured = conf.get_config()["MODEL_TIMEOUT"]
@@ -58,7 +59,8 @@ def get_object(model: type[models.Model], pk: Any) -> models.Model:
     """
     found = get_objects(model, [pk])
     if not found:
-        raise model.DoesNotExist(f"{model.__name__} matching pk={pk!r} does not exist.")
+        missing = model.DoesNotExist  # type: ignore[attr-defined]
+        raise missing(f"{model.__name__} matching pk={pk!r} does not exist.")
     return next(iter(found.values()))
 
 
@@ -72,9 +74,9 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
         rows = model._default_manager.in_bulk([keys[k] for k in missing])
         return {key: rows.get(keys[key], ABSENT) for key in missing}
 
-    cache = caches[registration.cache_alias]
+    cache = tier_cache(registration.cache_alias)
     tags = {key: (pk_tag(model, pk),) for key, pk in keys.items()}
-    values = cache.get_or_set_many(tags, load, timeout=_timeout(registration.timeout))
+    values = cache.get_or_set_many(tags, load, timeout=model_timeout(registration.timeout))
     return {keys[k]: v for k, v in values.items() if not isinstance(v, _Absent)}
 
 
@@ -94,10 +96,11 @@ def cached_queryset(
     sql, params = qs.query.sql_with_params()
     digest = hashlib.blake2b(repr((qs.db, sql, params)).encode(), digest_size=16).hexdigest()
     all_tags = [*map(model_tag, registered), *tags]
-    cache_timeout = timeout if timeout is not None else _timeout(None)
-    return caches[alias].get_or_set(
+    cache_timeout = timeout if timeout is not None else model_timeout(None)
+    rows: list[Any] = tier_cache(alias).get_or_set(
         f"tiercache:qs:{digest}", lambda: list(qs.all()), timeout=cache_timeout, tags=all_tags
     )
+    return rows
 
 
 def query_models(qs: models.QuerySet) -> set[type[models.Model]]:

@@ -157,14 +157,14 @@ RECEIVERS = (
 )
 
 
-def _uid(receiver: Any, model: type) -> str:
+def _uid(receiver: Any, model: Any) -> str:
     return f"django_tiercache:{receiver.__name__}:{model._meta.label_lower}"
 
 
 def _through_models(model: type[models.Model]) -> set[type[models.Model]]:
     forward = {f.remote_field.through for f in model._meta.local_many_to_many}
-    backward = {r.through for r in model._meta.related_objects if r.many_to_many}
-    return forward | backward
+    backward = {r.through for r in model._meta.related_objects if r.many_to_many}  # type: ignore[attr-defined]
+    return {m for m in forward | backward if m is not None}
 
 
 def connect(model: type[models.Model]) -> None:
@@ -194,7 +194,7 @@ def _wrap(method: Any, tags_before: Any, tags_after: Any) -> Any:
             args = (list(args[0]), *args[1:])  # objs may be a generator: read it once
         elif "objs" in kwargs:
             kwargs["objs"] = list(kwargs["objs"])
-        using = qs._db or router.db_for_write(qs.model)
+        using = qs._db or router.db_for_write(qs.model)  # type: ignore[attr-defined]
         transactions.before(qs.model, tags_before(qs, *args, **kwargs), using)
         _bulk.active = True
         try:
@@ -227,12 +227,12 @@ def install_queryset_hooks() -> None:
     with _hooks_lock:
         if getattr(models.QuerySet.update, "tiercache_wrapped", False):
             return
-        models.QuerySet.update = _wrap(models.QuerySet.update, _model_wide_tags, _model_wide_tags)
-        models.QuerySet.bulk_update = _wrap(models.QuerySet.bulk_update, _objs_tags, _objs_tags)
-        models.QuerySet.bulk_create = _wrap(models.QuerySet.bulk_create, _objs_tags, _objs_tags)
+        models.QuerySet.update = _wrap(models.QuerySet.update, _model_wide_tags, _model_wide_tags)  # type: ignore[method-assign]
+        models.QuerySet.bulk_update = _wrap(models.QuerySet.bulk_update, _objs_tags, _objs_tags)  # type: ignore[method-assign]
+        models.QuerySet.bulk_create = _wrap(models.QuerySet.bulk_create, _objs_tags, _objs_tags)  # type: ignore[method-assign]
         # delete() sends per-row signals; locking the family once up front spares
         # one lock per row (the rows' own post_delete events still queue their tags).
-        models.QuerySet.delete = _wrap(models.QuerySet.delete, _model_wide_tags, _model_wide_tags)
+        models.QuerySet.delete = _wrap(models.QuerySet.delete, _model_wide_tags, _model_wide_tags)  # type: ignore[method-assign]
 
 
 # -- explicit invalidation --

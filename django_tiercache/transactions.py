@@ -30,10 +30,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.cache import caches
 from django.db import connections, transaction
 
 from . import conf
+from .backend import tier_cache
 from .signals import tags_invalidated
 
 _local = threading.local()
@@ -93,7 +93,7 @@ def _lock(state: Writes, tags: dict[str, set[str]], wait: bool) -> None:
         new = alias_tags - state.locked[alias]
         if new:
             state.unconfirmed.append(
-                caches[alias].lock_tags(state.writer, new, seconds, wait=False)
+                tier_cache(alias).lock_tags(state.writer, new, seconds, wait=False)
             )
             state.locked[alias] |= new
     while state.unconfirmed and (wait or len(state.unconfirmed) > MAX_UNCONFIRMED):
@@ -105,7 +105,7 @@ def _confirm(state: Writes) -> None:
         state.unconfirmed.pop(0)()
 
 
-def before(model: type, tags: dict[str, set[str]], using: str) -> None:
+def before(model: Any, tags: dict[str, set[str]], using: str) -> None:
     """A write to `model` touching `tags` is about to reach the database.
 
     In autocommit the query commits as it runs, so the lock must be in place
@@ -120,7 +120,7 @@ def before(model: type, tags: dict[str, set[str]], using: str) -> None:
     _lock(state, tags, wait=not in_transaction)
 
 
-def after(model: type, tags: dict[str, set[str]], using: str) -> None:
+def after(model: Any, tags: dict[str, set[str]], using: str) -> None:
     """The write reached the database: invalidate now, or when the transaction commits."""
     state = _writes(using)
     event = Event(model, tags)
@@ -166,7 +166,7 @@ def _flush(state: Writes, using: str) -> None:
         for alias, event_tags in event.tags.items():
             tags[alias] |= event_tags
     for alias, alias_tags in tags.items():
-        caches[alias].unlock_tags(state.writer, alias_tags)
+        tier_cache(alias).unlock_tags(state.writer, alias_tags)
     committed = state.committed
     _local.writes.pop(using, None)
     for event in committed:
@@ -178,10 +178,10 @@ def _release(state: Writes) -> None:
     _confirm(state)
     for alias, locked in state.locked.items():
         if locked:
-            caches[alias].unlock_tags(state.writer, locked)
+            tier_cache(alias).unlock_tags(state.writer, locked)
 
 
-def invalidate_now(model: type, tags: dict[str, set[str]], using: str | None = None) -> None:
+def invalidate_now(model: Any, tags: dict[str, set[str]], using: str | None = None) -> None:
     """An explicit invalidation (raw SQL, imports): as a write that already happened."""
     using = using or "default"
     after(model, tags, using)

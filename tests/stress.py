@@ -47,11 +47,11 @@ def reader(pks: list[int], seconds: float, limit: int) -> dict:
     while time.monotonic() < deadline and reads < limit:
         pk = pks[reads % len(pks)]
         for read in (
-            lambda: Product.objects.get(pk=pk).version,
-            lambda: get_object(Product, pk).version,
-            lambda: cached_queryset(Product.objects.filter(pk=pk))[0].version,
+            lambda pk: Product.objects.get(pk=pk).version,
+            lambda pk: get_object(Product, pk).version,
+            lambda pk: cached_queryset(Product.objects.filter(pk=pk))[0].version,
         ):
-            version = read()
+            version = read(pk)
             reads += 1
             if version < seen[pk]:
                 stale += 1
@@ -59,14 +59,21 @@ def reader(pks: list[int], seconds: float, limit: int) -> dict:
     return {"role": "reader", "reads": reads, "stale": stale}
 
 
-def run(writers: int, readers: int, pks: list[int], seconds: float, env: dict,
-        limit: int = 10**9) -> list[dict]:
+def run(
+    writers: int, readers: int, pks: list[int], seconds: float, env: dict, limit: int = 10**9
+) -> list[dict]:
     """Start the processes, wait for them (bounded), return their reports."""
     command = [sys.executable, "-m", "tests.stress"]
     args = ["--seconds", str(seconds), "--pks", ",".join(map(str, pks)), "--limit", str(limit)]
     procs = [
-        subprocess.Popen([*command, role, *args], cwd=ROOT, env=env,  # noqa: S603
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*command, role, *args],
+            cwd=ROOT,
+            env=env,  # noqa: S603
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for role in ["writer"] * writers + ["reader"] * readers
     ]
     reports = []

@@ -17,8 +17,10 @@ def shared_database_env():
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (DATABASE_URL): the processes share one database")
     settings = connection.settings_dict
-    url = (f"postgres://{settings['USER'] or 'postgres'}@{settings['HOST'] or '127.0.0.1'}:"
-           f"{settings['PORT'] or 5432}/{settings['NAME']}")
+    url = (
+        f"postgres://{settings['USER'] or 'postgres'}@{settings['HOST'] or '127.0.0.1'}:"
+        f"{settings['PORT'] or 5432}/{settings['NAME']}"
+    )
     return {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings"}
 
 
@@ -43,9 +45,16 @@ def test_a_save_in_another_process__is_seen_here(shared_database_env):
 
     product = Product.objects.create(name="xproc")
     assert get_object(Product, product.pk).version == 0
-    script = ("import django; django.setup();"
-              "from tests.testapp.models import Product;"
-              f"p = Product.objects.get(pk={product.pk}); p.version = 5; p.save()")
-    subprocess.run([sys.executable, "-c", script], check=True, env=shared_database_env,  # noqa: S603
-                   timeout=60, cwd=stress.ROOT)
+    script = (
+        "import django; django.setup();"
+        "from tests.testapp.models import Product;"
+        f"p = Product.objects.get(pk={product.pk}); p.version = 5; p.save()"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        env=shared_database_env,  # noqa: S603
+        timeout=60,
+        cwd=stress.ROOT,
+    )
     assert get_object(Product, product.pk).version == 5

@@ -200,9 +200,9 @@ def _only(items: Iterable[Any], keys: frozenset[str]) -> Iterator[Any]:
 def _model_timeout(job: Job, registration: Any) -> Any:
     if job.timeout is not DEFAULT_TIMEOUT:
         return job.timeout
-    from ..cache_aside import _timeout  # the rule get_object follows
+    from ..cache_aside import model_timeout  # the rule get_object follows
 
-    return _timeout(registration.timeout)
+    return model_timeout(registration.timeout)
 
 
 def _by_tags(batch: list, tally: Tally) -> dict[tuple[str, ...], dict[str, Any]]:

@@ -6,9 +6,15 @@ from django.db import models
 class Category(models.Model):
     name = models.CharField(max_length=50)
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class Label(models.Model):
     name = models.CharField(max_length=50, unique=True)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Product(models.Model):
@@ -17,6 +23,12 @@ class Product(models.Model):
     category = models.ForeignKey(Category, null=True, on_delete=models.CASCADE)
     labels = models.ManyToManyField(Label, related_name="products")
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class Unregistered(models.Model):
     name = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.name
