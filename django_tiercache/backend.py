@@ -31,6 +31,7 @@ from .failures import ErrorPolicy
 from .hotkeys import hot_keys_for
 from .partition import Outcome, Partition, fan_out
 from .partitioning import RendezvousPartitioner
+from .stats.collection import attach as attach_stats
 from .stores.base import UNVERIFIED, Write
 from .tags import Fencing, entry_tags, validate_tags
 
@@ -82,6 +83,7 @@ class TierCache(BaseCache):
         self._policy = _policy_for((tuple(config.urls), self.key_prefix), config["RAISE_ERRORS"])
         self._fencing = Fencing(self._partitions, config["TAG_LEASE"], self._policy)
         self._hot = hot_keys_for(self, config["HOT_KEYS"]) if config["HOT_KEYS"] else None
+        self._stats = attach_stats(location, params, self._partitions, self._policy)
 
     def validate_key(self, key: str) -> None:
         # Django's check walks the key in Python; a regex finds the rare bad key
@@ -131,6 +133,7 @@ class TierCache(BaseCache):
             for key, body in zip(keys, bodies, strict=True):
                 if type(body) is bytes:
                     self._decode_into(found, key, body, outcome.partition)
+        self._stats.read(len(made_keys), len(found))
         return found
 
     def _renew_and_reread(self, partition: Partition, keys: list[str], bodies: list) -> list:
@@ -210,6 +213,7 @@ class TierCache(BaseCache):
                 stored.update(k for k, ok in zip(keys, outcome.value, strict=True) if ok)
             else:
                 self._policy.failed(operation, outcome.partition.name, outcome.error)
+        self._stats.wrote(len(stored))
         return stored
 
     def _delete(self, made_keys: list[str]) -> int:
@@ -220,6 +224,7 @@ class TierCache(BaseCache):
                 deleted += outcome.value
             else:
                 self._policy.failed("delete", outcome.partition.name, outcome.error)
+        self._stats.deleted(len(made_keys))
         return deleted
 
     def _run(self, made_key: str, operation: str, *args: Any) -> Outcome:
@@ -454,6 +459,7 @@ class TierCache(BaseCache):
         """
         tags = validate_tags(tags)
         if tags:
+            self._stats.invalidated(tags)
             self._fencing.invalidate(tags)
 
     def lock_tags(self, writer: str, tags: Iterable[str], seconds: float, wait: bool = True) -> Any:
@@ -468,6 +474,7 @@ class TierCache(BaseCache):
         tags = validate_tags(tags)
         if not tags:
             return lambda: None
+        self._stats.invalidated(tags)
         until_ms = int((time.time() + seconds) * 1000)
         finish = self._fencing.start(tags, "lock", writer, until_ms)
         if wait:

@@ -19,6 +19,13 @@ DEFAULTS: dict[str, Any] = {
     # Seconds get_object() and cached_queryset() keep entries when the model's
     # registration gives no timeout: None means the cache's default TIMEOUT.
     "MODEL_TIMEOUT": None,
+    # Statistics (see stats/ and the README, "Statistics"): collect them at all;
+    # seconds between two publications of a process's counters to Redis; the
+    # targets the admin page checks; a bearer token the metrics/ view requires.
+    "STATS": True,
+    "STATS_INTERVAL": 5.0,
+    "STATS_TARGETS": {"HIT_RATE": 0.80, "MISS_RATE": 0.20, "P95_MS": 10.0},
+    "STATS_METRICS_TOKEN": None,
 }
 
 

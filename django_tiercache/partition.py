@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -39,6 +40,8 @@ def reset_breakers() -> None:
 
 
 class Partition:
+    stats: Any = None  # the cache's stats.collection.Recorder, when statistics are on
+
     def __init__(self, name: str, url: str, ns: str, options: dict[str, Any]):
         self.name, self.url = name, url
         # A short, stable id for the keys other partitions keep about this one.
@@ -50,10 +53,11 @@ class Partition:
         return f"<Partition {self.name}>"
 
     def start(self, operation: str, *args: Any) -> Pending:
+        started = perf_counter_ns()
         if not self.breaker.allows():
             error = PartitionUnavailable(f"circuit breaker open for partition {self.name}")
-            return Pending(self, operation, Done(error=error))
-        return Pending(self, operation, getattr(self.store, operation)(*args))
+            return Pending(self, operation, Done(error=error), started)
+        return Pending(self, operation, getattr(self.store, operation)(*args), started)
 
     def run(self, operation: str, *args: Any) -> Outcome:
         return self.start(operation, *args).outcome()
@@ -72,12 +76,20 @@ class Outcome:
 
 
 class Pending:
-    __slots__ = ("partition", "operation", "call")
+    __slots__ = ("partition", "operation", "call", "started")
 
-    def __init__(self, partition: Partition, operation: str, call: Any):
+    def __init__(self, partition: Partition, operation: str, call: Any, started: int = 0):
         self.partition, self.operation, self.call = partition, operation, call
+        self.started = started
 
     def outcome(self) -> Outcome:
+        stats, trips = self.partition.stats, self.partition.breaker.trips
+        outcome = self._settle()
+        if stats is not None:  # statistics: latency per operation, breaker trips
+            stats.called(outcome, perf_counter_ns() - self.started, trips)
+        return outcome
+
+    def _settle(self) -> Outcome:
         breaker = self.partition.breaker
         try:
             value = self.call.result()

@@ -1,0 +1,282 @@
+"""Shipping each process's counters to Redis every few seconds, and reading them back.
+
+A background thread (one per process) sends every recorder's increments since
+its last publication, in one MULTI/EXEC, to the cache's first Redis partition:
+
+    <prefix>:_tc:stats:<alias>:total       totals since the last reset (HINCRBY)
+    <prefix>:_tc:stats:<alias>:m:<minute>  one hash per minute, expiring after the hour
+    <prefix>:_tc:stats:<alias>:procs       process -> when it last published
+    <prefix>:_tc:stats:<alias>:reset       when the statistics were last reset
+
+Redis adds the increments of every process, so reading is a handful of HGETALLs
+whatever the number of processes, and a process that ended still counts in the
+totals. Caches without a Redis partition, and caches not named in
+settings.CACHES, keep the same figures in this process only (LocalSink).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .conf import get_config
+
+if TYPE_CHECKING:
+    from .collection import Recorder
+
+logger = logging.getLogger("django_tiercache")
+
+MINUTES = 60  # the rolling window, at one-minute resolution
+MINUTE_TTL = (MINUTES + 2) * 60
+LOG_BURST_SECONDS = 60.0
+
+# Who this process is, in the "procs" hash; the nonce tells apart a restarted pid.
+PROCESS = {"host": socket.gethostname(), "pid": os.getpid(), "id": uuid.uuid4().hex[:8]}
+
+
+@dataclass
+class Snapshot:
+    """The published figures of one cache."""
+
+    totals: dict[str, int]
+    minutes: dict[int, dict[str, int]]  # minute number (epoch seconds // 60) -> fields
+    processes: dict[str, dict[str, Any]]
+    reset_at: float | None
+    shared: bool  # summed over every process (Redis), or this process only
+    now: float = field(default_factory=time.time)
+
+
+def current_minute(now: float | None = None) -> int:
+    return int((time.time() if now is None else now) // 60)
+
+
+def field_name(key: tuple) -> str:
+    return "|".join(map(str, key))
+
+
+def minute_field(key: tuple) -> str:
+    """Minute hashes keep latency per operation only, to stay small."""
+    if key[0] == "lat":
+        return f"lat|{key[1]}|{key[3]}"
+    if key[0] == "ns":
+        return f"ns|{key[1]}"
+    return field_name(key)
+
+
+def process_key() -> str:
+    return f"{PROCESS['host']}:{PROCESS['pid']}:{PROCESS['id']}"
+
+
+class RedisSink:
+    """Figures summed over every process, in the cache's first Redis partition."""
+
+    shared = True
+
+    def __init__(self, partition: Any, alias: str):
+        self.partition = partition
+        self.client = partition.store.client
+        self.base = f"{partition.store.ns}stats:{alias}:"
+
+    def add(self, delta: dict[tuple, int], now: float) -> None:
+        minute = f"{self.base}m:{current_minute(now)}"
+        pipe = self.client.pipeline(transaction=True)
+        for key, value in delta.items():
+            pipe.hincrby(f"{self.base}total", field_name(key), value)
+            pipe.hincrby(minute, minute_field(key), value)
+        if delta:
+            pipe.expire(minute, MINUTE_TTL)
+        pipe.hset(f"{self.base}procs", process_key(), repr(now))
+        pipe.execute()
+
+    def read(self) -> Snapshot:
+        now = time.time()
+        minutes = _window(now)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(f"{self.base}total")
+        for minute in minutes:
+            pipe.hgetall(f"{self.base}m:{minute}")
+        pipe.hgetall(f"{self.base}procs")
+        pipe.get(f"{self.base}reset")
+        total, *per_minute, procs, reset = pipe.execute()
+        return Snapshot(
+            totals=_ints(total),
+            minutes={m: _ints(h) for m, h in zip(minutes, per_minute, strict=True) if h},
+            processes={k.decode(): {"seen": float(v)} for k, v in procs.items()},
+            reset_at=float(reset) if reset else None,
+            shared=True,
+            now=now,
+        )
+
+    def reset(self) -> None:
+        now = time.time()
+        keys = [f"{self.base}total", f"{self.base}procs"]
+        keys += [f"{self.base}m:{m}" for m in _window(now)]
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*keys)
+        pipe.set(f"{self.base}reset", repr(now))
+        pipe.execute()
+
+    def forget_processes(self, keys: list[str]) -> None:
+        if keys:
+            self.client.hdel(f"{self.base}procs", *keys)
+
+
+class LocalSink:
+    """The same figures for this process alone (no Redis partition to share them in)."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.totals: dict[str, int] = {}
+        self.minutes: dict[int, dict[str, int]] = {}
+        self.seen = 0.0
+        self.reset_at: float | None = None
+
+    def add(self, delta: dict[tuple, int], now: float) -> None:
+        minute = current_minute(now)
+        with self.lock:
+            bucket = self.minutes.setdefault(minute, {})
+            for key, value in delta.items():
+                name = field_name(key)
+                self.totals[name] = self.totals.get(name, 0) + value
+                name = minute_field(key)
+                bucket[name] = bucket.get(name, 0) + value
+            for old in [m for m in self.minutes if m <= minute - MINUTES]:
+                del self.minutes[old]
+            self.seen = now
+
+    def read(self) -> Snapshot:
+        now = time.time()
+        window = set(_window(now))
+        with self.lock:
+            return Snapshot(
+                totals=dict(self.totals),
+                minutes={m: dict(v) for m, v in self.minutes.items() if m in window},
+                processes={process_key(): {"seen": self.seen}} if self.seen else {},
+                reset_at=self.reset_at,
+                shared=False,
+                now=now,
+            )
+
+    def reset(self) -> None:
+        with self.lock:
+            self.totals.clear()
+            self.minutes.clear()
+            self.reset_at = time.time()
+
+    def forget_processes(self, keys: list[str]) -> None:
+        pass
+
+
+def _window(now: float) -> list[int]:
+    last = current_minute(now)
+    return list(range(last - MINUTES + 1, last + 1))
+
+
+def _ints(mapping: dict) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in mapping.items()}
+
+
+# -- publication --
+
+_registered: list[Recorder] = []
+_registered_lock = threading.Lock()
+_last_logged: dict[str, float] = {}
+
+
+def register(recorder: Recorder) -> None:
+    """Give a new recorder its sink and have the background thread publish it."""
+    recorder.sink = RedisSink(recorder.home, recorder.alias) if recorder.home else LocalSink()
+    with _registered_lock:
+        _registered.append(recorder)
+    _publisher.start()
+
+
+def publish(recorder: Recorder) -> None:
+    """Ship what the recorder counted since its last publication (raises on failure)."""
+    with recorder.publish_lock:
+        if recorder.home is not None and recorder.home.breaker.is_open:
+            raise ConnectionError(f"circuit breaker open for partition {recorder.home.name}")
+        current = recorder.totals()
+        if not current:
+            return  # nothing ever counted: this process is no part of the cache's figures
+        delta = {}
+        for key, value in current.items():
+            change = value - recorder.published.get(key, 0)
+            if change:
+                delta[key] = change if change > 0 else value  # a counter that restarted
+        recorder.sink.add(delta, time.time())
+        recorder.published = current
+
+
+def publish_all() -> None:
+    """Publish every recorder; a failure is logged (once a minute per cache) and retried later."""
+    with _registered_lock:
+        recorders = list(_registered)
+    for recorder in recorders:
+        try:
+            publish(recorder)
+        except Exception as exc:  # noqa: BLE001 - statistics must never break the site
+            _log_failure(recorder, exc)
+
+
+def _log_failure(recorder: Recorder, exc: BaseException) -> None:
+    now = time.monotonic()
+    if now - _last_logged.get(recorder.alias, -LOG_BURST_SECONDS) >= LOG_BURST_SECONDS:
+        _last_logged[recorder.alias] = now
+        logger.warning(
+            "cache statistics of %r could not be published (%r); retrying every %ss",
+            recorder.alias,
+            exc,
+            get_config()["STATS_INTERVAL"],
+        )
+
+
+class _Publisher:
+    """The background thread; started on first use, again in a forked child."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.wake = threading.Event()
+
+    def start(self) -> None:
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._run, name="tiercache-stats", daemon=True
+                )
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(get_config()["STATS_INTERVAL"])
+            self.wake.clear()
+            publish_all()
+
+
+_publisher = _Publisher()
+
+
+def _after_fork_in_child() -> None:
+    # The parent publishes what it counted before the fork; the child starts from there.
+    global _publisher, _registered_lock
+    PROCESS.update(pid=os.getpid(), id=uuid.uuid4().hex[:8])
+    _publisher, _registered_lock = _Publisher(), threading.Lock()
+    for recorder in _registered:
+        recorder.forked()
+    if _registered:
+        _publisher.start()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+# The last few seconds of a process that exits cleanly still count.
+atexit.register(publish_all)

@@ -1,0 +1,87 @@
+"""The admin's statistics page, its JSON, and its actions.
+
+Wired by admin.py (StatsAdmin), so that ``admin.site.urls`` is all a project
+needs. Each view checks its permission itself: viewing wants
+django_tiercache.view_cachestats (or change, as everywhere in the admin),
+acting wants django_tiercache.change_cachestats.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from . import actions as actions_module
+from .aggregation import reports
+from .charts import charts
+from .collection import tiercache_aliases
+from .conf import get_config
+
+RECENT_ACTIONS = 10
+
+
+def page(request: HttpRequest, model_admin: Any) -> HttpResponse:
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    found = reports()
+    for report in found:
+        report["charts"] = charts(report["series"]) if "series" in report else []
+    offered = actions_module.available()
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Cache statistics",
+        "opts": model_admin.opts,
+        "reports": found,
+        "can_change": model_admin.has_change_permission(request),
+        "actions": offered,
+        "warmers": actions_module.warmer_names() if "run_warmer" in offered else [],
+        "targets": get_config()["STATS_TARGETS"],
+        "interval": get_config()["STATS_INTERVAL"],
+        "recent_actions": _recent_actions(model_admin),
+        "json_url": reverse(f"{model_admin.admin_site.name}:django_tiercache_stats_json"),
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, "django_tiercache/stats.html", context)
+
+
+def as_json(request: HttpRequest, model_admin: Any) -> HttpResponse:
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    return JsonResponse({"caches": reports()})
+
+
+@require_POST
+def act(request: HttpRequest, model_admin: Any) -> HttpResponse:
+    """Run one action (POST, CSRF checked by admin_view), log it, go back to the page."""
+    if not model_admin.has_change_permission(request):
+        raise PermissionDenied
+    back = HttpResponseRedirect(
+        reverse(f"{model_admin.admin_site.name}:django_tiercache_stats_changelist")
+    )
+    action = actions_module.available().get(request.POST.get("action", ""))
+    alias = request.POST.get("cache", "")
+    if action is None or alias not in tiercache_aliases():
+        messages.error(request, "Unknown action or cache.")
+        return back
+    try:
+        done = action.run(alias, request.POST)
+    except actions_module.ActionError as exc:
+        messages.error(request, f"{action.label}: {exc}")
+        return back
+    model_admin.log_change(request, model_admin.model(alias=alias), done)
+    messages.success(request, done)
+    return back
+
+
+def _recent_actions(model_admin: Any) -> list[LogEntry]:
+    kind = ContentType.objects.get_for_model(model_admin.model, for_concrete_model=False)
+    entries = LogEntry.objects.filter(content_type=kind).select_related("user")
+    return list(entries.order_by("-action_time")[:RECENT_ACTIONS])
