@@ -2,14 +2,13 @@
 
 The backend is a facade. Routing lives in partitioning.py, bytes in codec.py,
 storage in stores/, what errors become in failures.py, tag invalidation and
-fences in tags.py. All storage goes through ``_read`` and ``_write`` (the tier
-boundary an in-process tier will sit behind) and every call to a partition
-through ``Partition.start`` (the one place per-operation statistics will hook).
+fences in tags.py, reading and writing on partitions in tier.py (the boundary
+an in-process tier will sit behind); every call to a partition goes through
+``Partition.start``, where per-operation statistics hook in.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -23,35 +22,24 @@ from django.core.cache.backends.base import (
     BaseCache,
 )
 from django.core.exceptions import ImproperlyConfigured
-from redis.exceptions import ResponseError
 
 from . import options as options_module
-from .codec import Codec, Tampered
+from .codec import Codec
 from .failures import ErrorPolicy
 from .hotkeys import hot_keys_for
-from .partition import Outcome, Partition, fan_out
+from .partition import Partition, fan_out
 from .partitioning import RendezvousPartitioner
 from .stats.collection import attach as attach_stats
-from .stores.base import UNVERIFIED, Write
 from .tags import Fencing, entry_tags, validate_tags
+from .tier import NOT_FOUND, PartitionedStorage, is_type_error
 
 _policies: dict[tuple, ErrorPolicy] = {}
-
-# Callables tags -> bool, asked before tagged writes: True means "do not store"
-# (the model-invalidation layer refuses data a connection has not committed yet).
-fill_guards: list[Any] = []
 _policies_lock = threading.Lock()
-
-NOT_FOUND = object()
 # Characters memcached refuses; Django warns about them for portability.
 _UNPORTABLE = re.compile(r"[\x00-\x20\x7f]").search
 
 
-def _fresh_token() -> str:
-    return os.urandom(8).hex()
-
-
-class TierCache(BaseCache):
+class TierCache(PartitionedStorage, BaseCache):
     """A Django cache backend over one or more Redis (or in-process) partitions.
 
     ``set``, ``add``, ``set_many`` and ``get_or_set`` take ``tags=``;
@@ -91,147 +79,9 @@ class TierCache(BaseCache):
         if len(key) > MEMCACHE_MAX_KEY_LENGTH or _UNPORTABLE(key):
             super().validate_key(key)
 
-    # -- routing and timeouts --
-
     def partition_for(self, key: str, version: int | None = None) -> str:
         """The name of the partition that holds `key` (its URL, or its PARTITION_NAMES entry)."""
         return self._partition(self.make_and_validate_key(key, version=version)).name
-
-    def _partition(self, made_key: str) -> Partition:
-        return self._partitions[self._partitioner.index(made_key)]
-
-    def _group(self, made_keys: Iterable[str]) -> dict[Partition, list[str]]:
-        groups: dict[Partition, list[str]] = {}
-        for key in made_keys:
-            groups.setdefault(self._partition(key), []).append(key)
-        return groups
-
-    def _ttl_ms(self, timeout: Any) -> int | None:
-        """None: forever; 0: not stored (Django: zero and negative timeouts expire at once)."""
-        if timeout is DEFAULT_TIMEOUT:
-            timeout = self.default_timeout
-        if timeout is None:
-            return None
-        return max(0, int(timeout * 1000))
-
-    # -- the tier boundary: reading and writing bodies --
-
-    def _read(self, made_keys: list[str], operation: str = "get") -> dict[str, Any]:
-        if self._hot is not None:
-            self._hot.sample(made_keys)
-        groups = self._group(made_keys)
-        leased = self._fencing.enabled
-        outcomes = fan_out([(p, "read", (keys, leased)) for p, keys in groups.items()])
-        found: dict[str, Any] = {}
-        for outcome, keys in zip(outcomes, groups.values(), strict=True):
-            if not outcome.ok:
-                self._policy.failed(operation, outcome.partition.name, outcome.error)
-                continue
-            lease, bodies = outcome.value
-            if self._fencing.needs_renewal(lease) or UNVERIFIED in _flags(bodies):
-                bodies = self._renew_and_reread(outcome.partition, keys, bodies)
-            for key, body in zip(keys, bodies, strict=True):
-                if type(body) is bytes:
-                    self._decode_into(found, key, body, outcome.partition)
-        self._stats.read(len(made_keys), len(found))
-        return found
-
-    def _renew_and_reread(self, partition: Partition, keys: list[str], bodies: list) -> list:
-        renewed = self._fencing.renew(partition)
-        unverified = [k for k, b in zip(keys, bodies, strict=True) if type(b) is int]
-        if not unverified:
-            return bodies
-        if not renewed:
-            return [None if type(b) is int else b for b in bodies]
-        again = partition.run("read", unverified, True)
-        reread = dict(zip(unverified, again.value[1], strict=True)) if again.ok else {}
-        return [reread.get(k) if type(b) is int else b for k, b in zip(keys, bodies, strict=True)]
-
-    def _decode_into(self, found: dict, key: str, body: bytes, partition: Partition) -> None:
-        try:
-            found[key] = self._codec.decode(key, body)
-        except Tampered as exc:
-            self._policy.note(
-                "tampered",
-                partition.name,
-                "cache entry %r on partition %s was not written by this "
-                "application (%s); treated as a miss",
-                key,
-                partition.name,
-                exc,
-            )
-        except Exception as exc:  # noqa: BLE001 - e.g. a pickled class that no longer exists
-            self._policy.note(
-                "undecodable",
-                partition.name,
-                "cache entry %r on partition %s cannot be decoded (%r); treated as a miss",
-                key,
-                partition.name,
-                exc,
-            )
-
-    def _write(
-        self,
-        values: dict[str, Any],
-        timeout: Any,
-        tags: Iterable[str] | None,
-        nx: bool = False,
-        snapshot: tuple[str, ...] | None = None,
-        operation: str = "set",
-    ) -> set[str]:
-        """Write every value under the same tags; return the keys stored."""
-        tags = entry_tags(tags)
-        return self._store(values, timeout, lambda key: (tags, snapshot), nx, operation)
-
-    def _store(
-        self, values: dict[str, Any], timeout: Any, meta: Any, nx: bool, operation: str
-    ) -> set[str]:
-        """Write values (all encoded before anything is sent), each with the
-        (tags, snapshot) that meta(key) gives; return the keys stored."""
-        bodies = {key: self._codec.encode(key, value) for key, value in values.items()}
-        ttl = self._ttl_ms(timeout)
-        if ttl == 0:
-            if not nx:  # as in Django, setting with a zero timeout removes the key
-                self._delete(list(bodies))
-            return set()
-        refused: dict[tuple[str, ...], bool] = {}
-        writes = {}
-        for key, body in bodies.items():
-            tags, snapshot = meta(key)
-            if tags and fill_guards:
-                if tags not in refused:
-                    refused[tags] = any(guard(tags) for guard in fill_guards)
-                if refused[tags]:
-                    continue
-            writes[key] = Write(key, body, ttl, tags, snapshot)
-        groups = self._group(writes)
-        fresh = _fresh_token()
-        calls = [(p, "write", ([writes[k] for k in keys], nx, fresh)) for p, keys in groups.items()]
-        stored: set[str] = set()
-        for outcome, keys in zip(fan_out(calls), groups.values(), strict=True):
-            if outcome.ok:
-                stored.update(k for k, ok in zip(keys, outcome.value, strict=True) if ok)
-            else:
-                self._policy.failed(operation, outcome.partition.name, outcome.error)
-        self._stats.wrote(len(stored))
-        return stored
-
-    def _delete(self, made_keys: list[str]) -> int:
-        groups = self._group(made_keys)
-        deleted = 0
-        for outcome in fan_out([(p, "delete", (keys,)) for p, keys in groups.items()]):
-            if outcome.ok:
-                deleted += outcome.value
-            else:
-                self._policy.failed("delete", outcome.partition.name, outcome.error)
-        self._stats.deleted(len(made_keys))
-        return deleted
-
-    def _run(self, made_key: str, operation: str, *args: Any) -> Outcome:
-        outcome = self._partition(made_key).run(operation, made_key, *args)
-        if not outcome.ok and not _is_type_error(outcome.error):
-            self._policy.failed(operation, outcome.partition.name, outcome.error)
-        return outcome
 
     # -- Django's cache API --
 
@@ -319,16 +169,6 @@ class TierCache(BaseCache):
             return default
         return self._read([made]).get(made, default)
 
-    def _snapshot(self, made_key: str, tags: tuple[str, ...], timeout: Any) -> Any:
-        ttl = self._ttl_ms(timeout)
-        if not tags or ttl == 0:
-            return None
-        outcome = self._partition(made_key).run("snapshot", tags, ttl, _fresh_token())
-        if not outcome.ok:
-            self._policy.failed("get_or_set", outcome.partition.name, outcome.error)
-            return NOT_FOUND
-        return outcome.value
-
     def get_or_set_many(
         self,
         tags_by_key: Mapping[str, Iterable[str]],
@@ -358,23 +198,6 @@ class TierCache(BaseCache):
         result.update(loaded)
         return result
 
-    def _snapshots(self, tags: dict[str, tuple[str, ...]], timeout: Any) -> dict[str, Any]:
-        """Per key, the (gen, token*) of its tags on its partition: one call per partition."""
-        ttl = self._ttl_ms(timeout)
-        groups = self._group(tags)
-        unions = {p: sorted({t for k in keys for t in tags[k]}) for p, keys in groups.items()}
-        calls = [(p, "snapshot", (tuple(unions[p]), ttl, _fresh_token())) for p in groups]
-        snapshots: dict[str, Any] = {}
-        for outcome, keys in zip(fan_out(calls), groups.values(), strict=True):
-            if not outcome.ok:
-                self._policy.failed("get_or_set", outcome.partition.name, outcome.error)
-                continue
-            gen, *tokens = outcome.value
-            token_of = dict(zip(unions[outcome.partition], tokens, strict=True))
-            for key in keys:
-                snapshots[key] = (gen, *(token_of[t] for t in tags[key])) if tags[key] else None
-        return snapshots
-
     def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
         outcome = self._run(key, "touch", self._ttl_ms(timeout))
@@ -391,7 +214,7 @@ class TierCache(BaseCache):
     def incr(self, key: str, delta: int = 1, version: int | None = None) -> int:
         made = self.make_and_validate_key(key, version=version)
         outcome = self._run(made, "incr", delta)
-        if not outcome.ok and _is_type_error(outcome.error):
+        if not outcome.ok and is_type_error(outcome.error):
             return self._incr_in_python(key, made, delta)
         if outcome.value is None:
             raise ValueError(f"Key '{key}' not found")
@@ -503,19 +326,6 @@ class TierCache(BaseCache):
 
     async def ainvalidate_tags(self, *tags: str) -> None:
         return await sync_to_async(self.invalidate_tags)(*tags)
-
-
-def _flags(bodies: list) -> list:
-    """The integer markers among READ's bodies (UNVERIFIED); bodies are bytes or None."""
-    return [b for b in bodies if type(b) is int]
-
-
-def _is_type_error(error: BaseException | None) -> bool:
-    """Did Redis refuse to add (not a 64-bit integer, or an overflow)?"""
-    return isinstance(error, TypeError) or (
-        isinstance(error, ResponseError)
-        and ("not an integer" in str(error) or "overflow" in str(error))
-    )
 
 
 def tier_cache(alias: str) -> TierCache:

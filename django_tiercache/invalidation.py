@@ -32,7 +32,7 @@ from django.db.models.signals import (
     pre_save,
 )
 
-from . import backend, transactions
+from . import tier, transactions
 from .registry import (
     family_tag,
     instance_tag,
@@ -252,4 +252,4 @@ def invalidate_instance(obj: models.Model, using: str | None = None) -> None:
     transactions.invalidate_now(model, tags_for(obj), using or router.db_for_write(model))
 
 
-backend.fill_guards.append(transactions.refuses_fill)
+tier.fill_guards.append(transactions.refuses_fill)

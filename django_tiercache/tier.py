@@ -1,0 +1,219 @@
+"""The storage tier under TierCache: reading and writing bodies on partitions.
+
+Everything the backend stores or fetches goes through these methods: routing
+a key to its partition, one call per partition (sent to all before any reply
+is read), decoding and verifying what comes back, the fill guards, snapshots
+of tag tokens, and renewing a partition's lease when a read asks for it. An
+in-process L1 tier will sit in front of ``_read`` and ``_store``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from redis.exceptions import ResponseError
+
+from .codec import Tampered
+from .partition import Outcome, Partition, fan_out
+from .stores.base import UNVERIFIED, Write
+from .tags import entry_tags
+
+# Callables tags -> bool, asked before tagged writes: True means "do not store"
+# (the model-invalidation layer refuses data a connection has not committed yet).
+fill_guards: list[Any] = []
+
+NOT_FOUND = object()
+
+
+def fresh_token() -> str:
+    return os.urandom(8).hex()
+
+
+class PartitionedStorage:
+    """Mixin of TierCache: the attributes it uses are set by TierCache.__init__."""
+
+    _partitions: list[Partition]
+    _partitioner: Any  # partitioning.Partitioner
+    _codec: Any  # codec.Codec
+    _policy: Any  # failures.ErrorPolicy
+    _fencing: Any  # tags.Fencing
+    _stats: Any  # stats.collection recorder
+    _hot: Any  # hotkeys recorder, or None
+    default_timeout: Any
+
+    def _partition(self, made_key: str) -> Partition:
+        return self._partitions[self._partitioner.index(made_key)]
+
+    def _group(self, made_keys: Iterable[str]) -> dict[Partition, list[str]]:
+        groups: dict[Partition, list[str]] = {}
+        for key in made_keys:
+            groups.setdefault(self._partition(key), []).append(key)
+        return groups
+
+    def _ttl_ms(self, timeout: Any) -> int | None:
+        """None: forever; 0: not stored (Django: zero and negative timeouts expire at once)."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if timeout is None:
+            return None
+        return max(0, int(timeout * 1000))
+
+    def _read(self, made_keys: list[str], operation: str = "get") -> dict[str, Any]:
+        if self._hot is not None:
+            self._hot.sample(made_keys)
+        groups = self._group(made_keys)
+        leased = self._fencing.enabled
+        outcomes = fan_out([(p, "read", (keys, leased)) for p, keys in groups.items()])
+        found: dict[str, Any] = {}
+        for outcome, keys in zip(outcomes, groups.values(), strict=True):
+            if not outcome.ok:
+                self._policy.failed(operation, outcome.partition.name, outcome.error)
+                continue
+            lease, bodies = outcome.value
+            if self._fencing.needs_renewal(lease) or UNVERIFIED in _flags(bodies):
+                bodies = self._renew_and_reread(outcome.partition, keys, bodies)
+            for key, body in zip(keys, bodies, strict=True):
+                if type(body) is bytes:
+                    self._decode_into(found, key, body, outcome.partition)
+        self._stats.read(len(made_keys), len(found))
+        return found
+
+    def _renew_and_reread(self, partition: Partition, keys: list[str], bodies: list) -> list:
+        renewed = self._fencing.renew(partition)
+        unverified = [k for k, b in zip(keys, bodies, strict=True) if type(b) is int]
+        if not unverified:
+            return bodies
+        if not renewed:
+            return [None if type(b) is int else b for b in bodies]
+        again = partition.run("read", unverified, True)
+        reread = dict(zip(unverified, again.value[1], strict=True)) if again.ok else {}
+        return [reread.get(k) if type(b) is int else b for k, b in zip(keys, bodies, strict=True)]
+
+    def _decode_into(self, found: dict, key: str, body: bytes, partition: Partition) -> None:
+        try:
+            found[key] = self._codec.decode(key, body)
+        except Tampered as exc:
+            self._policy.note(
+                "tampered",
+                partition.name,
+                "cache entry %r on partition %s was not written by this "
+                "application (%s); treated as a miss",
+                key,
+                partition.name,
+                exc,
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. a pickled class that no longer exists
+            self._policy.note(
+                "undecodable",
+                partition.name,
+                "cache entry %r on partition %s cannot be decoded (%r); treated as a miss",
+                key,
+                partition.name,
+                exc,
+            )
+
+    def _write(
+        self,
+        values: dict[str, Any],
+        timeout: Any,
+        tags: Iterable[str] | None,
+        nx: bool = False,
+        snapshot: tuple[str, ...] | None = None,
+        operation: str = "set",
+    ) -> set[str]:
+        """Write every value under the same tags; return the keys stored."""
+        tags = entry_tags(tags)
+        return self._store(values, timeout, lambda key: (tags, snapshot), nx, operation)
+
+    def _store(
+        self, values: dict[str, Any], timeout: Any, meta: Any, nx: bool, operation: str
+    ) -> set[str]:
+        """Write values (all encoded before anything is sent), each with the
+        (tags, snapshot) that meta(key) gives; return the keys stored."""
+        bodies = {key: self._codec.encode(key, value) for key, value in values.items()}
+        ttl = self._ttl_ms(timeout)
+        if ttl == 0:
+            if not nx:  # as in Django, setting with a zero timeout removes the key
+                self._delete(list(bodies))
+            return set()
+        refused: dict[tuple[str, ...], bool] = {}
+        writes = {}
+        for key, body in bodies.items():
+            tags, snapshot = meta(key)
+            if tags and fill_guards:
+                if tags not in refused:
+                    refused[tags] = any(guard(tags) for guard in fill_guards)
+                if refused[tags]:
+                    continue
+            writes[key] = Write(key, body, ttl, tags, snapshot)
+        groups = self._group(writes)
+        fresh = fresh_token()
+        calls = [(p, "write", ([writes[k] for k in keys], nx, fresh)) for p, keys in groups.items()]
+        stored: set[str] = set()
+        for outcome, keys in zip(fan_out(calls), groups.values(), strict=True):
+            if outcome.ok:
+                stored.update(k for k, ok in zip(keys, outcome.value, strict=True) if ok)
+            else:
+                self._policy.failed(operation, outcome.partition.name, outcome.error)
+        self._stats.wrote(len(stored))
+        return stored
+
+    def _delete(self, made_keys: list[str]) -> int:
+        groups = self._group(made_keys)
+        deleted = 0
+        for outcome in fan_out([(p, "delete", (keys,)) for p, keys in groups.items()]):
+            if outcome.ok:
+                deleted += outcome.value
+            else:
+                self._policy.failed("delete", outcome.partition.name, outcome.error)
+        self._stats.deleted(len(made_keys))
+        return deleted
+
+    def _run(self, made_key: str, operation: str, *args: Any) -> Outcome:
+        outcome = self._partition(made_key).run(operation, made_key, *args)
+        if not outcome.ok and not is_type_error(outcome.error):
+            self._policy.failed(operation, outcome.partition.name, outcome.error)
+        return outcome
+
+    def _snapshot(self, made_key: str, tags: tuple[str, ...], timeout: Any) -> Any:
+        ttl = self._ttl_ms(timeout)
+        if not tags or ttl == 0:
+            return None
+        outcome = self._partition(made_key).run("snapshot", tags, ttl, fresh_token())
+        if not outcome.ok:
+            self._policy.failed("get_or_set", outcome.partition.name, outcome.error)
+            return NOT_FOUND
+        return outcome.value
+
+    def _snapshots(self, tags: dict[str, tuple[str, ...]], timeout: Any) -> dict[str, Any]:
+        """Per key, the (gen, token*) of its tags on its partition: one call per partition."""
+        ttl = self._ttl_ms(timeout)
+        groups = self._group(tags)
+        unions = {p: sorted({t for k in keys for t in tags[k]}) for p, keys in groups.items()}
+        calls = [(p, "snapshot", (tuple(unions[p]), ttl, fresh_token())) for p in groups]
+        snapshots: dict[str, Any] = {}
+        for outcome, keys in zip(fan_out(calls), groups.values(), strict=True):
+            if not outcome.ok:
+                self._policy.failed("get_or_set", outcome.partition.name, outcome.error)
+                continue
+            gen, *tokens = outcome.value
+            token_of = dict(zip(unions[outcome.partition], tokens, strict=True))
+            for key in keys:
+                snapshots[key] = (gen, *(token_of[t] for t in tags[key])) if tags[key] else None
+        return snapshots
+
+
+def _flags(bodies: list) -> list:
+    """The integer markers among READ's bodies (UNVERIFIED); bodies are bytes or None."""
+    return [b for b in bodies if type(b) is int]
+
+
+def is_type_error(error: BaseException | None) -> bool:
+    """Did Redis refuse to add (not a 64-bit integer, or an overflow)?"""
+    return isinstance(error, TypeError) or (
+        isinstance(error, ResponseError)
+        and ("not an integer" in str(error) or "overflow" in str(error))
+    )
