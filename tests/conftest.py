@@ -114,3 +114,15 @@ def any_cache(any_location, make_cache):
     cache = make_cache(any_location)
     cache.clear()
     return cache
+
+
+@pytest.fixture
+def isolated_warmers():
+    """An empty warmer registry for the test; the registered warmers come back after it."""
+    from django_tiercache import warming
+
+    saved = dict(warming.warmers._warmers)
+    warming.warmers._warmers.clear()
+    yield
+    warming.warmers._warmers.clear()
+    warming.warmers._warmers.update(saved)

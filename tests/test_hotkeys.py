@@ -14,7 +14,6 @@ from django.core.management import CommandError, call_command
 
 import django_tiercache
 from django_tiercache import options as options_module
-from django_tiercache import warming
 from django_tiercache.cache_aside import get_object, object_key
 from tests.testapp.models import Product
 
@@ -22,12 +21,8 @@ RECORD_ONLY_WHEN_FLUSHED = {"SAMPLE": 1.0, "FLUSH": 3600}
 
 
 @pytest.fixture(autouse=True)
-def warmer_registry():
-    saved = dict(warming.warmers._warmers)
-    warming.warmers._warmers.clear()
-    yield
-    warming.warmers._warmers.clear()
-    warming.warmers._warmers.update(saved)
+def _isolated(isolated_warmers):
+    """Each test registers its own warmers; none outlives it (see conftest)."""
 
 
 @pytest.fixture

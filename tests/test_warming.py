@@ -42,13 +42,8 @@ def tier(location, prefix, **options):
 
 
 @pytest.fixture(autouse=True)
-def warmer_registry():
-    """Each test registers its own warmers; none outlives it."""
-    saved = dict(warming.warmers._warmers)
-    warming.warmers._warmers.clear()
-    yield
-    warming.warmers._warmers.clear()
-    warming.warmers._warmers.update(saved)
+def _isolated(isolated_warmers):
+    """Each test registers its own warmers; none outlives it (see conftest)."""
 
 
 @pytest.fixture
