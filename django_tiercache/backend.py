@@ -139,6 +139,25 @@ class TierCache(PartitionedStorage, BaseCache):
             return []
         return [k for m, k in made.items() if m not in stored]
 
+    def set_many_tagged(
+        self,
+        items: Mapping[str, tuple[Any, Iterable[str]]],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> list[str]:
+        """set_many where each key has its own tags: ``{key: (value, tags)}``.
+
+        Still one call per partition, however many different tags the items carry.
+        Returns the keys that could not be stored (a partition failed).
+        """
+        made = {self.make_and_validate_key(k, version=version): k for k in items}
+        values = {m: items[k][0] for m, k in made.items()}
+        tags = {m: entry_tags(items[k][1]) for m, k in made.items()}
+        stored = self._store(values, timeout, lambda m: (tags[m], None), False, "set_many")
+        if self._ttl_ms(timeout) == 0:
+            return []
+        return [k for m, k in made.items() if m not in stored]
+
     def get_or_set(
         self,
         key: str,

@@ -236,3 +236,16 @@ def test_get_or_set_many__does_not_store_values_loaded_across_an_invalidation(an
         "k2": "stale",
     }
     assert any_cache.get_many(["k1", "k2"]) == {"k2": "stale"}
+
+
+def test_set_many_tagged__gives_each_key_its_own_tags(any_cache):
+    failed = any_cache.set_many_tagged({"a": (1, ["t:a"]), "b": (2, ["t:b"]), "c": (3, [])})
+    assert failed == []
+    assert any_cache.get_many(["a", "b", "c"]) == {"a": 1, "b": 2, "c": 3}
+    any_cache.invalidate_tags("t:a")
+    assert any_cache.get_many(["a", "b", "c"]) == {"b": 2, "c": 3}
+    any_cache.invalidate_tags("t:*")
+    assert any_cache.get_many(["a", "b", "c"]) == {"c": 3}
+    with pytest.raises(TypeError):
+        any_cache.set_many_tagged({"d": (4, [None])})
+    assert any_cache.get("d") is None

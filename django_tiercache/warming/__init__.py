@@ -15,7 +15,7 @@ build a ``Request``, ``plan()`` it (every name, model, filter and cache alias is
 checked before anything is written) and run each planned ``Job`` with a
 ``Runner``. Items are pulled in batches, at most ``2 * concurrency + 1`` batches
 in memory at once, so memory stays flat however many a warmer yields; each
-batch is written by one of ``concurrency`` threads with one set_many per tag set.
+batch is written by one of ``concurrency`` threads with one call per partition.
 
 Model instances (QuerySet warmers, ``--model``) go through the same
 ``get_or_set_many`` as get_object: primary keys are read first, tag tokens are

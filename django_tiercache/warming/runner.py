@@ -258,11 +258,27 @@ class _Target:
         if self.request.dry_run:
             tally.warmed += sum(map(len, groups.values()))
             return tally
-        for tags, data in groups.items():
-            if data:
-                self._set_many(cache, data, tags, tally)
+        if hasattr(cache, "set_many_tagged") and len(groups) > 1:
+            # Items with tags of their own: still one call for the whole batch.
+            tagged = {k: (v, tags) for tags, data in groups.items() for k, v in data.items()}
+            self._set_many_tagged(cache, tagged, tally)
+        else:
+            for tags, data in groups.items():
+                if data:
+                    self._set_many(cache, data, tags, tally)
         self._remember(cache, [(key, None) for key in produced])
         return tally
+
+    def _set_many_tagged(self, cache: Any, tagged: dict, tally: Tally) -> None:
+        try:
+            not_stored = cache.set_many_tagged(tagged, self.timeout)
+        except Exception:  # noqa: BLE001 - one bad value fails the whole call: find it
+            for key, (value, tags) in tagged.items():
+                self._set(cache, key, value, {"tags": tags} if tags else {}, tally)
+            return
+        for key in not_stored:
+            tally.fail(key, "not stored (its partition failed)")
+        tally.warmed += len(tagged) - len(not_stored)
 
     def _set_many(self, cache: Any, data: dict, tags: tuple, tally: Tally) -> None:
         extra = {"tags": tags} if tags else {}
