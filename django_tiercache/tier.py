@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from .codec import Tampered
 from .partition import Outcome, Partition, fan_out
-from .stores.base import UNVERIFIED, Write
+from .stores.base import Write
 from .tags import entry_tags
 
 # Callables tags -> bool, asked before tagged writes: True means "do not store"
@@ -73,7 +73,7 @@ class PartitionedStorage:
                 self._policy.failed(operation, outcome.partition.name, outcome.error)
                 continue
             lease, bodies = outcome.value
-            if self._fencing.needs_renewal(lease) or UNVERIFIED in _flags(bodies):
+            if self._fencing.needs_renewal(lease) or _has_unverified(bodies):
                 bodies = self._renew_and_reread(outcome.partition, keys, bodies)
             for key, body in zip(keys, bodies, strict=True):
                 if type(body) is bytes:
@@ -206,9 +206,9 @@ class PartitionedStorage:
         return snapshots
 
 
-def _flags(bodies: list) -> list:
-    """The integer markers among READ's bodies (UNVERIFIED); bodies are bytes or None."""
-    return [b for b in bodies if type(b) is int]
+def _has_unverified(bodies: list) -> bool:
+    """Did READ mark a tagged entry UNVERIFIED (an int among bytes and None)?"""
+    return any(type(b) is int for b in bodies)
 
 
 def is_type_error(error: BaseException | None) -> bool:
