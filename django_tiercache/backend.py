@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,6 +28,7 @@ from .failures import ErrorPolicy
 from .hotkeys import hot_keys_for
 from .partition import Partition, fan_out
 from .partitioning import RendezvousPartitioner
+from .stores.base import declare_lock_horizon
 from .stats.collection import attach as attach_stats
 from .tags import Fencing, entry_tags, validate_tags
 from .tier import NOT_FOUND, PartitionedStorage, is_type_error
@@ -69,7 +69,12 @@ class TierCache(PartitionedStorage, BaseCache):
         self._partitioner = RendezvousPartitioner(config.names)
         self._codec = Codec(config.options)
         self._policy = _policy_for((tuple(config.urls), self.key_prefix), config["RAISE_ERRORS"])
-        self._fencing = Fencing(self._partitions, config["TAG_LEASE"], self._policy)
+        self._fencing = Fencing(
+            self._partitions,
+            config["TAG_LEASE"],
+            self._policy,
+            raise_incomplete=config["INVALIDATION_FAILURE"] == "raise",
+        )
         self._hot = hot_keys_for(self, config["HOT_KEYS"]) if config["HOT_KEYS"] else None
         self._stats = attach_stats(location, params, self._partitions, self._policy)
 
@@ -306,28 +311,33 @@ class TierCache(PartitionedStorage, BaseCache):
 
     def lock_tags(self, writer: str, tags: Iterable[str], seconds: float, wait: bool = True) -> Any:
         """Invalidate `tags` now and refuse cache fills under them until
-        unlock_tags(writer, ...) or for `seconds` at most.
+        unlock_tags(writer, ...) or for `seconds` at most (by each server's clock).
 
         The model-invalidation layer locks the tags of the rows a transaction
         writes, so that nothing read before the commit is cached meanwhile. With
         wait=False the lock is sent and a callable returned that waits for it, so
-        the round trip can overlap a database query.
+        the round trip can overlap a database query. A lock that misses a
+        partition fences it; if that cannot be done the callable raises
+        InvalidationIncomplete (unless INVALIDATION_FAILURE is "log").
         """
         tags = validate_tags(tags)
         if not tags:
             return lambda: None
         self._stats.invalidated(tags)
-        until_ms = int((time.time() + seconds) * 1000)
-        finish = self._fencing.start(tags, "lock", writer, until_ms)
+        finish = self._fencing.start(tags, "lock", writer, int(seconds * 1000))
         if wait:
             finish()
         return finish
 
     def unlock_tags(self, writer: str, tags: Iterable[str]) -> None:
-        """Release `writer`'s locks on `tags` and invalidate them again."""
+        """Release `writer`'s locks on `tags` and invalidate them again.
+
+        A partition this misses keeps the lock until it expires, which keeps
+        fills out meanwhile: no fence is needed.
+        """
         tags = validate_tags(tags)
         if tags:
-            self._fencing.invalidate(tags, "unlock", writer)
+            self._fencing.start(tags, "unlock", writer, fence=False)()
 
     # -- async variants that take tags (the others come from BaseCache) --
 
@@ -358,6 +368,22 @@ def tier_cache(alias: str) -> TierCache:
             f"warmers need BACKEND 'django_tiercache.backend.TierCache'."
         )
     return cache
+
+
+def declare_write_locks(alias: str, seconds: float) -> None:
+    """Write locks on CACHES[alias] last at most `seconds`.
+
+    A partition that lost what locks it held (restart, eviction, flush) or
+    missed some (it was unreachable) then refuses fills under tags for that
+    long. Whoever takes locks declares it, in every process, at start-up (the
+    model layer does, from TIERCACHE["WRITE_LOCK_TIMEOUT"]), before the cache
+    is built: readers must know it too, since they are the ones who fill.
+    """
+    from django.conf import settings
+
+    params = getattr(settings, "CACHES", {}).get(alias, {})
+    if params.get("BACKEND") == "django_tiercache.backend.TierCache":
+        declare_lock_horizon(f"{params.get('KEY_PREFIX', '')}:_tc:", seconds)
 
 
 def _policy_for(identity: tuple, raise_errors: bool) -> ErrorPolicy:

@@ -32,7 +32,8 @@ from django.db.models.signals import (
     pre_save,
 )
 
-from . import tier, transactions
+from . import conf, tier, transactions
+from .backend import declare_write_locks
 from .registry import (
     family_tag,
     instance_tag,
@@ -168,7 +169,11 @@ def _through_models(model: type[models.Model]) -> set[type[models.Model]]:
 
 
 def connect(model: type[models.Model]) -> None:
-    tracks_parents = bool(registration_for(model).parents)
+    registration = registration_for(model)
+    # Readers must know how long a writer's locks may last, to stay safe when a
+    # partition loses them: every process registers, so every process declares.
+    declare_write_locks(registration.cache_alias, conf.get_config()["WRITE_LOCK_TIMEOUT"])
+    tracks_parents = bool(registration.parents)
     for signal, receiver in RECEIVERS:
         if signal is not post_init or tracks_parents:  # post_init runs for every row loaded
             signal.connect(receiver, sender=model, dispatch_uid=_uid(receiver, model))

@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "BREAKER_FAILURES": 3,
     "BREAKER_COOLDOWN": 5.0,
     "TAG_LEASE": 3.0,
+    # What an invalidation that cannot be made safe does: "raise"
+    # InvalidationIncomplete (a model write then fails before its query), or
+    # "log" it and go on, accepting that a partition may serve stale entries.
+    "INVALIDATION_FAILURE": "raise",
     "PARTITION_NAMES": None,
     "MEMORY_MAX_ENTRIES": 10_000,
     # False, True or a dict of HOT_KEYS_DEFAULTS' keys: sample reads and keep the
@@ -63,6 +67,7 @@ HOT_KEYS_DEFAULTS: dict[str, Any] = {
 POSITIVE_NUMBERS = ("SOCKET_TIMEOUT", "SOCKET_CONNECT_TIMEOUT", "BREAKER_COOLDOWN", "TAG_LEASE")
 POSITIVE_INTEGERS = ("BREAKER_FAILURES", "MEMORY_MAX_ENTRIES")
 BOOLEANS = ("SIGNED", "RAISE_ERRORS")
+INVALIDATION_FAILURES = ("raise", "log")
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,16 @@ def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
     for key in ("SERIALIZER", "COMPRESSOR"):
         _check_import(key, merged[key], problems)
     _check_hot_keys(merged["HOT_KEYS"], problems)
+    if merged["INVALIDATION_FAILURE"] not in INVALIDATION_FAILURES:
+        problems.append(
+            Problem(
+                "E003",
+                f"OPTIONS['INVALIDATION_FAILURE'] must be 'raise' or 'log', got "
+                f"{merged['INVALIDATION_FAILURE']!r}.",
+                "Leave it out ('raise', the safe default) or set 'log' to keep writing "
+                "when an invalidation cannot be made safe.",
+            )
+        )
     if merged["SERIALIZER"] == PICKLE_SERIALIZER and merged["SIGNED"] is False:
         problems.append(
             Problem(

@@ -11,43 +11,51 @@ its old tokens. With more than one partition this is handled so that, once
 invalidate_tags() returns, no process is served an entry it covered:
 
 1. Tagged entries on a partition are trusted only while the partition holds
-   a *lease*, a key that expires by itself at an absolute time.
-2. A lease is granted (or extended) only after asking the *other* partitions
-   whether the partition missed an invalidation (its *fence* count), and
-   each of them notes the deadline being granted (its *grant*) in the same
-   atomic step.
+   a *lease*, a key that expires by itself (the server's own clock).
+2. A lease is granted in two steps. It is first written on the partition,
+   not yet in force and already counting down; then the *other* partitions
+   are asked whether the partition missed an invalidation (its *fence*
+   count), each noting a *grant* that runs at least as long as the lease;
+   then the lease is put in force. So a lease never outlives its grants,
+   whatever the clocks say.
 3. An invalidation that misses a partition records a fence on every other
-   partition (also atomically reading the latest grant there) and then waits
-   until that grant has expired before returning. Any lease granted before the
-   fence was recorded is over by then; any lease granted after it saw the
-   fence.
-4. Granting a lease to a fenced partition first replaces its generation
-   token, which invalidates every tagged entry it holds, and then clears the
-   fence (unless more misses were recorded meanwhile).
+   partition (atomically reading how long the latest grant still runs there)
+   and waits that long before returning. Any lease granted before the fence
+   is over by then; any lease granted after it saw the fence.
+4. A fenced partition drops every tagged entry (a new generation) before its
+   lease is put in force, and refuses fills for the write-lock horizon (locks
+   it missed may still be held).
+5. A peer that lost its memory (evicted, restarted, flushed) has a new epoch;
+   the partitions it vouched for notice at their next lease and are fenced.
+   A peer that cannot tell how long its grants run answers so, and the
+   invalidation waits a whole lease.
 
-Reads stay at one round trip: the lease check runs inside the read script.
-Leases are renewed when half used up (one extra call per partition every
-TAG_LEASE/2 seconds per process), and a partition that missed an invalidation
-drops all its tagged entries, the price of having been unreachable. If the
-fence cannot be recorded on every other partition, the invalidation is
-reported as incomplete (InvalidationIncomplete). With a single partition there
-is nobody to tell, and a missed invalidation is reported the same way.
+A lease needs one other partition that answers: since a complete fence is on
+every other partition, any one of them knows. So with three partitions or
+more, a survivor keeps its tagged entries while another partition is down;
+with two, it drops them until its peer answers again. If the fence cannot be
+recorded on every other partition (or there is no other partition), the
+invalidation is incomplete: InvalidationIncomplete is raised, unless
+OPTIONS["INVALIDATION_FAILURE"] is "log".
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import InvalidationIncomplete
-from .partition import Outcome, Partition, fan_out
+from .partition import Partition, fan_out
+from .stores.base import DROP_AND_QUIET, DROP_TAGGED, NOT_FENCED
 
 if TYPE_CHECKING:
     from .failures import ErrorPolicy
 
 MAX_TAG_LENGTH = 200
-# Allowance for clocks that disagree between the hosts granting and honouring leases.
+# Allowance for servers' clocks that run at slightly different rates (a grant
+# and a lease are measured on two servers), and for the sleep's own error.
 CLOCK_MARGIN_MS = 50
 
 
@@ -90,17 +98,24 @@ def _validate_tag(tag: object) -> None:
         raise ValueError(f"A tag must not contain whitespace or control characters: {tag!r}.")
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+def fresh_token() -> str:
+    return os.urandom(8).hex()
 
 
 class Fencing:
     """Leases and fences across the partitions of one cache (see the module docstring)."""
 
-    def __init__(self, partitions: list[Partition], lease_seconds: float, policy: ErrorPolicy):
+    def __init__(
+        self,
+        partitions: list[Partition],
+        lease_seconds: float,
+        policy: ErrorPolicy,
+        raise_incomplete: bool = True,
+    ):
         self.partitions = partitions
         self.lease_ms = int(lease_seconds * 1000)
         self.policy = policy
+        self.raise_incomplete = raise_incomplete
         self.enabled = len(partitions) > 1
 
     def needs_renewal(self, lease: int) -> bool:
@@ -109,27 +124,51 @@ class Fencing:
 
     def renew(self, partition: Partition) -> bool:
         """Grant `partition` a lease, fencing it first if it missed an invalidation."""
-        deadline = now_ms() + self.lease_ms
         others = [p for p in self.partitions if p is not partition]
+        nonce = fresh_token()
+        prepared = partition.run("lease_prepare", nonce, self.lease_ms, [p.id for p in others])
+        if not prepared.ok:
+            return False
+        vouched = dict(zip((p.id for p in others), prepared.value, strict=True))
         checks = [
             o
-            for o in fan_out([(p, "check_fence", (partition.id, deadline)) for p in others])
+            for o in fan_out([(p, "check_fence", (partition.id, self.lease_ms)) for p in others])
             if o.ok
         ]
         if not checks:
             return False  # nobody can vouch for it: its tagged entries stay untrusted
-        fenced = [o for o in checks if o.value > 0]
-        if not partition.run("lease", deadline, bool(fenced)).ok:
+        fenced = [o for o in checks if o.value[0] > 0]
+        # A peer whose epoch changed since it last vouched lost its memory: it
+        # may have lost fences too. One that never vouched knew nothing to lose,
+        # but what this partition holds was never checked against it.
+        forgot = [o for o in checks if vouched[o.partition.id] not in (None, o.value[1])]
+        unknown = any(vouched[o.partition.id] is None for o in checks)
+        if fenced or forgot:
+            drop = DROP_AND_QUIET
+        else:
+            drop = DROP_TAGGED if unknown else NOT_FENCED
+        epochs = {o.partition.id: o.value[1] for o in checks}
+        activated = partition.run("lease_activate", nonce, drop, epochs)
+        if not activated.ok or not activated.value:
             return False
-        if fenced:
-            self.policy.note(
-                "fenced",
-                partition.name,
-                "partition %s missed a tag invalidation; its tagged entries were dropped",
-                partition.name,
-            )
-            fan_out([(o.partition, "clear_fence", (partition.id, o.value)) for o in fenced])
+        if fenced or forgot:
+            self._note_fenced(partition, fenced, forgot)
+            fan_out([(o.partition, "clear_fence", (partition.id, o.value[0])) for o in fenced])
         return True
+
+    def _note_fenced(self, partition: Partition, fenced: list, forgot: list) -> None:
+        if fenced:
+            why = "it missed a tag invalidation"
+        else:
+            names = ", ".join(o.partition.name for o in forgot)
+            why = f"partition(s) {names}, which kept its fences, lost their memory"
+        self.policy.note(
+            "fenced",
+            partition.name,
+            "partition %s dropped its tagged entries: %s",
+            partition.name,
+            why,
+        )
 
     def invalidate(
         self, tags: tuple[str, ...], operation: str = "drop_tags", *args: object
@@ -137,22 +176,29 @@ class Fencing:
         """Run an invalidating operation on every partition; fence the ones it missed."""
         self.start(tags, operation, *args)()
 
-    def start(self, tags: tuple[str, ...], operation: str, *args: object) -> Any:
+    def start(
+        self, tags: tuple[str, ...], operation: str, *args: object, fence: bool = True
+    ) -> Any:
         """Send an invalidating operation to every partition without waiting for the
-        replies; calling what it returns waits for them (and fences the misses)."""
+        replies; calling what it returns waits for them (and fences the misses).
+
+        fence=False for an operation whose miss is harmless (releasing a lock:
+        the lock keeps fills out until it expires by itself).
+        """
         pending = [p.start(operation, tags, *args) for p in self.partitions]
 
         def finish() -> None:
             missed = [o for o in (call.outcome() for call in pending) if not o.ok]
             for o in missed:
                 self.policy.note(
-                    "error:invalidate",
+                    f"error:{operation}",
                     o.partition.name,
-                    "invalidating tags on partition %s failed: %r",
+                    "%s of tags on partition %s failed: %r",
+                    operation,
                     o.partition.name,
                     o.error,
                 )
-            if missed:
+            if missed and fence:
                 self.fence([o.partition for o in missed], tags)
 
         return finish
@@ -164,17 +210,15 @@ class Fencing:
         ids = [p.id for p in missed]
         records = fan_out([(p, "record_fence", (ids,)) for p in reachable])
         if not self.enabled or not reachable or not all(o.ok for o in records):
-            self._incomplete(missed, tags, records)
+            self._incomplete(missed, tags)
             return
-        grants = [g for o in records for g in o.value if g is not None]
-        wait_ms = max(grants, default=0) + CLOCK_MARGIN_MS - now_ms()
-        if grants and wait_ms > 0:
+        left = [ms for o in records for ms in o.value]
+        wait_ms = self.lease_ms if any(ms < 0 for ms in left) else max(left, default=0)
+        if wait_ms > 0:
             # A lease granted before our fence was recorded may still be in force.
-            time.sleep(wait_ms / 1000)
+            time.sleep((wait_ms + CLOCK_MARGIN_MS) / 1000)
 
-    def _incomplete(
-        self, missed: list[Partition], tags: tuple[str, ...], records: list[Outcome]
-    ) -> None:
+    def _incomplete(self, missed: list[Partition], tags: tuple[str, ...]) -> None:
         names = ", ".join(p.name for p in missed)
         what = f"tags {list(tags)!r}" if tags else "entries cleared by clear()"
         error = InvalidationIncomplete(
@@ -182,4 +226,8 @@ class Fencing:
             f"invalidation and it could not be recorded on every other partition"
         )
         for p in missed:
-            self.policy.failed("invalidate_tags", p.name, error)
+            self.policy.note(
+                "incomplete", p.name, "invalidation incomplete on partition %s: %s", p.name, error
+            )
+        if self.raise_incomplete:
+            raise error

@@ -9,7 +9,6 @@ in-process L1 tier will sit in front of ``_read`` and ``_store``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,18 +17,15 @@ from redis.exceptions import ResponseError
 
 from .codec import Tampered
 from .partition import Outcome, Partition, fan_out
-from .stores.base import Write
-from .tags import entry_tags
+from .stores.base import NO_LEASE, Write
+from .stores.redis import is_out_of_memory
+from .tags import entry_tags, fresh_token
 
 # Callables tags -> bool, asked before tagged writes: True means "do not store"
 # (the model-invalidation layer refuses data a connection has not committed yet).
 fill_guards: list[Any] = []
 
 NOT_FOUND = object()
-
-
-def fresh_token() -> str:
-    return os.urandom(8).hex()
 
 
 class PartitionedStorage:
@@ -150,16 +146,46 @@ class PartitionedStorage:
                     continue
             writes[key] = Write(key, body, ttl, tags, snapshot)
         groups = self._group(writes)
-        fresh = fresh_token()
-        calls = [(p, "write", ([writes[k] for k in keys], nx, fresh)) for p, keys in groups.items()]
+        fresh, leased = fresh_token(), self._fencing.enabled
+        calls = [
+            (p, "write", ([writes[k] for k in keys], nx, fresh, leased))
+            for p, keys in groups.items()
+        ]
         stored: set[str] = set()
         for outcome, keys in zip(fan_out(calls), groups.values(), strict=True):
+            if outcome.ok and NO_LEASE in outcome.value:
+                outcome = self._write_again(outcome, [writes[k] for k in keys], nx, fresh)
             if outcome.ok:
-                stored.update(k for k, ok in zip(keys, outcome.value, strict=True) if ok)
-            else:
-                self._policy.failed(operation, outcome.partition.name, outcome.error)
+                stored.update(k for k, ok in zip(keys, outcome.value, strict=True) if ok == 1)
+                continue
+            if is_out_of_memory(outcome.error):
+                # A full server refuses the write but not a DEL: the old values
+                # must not stay readable after a write that did not happen.
+                outcome.partition.run("delete", keys)
+            self._policy.failed(operation, outcome.partition.name, outcome.error)
         self._stats.wrote(len(stored))
         return stored
+
+    def _write_again(self, outcome: Outcome, writes: list[Write], nx: bool, fresh: str) -> Outcome:
+        """A partition without a lease refused tagged entries: renew it, write those again."""
+        refused = [w for w, ok in zip(writes, outcome.value, strict=True) if ok == NO_LEASE]
+        if not self._fencing.renew(outcome.partition):
+            return outcome
+        again = outcome.partition.run("write", refused, nx, fresh, True)
+        if not again.ok:
+            return again
+        answers = iter(again.value)
+        value = [next(answers) if ok == NO_LEASE else ok for ok in outcome.value]
+        return Outcome(outcome.partition, outcome.operation, value)
+
+    def _run_leased(self, partition: Partition, operation: str, *args: Any) -> Outcome:
+        """Run an operation that answers None when the partition holds no lease:
+        then renew the lease and run it once more."""
+        leased = self._fencing.enabled
+        outcome = partition.run(operation, *args, leased)
+        if outcome.ok and outcome.value is None and leased and self._fencing.renew(partition):
+            outcome = partition.run(operation, *args, leased)
+        return outcome
 
     def _delete(self, made_keys: list[str]) -> int:
         groups = self._group(made_keys)
@@ -182,23 +208,29 @@ class PartitionedStorage:
         ttl = self._ttl_ms(timeout)
         if not tags or ttl == 0:
             return None
-        outcome = self._partition(made_key).run("snapshot", tags, ttl, fresh_token())
+        outcome = self._run_leased(self._partition(made_key), "snapshot", tags, ttl, fresh_token())
         if not outcome.ok:
             self._policy.failed("get_or_set", outcome.partition.name, outcome.error)
             return NOT_FOUND
-        return outcome.value
+        return NOT_FOUND if outcome.value is None else outcome.value
 
     def _snapshots(self, tags: dict[str, tuple[str, ...]], timeout: Any) -> dict[str, Any]:
         """Per key, the (gen, token*) of its tags on its partition: one call per partition."""
         ttl = self._ttl_ms(timeout)
         groups = self._group(tags)
         unions = {p: sorted({t for k in keys for t in tags[k]}) for p, keys in groups.items()}
-        calls = [(p, "snapshot", (tuple(unions[p]), ttl, fresh_token())) for p in groups]
+        leased = self._fencing.enabled
+        calls = [(p, "snapshot", (tuple(unions[p]), ttl, fresh_token(), leased)) for p in groups]
         snapshots: dict[str, Any] = {}
         for outcome, keys in zip(fan_out(calls), groups.values(), strict=True):
+            if outcome.ok and outcome.value is None:
+                partition = outcome.partition
+                outcome = self._run_leased(partition, "snapshot", tuple(unions[partition]), ttl, fresh_token())
             if not outcome.ok:
                 self._policy.failed("get_or_set", outcome.partition.name, outcome.error)
                 continue
+            if outcome.value is None:
+                continue  # still no lease: these keys are loaded but not stored
             gen, *tokens = outcome.value
             token_of = dict(zip(unions[outcome.partition], tokens, strict=True))
             for key in keys:

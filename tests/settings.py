@@ -89,6 +89,11 @@ CACHES = {
     },
 }
 
+# Short write locks: a test that never commits (pytest-django's plain `db`)
+# leaves its locks behind, and a partition that lost its locks refuses fills
+# for this long; 5 s keeps either from reaching into the next tests.
+TIERCACHE = {"WRITE_LOCK_TIMEOUT": 5}
+
 # Warnings and errors still reach pytest (through the root logger, which is
 # where caplog listens); nothing is printed to the console by Django itself.
 LOGGING = {

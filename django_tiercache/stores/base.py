@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 UNVERIFIED = 0  # a tagged entry found while the partition's lease was gone
 NO_TAGGED = -3  # READ's lease field when no tagged entry was read
+NOT_FENCED, DROP_TAGGED, DROP_AND_QUIET = 0, 1, 2  # lease_activate's `fenced`
+NO_LEASE = -1  # WRITE's answer for a tagged entry a partition without a lease refused
 
 
 class Call(Protocol):
@@ -44,18 +46,38 @@ class Write:
     snapshot: tuple[str, ...] | None = None  # (gen, token*) read before computing
 
 
+# How long (ms) a write lock may last in each namespace: after a partition
+# lost its memory of locks (or missed some), nothing is cached under tags for
+# that long. Declared by whoever takes locks (the model layer, at start-up, in
+# every process): readers must know it too, since they are the ones who fill.
+_lock_horizons: dict[str, int] = {}
+
+
+def declare_lock_horizon(ns: str, seconds: float) -> None:
+    """Write locks in namespace `ns` last at most `seconds`."""
+    _lock_horizons[ns] = max(_lock_horizons.get(ns, 0), int(seconds * 1000))
+
+
+def lock_horizon_ms(ns: str) -> int:
+    return _lock_horizons.get(ns, 0)
+
+
 class Store:
     """Base class of partition stores; see stores/lua.py for the semantics."""
 
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         self.url, self.ns = url, ns
 
+    @property
+    def horizon(self) -> int:
+        return _lock_horizons.get(self.ns, 0)
+
     def read(self, keys: list[str], leased: bool) -> Call:
         """-> (lease, [body | None | UNVERIFIED])."""
         raise NotImplementedError
 
-    def write(self, writes: list[Write], nx: bool, fresh: str) -> Call:
-        """-> [stored?]"""
+    def write(self, writes: list[Write], nx: bool, fresh: str, leased: bool = False) -> Call:
+        """-> [1 stored, 0 not, NO_LEASE not stored: tagged and leased without a lease]"""
         raise NotImplementedError
 
     def delete(self, keys: list[str]) -> Call:
@@ -73,15 +95,19 @@ class Store:
         """-> (body, pttl_ms or -1, tags) or None"""
         raise NotImplementedError
 
-    def snapshot(self, tags: tuple[str, ...], ttl_ms: int | None, fresh: str) -> Call:
-        """-> (gen, token*) for the tags, creating the missing ones"""
+    def snapshot(
+        self, tags: tuple[str, ...], ttl_ms: int | None, fresh: str, leased: bool = False
+    ) -> Call:
+        """-> (gen, token*) for the tags, creating the missing ones ("!" where no
+        fill is allowed now); None when leased and the store holds no lease"""
         raise NotImplementedError
 
     def drop_tags(self, tags: tuple[str, ...]) -> Call:
         raise NotImplementedError
 
-    def lock(self, tags: tuple[str, ...], writer: str, until_ms: int) -> Call:
-        """Invalidate the tags and refuse fills under them until unlock or until_ms."""
+    def lock(self, tags: tuple[str, ...], writer: str, lock_ms: int) -> Call:
+        """Invalidate the tags and refuse fills under them until unlock, or for
+        lock_ms measured by the store's own clock."""
         raise NotImplementedError
 
     def unlock(self, tags: tuple[str, ...], writer: str) -> Call:
@@ -89,14 +115,21 @@ class Store:
         raise NotImplementedError
 
     def record_fence(self, ids: list[str]) -> Call:
-        """-> [latest lease deadline in ms granted to each id, or None]"""
+        """-> [ms the latest lease granted to each id may still run, or -1 if unknown]"""
         raise NotImplementedError
 
-    def check_fence(self, id_: str, deadline_ms: int) -> Call:
-        """-> misses recorded for id_"""
+    def check_fence(self, id_: str, lease_ms: int) -> Call:
+        """-> (misses recorded for id_, this store's epoch); notes the grant"""
         raise NotImplementedError
 
-    def lease(self, deadline_ms: int, fenced: bool) -> Call:
+    def lease_prepare(self, nonce: str, lease_ms: int, peer_ids: list[str]) -> Call:
+        """-> [epoch each peer had when it last vouched, or None]"""
+        raise NotImplementedError
+
+    def lease_activate(self, nonce: str, fenced: int, epochs: dict[str, str]) -> Call:
+        """-> True if the prepared lease is now in force. fenced: NOT_FENCED,
+        DROP_TAGGED (a new generation first) or DROP_AND_QUIET (and no fills
+        under tags for the lock horizon)."""
         raise NotImplementedError
 
     def clear_fence(self, id_: str, count: int) -> Call:

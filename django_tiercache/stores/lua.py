@@ -2,36 +2,64 @@
 
 Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``):
 
-- ``ns t:<tag>``       the tag's token on this partition (random, made lazily)
-- ``ns gen``           the partition's generation token; every tagged entry carries it
-- ``ns l:<tag>``       writers (transactions) changing data behind the tag: no fills meanwhile
-- ``ns lease``         present while this partition's tag tokens are known current
-- ``ns fence:<id>``    on the OTHER partitions: invalidations partition <id> missed
-- ``ns grant:<id>``    on the OTHER partitions: the latest lease deadline granted to <id>
+- ``ns t:<tag>``        the tag's token on this partition (random, made lazily)
+- ``ns gen``            the partition's generation token; every tagged entry carries it
+- ``ns lease``          present while this partition's tagged entries may be trusted
+- ``ns lease:<nonce>``  a lease being granted, not yet in force
+- ``ns meta``           one hash holding everything whose loss would be unsafe:
+
+  - ``run``        the server's run_id when this hash was last checked (restarts)
+  - ``epoch``      random, new whenever this hash is started over (memory lost)
+  - ``quiet``      server ms until which nothing may be cached under tags
+  - ``l:<tag>``    write locks: "until writer ..." (transactions changing the tag's data)
+  - ``f:<id>``     invalidations partition <id> missed (kept on the OTHER partitions)
+  - ``g:<id>``     the latest lease deadline granted to partition <id>, server ms
+  - ``v:<id>``     the epoch partition <id> had when it last vouched for this one
+
+Everything that must not be lost unnoticed lives in that one hash, so that it
+can only be lost whole, and a lost hash is noticed: every function that needs
+it starts it over (``ensure_meta``), dropping the generation (every tagged
+entry) and refusing fills for the write-lock horizon, since locks it held may
+be gone. A peer whose hash was started over has a new epoch, which the
+partitions it vouched for notice at their next lease. A restart (with or
+without persistence), a restore from an older snapshot or a failover changes
+the server's run_id, which ``hello`` (the first call on every connection)
+notices. Losing anything else (tokens, gen, a lease, an entry) only ever makes
+entries invalid. Deadlines are the server's own (TIME, PX), never a client's.
 
 A tagged entry is stored as ``"T" len ":" n "\\n" gen "\\n" (tag "\\n" token "\\n")*n body``.
 It is valid while the generation and every tag token on the partition still
-equal what it recorded: invalidating a tag deletes its token, and a lost token
-(eviction, flush) can never match again, so lost metadata only ever makes
-entries invalid. Tokens are random, supplied by the client with each call.
+equal what it recorded. A value that merely starts with "T" but does not
+parse is treated as invalid, never as an error that would fail the whole call.
 
 Functions (Redis 7) rather than EVAL scripts: the helpers below are compiled
-once per server instead of on every call, which halves the per-call cost.
-They touch keys they do not declare; that is fine on a standalone Redis
-server, which is what a partition is. Each function's first argument is ns.
+once per server instead of on every call. They touch keys they do not
+declare; that is fine on a standalone Redis server, which is what a partition
+is. Each function's first argument is ns. Functions that keep the guarantee
+(locks, fences, leases) may run on a full server (``allow-oom``); cache fills
+may not.
 """
 
 import hashlib
 
 LIBRARY_BODY = r"""
--- A tagged value is "T" <header length> ":" <header> <body>, the header being
--- n "\n" gen "\n" (tag "\n" token "\n")*n. The length prefix lets a read cut
--- the header out with one find, and remember its verdict: entries read
--- together mostly share their header.
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+
+local function server_info(field)
+  return string.match(redis.call('INFO', 'server'), field .. ':([^\r\n]+)')
+end
+
+-- A tagged value is "T" <header length> ":" <header> <body>. Returns the
+-- header and where the body starts, or nil for a value that does not parse.
 local function split(v)
   local colon = string.find(v, ':', 2, true)
-  local stop = colon + tonumber(string.sub(v, 2, colon - 1))
-  return string.sub(v, colon + 1, stop), stop + 1
+  if not colon then return nil end
+  local length = tonumber(string.sub(v, 2, colon - 1))
+  if not length or colon + length > #v then return nil end
+  return string.sub(v, colon + 1, colon + length), colon + length + 1
 end
 
 -- {token key, recorded token, ...} of a header, generation first.
@@ -69,9 +97,11 @@ end
 local function valid(ns, v, verdicts)
   if not is_tagged(v) then return true end
   local header = split(v)
+  if not header then return false end
   local verdict = verdicts[header]
   if verdict == nil then
-    verdict = header_valid(ns, header)
+    local ok, result = pcall(header_valid, ns, header)
+    verdict = ok and result
     verdicts[header] = verdict
   end
   return verdict
@@ -100,25 +130,80 @@ local function token(key, fresh, ttl)
   return fresh
 end
 
-local function now_ms()
-  local now = redis.call('TIME')
-  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+-- The meta hash, started over: tagged entries and the lease dropped, a new
+-- epoch, and fills refused for quiet_ms (write locks it held may be lost).
+local function new_meta(ns, epoch, quiet_ms)
+  local meta = ns .. 'meta'
+  redis.call('DEL', meta, ns .. 'gen', ns .. 'lease')
+  redis.call('HSET', meta, 'run', server_info('run_id'), 'epoch', epoch)
+  if quiet_ms > 0 then redis.call('HSET', meta, 'quiet', now_ms() + quiet_ms) end
 end
 
--- Is a write to data behind this tag in progress (a transaction that has not
--- committed yet)? Locks are a sorted set of writer ids scored by expiry.
-local function locked(ns, tag)
-  local key = ns .. 'l:' .. tag
-  if redis.call('EXISTS', key) == 0 then return false end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms())
-  return redis.call('ZCARD', key) > 0
+-- True if the meta hash is there; if it was lost, start it over.
+local function ensure_meta(ns, epoch, horizon)
+  if redis.call('EXISTS', ns .. 'meta') == 1 then return true end
+  new_meta(ns, epoch, horizon)
+  return false
 end
 
--- The tag's token, or false while the tag is locked: nothing may be cached
--- under a tag whose data is being changed.
-local function tag_token(ns, tag, fresh, ttl)
-  if locked(ns, tag) then return false end
+-- The write locks on a tag still in force: a list of "until writer".
+local function holders(meta, tag, now, except)
+  local v = redis.call('HGET', meta, 'l:' .. tag)
+  local live = {}
+  if v then
+    for until_ms, writer in string.gmatch(v, '(%d+) (%S+)') do
+      if tonumber(until_ms) > now and writer ~= except then
+        live[#live + 1] = until_ms .. ' ' .. writer
+      end
+    end
+  end
+  return live, v
+end
+
+local function set_holders(meta, tag, live, old)
+  if #live == 0 then
+    if old then redis.call('HDEL', meta, 'l:' .. tag) end
+  else
+    redis.call('HSET', meta, 'l:' .. tag, table.concat(live, ' '))
+  end
+end
+
+-- May anything be cached under tags on this partition now? Not while the
+-- partition is quiet (it lost what locks it held, or missed some).
+local function fills_allowed(ns, epoch, horizon, now)
+  ensure_meta(ns, epoch, horizon)
+  local quiet = redis.call('HGET', ns .. 'meta', 'quiet')
+  return not quiet or tonumber(quiet) <= now
+end
+
+-- The tag's token, or false while a writer holds the tag locked.
+local function tag_token(ns, tag, fresh, ttl, now)
+  local meta = ns .. 'meta'
+  local live, old = holders(meta, tag, now, nil)
+  if old then set_holders(meta, tag, live, old) end
+  if #live > 0 then return false end
   return token(ns .. 't:' .. tag, fresh, ttl)
+end
+
+-- The first call on every connection: has the server restarted, been
+-- restored from older data or replaced (failover) since this namespace last
+-- looked? Then its tagged entries and what it knew of locks and peers are
+-- not to be trusted. args: ns, fresh, horizon_ms.
+local function hello(keys, args)
+  local ns, fresh, horizon = args[1], args[2], tonumber(args[3])
+  local meta = ns .. 'meta'
+  local run = server_info('run_id')
+  local seen = redis.call('HGET', meta, 'run')
+  if seen == run then return 0 end
+  local quiet = horizon
+  if redis.call('EXISTS', meta) == 0 and redis.call('EXISTS', ns .. 'gen') == 0 then
+    -- Nothing of this namespace here: new, or lost in a restart. Locks held
+    -- before a restart have expired once the server has been up that long.
+    local uptime = tonumber(server_info('uptime_in_seconds')) * 1000
+    quiet = math.max(0, horizon - uptime)
+  end
+  new_meta(ns, fresh, quiet)
+  return 1
 end
 
 -- keys: entries. args: ns, leased ('1' when tagged entries need a live lease).
@@ -148,15 +233,24 @@ local function read(keys, args)
   return out
 end
 
--- keys: entries. args: ns, fresh token, nx, then per entry:
+-- May this partition take tagged entries? With leases on, only while it
+-- holds one: a partition's first lease may drop what was written before it.
+local function leased_now(ns, leased)
+  return not leased or redis.call('PTTL', ns .. 'lease') > 0
+end
+
+-- keys: entries. args: ns, fresh token, nx, horizon_ms, leased, then per entry:
 --   ttl_ms ('' = forever), n, tag*n, snapshot flag, [gen, token*n], body
 -- A snapshot (taken before the value was computed) that no longer matches the
 -- current tokens means an invalidation happened meanwhile: the entry is not
--- stored. Returns 1/0 per entry (stored or not).
+-- stored. Returns 1/0 per entry (stored or not), -1 for a tagged entry not
+-- stored because the partition holds no lease (renew it and write again).
 local function write(keys, args)
-  local ns, fresh, nx = args[1], args[2], args[3] == '1'
-  local a = 4
+  local ns, fresh, nx, horizon = args[1], args[2], args[3] == '1', tonumber(args[4])
+  local leased = args[5] == '1'
+  local a = 6
   local out = {}
+  local now, allowed = nil, nil
   for i, k in ipairs(keys) do
     local ttl = tonumber(args[a])
     local n = tonumber(args[a + 1])
@@ -173,11 +267,18 @@ local function write(keys, args)
       if cur and body_of(ns, cur, {}) then ok = 0 end
     end
     if ok == 1 and n > 0 then
+      if allowed == nil then
+        now = now_ms()
+        allowed = leased_now(ns, leased) and (fills_allowed(ns, fresh, horizon, now) or 0)
+      end
+      if not allowed then ok = -1 elseif allowed == 0 then ok = 0 end
+    end
+    if ok == 1 and n > 0 then
       local gen = token(ns .. 'gen', fresh, nil)
       if snap and snap[1] ~= gen then ok = 0 end
       local parts = {n, '\n', gen, '\n'}
       for j = 1, n do
-        local tok = tag_token(ns, tags[j], fresh, ttl)
+        local tok = tag_token(ns, tags[j], fresh, ttl, now)
         if not tok or (snap and snap[j + 1] ~= tok) then ok = 0; tok = '!' end
         parts[#parts + 1] = tags[j] .. '\n' .. tok .. '\n'
       end
@@ -192,12 +293,19 @@ local function write(keys, args)
   return out
 end
 
--- args: ns, fresh token, ttl_ms ('' = forever), tag*. Returns {gen, token*};
--- a locked tag's token is '!', which no write will ever match.
+-- args: ns, fresh token, ttl_ms ('' = forever), horizon_ms, leased, tag*.
+-- Returns {gen, token*}; a tag that may not be filled now (locked, or the
+-- partition quiet) gets '!', which no write will ever match. Without a lease
+-- (leased) the answer is {} (renew it and ask again).
 local function snapshot(keys, args)
-  local ns, fresh, ttl = args[1], args[2], tonumber(args[3])
+  local ns, fresh, ttl, horizon = args[1], args[2], tonumber(args[3]), tonumber(args[4])
+  if not leased_now(ns, args[5] == '1') then return {} end
+  local now = now_ms()
+  local allowed = fills_allowed(ns, fresh, horizon, now)
   local out = {token(ns .. 'gen', fresh, nil)}
-  for i = 4, #args do out[#out + 1] = tag_token(ns, args[i], fresh, ttl) or '!' end
+  for i = 6, #args do
+    out[#out + 1] = allowed and tag_token(ns, args[i], fresh, ttl, now) or '!'
+  end
   return out
 end
 
@@ -256,14 +364,16 @@ end
 -- Write locks: a transaction that changes data behind tags invalidates them when
 -- it writes and keeps them locked (no cache fills) until it commits.
 
--- args: ns, writer id, until_ms (absolute expiry of the lock), tag*.
+-- args: ns, fresh, horizon_ms, writer id, lock_ms, tag*.
 local function lock(keys, args)
-  local ns, writer, until_ms = args[1], args[2], tonumber(args[3])
-  for i = 4, #args do
-    local key = ns .. 'l:' .. args[i]
-    redis.call('ZADD', key, until_ms, writer)
-    if redis.call('PTTL', key) < 0 then redis.call('PEXPIREAT', key, until_ms)
-    else redis.call('PEXPIREAT', key, until_ms, 'GT') end
+  local ns, writer = args[1], args[4]
+  ensure_meta(ns, args[2], tonumber(args[3]))
+  local meta, now = ns .. 'meta', now_ms()
+  local until_ms = now + tonumber(args[5])
+  for i = 6, #args do
+    local live = holders(meta, args[i], now, writer)
+    live[#live + 1] = until_ms .. ' ' .. writer
+    set_holders(meta, args[i], live, true)
     redis.call('DEL', ns .. 't:' .. args[i])
   end
   return 1
@@ -272,8 +382,14 @@ end
 -- args: ns, writer id, tag*. Releases the writer's locks and invalidates the tags.
 local function unlock(keys, args)
   local ns, writer = args[1], args[2]
+  local meta = ns .. 'meta'
+  local intact = redis.call('EXISTS', meta) == 1
+  local now = now_ms()
   for i = 3, #args do
-    redis.call('ZREM', ns .. 'l:' .. args[i], writer)
+    if intact then
+      local live, old = holders(meta, args[i], now, writer)
+      set_holders(meta, args[i], live, old)
+    end
     redis.call('DEL', ns .. 't:' .. args[i])
   end
   return 1
@@ -282,48 +398,95 @@ end
 -- Fencing: keeping a partition that missed an invalidation from serving stale entries.
 
 -- On another partition, for each missed partition id: count the miss and
--- return the latest lease deadline granted to it. args: ns, id*.
+-- return how long the latest lease granted to it may still run (ms), or -1
+-- when this partition lost its memory and cannot tell. args: ns, fresh, horizon_ms, id*.
 local function record_fence(keys, args)
   local ns = args[1]
+  local intact = ensure_meta(ns, args[2], tonumber(args[3]))
+  local meta, now = ns .. 'meta', now_ms()
   local out = {}
-  for i = 2, #args do
-    redis.call('INCR', ns .. 'fence:' .. args[i])
-    out[#out + 1] = redis.call('GET', ns .. 'grant:' .. args[i])
+  for i = 4, #args do
+    redis.call('HINCRBY', meta, 'f:' .. args[i], 1)
+    local grant = tonumber(redis.call('HGET', meta, 'g:' .. args[i]) or '0')
+    out[#out + 1] = intact and math.max(0, grant - now) or -1
   end
   return out
 end
 
--- On another partition: note the lease deadline about to be granted to <id> and
--- return the count of misses recorded for it. args: ns, id, deadline_ms.
+-- On another partition: note the lease about to be granted to <id> (lease_ms
+-- from now) and return {misses recorded for it, this partition's epoch}.
+-- args: ns, fresh, horizon_ms, id, lease_ms.
 local function check_fence(keys, args)
-  local ns = args[1]
-  local grant = ns .. 'grant:' .. args[2]
-  local deadline = tonumber(args[3])
-  if deadline > tonumber(redis.call('GET', grant) or '0') then
-    redis.call('SET', grant, args[3], 'PXAT', args[3])
+  local ns, id = args[1], args[4]
+  ensure_meta(ns, args[2], tonumber(args[3]))
+  local meta = ns .. 'meta'
+  local deadline = now_ms() + tonumber(args[5])
+  if deadline > tonumber(redis.call('HGET', meta, 'g:' .. id) or '0') then
+    redis.call('HSET', meta, 'g:' .. id, deadline)
   end
-  return tonumber(redis.call('GET', ns .. 'fence:' .. args[2]) or '0')
+  return {tonumber(redis.call('HGET', meta, 'f:' .. id) or '0'), redis.call('HGET', meta, 'epoch')}
 end
 
--- On the partition itself: drop every tagged entry if it missed something (a
--- new generation), then grant the lease until deadline_ms. args: ns, deadline_ms, fenced.
-local function lease(keys, args)
+-- On the partition itself, before asking the others: a lease that will run
+-- lease_ms from now, not yet in force, so that it cannot outlive the grants
+-- noted after it. Returns the epochs the others had when they last vouched.
+-- args: ns, fresh, horizon_ms, nonce, lease_ms, id*.
+local function lease_prepare(keys, args)
   local ns = args[1]
-  if args[3] == '1' then redis.call('DEL', ns .. 'gen') end
-  redis.call('SET', ns .. 'lease', '1', 'PXAT', args[2])
+  ensure_meta(ns, args[2], tonumber(args[3]))
+  redis.call('SET', ns .. 'lease:' .. args[4], '1', 'PX', args[5])
+  local out = {}
+  for i = 6, #args do out[#out + 1] = redis.call('HGET', ns .. 'meta', 'v:' .. args[i]) end
+  return out
+end
+
+-- Put a prepared lease in force. fenced: '0' nothing missed; '1' drop every
+-- tagged entry first (a new generation); '2' that, and refuse fills for
+-- horizon_ms, since the partition may have missed write locks too.
+-- args: ns, nonce, fenced, horizon_ms, (id, epoch)*. Returns 1 or 0.
+local function lease_activate(keys, args)
+  local ns = args[1]
+  local meta, pending = ns .. 'meta', ns .. 'lease:' .. args[2]
+  if redis.call('EXISTS', pending) == 0 or redis.call('EXISTS', meta) == 0 then return 0 end
+  if args[3] ~= '0' then redis.call('DEL', ns .. 'gen') end
+  if args[3] == '2' then
+    local horizon = tonumber(args[4])
+    if horizon > 0 then redis.call('HSET', meta, 'quiet', now_ms() + horizon) end
+  end
+  for i = 5, #args, 2 do redis.call('HSET', meta, 'v:' .. args[i], args[i + 1]) end
+  redis.call('RENAME', pending, ns .. 'lease')
   return 1
 end
 
 -- On another partition: forget the misses of <id> that were just made good,
 -- unless more were recorded meanwhile. args: ns, id, count.
 local function clear_fence(keys, args)
-  local key = args[1] .. 'fence:' .. args[2]
-  if redis.call('GET', key) == args[3] then redis.call('DEL', key) end
+  local meta = args[1] .. 'meta'
+  if redis.call('HGET', meta, 'f:' .. args[2]) == args[3] then
+    redis.call('HDEL', meta, 'f:' .. args[2])
+  end
+  return 1
+end
+
+-- Empty the database (cache.clear()) but keep the meta hash of every
+-- namespace in it: clearing a cache must not make it (or another cache
+-- sharing the database) forget locks, fences or grants. FLUSHDB is O(N)
+-- anyway; so is finding the meta hashes.
+local function clear(keys, args)
+  local saved = {}
+  for _, meta in ipairs(redis.call('KEYS', '*:_tc:meta')) do
+    if redis.call('TYPE', meta).ok == 'hash' then saved[meta] = redis.call('HGETALL', meta) end
+  end
+  redis.call('FLUSHDB')
+  for meta, fields in pairs(saved) do
+    if #fields > 0 then redis.call('HSET', meta, unpack(fields)) end
+  end
   return 1
 end
 """
 
 FUNCTIONS = (
+    "hello",
     "read",
     "write",
     "snapshot",
@@ -334,15 +497,30 @@ FUNCTIONS = (
     "unlock",
     "record_fence",
     "check_fence",
-    "lease",
+    "lease_prepare",
+    "lease_activate",
     "clear_fence",
+    "clear",
 )
 READ_ONLY = ("read", "entry")
+# What keeps the guarantee runs on a full server (noeviction at maxmemory):
+# refusing a lock there would let a write commit while stale entries stay valid.
+ALLOW_OOM = (
+    "hello",
+    "lock",
+    "unlock",
+    "record_fence",
+    "check_fence",
+    "lease_prepare",
+    "lease_activate",
+    "clear_fence",
+    "clear",
+)
 
 # The library's name carries a hash of its code, so that two releases running
 # side by side during a deploy each call their own functions.
 VERSION = hashlib.blake2b(
-    repr((LIBRARY_BODY, FUNCTIONS, READ_ONLY)).encode(), digest_size=4
+    repr((LIBRARY_BODY, FUNCTIONS, READ_ONLY, ALLOW_OOM)).encode(), digest_size=4
 ).hexdigest()
 LIBRARY_NAME = f"tiercache_{VERSION}"
 
@@ -352,7 +530,12 @@ def function_name(name: str) -> str:
 
 
 def _registration(name: str) -> str:
-    flags = "{'no-writes'}" if name in READ_ONLY else "{}"
+    if name in READ_ONLY:
+        flags = "{'no-writes'}"
+    elif name in ALLOW_OOM:
+        flags = "{'allow-oom'}"
+    else:
+        flags = "{}"
     return (
         f"redis.register_function{{function_name='{function_name(name)}', "
         f"callback={name}, flags={flags}}}"

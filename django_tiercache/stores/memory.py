@@ -1,28 +1,32 @@
 """An in-process partition (``memory://name``) with the same semantics as Redis.
 
-It mirrors the Lua scripts of stores/lua.py operation for operation (tags,
-tokens, generation, leases, fences, TTLs), so that the example project and
-development servers behave like production without a Redis server. Spaces are
-shared by every thread of a process, like Django's locmem cache; least
-recently used entries are culled past OPTIONS["MEMORY_MAX_ENTRIES"].
+It mirrors the Lua functions of stores/lua.py operation for operation (tags,
+tokens, generation, the meta record with locks, fences, grants and epochs,
+leases, TTLs), so that the example project and development servers behave
+like production without a Redis server. Spaces are shared by every thread of a
+process, like Django's locmem cache; least recently used entries are culled
+past OPTIONS["MEMORY_MAX_ENTRIES"] (the meta record too: its loss is handled
+as on Redis). Time is the monotonic clock, so a wall clock that jumps changes
+nothing here.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
-from .base import NO_TAGGED, UNVERIFIED, Done, Store, Write
+from .base import DROP_AND_QUIET, NO_LEASE, NO_TAGGED, UNVERIFIED, Done, Store, Write
 
 _spaces: dict[str, _Space] = {}
 _spaces_lock = threading.Lock()
 
 
 def _now_ms() -> int:
-    return int(time.time() * 1000)
+    return time.monotonic_ns() // 1_000_000
 
 
 class _Space:
@@ -89,6 +93,17 @@ class _Tagged:
         self.gen, self.tokens, self.body = gen, tokens, body
 
 
+class _Meta:
+    """What stores/lua.py keeps in the ``meta`` hash."""
+
+    def __init__(self, epoch: str, quiet_until: int):
+        self.epoch, self.quiet_until = epoch, quiet_until
+        self.locks: dict[str, dict[str, int]] = {}  # tag -> {writer: until}
+        self.fences: dict[str, int] = {}
+        self.grants: dict[str, int] = {}
+        self.vouched: dict[str, str] = {}
+
+
 class MemoryStore(Store):
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         super().__init__(url, ns, options)
@@ -96,7 +111,7 @@ class MemoryStore(Store):
         with _spaces_lock:
             self.space = _spaces.setdefault(name, _Space(options["MEMORY_MAX_ENTRIES"]))
 
-    # -- the helpers of the Lua prelude --
+    # -- the helpers of the Lua library --
 
     def _body(self, value: Any) -> bytes | None:
         if not isinstance(value, _Tagged):
@@ -121,9 +136,24 @@ class MemoryStore(Store):
         self.space.set(key, fresh, ttl_ms)
         return fresh
 
+    def _meta(self) -> tuple[_Meta, bool]:
+        """The meta record, started over if it was lost; and whether it was there."""
+        meta = self.space.get(self.ns + "meta")
+        if meta is not None:
+            return meta, True
+        for key in ("gen", "lease"):
+            self.space.delete(self.ns + key)
+        horizon = self.horizon
+        meta = _Meta(os.urandom(8).hex(), _now_ms() + horizon if horizon else 0)
+        self.space.set(self.ns + "meta", meta)
+        return meta, False
+
+    def _fills_allowed(self) -> bool:
+        return self._meta()[0].quiet_until <= _now_ms()
+
     def _tag_token(self, tag: str, fresh: str, ttl_ms: int | None) -> str:
         """The tag's token, or "!" (matching nothing) while a writer holds it locked."""
-        writers = self.space.get(f"{self.ns}l:{tag}")
+        writers = self._meta()[0].locks.get(tag)
         if writers:
             now = _now_ms()
             for writer in [w for w, until in writers.items() if until <= now]:
@@ -146,15 +176,22 @@ class MemoryStore(Store):
                 values.append(value)
             return Done((lease, values))
 
-    def write(self, writes: list[Write], nx, fresh):
-        with self.space.lock:
-            return Done([self._write(w, nx, fresh) for w in writes])
+    def _leased(self, leased: bool) -> bool:
+        return not leased or self.space.pttl(self.ns + "lease") > 0
 
-    def _write(self, w: Write, nx: bool, fresh: str) -> bool:
+    def write(self, writes: list[Write], nx, fresh, leased=False):
+        with self.space.lock:
+            return Done([self._write(w, nx, fresh, leased) for w in writes])
+
+    def _write(self, w: Write, nx: bool, fresh: str, leased: bool) -> int:
         if nx and self._body(self.space.get(w.key)) is not None:
             return False
         value: Any = w.body
         if w.tags:
+            if not self._leased(leased):
+                return NO_LEASE
+            if not self._fills_allowed():
+                return False
             current = (
                 self._token(self.ns + "gen", fresh, None),
                 *(self._tag_token(tag, fresh, w.ttl_ms) for tag in w.tags),
@@ -206,12 +243,15 @@ class MemoryStore(Store):
             tags = tuple(tag for tag, _ in getattr(value, "tokens", ()))
             return Done((body, self.space.pttl(key), tags))
 
-    def snapshot(self, tags, ttl_ms, fresh):
+    def snapshot(self, tags, ttl_ms, fresh, leased=False):
         with self.space.lock:
+            if not self._leased(leased):
+                return Done(None)
+            allowed = self._fills_allowed()
             return Done(
                 (
                     self._token(self.ns + "gen", fresh, None),
-                    *(self._tag_token(tag, fresh, ttl_ms) for tag in tags),
+                    *(self._tag_token(tag, fresh, ttl_ms) if allowed else "!" for tag in tags),
                 )
             )
 
@@ -219,54 +259,70 @@ class MemoryStore(Store):
         with self.space.lock:
             return Done(sum(self.space.delete(f"{self.ns}t:{tag}") for tag in tags))
 
-    def lock(self, tags, writer, until_ms):
+    def lock(self, tags, writer, lock_ms):
         with self.space.lock:
+            meta = self._meta()[0]
             for tag in tags:
-                key = f"{self.ns}l:{tag}"
-                writers = self.space.get(key) or {}
-                writers[writer] = until_ms
-                self.space.set(key, writers, at_ms=max(writers.values()))
+                meta.locks.setdefault(tag, {})[writer] = _now_ms() + lock_ms
                 self.space.delete(f"{self.ns}t:{tag}")
             return Done(1)
 
     def unlock(self, tags, writer):
         with self.space.lock:
+            meta = self.space.get(self.ns + "meta")
             for tag in tags:
-                (self.space.get(f"{self.ns}l:{tag}") or {}).pop(writer, None)
+                if meta is not None:
+                    meta.locks.get(tag, {}).pop(writer, None)
                 self.space.delete(f"{self.ns}t:{tag}")
             return Done(1)
 
     def record_fence(self, ids):
         with self.space.lock:
-            grants = []
+            meta, intact = self._meta()
+            now, left = _now_ms(), []
             for id_ in ids:
-                key = f"{self.ns}fence:{id_}"
-                self.space.set(key, (self.space.get(key) or 0) + 1)
-                grants.append(self.space.get(f"{self.ns}grant:{id_}"))
-            return Done(grants)
+                meta.fences[id_] = meta.fences.get(id_, 0) + 1
+                left.append(max(0, meta.grants.get(id_, 0) - now) if intact else -1)
+            return Done(left)
 
-    def check_fence(self, id_, deadline_ms):
+    def check_fence(self, id_, lease_ms):
         with self.space.lock:
-            grant = f"{self.ns}grant:{id_}"
-            if deadline_ms > (self.space.get(grant) or 0):
-                self.space.set(grant, deadline_ms, at_ms=deadline_ms)
-            return Done(self.space.get(f"{self.ns}fence:{id_}") or 0)
+            meta = self._meta()[0]
+            meta.grants[id_] = max(meta.grants.get(id_, 0), _now_ms() + lease_ms)
+            return Done((meta.fences.get(id_, 0), meta.epoch))
 
-    def lease(self, deadline_ms, fenced):
+    def lease_prepare(self, nonce, lease_ms, peer_ids):
         with self.space.lock:
+            meta = self._meta()[0]
+            self.space.set(f"{self.ns}lease:{nonce}", 1, lease_ms)
+            return Done([meta.vouched.get(id_) for id_ in peer_ids])
+
+    def lease_activate(self, nonce, fenced, epochs):
+        with self.space.lock:
+            pending = self.space.pttl(f"{self.ns}lease:{nonce}")
+            meta = self.space.get(self.ns + "meta")
+            if pending <= 0 or meta is None:
+                return Done(False)
             if fenced:
                 self.space.delete(self.ns + "gen")
-            self.space.set(self.ns + "lease", 1, at_ms=deadline_ms)
-            return Done(1)
+            if fenced == DROP_AND_QUIET and self.horizon:
+                meta.quiet_until = _now_ms() + self.horizon
+            meta.vouched.update(epochs)
+            self.space.delete(f"{self.ns}lease:{nonce}")
+            self.space.set(self.ns + "lease", 1, pending)
+            return Done(True)
 
     def clear_fence(self, id_, count):
         with self.space.lock:
-            key = f"{self.ns}fence:{id_}"
-            if self.space.get(key) == count:
-                self.space.delete(key)
+            meta = self.space.get(self.ns + "meta")
+            if meta is not None and meta.fences.get(id_) == count:
+                del meta.fences[id_]
             return Done(1)
 
     def clear(self):
         with self.space.lock:
+            meta = self.space.data.get(self.ns + "meta")
             self.space.data.clear()
+            if meta is not None:
+                self.space.data[self.ns + "meta"] = meta
             return Done(True)

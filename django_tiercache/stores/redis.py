@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from django_redis.pool import get_connection_factory
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from . import lua
 from .base import Store, Write
@@ -22,19 +23,39 @@ def _missing_function(error: ResponseError) -> bool:
 
 
 class RedisCall:
-    """One command sent on a pooled connection; the reply is read by result()."""
+    """One command sent on a pooled connection; the reply is read by result().
 
-    __slots__ = ("_pool", "_conn", "_args", "_convert", "_error")
+    The first command of a namespace on every connection (a new connection, or
+    one that reconnected) is preceded by the ``hello`` function, pipelined in
+    the same round trip, so that a server that restarted, was restored from
+    older data or was replaced is noticed before anything is read from it.
+    """
 
-    def __init__(self, pool: Any, args: tuple, convert: Callable):
-        self._pool, self._args, self._convert = pool, args, convert
+    __slots__ = ("_store", "_pool", "_conn", "_args", "_convert", "_error", "_greeting")
+
+    def __init__(self, store: RedisStore, args: tuple, convert: Callable):
+        self._store, self._pool, self._args, self._convert = store, store.pool, args, convert
         self._conn: Any = None
         self._error: BaseException | None = None
+        self._greeting = False
         try:
-            self._conn = pool.get_connection()
-            self._conn.send_command(*args)
+            self._conn = self._pool.get_connection()
+            self._send()
         except BaseException as exc:  # noqa: BLE001 - re-raised by result()
             self._drop(exc)
+
+    def _send(self) -> None:
+        conn, ns = self._conn, self._store.ns
+        greeted = conn.__dict__.get("_tiercache_greeted")
+        if greeted is None:
+            greeted = conn._tiercache_greeted = _Greeted()
+            conn.register_connect_callback(greeted.forget)
+        self._greeting = conn._sock is None or ns not in greeted
+        if self._greeting:
+            # Sending connects if needed, which empties `greeted` first.
+            conn.send_command(*self._store.hello_command())
+            greeted.add(ns)
+        conn.send_command(*self._args)
 
     def _drop(self, exc: BaseException) -> None:
         # After a failure mid-reply the connection's state is unknown: never reuse it.
@@ -44,19 +65,32 @@ class RedisCall:
             self._conn = None
         self._error = exc
 
+    def _read(self) -> Any:
+        greeting_error = None
+        if self._greeting:
+            try:
+                self._conn.read_response()
+            except ResponseError as error:
+                greeting_error = error
+                self._conn._tiercache_greeted.discard(self._store.ns)
+        reply = self._conn.read_response()
+        if greeting_error is not None:
+            raise greeting_error
+        return reply
+
     def result(self) -> Any:
         if self._error is not None:
             raise self._error
         conn = self._conn
         try:
             try:
-                reply = conn.read_response()
+                reply = self._read()
             except ResponseError as error:
                 if not _missing_function(error):
                     raise
                 _load_library(conn)
-                conn.send_command(*self._args)
-                reply = conn.read_response()
+                self._send()
+                reply = self._read()
         except ResponseError:  # an error reply leaves the connection in a clean state
             self._release()
             raise
@@ -69,6 +103,15 @@ class RedisCall:
     def _release(self) -> None:
         self._pool.release(self._conn)
         self._conn = None
+
+
+class _Greeted(set):
+    """The namespaces greeted on one connection's current socket."""
+
+    def forget(self, conn: Any) -> None:
+        # redis-py calls this on every (re)connect: a new socket may reach a
+        # new server, so every namespace is greeted again.
+        self.clear()
 
 
 def _load_library(conn: Any) -> None:
@@ -87,22 +130,25 @@ class RedisStore(Store):
         self.client = factory.connect(url)
         self.pool = self.client.connection_pool
 
+    def hello_command(self) -> tuple:
+        return ("FCALL", lua.function_name("hello"), 0, self.ns, fresh_epoch(), self.horizon)
+
     def _call(self, function: str | None, keys: list[str], args: list, convert=_same) -> RedisCall:
         if function is None:  # a plain command, e.g. ["DEL", key, ...]
-            return RedisCall(self.pool, (*keys, *args), convert)
+            return RedisCall(self, (*keys, *args), convert)
         name = lua.function_name(function)
-        return RedisCall(self.pool, ("FCALL", name, len(keys), *keys, self.ns, *args), convert)
+        return RedisCall(self, ("FCALL", name, len(keys), *keys, self.ns, *args), convert)
 
     def read(self, keys, leased):
         return self._call("read", keys, ["1" if leased else "0"], _read_reply)
 
-    def write(self, writes: list[Write], nx, fresh):
-        args: list[Any] = [fresh, "1" if nx else "0"]
+    def write(self, writes: list[Write], nx, fresh, leased=False):
+        args: list[Any] = [fresh, "1" if nx else "0", self.horizon, "1" if leased else "0"]
         for w in writes:
             args += ["" if w.ttl_ms is None else w.ttl_ms, len(w.tags), *w.tags]
             args += ["1", *w.snapshot] if w.snapshot is not None else ["0"]
             args.append(w.body)
-        return self._call("write", [w.key for w in writes], args, lambda r: [bool(x) for x in r])
+        return self._call("write", [w.key for w in writes], args, list)
 
     def delete(self, keys):
         return self._call(None, ["DEL", *keys], [])
@@ -116,43 +162,68 @@ class RedisStore(Store):
     def entry(self, key):
         return self._call("entry", [key], [], _entry)
 
-    def snapshot(self, tags, ttl_ms, fresh):
+    def snapshot(self, tags, ttl_ms, fresh, leased=False):
+        ttl = "" if ttl_ms is None else ttl_ms
         return self._call(
-            "SNAPSHOT",
+            "snapshot",
             [],
-            [fresh, "" if ttl_ms is None else ttl_ms, *tags],
-            lambda r: tuple(t.decode() for t in r),
+            [fresh, ttl, self.horizon, "1" if leased else "0", *tags],
+            lambda r: tuple(t.decode() for t in r) or None,
         )
 
     def drop_tags(self, tags):
         return self._call(None, ["DEL", *(f"{self.ns}t:{tag}" for tag in tags)], [])
 
-    def lock(self, tags, writer, until_ms):
-        return self._call("lock", [], [writer, until_ms, *tags])
+    def lock(self, tags, writer, lock_ms):
+        return self._call("lock", [], [fresh_epoch(), self.horizon, writer, lock_ms, *tags])
 
     def unlock(self, tags, writer):
         return self._call("unlock", [], [writer, *tags])
 
     def record_fence(self, ids):
+        return self._call("record_fence", [], [fresh_epoch(), self.horizon, *ids], list)
+
+    def check_fence(self, id_, lease_ms):
         return self._call(
-            "RECORD_FENCE", [], ids, lambda r: [None if g is None else int(g) for g in r]
+            "check_fence",
+            [],
+            [fresh_epoch(), self.horizon, id_, lease_ms],
+            lambda r: (int(r[0]), r[1].decode()),
         )
 
-    def check_fence(self, id_, deadline_ms):
-        return self._call("check_fence", [], [id_, deadline_ms], int)
+    def lease_prepare(self, nonce, lease_ms, peer_ids):
+        return self._call(
+            "lease_prepare",
+            [],
+            [fresh_epoch(), self.horizon, nonce, lease_ms, *peer_ids],
+            lambda r: [None if e is None else e.decode() for e in r],
+        )
 
-    def lease(self, deadline_ms, fenced):
-        return self._call("lease", [], [deadline_ms, "1" if fenced else "0"])
+    def lease_activate(self, nonce, fenced, epochs):
+        pairs = [x for item in epochs.items() for x in item]
+        args = [nonce, str(int(fenced)), self.horizon, *pairs]
+        return self._call("lease_activate", [], args, bool)
 
     def clear_fence(self, id_, count):
         return self._call("clear_fence", [], [id_, count])
 
     def clear(self):
-        return self._call(None, ["FLUSHDB"], [])
+        return self._call("clear", [], [])
 
     def close(self):
         # Pools are shared by every thread's backend instance; keep them (as django-redis does).
         pass
+
+
+def fresh_epoch() -> str:
+    return os.urandom(8).hex()
+
+
+def is_out_of_memory(error: BaseException | None) -> bool:
+    """Did a full server (maxmemory with noeviction) refuse a write?"""
+    return isinstance(error, OutOfMemoryError) or (
+        isinstance(error, ResponseError) and "maxmemory" in str(error)
+    )
 
 
 def _read_reply(reply: list) -> tuple[int, list]:
