@@ -80,8 +80,7 @@ def test_an_open_breaker__costs_a_request_no_timeout(clean_redis_servers, make_c
     cache = make_cache([server.url], SOCKET_TIMEOUT=1.0, BREAKER_COOLDOWN=30.0)
     cache.set("k", 1)
     server.pause()
-    for _ in range(3):  # three timeouts open the breaker
-        assert cache.get("k") is None
+    assert cache.get("k") is None  # one timeout opens the breaker
     started = time.monotonic()
     for _ in range(20):
         assert cache.get("k") is None
