@@ -25,6 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import options as options_module
+from . import timeouts
 from .codec import Codec, Tampered
 from .failures import ErrorPolicy
 from .hotkeys import hot_keys_for
@@ -74,6 +75,16 @@ class TierCache(PartitionedStorage, BaseCache):
         self._hot = hot_keys_for(self, config["HOT_KEYS"]) if config["HOT_KEYS"] else None
         self._stats = attach_stats(location, params, self._partitions, self._policy)
 
+    def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> int | float | None:
+        """The timeout in seconds from now, as Django's RedisCache gives it: None
+        for forever, 0 for "not stored" (zero or negative). Unlike RedisCache,
+        fractions of a second are kept, since partitions honour them.
+
+        Raises TypeError or ValueError for a timeout no partition could honour.
+        """
+        value = timeouts.seconds(timeout, self.default_timeout)
+        return None if value is None else max(0, value)
+
     def validate_key(self, key: str) -> None:
         # Django's check walks the key in Python; a regex finds the rare bad key
         # faster, and Django's own code then words the warning.
@@ -120,7 +131,7 @@ class TierCache(PartitionedStorage, BaseCache):
         key = self.make_and_validate_key(key, version=version)
         if self._ttl_ms(timeout) == 0:
             # Nothing is stored; say whether it would have been, as Django's backends do.
-            validate_tags(tags)
+            entry_tags(tags)
             self._codec.encode(key, value)
             return key not in self._read([key], "add")
         return key in self._write({key: value}, timeout, tags, nx=True, operation="add")
@@ -175,6 +186,7 @@ class TierCache(PartitionedStorage, BaseCache):
         """
         made = self.make_and_validate_key(key, version=version)
         tags = entry_tags(tags)
+        self._ttl_ms(timeout)  # a bad timeout fails every call, not only the misses
         found = self._read([made])
         if made in found:
             return found[made]
@@ -205,6 +217,7 @@ class TierCache(PartitionedStorage, BaseCache):
         One round trip per partition for each step.
         """
         made = {self.make_and_validate_key(k, version=version): k for k in tags_by_key}
+        self._ttl_ms(timeout)  # a bad timeout fails every call, not only the misses
         found = self._read(list(made))
         result = {made[m]: v for m, v in found.items()}
         missing = [m for m in made if m not in found]
