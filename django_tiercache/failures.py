@@ -2,12 +2,14 @@
 
 The policy is the one place that decides what a Redis error becomes: by default
 a read becomes a miss and a write is skipped; with OPTIONS["RAISE_ERRORS"] it is
-raised. Either way it is counted every time and logged once per burst.
+raised. Either way it is counted every time and logged once per burst, as
+"TypeName: message" with any password masked.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -101,7 +103,7 @@ class ErrorPolicy:
         self.note(
             f"error:{operation}",
             partition,
-            "cache %s on partition %s failed: %r",
+            "cache %s on partition %s failed: %s",
             operation,
             partition,
             error,
@@ -125,4 +127,38 @@ class ErrorPolicy:
         if suppressed:
             message += " (and %d more since the last report)"
             args = (*args, suppressed)
-        logger.log(level, message, *args)
+        logger.log(level, message, *map(_loggable, args))
+
+
+class Described:
+    """An error as a log line shows it, with %s or %r alike: "TypeName: its text".
+
+    redis-py 8 errors' repr() is only "network:ConnectionError"; the text says
+    what actually went wrong (which host, which command, refused or timed out).
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, error: BaseException):
+        detail = redact_credentials(str(error))
+        self.text = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+
+# user:password@ in a URL, and password=... in a URL's query or a DSN.
+_CREDENTIALS = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:@/\s]*:)[^@\s]*@|(\bpassword=)[^&\s]*")
+
+
+def redact_credentials(text: str) -> str:
+    """The text with every password in it masked."""
+    return _CREDENTIALS.sub(lambda m: f"{m[1]}***@" if m[1] else f"{m[2]}***", text)
+
+
+def _loggable(arg: object) -> object:
+    if isinstance(arg, BaseException):
+        return Described(arg)
+    return redact_credentials(arg) if isinstance(arg, str) else arg
