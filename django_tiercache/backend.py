@@ -21,9 +21,11 @@ from django.core.cache.backends.base import (
     BaseCache,
 )
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import options as options_module
-from .codec import Codec
+from . import timeouts
+from .codec import Codec, Tampered
 from .failures import ErrorPolicy
 from .hotkeys import hot_keys_for
 from .partition import Partition, fan_out
@@ -78,6 +80,16 @@ class TierCache(PartitionedStorage, BaseCache):
         self._hot = hot_keys_for(self, config["HOT_KEYS"]) if config["HOT_KEYS"] else None
         self._stats = attach_stats(location, params, self._partitions, self._policy)
 
+    def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> int | float | None:
+        """The timeout in seconds from now, as Django's RedisCache gives it: None
+        for forever, 0 for "not stored" (zero or negative). Unlike RedisCache,
+        fractions of a second are kept, since partitions honour them.
+
+        Raises TypeError or ValueError for a timeout no partition could honour.
+        """
+        value = timeouts.seconds(timeout, self.default_timeout)
+        return None if value is None else max(0, value)
+
     def validate_key(self, key: str) -> None:
         # Django's check walks the key in Python; a regex finds the rare bad key
         # faster, and Django's own code then words the warning.
@@ -124,7 +136,7 @@ class TierCache(PartitionedStorage, BaseCache):
         key = self.make_and_validate_key(key, version=version)
         if self._ttl_ms(timeout) == 0:
             # Nothing is stored; say whether it would have been, as Django's backends do.
-            validate_tags(tags)
+            entry_tags(tags)
             self._codec.encode(key, value)
             return key not in self._read([key], "add")
         return key in self._write({key: value}, timeout, tags, nx=True, operation="add")
@@ -179,6 +191,7 @@ class TierCache(PartitionedStorage, BaseCache):
         """
         made = self.make_and_validate_key(key, version=version)
         tags = entry_tags(tags)
+        self._ttl_ms(timeout)  # a bad timeout fails every call, not only the misses
         found = self._read([made])
         if made in found:
             return found[made]
@@ -209,6 +222,7 @@ class TierCache(PartitionedStorage, BaseCache):
         One round trip per partition for each step.
         """
         made = {self.make_and_validate_key(k, version=version): k for k in tags_by_key}
+        self._ttl_ms(timeout)  # a bad timeout fails every call, not only the misses
         found = self._read(list(made))
         result = {made[m]: v for m, v in found.items()}
         missing = [m for m in made if m not in found]
@@ -236,29 +250,52 @@ class TierCache(PartitionedStorage, BaseCache):
             self._delete(made)
 
     def incr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        """Add `delta` to an integer entry atomically; return the new value.
+
+        Raises ValueError for a missing key, TypeError for a value that is not an
+        integer, and the partition's error (a ``redis.exceptions.RedisError``:
+        ConnectionError, TimeoutError, PartitionUnavailable) when it cannot be
+        reached, even with RAISE_ERRORS off. A silent miss is harmless for get(),
+        but an unreachable counter reported as missing would be reset by the
+        usual ``except ValueError: cache.set(key, 1)``, destroying its count.
+        """
         made = self.make_and_validate_key(key, version=version)
         outcome = self._run(made, "incr", delta)
-        if not outcome.ok and is_type_error(outcome.error):
-            return self._incr_in_python(key, made, delta)
+        if not outcome.ok:
+            if is_type_error(outcome.error):
+                return self._incr_in_python(key, made, delta)
+            raise outcome.error  # type: ignore[misc]
         if outcome.value is None:
             raise ValueError(f"Key '{key}' not found")
         return outcome.value
+
+    async def aincr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        # BaseCache's aincr is a get then a set: neither atomic nor outage-safe.
+        return await sync_to_async(self.incr)(key, delta, version)
 
     def _incr_in_python(self, key: str, made: str, delta: int) -> int:
         """Past 64 bits Redis cannot add: do it here, as Django's locmem backend does.
 
         Not atomic, unlike the 64-bit case; the entry keeps its tags and its time left.
         """
-        entry = self._run(made, "entry").value
-        value = None if entry is None else self._codec.decode(made, entry[0])
-        if value is None:
+        outcome = self._run(made, "entry")
+        if not outcome.ok:
+            raise outcome.error  # type: ignore[misc]
+        if outcome.value is None:
             raise ValueError(f"Key '{key}' not found")
+        body, pttl, tags = outcome.value
+        try:
+            value = self._codec.decode(made, body)
+        except Tampered:
+            raise ValueError(f"Key '{key}' not found") from None  # get() reads it as a miss
         if type(value) is not int:
             raise TypeError(f"The value of cache key {key!r} is not an integer.")
-        body, pttl, tags = entry
-        self._write(
-            {made: value + delta}, None if pttl < 0 else max(pttl, 1) / 1000, tags, operation="incr"
-        )
+        ttl = None if pttl < 0 else max(pttl, 1) / 1000
+        if made not in self._write({made: value + delta}, ttl, tags, operation="incr"):
+            raise RedisConnectionError(
+                f"The new value of cache key {key!r} could not be stored (its partition "
+                f"failed, or a transaction holds one of its tags)."
+            )
         return value + delta
 
     def incr_version(self, key: str, delta: int = 1, version: int | None = None) -> int:

@@ -16,7 +16,14 @@ from django.db import models
 
 from . import conf
 from .backend import tier_cache
-from .registry import is_registered, model_label, model_tag, pk_tag, registration_for
+from .registry import (
+    is_registered,
+    model_label,
+    model_tag,
+    pk_tag,
+    pk_token,
+    registration_for,
+)
 
 
 class _Absent:
@@ -30,7 +37,8 @@ ABSENT = _Absent()
 
 
 def object_key(model: type[models.Model], pk: Any) -> str:
-    return f"tiercache:object:{model_label(model)}:{pk}"
+    """The cache key of a row; odd primary keys are hashed (see registry.pk_token)."""
+    return f"tiercache:object:{model_label(model)}:{pk_token(model, pk)}"
 
 
 def object_entry(obj: models.Model) -> tuple[str, models.Model, tuple[str, ...]]:

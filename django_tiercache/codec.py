@@ -6,8 +6,11 @@ A stored body is one of:
   backends do) so that incr/decr stay atomic inside Redis. Digits are parsed
   with ``int()``, never unpickled.
 - ``b"v" + mac + data``: serialized (and perhaps compressed) data with a keyed
-  BLAKE2b MAC over the cache key and the data. The MAC key derives from
-  SECRET_KEY, so bytes that someone else planted in Redis are never unpickled.
+  BLAKE2b MAC over the serializer and compressor classes, the cache key and the
+  data. The MAC key derives from SECRET_KEY, so bytes that someone else planted
+  in Redis are never unpickled; and since the MAC names the classes that wrote
+  the data, bytes a json or msgpack cache stored (text a user chose, say) never
+  reach a pickle cache that shares the prefix and SECRET_KEY either.
 - ``b"u" + data``: the same without a MAC, only when OPTIONS["SIGNED"] is False.
 
 A tagged entry carries a header in front of its body; the stores add and strip
@@ -38,22 +41,25 @@ class Tampered(Exception):
 
 
 class Signer:
-    """Keyed BLAKE2b MACs bound to the cache key, with SECRET_KEY_FALLBACKS honoured."""
+    """Keyed BLAKE2b MACs bound to a context and the cache key, with
+    SECRET_KEY_FALLBACKS honoured."""
 
-    def __init__(self, secrets: list[str]):
-        # Keying a BLAKE2b state costs more than copying a keyed one: key once.
-        self._keyed = [
-            hashlib.blake2b(
-                key=hashlib.sha256(b"django_tiercache.codec:" + s.encode()).digest(),
+    def __init__(self, secrets: list[str], context: bytes = b""):
+        # Keying a BLAKE2b state costs more than copying a keyed one: key once,
+        # and feed the context (the same for every entry) once too.
+        self._keyed = []
+        for secret in secrets:
+            keyed = hashlib.blake2b(
+                key=hashlib.sha256(b"django_tiercache.codec:" + secret.encode()).digest(),
                 digest_size=MAC_SIZE,
             )
-            for s in secrets
-        ]
+            keyed.update(len(context).to_bytes(4, "big") + context)
+            self._keyed.append(keyed)
 
     @classmethod
-    def from_settings(cls) -> Signer:
+    def from_settings(cls, context: bytes = b"") -> Signer:
         fallbacks = list(getattr(settings, "SECRET_KEY_FALLBACKS", []))
-        return cls([settings.SECRET_KEY, *fallbacks])
+        return cls([settings.SECRET_KEY, *fallbacks], context)
 
     @staticmethod
     def _mac(keyed: Any, key: bytes, data: bytes) -> bytes:
@@ -78,7 +84,12 @@ class Codec:
     def __init__(self, options: dict[str, Any]):
         self.serializer = import_string(options["SERIALIZER"])(options=options)
         self.compressor = import_string(options["COMPRESSOR"])(options=options)
-        self.signer = Signer.from_settings() if options["SIGNED"] else None
+        # The MAC names the classes that wrote an entry, so that one cache never
+        # decodes another's bytes: a pickle cache would otherwise unpickle text that
+        # a json or msgpack cache under the same prefix stored for a user. Entries
+        # signed before the classes were part of the MAC read as misses.
+        context = f"{_dotted(self.serializer)}\n{_dotted(self.compressor)}".encode()
+        self.signer = Signer.from_settings(context) if options["SIGNED"] else None
 
     def encode(self, key: str, value: Any) -> bytes:
         if type(value) is int and value in INT64:
@@ -114,3 +125,7 @@ class Codec:
         except CompressorError:
             pass  # stored uncompressed: django-redis compressors skip short values
         return self.serializer.loads(data)
+
+
+def _dotted(part: object) -> str:
+    return f"{type(part).__module__}.{type(part).__qualname__}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
 
+from redis import exceptions as redis_errors
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -19,6 +20,23 @@ from .stores.base import Done, Store
 # Errors that say the server is unreachable or too slow; they trip the breaker.
 # An error reply (ResponseError) means the server is alive and does not.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# A timeout opens the breaker at once (see CircuitBreaker); TimeoutError is also
+# what a bare socket raises.
+TIMEOUTS = (RedisTimeoutError, TimeoutError)
+# Running out of pooled connections is a busy client, not a failing server.
+# redis-py's ConnectionPool raises MaxConnectionsError (before redis-py 6, a
+# ConnectionError with the first text); its BlockingConnectionPool, after
+# waiting its `timeout`, a ConnectionError with the second.
+POOL_EXHAUSTED = ("Too many connections", "No connection available.")
+MaxConnectionsError = getattr(redis_errors, "MaxConnectionsError", ())
+
+
+def pool_exhausted(error: BaseException) -> bool:
+    """Did the call fail for want of a free connection in this process's pool?"""
+    return isinstance(error, MaxConnectionsError) or (
+        type(error) is RedisConnectionError and str(error) in POOL_EXHAUSTED
+    )
+
 
 _breakers: dict[str, CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
@@ -54,7 +72,7 @@ class Partition:
 
     def start(self, operation: str, *args: Any) -> Pending:
         started = perf_counter_ns()
-        if not self.breaker.allows():
+        if not self.breaker.acquire():
             error = PartitionUnavailable(f"circuit breaker open for partition {self.name}")
             return Pending(self, operation, Done(error=error), started)
         return Pending(self, operation, getattr(self.store, operation)(*args), started)
@@ -96,7 +114,8 @@ class Pending:
         except PartitionUnavailable as exc:
             return Outcome(self.partition, self.operation, error=exc)
         except UNREACHABLE as exc:
-            breaker.failed()
+            if not pool_exhausted(exc):  # the server was never asked: no verdict on it
+                breaker.failed(timed_out=isinstance(exc, TIMEOUTS))
             return Outcome(self.partition, self.operation, error=exc)
         except Exception as exc:  # noqa: BLE001 - an error reply: the policy decides
             breaker.succeeded()

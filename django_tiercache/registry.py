@@ -9,13 +9,21 @@ known invalidate at once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
 
+from .tags import MAX_TAG_LENGTH
+
 TagsFunction = Callable[[Any], Iterable[str]]
+
+# Primary keys longer than this are hashed in tags and object keys, which keeps
+# object keys within the 250 characters Django's key check allows.
+MAX_READABLE_PK = 100
+HASHED = "#"
 
 
 class NotRegistered(LookupError):
@@ -48,11 +56,30 @@ def model_tag(model: type[models.Model]) -> str:
 
 def instance_tag(obj: models.Model, pk: Any = None) -> str:
     """ "app_label.modelname:<pk>": invalidated when that row changes."""
-    return f"{model_tag(type(obj))}:{obj.pk if pk is None else pk}"
+    return pk_tag(type(obj), obj.pk if pk is None else pk)
 
 
 def pk_tag(model: type[models.Model], pk: Any) -> str:
-    return f"{model_tag(model)}:{pk}"
+    """The instance tag of the row with primary key `pk` (see pk_token)."""
+    return f"{model_tag(model)}:{pk_token(model, pk)}"
+
+
+def pk_token(model: type[models.Model], pk: Any) -> str:
+    """The primary key as instance tags and object keys spell it.
+
+    A key that reads well in a tag (printable, no spaces, short enough) is kept
+    as it is: "shop.product:7", "shop.coupon:summer-sale". Any other (spaces,
+    control characters, 300 characters) becomes "#" and a hash of it, the same
+    in every process. A kept key never starts with "#" and is never "*" (the
+    family tag), so two primary keys never share a tag.
+    """
+    text = str(pk)
+    room = min(MAX_READABLE_PK, MAX_TAG_LENGTH - len(model_tag(model)) - 1)
+    if 0 < len(text) <= room and text.isprintable() and " " not in text:
+        if text[0] != HASHED and text != "*":
+            return text
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
+    return HASHED + digest.hexdigest()
 
 
 def family_tag(model: type[models.Model]) -> str:

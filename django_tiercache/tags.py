@@ -54,6 +54,10 @@ if TYPE_CHECKING:
     from .failures import ErrorPolicy
 
 MAX_TAG_LENGTH = 200
+# Counting the "family:*" tags entry_tags() adds. An entry's tags travel as
+# arguments of one Redis Function call, which can unpack a few thousand values
+# at most; a hundred keeps the entry header (and each read's check) small.
+MAX_TAGS_PER_ENTRY = 100
 # Allowance for servers' clocks that run at slightly different rates (a grant
 # and a lease are measured on two servers), and for the sleep's own error.
 CLOCK_MARGIN_MS = 50
@@ -86,7 +90,14 @@ def entry_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     """
     tags = validate_tags(tags)
     families = {f"{tag.split(':', 1)[0]}:*" for tag in tags if ":" in tag[1:]}
-    return tuple(sorted(families.union(tags))) if families else tags
+    if families:
+        tags = tuple(sorted(families.union(tags)))
+    if len(tags) > MAX_TAGS_PER_ENTRY:
+        raise ValueError(
+            f"An entry can carry at most {MAX_TAGS_PER_ENTRY} tags, counting the "
+            f"'family:*' tag that each 'family:member' tag adds; got {len(tags)}."
+        )
+    return tags
 
 
 def _validate_tag(tag: object) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from redis.exceptions import ResponseError
 
+from . import timeouts
 from .codec import Tampered
 from .partition import Outcome, Partition, fan_out
 from .stores.base import NO_LEASE, Write
@@ -50,12 +50,10 @@ class PartitionedStorage:
         return groups
 
     def _ttl_ms(self, timeout: Any) -> int | None:
-        """None: forever; 0: not stored (Django: zero and negative timeouts expire at once)."""
-        if timeout is DEFAULT_TIMEOUT:
-            timeout = self.default_timeout
-        if timeout is None:
-            return None
-        return max(0, int(timeout * 1000))
+        """None: forever; 0: not stored (Django: zero and negative timeouts expire at once).
+
+        Raises TypeError/ValueError for a timeout no partition could honour."""
+        return timeouts.ttl_ms(timeout, self.default_timeout)
 
     def _read(self, made_keys: list[str], operation: str = "get") -> dict[str, Any]:
         if self._hot is not None:

@@ -6,6 +6,7 @@ import zlib
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
+from django_redis.serializers.pickle import PickleSerializer
 
 from django_tiercache.exceptions import SerializationError
 
@@ -21,6 +22,20 @@ class Planted:
 
     def __reduce__(self):
         return (_exploit, ())
+
+
+class RecordingPickleSerializer(PickleSerializer):
+    """The pickle serializer, noting every body it is asked to unpickle."""
+
+    loaded: list[bytes] = []
+
+    def loads(self, value):
+        self.loaded.append(value)
+        return super().loads(value)
+
+
+RECORDING = f"{__name__}.RecordingPickleSerializer"
+ZLIB = "django_redis.compressors.zlib.ZlibCompressor"
 
 
 @pytest.fixture
@@ -135,3 +150,27 @@ def test_unsigned_mode_reads_unsigned_entries(make_cache):
 def test_a_bad_serializer_path_is_refused_at_construction(make_cache):
     with pytest.raises(ImproperlyConfigured, match="no.such.Serializer"):
         make_cache("memory://bad", SERIALIZER="no.such.Serializer")
+
+
+@pytest.mark.parametrize(
+    ("writer", "reader"),
+    [
+        ({"SERIALIZER": "msgpack"}, {"SERIALIZER": RECORDING}),
+        ({"SERIALIZER": "json"}, {"SERIALIZER": RECORDING}),
+        ({"SERIALIZER": RECORDING, "COMPRESSOR": ZLIB}, {"SERIALIZER": RECORDING}),
+        ({"SERIALIZER": RECORDING}, {"SERIALIZER": RECORDING, "COMPRESSOR": ZLIB}),
+    ],
+    ids=["msgpack-to-pickle", "json-to-pickle", "zlib-to-identity", "identity-to-zlib"],
+)
+def test_an_entry_signed_by_another_serializer_or_compressor__is_a_miss_never_unpickled(
+    clean_redis_servers, make_cache, writer, reader
+):
+    url = clean_redis_servers[0].url
+    writing, reading = make_cache(url, **writer), make_cache(url, **reader)  # same prefix and key
+    writing.set("k", "attacker-chosen text " * 20)
+    RecordingPickleSerializer.loaded.clear()
+    assert reading.get("k", "miss") == "miss"
+    assert RecordingPickleSerializer.loaded == []  # refused before any unpickling
+    assert tampered_count(reading) == 1
+    reading.set("k", "own")
+    assert reading.get("k") == "own"

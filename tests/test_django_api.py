@@ -237,7 +237,7 @@ def test_incr_decr__missing_key_raises_value_error(any_cache, operation):
 @pytest.mark.parametrize("value", ["text", None, [1]], ids=["str", "none", "list"])
 def test_incr__non_numeric_value_raises_and_keeps_the_value(any_cache, value):
     any_cache.set("key", value)
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises(TypeError):
         any_cache.incr("key")
     assert any_cache.get("key", MISSING) == value
 

@@ -11,11 +11,13 @@ class TestAppConfig(AppConfig):
 
         import django_tiercache
 
-        from .models import Category, Label, Product
+        from .models import Category, Label, Product, Redemption, Voucher
 
         django_tiercache.register(Category)
         django_tiercache.register(Label)
         django_tiercache.register(
             Product, parents=["category"], tags=lambda p: [f"product-name:{p.name}"]
         )
+        django_tiercache.register(Voucher)
+        django_tiercache.register(Redemption, parents=["voucher"])
         django_tiercache.register(User)  # a model this project does not own

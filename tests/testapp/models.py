@@ -27,6 +27,23 @@ class Product(models.Model):
         return self.name
 
 
+class Voucher(models.Model):
+    """A model whose primary key is free text: spaces, unicode, anything."""
+
+    code = models.CharField(primary_key=True, max_length=400)
+    name = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Redemption(models.Model):
+    voucher = models.ForeignKey(Voucher, on_delete=models.CASCADE)
+
+    def __str__(self) -> str:
+        return f"{self.voucher_id} redeemed"
+
+
 class Unregistered(models.Model):
     name = models.CharField(max_length=50)
 
