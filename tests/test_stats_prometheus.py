@@ -145,3 +145,18 @@ def test_metrics__still_answer_when_a_cache_is_down(client, settings, closed_por
     caches["default"].get("k")  # counted, but its figures cannot be published
     samples = scrape(client)
     assert value(samples, "tiercache_partition_up", cache="default", partition="down") == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("STATS_METRICS_PUBLIC", "yes"), ("STATS_METRICS_TOKEN", ""), ("STATS_INTERVAL", 0)],
+)
+def test_bad_statistics_settings__are_tiercache_e006_with_a_hint(settings, key, value):
+    from django_tiercache.checks import check_app_settings
+
+    settings.TIERCACHE = {key: value}
+    (message,) = check_app_settings()
+    assert message.id == "tiercache.E006"
+    assert key in message.msg and message.hint
+    settings.TIERCACHE = {"STATS_METRICS_PUBLIC": True, "STATS_METRICS_TOKEN": "t"}
+    assert check_app_settings() == []
