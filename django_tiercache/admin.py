@@ -14,10 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 from .models import Stats
-from .stats import views
-
-VIEW_PERMISSION = "django_tiercache.view_cachestats"
-CHANGE_PERMISSION = "django_tiercache.change_cachestats"
+from .stats import access, views
 
 
 def _serve_json_beside(site: admin.AdminSite, model_admin: Any) -> None:
@@ -49,11 +46,10 @@ class StatsAdmin(admin.ModelAdmin):
         _serve_json_beside(admin_site, self)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # As everywhere in the admin, whoever may change may also view.
-        return request.user.has_perm(VIEW_PERMISSION) or self.has_change_permission(request)
+        return access.may_view(request.user)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm(CHANGE_PERMISSION)
+        return access.may_act(request.user)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .options import parse
+from .stats import conf as stats_conf
 
 BACKEND = "django_tiercache.backend.TierCache"
 
@@ -45,7 +46,7 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
                 id="tiercache.E005",
             )
         ]
-    return [
+    unknown = [
         Error(
             f"Unknown TIERCACHE key {key!r}.",
             hint=f"Remove it or fix its spelling. Known keys: {', '.join(sorted(DEFAULTS))}.",
@@ -54,4 +55,19 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
         )
         for key in configured
         if key not in DEFAULTS
+    ]
+    return unknown + _stats_settings({**DEFAULTS, **configured})
+
+
+def _stats_settings(config: dict[str, Any]) -> list[CheckMessage]:
+    """The statistics settings' values (tiercache.E006), as stats/conf.py reads them."""
+    return [
+        Error(
+            problem,
+            hint="Fix the value, or leave the key out to get the default (see the README, "
+            "Statistics).",
+            obj="TIERCACHE",
+            id="tiercache.E006",
+        )
+        for problem in stats_conf.problems(stats_conf.with_targets(config))
     ]

@@ -21,11 +21,14 @@ DEFAULTS: dict[str, Any] = {
     "MODEL_TIMEOUT": None,
     # Statistics (see stats/ and the README, "Statistics"): collect them at all;
     # seconds between two publications of a process's counters to Redis; the
-    # targets the admin page checks; a bearer token the metrics/ view requires.
+    # targets the admin page checks; a bearer token the metrics/ view accepts;
+    # whether metrics/ answers anonymous requests at all (by default it wants the
+    # token or a logged-in user with django_tiercache.view_cachestats).
     "STATS": True,
     "STATS_INTERVAL": 5.0,
     "STATS_TARGETS": {"HIT_RATE": 0.80, "MISS_RATE": 0.20, "P95_MS": 10.0},
     "STATS_METRICS_TOKEN": None,
+    "STATS_METRICS_PUBLIC": False,
 }
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import threading
 import time
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
-from .options import HOT_KEYS_DEFAULTS
+from .options import HOT_KEYS_DEFAULTS, redact
 
 if TYPE_CHECKING:
     from .warming import Job, Request
@@ -129,6 +130,12 @@ class HotKeys:
                 return
             self._flushing = True
         threading.Thread(target=self._flush_in_background, name="tiercache-hot-keys").start()
+
+    def forked(self) -> None:
+        """In a forked child: the samples so far are the parent's to send, not ours."""
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._pending = Counter()
+        self._flushing = False
 
     def _flush_in_background(self) -> None:
         try:
@@ -224,10 +231,20 @@ def hot_keys_for(cache: Any, value: Any) -> HotKeys:
         return record
 
 
+def _after_fork_in_child() -> None:
+    global _records_lock
+    _records_lock = threading.Lock()
+    for record in _records.values():
+        record.forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _targets(partitions: Iterable[Any], location: str | None) -> list[_Target]:
     if location is not None:
         client = redis.Redis.from_url(location, socket_timeout=1.0, socket_connect_timeout=0.5)
-        return [_Target(location, client)]
+        return [_Target(redact(location), client)]  # the name is logged and shown
     targets = [
         _Target(p.name, p.store.client, p.breaker) for p in partitions if hasattr(p.store, "client")
     ]

@@ -314,13 +314,25 @@ def _partition_names(urls: list[str], given: Any, problems: list[Problem]) -> li
 
 
 def redact(url: str) -> str:
-    """The URL without its password, fit to show on a page or in a log."""
+    """The URL without its password, fit to show on a page or in a log.
+
+    Every form redis-py reads a password from is covered: ``user:pass@``,
+    ``:pass@`` and a ``password=`` query parameter.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return url
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        netloc = user + netloc.rsplit("@", 1)[1]
+    query = "&".join(_redact_parameter(p) for p in parts.query.split("&")) if parts.query else ""
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=user + netloc).geturl()
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def _redact_parameter(parameter: str) -> str:
+    name, equals, _ = parameter.partition("=")
+    return f"{name}=***" if equals and name.lower() == "password" else parameter

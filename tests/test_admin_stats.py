@@ -114,6 +114,8 @@ def test_stats_page__shows_the_figures_without_actions_to_a_viewer(client, viewe
     assert 'data-figure="misses">1<' in page
     assert "<svg" in page and 'class="dot"' in page  # this minute, in the charts
     assert ACT not in page  # no action forms without the change permission
+    assert "Processes that sent counts: 1 in the last 15.0 s" in page
+    assert "publishing now" not in page
 
 
 def test_stats_page__shows_the_actions_to_an_operator(client, operator, cache):
@@ -121,6 +123,7 @@ def test_stats_page__shows_the_actions_to_an_operator(client, operator, cache):
     page = client.get(PAGE).content.decode()
     assert page.count(f'action="{ACT}"') == len(actions.available())
     assert "csrfmiddlewaretoken" in page
+    assert 'placeholder="app.model:42 another-tag"' in page  # not the example shop's tags
     assert "write-behind" not in page.lower()  # the feature does not exist yet
 
 

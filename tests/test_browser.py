@@ -2,8 +2,10 @@
 
 Playwright cannot download its own browsers here, so it is pointed at
 /usr/bin/chromium (the apt package ``chromium``, which .ci/run installs); the
-test is skipped where that is missing. The screenshot lands in artifacts/
-(or $TIERCACHE_ARTIFACTS).
+test is skipped where that is missing. Screenshots land in artifacts/ (or
+$TIERCACHE_ARTIFACTS): stats-page.png, and stats-<theme>-<width>-<state>.png
+for the light and dark themes, at 1280 and 800 px, healthy and with a
+partition down. Look at them after changing the page.
 """
 
 from __future__ import annotations
@@ -55,6 +57,68 @@ def figure(page, name):
     return int(page.text_content(f'[data-figure="{name}"]').replace(",", ""))
 
 
+def log_in(page, url):
+    page.goto(url)
+    page.fill("#id_username", "oncall")
+    page.fill("#id_password", "pw-oncall")
+    page.click("input[type=submit]")
+    page.wait_for_url(url)
+
+
+# Cells whose left edge is not under the header cell of their column, as "row/column".
+MISALIGNED_CELLS = """() => {
+  const table = document.querySelector('.tc-partitions');
+  const heads = [...table.querySelectorAll('thead th')].map(th => th.getBoundingClientRect().left);
+  const wrong = [];
+  table.querySelectorAll('tbody tr.tc-partition').forEach((row, r) => {
+    let column = 0;
+    for (const cell of row.cells) {
+      const left = cell.getBoundingClientRect().left;
+      if (Math.abs(left - heads[column]) > 1) wrong.push(r + '/' + column);
+      column += cell.colSpan;
+    }
+  });
+  return wrong;
+}"""
+
+# WCAG contrast of an element's text against the first opaque background behind it.
+CONTRAST = r"""(el) => {
+  const rgba = c => {
+    const v = c.match(/[\d.]+/g).map(Number);
+    return v.length < 4 ? [...v, 1] : v;
+  };
+  const channel = v => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  const lum = c => 0.2126 * channel(c[0]) + 0.7152 * channel(c[1]) + 0.0722 * channel(c[2]);
+  let node = el, bg = [255, 255, 255, 1];
+  while (node) {
+    const c = rgba(getComputedStyle(node).backgroundColor);
+    if (c[3] > 0) { bg = c; break; }
+    node = node.parentElement;
+  }
+  const style = getComputedStyle(el), fg = rgba(style.color);
+  const alpha = fg[3] * parseFloat(style.opacity);
+  const seen = fg.slice(0, 3).map((v, i) => v * alpha + bg[i] * (1 - alpha));
+  const [light, dark] = [lum(seen), lum(bg)].sort((a, b) => b - a);
+  return (light + 0.05) / (dark + 0.05);
+}"""
+
+# Chart heads whose title and "now / top" label touch or overlap.
+CROWDED_CHART_HEADS = """() => [...document.querySelectorAll('.tc-chart-head')].filter(head => {
+  const title = head.children[0].getBoundingClientRect();
+  const label = head.children[1].getBoundingClientRect();
+  return !(label.top >= title.bottom - 1 || label.left >= title.right + 8);
+}).map(head => head.children[0].textContent)"""
+
+# Tables that stick out of their cache's section without a scrolling box around them.
+CLIPPED_TABLES = """() => [...document.querySelectorAll('.tc-cache table')].filter(table => {
+  const edge = table.closest('.tc-cache').getBoundingClientRect().right + 1;
+  if (table.getBoundingClientRect().right <= edge) return false;
+  const box = table.closest('.tc-scroll');
+  const scrolls = box && getComputedStyle(box).overflowX === 'auto';
+  return !(scrolls && box.getBoundingClientRect().right <= edge);
+}).map(table => table.className || 'a table without class')"""
+
+
 def test_stats_page__live_figures_and_an_action(
     live_server, oncall, browser_page, settings, shared_redis_url
 ):
@@ -99,3 +163,50 @@ def test_stats_page__live_figures_and_an_action(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "stats-page.png"), full_page=True)
     cache.clear()
+
+
+def look(page, theme, width, state):
+    """The page in one theme at one width: checked, and saved for a person to look at."""
+    page.emulate_media(color_scheme=theme)
+    page.set_viewport_size({"width": width, "height": 1000})
+    page.reload()
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert page.evaluate(CLIPPED_TABLES) == []
+    assert page.evaluate(CROWDED_CHART_HEADS) == []
+    assert page.evaluate(MISALIGNED_CELLS) == []
+    for text in page.locator(".tc-cache caption .tc-muted, .tc-cache .tc-muted").all():
+        assert text.evaluate(CONTRAST) >= 4.5, f"{theme}: {text.text_content()!r} is hard to read"
+    page.screenshot(path=str(ARTIFACTS / f"stats-{theme}-{width}-{state}.png"), full_page=True)
+
+
+def test_stats_page__reads_well_in_both_themes_at_1280_and_800_px_and_with_a_partition_down(
+    live_server, oncall, browser_page, settings, clean_redis_servers
+):
+    alpha, beta = clean_redis_servers[:2]
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_tiercache.backend.TierCache",
+            "LOCATION": [alpha.url, beta.url],
+            "KEY_PREFIX": f"themes-{uuid.uuid4().hex[:8]}",
+            "OPTIONS": {"PARTITION_NAMES": ["alpha", "beta"], "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    cache = caches["default"]
+    cache.set_many({f"product:{n}": n for n in range(400)}, tags=["shop.product"])
+    cache.get_many([f"product:{n}" for n in range(500)])
+    page = browser_page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_in(page, f"{live_server.url}/admin/django_tiercache/stats/")
+    assert "balanced" in page.text_content(".tc-partitions caption")  # the summary is shown
+
+    for theme in ("light", "dark"):
+        for width in (1280, 800):
+            look(page, theme, width, "healthy")
+
+    beta.stop()
+    for theme in ("light", "dark"):
+        for width in (1280, 800):
+            look(page, theme, width, "partition-down")
+    assert "Partitions down: beta" in page.text_content("#content-main")
+    down = page.locator(".tc-partition[data-partition=beta] td.tc-down")
+    assert "unreachable" in down.text_content()

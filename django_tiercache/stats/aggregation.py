@@ -1,11 +1,15 @@
 """The figures of a cache, summed over every process, as one report.
 
-The admin page, its JSON and the Prometheus view all read report(); it is a
-plain dict of numbers and strings, so the JSON view can return it as it is.
+The admin page and its JSON read report(), a plain dict of numbers and
+strings, so the JSON view can return it as it is; the Prometheus view reads
+scrape(), the totals alone. When the Redis that keeps the shared figures cannot
+be read, both fall back to this process's own counters (since it started) and
+say so: an outage is when the page is needed most.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,12 +18,17 @@ from typing import Any
 from django.core.cache import caches
 
 from . import partitions as partitions_module
+from . import recent
 from .collection import bucket_bounds, recorder_of, tiercache_aliases
 from .conf import get_config
-from .publishing import MINUTES, Snapshot, current_minute, publish
+from .publishing import MINUTES, Snapshot, current_minute, field_name, process_key, publish
+from .redaction import redact_text
+
+logger = logging.getLogger("django_tiercache")
 
 PERCENTILES = (0.50, 0.95, 0.99)
 RECENT_MINUTES = 5  # the window of the "now" throughput
+LIVE_INTERVALS = 3  # a process that published within this many STATS_INTERVALs is live
 
 
 @dataclass
@@ -58,7 +67,9 @@ def parse(fields: dict[str, int]) -> Figures:
             figures.invalidations[rest] += value
         elif kind in ("err", "event"):
             what, _, partition = rest.partition("|")
-            (figures.errors if kind == "err" else figures.events)[(what, partition)] += value
+            # The hot-key record names its server by URL: never show a password.
+            key = (what, redact_text(partition))
+            (figures.errors if kind == "err" else figures.events)[key] += value
         elif kind == "trip":
             figures.trips[rest] += value
         elif kind == "lat":
@@ -210,20 +221,57 @@ def snapshot_of(cache: Any) -> Snapshot | None:
     return snapshot
 
 
+def own_fields(recorder: Any) -> dict[str, int]:
+    """What this process counted since it started, as published field names."""
+    return {field_name(key): value for key, value in recorder.totals().items()}
+
+
+def own_snapshot(recorder: Any) -> Snapshot:
+    """This process's counters as a snapshot: what the page shows while Redis is down."""
+    now = time.time()
+    return Snapshot(
+        totals=own_fields(recorder),
+        minutes={},
+        processes={process_key(): {"seen": now}},
+        reset_at=None,
+        shared=False,
+        now=now,
+    )
+
+
 def report(alias: str) -> dict[str, Any]:
+    """Everything the page shows about one cache; kept a moment for the JSON view."""
     cache = caches[alias]
-    partitions = getattr(cache, "_partitions", [])
-    base: dict[str, Any] = {"alias": alias, "generated_at": time.time()}
-    try:
-        snapshot = snapshot_of(cache)
-    except Exception as exc:  # noqa: BLE001 - the page shows what it could not read
-        base["error"] = f"statistics unreadable: {exc!r}"
-        snapshot = None
-    infos = [partitions_module.describe(p) for p in partitions]
-    if snapshot is None:
-        base.setdefault("error", "statistics are off (TIERCACHE['STATS'] = False)")
-        return {**base, "partitions": infos, **_partition_summary(infos)}
-    return {**base, **_figures_report(snapshot, infos)}
+    infos = [partitions_module.describe(p) for p in getattr(cache, "_partitions", [])]
+    base: dict[str, Any] = {
+        "alias": alias,
+        "generated_at": time.time(),
+        "down": [info["name"] for info in infos if not info.get("reachable")],
+    }
+    recorder = recorder_of(cache)
+    if recorder.sink is None:
+        base["error"] = "Statistics are off (TIERCACHE['STATS'] = False)."
+        found = {**base, "partitions": infos, **_partition_summary(infos)}
+    else:
+        try:
+            snapshot = snapshot_of(cache)
+        except Exception as exc:  # noqa: BLE001 - the page shows what it could not read
+            logger.warning("statistics of cache %r unreadable: %s", alias, redact_text(repr(exc)))
+            base["error"] = (
+                f"The shared statistics could not be read ({redact_text(repr(exc))}): "
+                "the figures below are this process only, since it started."
+            )
+            snapshot = own_snapshot(recorder)
+        found = {**base, **_figures_report(snapshot, infos)}  # type: ignore[arg-type]
+    recent.remember(("report", alias, recorder), found)
+    return found
+
+
+def recent_report(alias: str) -> dict[str, Any]:
+    """report(), or the one made at most STATS_INTERVAL seconds ago in this process."""
+    recorder = recorder_of(caches[alias])
+    interval = get_config()["STATS_INTERVAL"]
+    return recent.remembered(("report", alias, recorder), interval, lambda: report(alias))
 
 
 def _figures_report(snapshot: Snapshot, infos: list[dict[str, Any]]) -> dict[str, Any]:
@@ -237,6 +285,7 @@ def _figures_report(snapshot: Snapshot, infos: list[dict[str, Any]]) -> dict[str
         )
     return {
         "shared": snapshot.shared,
+        "scope": "fleet" if snapshot.shared else "process",
         "reset_at": snapshot.reset_at,
         "processes": _processes(snapshot),
         "since_reset": total_rates,
@@ -282,10 +331,57 @@ def _with_figures(info: dict[str, Any], totals: Figures) -> dict[str, Any]:
 
 def _processes(snapshot: Snapshot) -> dict[str, Any]:
     interval = get_config()["STATS_INTERVAL"]
-    live = [k for k, v in snapshot.processes.items() if snapshot.now - v["seen"] <= 3 * interval]
+    live = [
+        k
+        for k, v in snapshot.processes.items()
+        if snapshot.now - v["seen"] <= LIVE_INTERVALS * interval
+    ]
     return {"live": len(live), "seen_last_hour": len(snapshot.processes), "names": sorted(live)}
 
 
 def reports() -> list[dict[str, Any]]:
     """One report per TierCache alias in settings.CACHES."""
     return [report(alias) for alias in tiercache_aliases()]
+
+
+def recent_reports() -> list[dict[str, Any]]:
+    return [recent_report(alias) for alias in tiercache_aliases()]
+
+
+# -- what a scrape needs --
+
+
+@dataclass
+class Scrape:
+    """One cache as the Prometheus view sees it."""
+
+    alias: str
+    figures: Figures  # summed over every process (Redis), or this process's if shared is False
+    shared_up: bool | None  # the shared figures were read; None: the cache shares none
+    own: Figures | None  # this process's counters, when the shared ones could not be read
+    partitions: list[dict[str, Any]]
+
+
+def scrape(alias: str) -> Scrape:
+    """The totals and the partitions, read at most once per STATS_INTERVAL per process.
+
+    No publication and no minute hashes: one HGETALL and one probe per partition.
+    """
+    cache = caches[alias]
+    recorder = recorder_of(cache)
+    interval = get_config()["STATS_INTERVAL"]
+    return recent.remembered(("scrape", alias, recorder), interval, lambda: _scrape(alias))
+
+
+def _scrape(alias: str) -> Scrape:
+    cache = caches[alias]
+    infos = [partitions_module.describe(p) for p in getattr(cache, "_partitions", [])]
+    recorder = recorder_of(cache)
+    if recorder.sink is None:
+        return Scrape(alias, Figures(), None, None, infos)
+    try:
+        totals = recorder.sink.read_totals()
+    except Exception as exc:  # noqa: BLE001 - this process's counters stand in for them
+        logger.warning("statistics of cache %r unreadable: %s", alias, redact_text(repr(exc)))
+        return Scrape(alias, Figures(), False, parse(own_fields(recorder)), infos)
+    return Scrape(alias, parse(totals), True if recorder.sink.shared else None, None, infos)

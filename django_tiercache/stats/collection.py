@@ -68,6 +68,8 @@ class Recorder:
         self.home = home  # the partition that keeps the published figures (None: this process)
         self.sink: Any = None  # set by publishing.sink_for()
         self.published: dict[tuple, int] = {}  # the totals shipped so far
+        self.sequence = 0  # of this process's last publication (see publishing.py)
+        self.unsent: Any = None  # a publication.Batch whose reply never came
         self.publish_lock = threading.Lock()
         self._local = threading.local()
         self._shards: list[tuple[threading.Thread, dict]] = []
@@ -152,10 +154,15 @@ class Recorder:
         histogram[-1] += ns
 
     def forked(self) -> None:
-        """In a forked child: the parent publishes what was counted so far, not us."""
+        """In a forked child: the parent publishes what was counted so far, not us.
+
+        That includes a publication the parent could not confirm: it is the
+        parent's to send again. The child publishes as a new process.
+        """
         # Another thread of the parent may have held these locks at the fork.
         self._shards_lock, self.publish_lock = threading.Lock(), threading.Lock()
         self.published = self.totals()
+        self.sequence, self.unsent = 0, None
 
     # -- summing --
 

@@ -1,7 +1,8 @@
 """The statistics settings, from the app-wide ``settings.TIERCACHE`` dict (conf.py).
 
 Validated each time they are read (rarely: when a cache is built, once per
-publication, once per page), so a bad value names itself at once.
+publication, once per page), so a bad value names itself at once; the system
+check tiercache.E006 reports the same problems at startup.
 """
 
 from __future__ import annotations
@@ -14,27 +15,41 @@ from .. import conf
 
 
 def get_config() -> dict[str, Any]:
-    config = dict(conf.get_config())
-    targets = conf.DEFAULTS["STATS_TARGETS"]
-    config["STATS_TARGETS"] = {**targets, **(config.get("STATS_TARGETS") or {})}
-    _validate(config, targets)
+    config = with_targets(conf.get_config())
+    found = problems(config)
+    if found:
+        raise ImproperlyConfigured(found[0])
     return config
 
 
-def _validate(config: dict[str, Any], targets: dict[str, float]) -> None:
+def with_targets(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with STATS_TARGETS completed from the defaults."""
+    targets = conf.DEFAULTS["STATS_TARGETS"]
+    given = config.get("STATS_TARGETS")
+    return {**config, "STATS_TARGETS": {**targets, **(given if isinstance(given, dict) else {})}}
+
+
+def problems(config: dict[str, Any]) -> list[str]:
+    """Every bad statistics setting, each as a sentence that names the value and the fix."""
+    found = []
     interval = config["STATS_INTERVAL"]
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
-        raise ImproperlyConfigured(
+        found.append(
             f"TIERCACHE['STATS_INTERVAL'] must be a positive number of seconds, got "
             f"{interval!r}. Set it to e.g. 5.0 or leave it out."
         )
-    if not isinstance(config["STATS"], bool):
-        raise ImproperlyConfigured(
-            f"TIERCACHE['STATS'] must be True or False, got {config['STATS']!r}."
+    for key in ("STATS", "STATS_METRICS_PUBLIC"):
+        if not isinstance(config[key], bool):
+            found.append(f"TIERCACHE[{key!r}] must be True or False, got {config[key]!r}.")
+    token = config["STATS_METRICS_TOKEN"]
+    if token is not None and (not isinstance(token, str) or not token):
+        found.append(
+            f"TIERCACHE['STATS_METRICS_TOKEN'] must be None or a non-empty string, got {token!r}."
         )
-    unknown = set(config["STATS_TARGETS"]) - set(targets)
+    unknown = set(config["STATS_TARGETS"]) - set(conf.DEFAULTS["STATS_TARGETS"])
     if unknown:
-        raise ImproperlyConfigured(
+        found.append(
             f"TIERCACHE['STATS_TARGETS'] has unknown keys {sorted(unknown)}; "
-            f"known keys: {sorted(targets)}."
+            f"known keys: {sorted(conf.DEFAULTS['STATS_TARGETS'])}."
         )
+    return found

@@ -1,15 +1,24 @@
 """What each partition's server says about itself, and how evenly keys are spread.
 
-Redis partitions answer INFO: keys and expiring keys of the cache's database,
-memory used and its limit and policy, evicted and expired keys, connected
-clients, operations per second. For memory:// partitions only what this
-process holds is known: the entries and the limit.
+Redis partitions answer TIME, then INFO and CONFIG GET save in one pipeline: keys
+and expiring keys of the cache's database, memory used and its limit and
+policy, persistence (RDB snapshots, AOF), evicted and expired keys, connected
+clients, operations per second, and the server's clock against this host's.
+CONFIG may be refused (managed services, ACLs): the RDB schedule is then
+unknown and everything else still shown. For memory:// partitions only what
+this process holds is known: the entries and the limit.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Any
+
+from redis.exceptions import ResponseError
+
+from .advice import eviction_warning, skew_warning
+from .redaction import redact_text
 
 # The fullest partition may hold this much more than the mean and still count as balanced.
 BALANCED_MAX_OVER_MEAN = 1.25
@@ -19,7 +28,7 @@ MIN_KEYS_FOR_SPREAD = 100
 
 def describe(partition: Any) -> dict[str, Any]:
     base = {
-        "name": partition.name,
+        "name": redact_text(partition.name),
         "kind": "memory" if partition.url.startswith("memory:") else "redis",
         "breaker_open": partition.breaker.is_open,
     }
@@ -29,15 +38,38 @@ def describe(partition: Any) -> dict[str, Any]:
     if base["breaker_open"]:
         return {**base, "reachable": False, "error": "circuit breaker open in this process"}
     try:
-        info = client.info()
+        probe = _probe(client)
     except Exception as exc:  # noqa: BLE001 - an unreachable server is a row on the page
-        return {**base, "reachable": False, "error": f"{type(exc).__name__}: {exc}"}
+        return {**base, "reachable": False, "error": redact_text(f"{type(exc).__name__}: {exc}")}
     db = client.connection_pool.connection_kwargs.get("db", 0)
-    return {**base, **_redis(info, db)}
+    return {**base, **_redis(probe, db)}
 
 
-def _redis(info: dict[str, Any], db: int) -> dict[str, Any]:
+def _probe(client: Any) -> dict[str, Any]:
+    """TIME alone (timed, to place it on our clock), then INFO and CONFIG GET save together."""
+    sent = time.time()
+    seconds, microseconds = client.time()
+    received = time.time()
+    pipe = client.pipeline(transaction=False)
+    pipe.info()
+    pipe.config_get("save")
+    info, save = pipe.execute(raise_on_error=False)
+    if isinstance(info, Exception):
+        raise info
+    return {
+        "info": info,
+        # The server read its clock somewhere in the round trip; the midpoint is the best guess.
+        "skew": seconds + microseconds / 1e6 - (sent + received) / 2,
+        "round_trip": received - sent,
+        "save": None if isinstance(save, ResponseError) else save.get("save", ""),
+    }
+
+
+def _redis(probe: dict[str, Any], db: int) -> dict[str, Any]:
+    info = probe["info"]
     keyspace = info.get(f"db{db}") or {}
+    policy = info.get("maxmemory_policy")
+    skew = round(probe["skew"], 3)
     return {
         "reachable": True,
         "version": info.get("redis_version"),
@@ -46,11 +78,26 @@ def _redis(info: dict[str, Any], db: int) -> dict[str, Any]:
         "used_memory": info.get("used_memory"),
         "used_memory_human": info.get("used_memory_human"),
         "maxmemory": info.get("maxmemory"),
-        "maxmemory_policy": info.get("maxmemory_policy"),
+        "maxmemory_policy": policy,
+        "policy_warning": eviction_warning(policy),
+        "persistence": _persistence(info, probe["save"]),
         "evicted_keys": info.get("evicted_keys"),
         "expired_keys": info.get("expired_keys"),
         "connected_clients": info.get("connected_clients"),
         "ops_per_second": info.get("instantaneous_ops_per_sec"),
+        "clock_skew_s": skew,
+        "clock_uncertainty_s": round(probe["round_trip"] / 2, 4),
+        "clock_warning": skew_warning(skew),
+    }
+
+
+def _persistence(info: dict[str, Any], save: str | None) -> dict[str, Any]:
+    """RDB snapshots (CONFIG GET save; None when CONFIG is refused) and AOF (INFO)."""
+    aof = info.get("aof_enabled")
+    return {
+        "rdb": None if save is None else (save or "off"),
+        "aof": None if aof is None else bool(int(aof)),
+        "config_allowed": save is not None,
     }
 
 

@@ -4,12 +4,17 @@ The counts are those summed over every process (see publishing.py), so one
 scrape of any one process gives the whole fleet: scrape a single target, or
 aggregate with max() rather than sum(). Counters restart from zero when the
 statistics are reset, which Prometheus' rate() takes in its stride.
+
+While the shared figures cannot be read, tiercache_shared_figures_up is 0 and
+the same counters come from this process alone, as tiercache_process_*: other
+series, so that a dashboard never mistakes one process for the fleet.
+
+Closed by default (see access.py); read at most once per STATS_INTERVAL per
+process (aggregation.scrape), so a scraper every second costs Redis little.
 """
 
 from __future__ import annotations
 
-import hmac
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +28,7 @@ try:
         CounterMetricFamily,
         GaugeMetricFamily,
         HistogramMetricFamily,
+        InfoMetricFamily,
     )
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImproperlyConfigured(
@@ -30,14 +36,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "pip install 'django-tiercache[prometheus]'."
     ) from exc
 
-from django.core.cache import caches
-
-from . import partitions as partitions_module
-from .aggregation import Figures, parse, snapshot_of
+from .access import refuse_scrape
+from .aggregation import Scrape, scrape
 from .collection import EXACT_US, LAST_BUCKET, bucket_bounds, tiercache_aliases
-from .conf import get_config
-
-logger = logging.getLogger("django_tiercache")
 
 # Histogram bounds: the powers of two from 8 µs, which are bucket edges, so no bucket is split.
 BOUNDS_US = [bucket_bounds(i)[0] for i in range(EXACT_US, LAST_BUCKET + 1, 4)]
@@ -48,6 +49,11 @@ INFO_GAUGES = (
     ("maxmemory", "tiercache_partition_memory_max_bytes", "The server's maxmemory (0: none)."),
     ("connected_clients", "tiercache_partition_connected_clients", "Clients connected."),
     ("ops_per_second", "tiercache_partition_ops_per_second", "The server's operations/s."),
+    (
+        "clock_skew_s",
+        "tiercache_partition_clock_skew_seconds",
+        "The server's clock (TIME) minus this host's, at the middle of the round trip.",
+    ),
 )
 INFO_COUNTERS = (
     ("evicted_keys", "tiercache_partition_evicted_keys", "Keys evicted by the server."),
@@ -59,25 +65,33 @@ class StatsCollector:
     """Yields every TierCache alias's figures when the registry is collected."""
 
     def collect(self) -> Iterator[Any]:
-        per_cache = []
-        for alias in tiercache_aliases():
-            cache = caches[alias]
-            try:
-                snapshot = snapshot_of(cache)
-            except Exception:  # noqa: BLE001 - the partitions' rows still say what is down
-                logger.warning("statistics of cache %r unreadable", alias, exc_info=True)
-                snapshot = None
-            partitions = getattr(cache, "_partitions", [])
-            infos = [partitions_module.describe(p) for p in partitions]
-            per_cache.append((alias, parse(snapshot.totals) if snapshot else Figures(), infos))
-        yield from _counts(per_cache)
-        yield from _latency(per_cache)
-        yield from _partitions(per_cache)
+        scrapes = [scrape(alias) for alias in tiercache_aliases()]
+        fleet = [(s.alias, s.figures) for s in scrapes]
+        yield from _counts(fleet, "tiercache_")
+        yield from _latency(fleet, "tiercache_")
+        own = [(s.alias, s.own) for s in scrapes if s.own is not None]
+        if own:
+            yield from _counts(own, "tiercache_process_")
+            yield from _latency(own, "tiercache_process_")
+        yield _shared_up(scrapes)
+        yield from _partitions(scrapes)
 
 
-def _counts(per_cache: list) -> Iterator[Any]:
+def _shared_up(scrapes: list[Scrape]) -> Any:
+    up = GaugeMetricFamily(
+        "tiercache_shared_figures_up",
+        "1 if the figures summed over every process could be read from Redis.",
+        labels=["cache"],
+    )
+    for found in scrapes:
+        if found.shared_up is not None:
+            up.add_metric([found.alias], 1 if found.shared_up else 0)
+    return up
+
+
+def _counts(per_cache: list, prefix: str) -> Iterator[Any]:
     families = {
-        kind: CounterMetricFamily(f"tiercache_{name}", help_, labels=["cache", "tier"])
+        kind: CounterMetricFamily(f"{prefix}{name}", help_, labels=["cache", "tier"])
         for kind, name, help_ in (
             ("hit", "hits", "Keys found."),
             ("miss", "misses", "Keys looked up and not found."),
@@ -86,20 +100,20 @@ def _counts(per_cache: list) -> Iterator[Any]:
         )
     }
     invalidations = CounterMetricFamily(
-        "tiercache_invalidations", "Tags invalidated, by tag prefix.", labels=["cache", "prefix"]
+        f"{prefix}invalidations", "Tags invalidated, by tag prefix.", labels=["cache", "prefix"]
     )
     errors = CounterMetricFamily(
-        "tiercache_errors", "Failed partition calls.", labels=["cache", "partition", "operation"]
+        f"{prefix}errors", "Failed partition calls.", labels=["cache", "partition", "operation"]
     )
     events = CounterMetricFamily(
-        "tiercache_events",
+        f"{prefix}events",
         "Tampered, undecodable entries...",
         labels=["cache", "partition", "event"],
     )
     trips = CounterMetricFamily(
-        "tiercache_breaker_trips", "Circuit breaker openings.", labels=["cache", "partition"]
+        f"{prefix}breaker_trips", "Circuit breaker openings.", labels=["cache", "partition"]
     )
-    for alias, figures, _ in per_cache:
+    for alias, figures in per_cache:
         for (kind, tier), value in figures.counts.items():
             families[kind].add_metric([alias, tier], value)
         for prefix, value in figures.invalidations.items():
@@ -113,13 +127,13 @@ def _counts(per_cache: list) -> Iterator[Any]:
     yield from (*families.values(), invalidations, errors, events, trips)
 
 
-def _latency(per_cache: list) -> Iterator[Any]:
+def _latency(per_cache: list, prefix: str) -> Iterator[Any]:
     family = HistogramMetricFamily(
-        "tiercache_operation_duration_seconds",
+        f"{prefix}operation_duration_seconds",
         "Time of one call to a partition, by store operation.",
         labels=["cache", "partition", "operation"],
     )
-    for alias, figures, _ in per_cache:
+    for alias, figures in per_cache:
         for (operation, partition), buckets in sorted(figures.latency.items()):
             cumulative = [
                 (
@@ -134,31 +148,45 @@ def _latency(per_cache: list) -> Iterator[Any]:
     yield family
 
 
-def _partitions(per_cache: list) -> Iterator[Any]:
+def _partitions(scrapes: list[Scrape]) -> Iterator[Any]:
     labels = ["cache", "partition"]
     families: dict[str, Any] = {
         k: GaugeMetricFamily(n, h, labels=labels) for k, n, h in INFO_GAUGES
     }
     families.update((k, CounterMetricFamily(n, h, labels=labels)) for k, n, h in INFO_COUNTERS)
     up = GaugeMetricFamily("tiercache_partition_up", "1 if the partition answered.", labels=labels)
-    for alias, _, infos in per_cache:
-        for info in infos:
-            up.add_metric([alias, info["name"]], 1 if info.get("reachable") else 0)
+    config = InfoMetricFamily(
+        "tiercache_partition_config",
+        "The server's eviction policy and persistence (rdb: CONFIG GET save, or unknown).",
+        labels=labels,
+    )
+    for found in scrapes:
+        for info in found.partitions:
+            names = [found.alias, info["name"]]
+            up.add_metric(names, 1 if info.get("reachable") else 0)
             for name, family in families.items():
                 if info.get(name) is not None:
-                    family.add_metric([alias, info["name"]], info[name])
-    yield from (up, *families.values())
+                    family.add_metric(names, info[name])
+            if info.get("kind") == "redis" and info.get("reachable"):
+                config.add_metric(names, _config_labels(info))
+    yield from (up, *families.values(), config)
+
+
+def _config_labels(info: dict[str, Any]) -> dict[str, str]:
+    persistence = info["persistence"]
+    aof = persistence["aof"]
+    return {
+        "maxmemory_policy": info.get("maxmemory_policy") or "",
+        "rdb": "unknown" if persistence["rdb"] is None else persistence["rdb"],
+        "aof": "unknown" if aof is None else ("on" if aof else "off"),
+    }
 
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    token = get_config()["STATS_METRICS_TOKEN"]
-    if token:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return HttpResponse(
-                "a bearer token is required\n", status=401, content_type="text/plain"
-            )
+    refused = refuse_scrape(request)
+    if refused is not None:
+        return refused
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,12 +1,18 @@
 """Shipping each process's counters to Redis every few seconds, and reading them back.
 
 A background thread (one per process) sends every recorder's increments since
-its last publication, in one MULTI/EXEC, to the cache's first Redis partition:
+its last publication, in one script call, to the cache's first Redis partition:
 
     <prefix>:_tc:stats:<alias>:total       totals since the last reset (HINCRBY)
     <prefix>:_tc:stats:<alias>:m:<minute>  one hash per minute, expiring after the hour
     <prefix>:_tc:stats:<alias>:procs       process -> when it last published
+    <prefix>:_tc:stats:<alias>:seq         process -> the last publication applied
     <prefix>:_tc:stats:<alias>:reset       when the statistics were last reset
+
+Each publication carries the process's next sequence number, and the script
+applies it only if that number is new. A publication whose reply was lost (a
+timeout: it may or may not have been applied) is sent again, with the same
+number, before anything newer, so it counts exactly once either way.
 
 Redis adds the increments of every process, so reading is a handful of HGETALLs
 whatever the number of processes, and a process that ended still counts in the
@@ -33,12 +39,41 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_tiercache")
 
+# KEYS: total, procs, seq, minute. ARGV: process, sequence, now, minute TTL, then
+# (total field, minute field, increment) triples. Returns 1 if applied, 0 if seen.
+APPLY_SCRIPT = """
+local process, sequence = ARGV[1], tonumber(ARGV[2])
+redis.call('HSET', KEYS[2], process, ARGV[3])
+if sequence <= tonumber(redis.call('HGET', KEYS[3], process) or '0') then
+  return 0
+end
+for i = 5, #ARGV, 3 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 2])
+  redis.call('HINCRBY', KEYS[4], ARGV[i + 1], ARGV[i + 2])
+end
+if #ARGV >= 5 then
+  redis.call('EXPIRE', KEYS[4], ARGV[4])
+end
+redis.call('HSET', KEYS[3], process, sequence)
+return 1
+"""
+
 MINUTES = 60  # the rolling window, at one-minute resolution
 MINUTE_TTL = (MINUTES + 2) * 60
 LOG_BURST_SECONDS = 60.0
 
 # Who this process is, in the "procs" hash; the nonce tells apart a restarted pid.
 PROCESS = {"host": socket.gethostname(), "pid": os.getpid(), "id": uuid.uuid4().hex[:8]}
+
+
+@dataclass
+class Batch:
+    """One publication: increments since the last one, numbered per process."""
+
+    sequence: int
+    delta: dict[tuple, int]
+    now: float
+    totals: dict[tuple, int]  # what the recorder will have published once it is applied
 
 
 @dataclass
@@ -83,17 +118,27 @@ class RedisSink:
         self.partition = partition
         self.client = partition.store.client
         self.base = f"{partition.store.ns}stats:{alias}:"
+        self._apply: Any = None
 
-    def add(self, delta: dict[tuple, int], now: float) -> None:
-        minute = f"{self.base}m:{current_minute(now)}"
-        pipe = self.client.pipeline(transaction=True)
-        for key, value in delta.items():
-            pipe.hincrby(f"{self.base}total", field_name(key), value)
-            pipe.hincrby(minute, minute_field(key), value)
-        if delta:
-            pipe.expire(minute, MINUTE_TTL)
-        pipe.hset(f"{self.base}procs", process_key(), repr(now))
-        pipe.execute()
+    def add(self, batch: Batch) -> bool:
+        """Apply the batch unless it was applied before; True when applied now."""
+        args: list[Any] = [process_key(), batch.sequence, repr(batch.now), MINUTE_TTL]
+        for key, value in batch.delta.items():
+            args += [field_name(key), minute_field(key), value]
+        keys = [f"{self.base}{name}" for name in ("total", "procs", "seq")]
+        keys.append(f"{self.base}m:{current_minute(batch.now)}")
+        return bool(self.apply(keys=keys, args=args))
+
+    @property
+    def apply(self) -> Any:
+        # Registered on first use: building a sink must not talk to Redis.
+        if self._apply is None:
+            self._apply = self.client.register_script(APPLY_SCRIPT)
+        return self._apply
+
+    def read_totals(self) -> dict[str, int]:
+        """The totals since the last reset alone: one HGETALL (what a scrape needs)."""
+        return _ints(self.client.hgetall(f"{self.base}total"))
 
     def read(self) -> Snapshot:
         now = time.time()
@@ -125,7 +170,10 @@ class RedisSink:
 
     def forget_processes(self, keys: list[str]) -> None:
         if keys:
-            self.client.hdel(f"{self.base}procs", *keys)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hdel(f"{self.base}procs", *keys)
+            pipe.hdel(f"{self.base}seq", *keys)
+            pipe.execute()
 
 
 class LocalSink:
@@ -140,11 +188,11 @@ class LocalSink:
         self.seen = 0.0
         self.reset_at: float | None = None
 
-    def add(self, delta: dict[tuple, int], now: float) -> None:
-        minute = current_minute(now)
+    def add(self, batch: Batch) -> bool:
+        now, minute = batch.now, current_minute(batch.now)
         with self.lock:
             bucket = self.minutes.setdefault(minute, {})
-            for key, value in delta.items():
+            for key, value in batch.delta.items():
                 name = field_name(key)
                 self.totals[name] = self.totals.get(name, 0) + value
                 name = minute_field(key)
@@ -152,6 +200,11 @@ class LocalSink:
             for old in [m for m in self.minutes if m <= minute - MINUTES]:
                 del self.minutes[old]
             self.seen = now
+        return True
+
+    def read_totals(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.totals)
 
     def read(self) -> Snapshot:
         now = time.time()
@@ -205,6 +258,8 @@ def publish(recorder: Recorder) -> None:
     with recorder.publish_lock:
         if recorder.home is not None and recorder.home.breaker.is_open:
             raise ConnectionError(f"circuit breaker open for partition {recorder.home.name}")
+        if recorder.unsent is not None:
+            _send(recorder, recorder.unsent)  # first the one whose fate is unknown
         current = recorder.totals()
         if not current:
             return  # nothing ever counted: this process is no part of the cache's figures
@@ -213,8 +268,15 @@ def publish(recorder: Recorder) -> None:
             change = value - recorder.published.get(key, 0)
             if change:
                 delta[key] = change if change > 0 else value  # a counter that restarted
-        recorder.sink.add(delta, time.time())
-        recorder.published = current
+        recorder.sequence += 1
+        _send(recorder, Batch(recorder.sequence, delta, time.time(), current))
+
+
+def _send(recorder: Recorder, batch: Batch) -> None:
+    # Until the sink answers, the batch may or may not be applied: keep it to send again.
+    recorder.unsent = batch
+    recorder.sink.add(batch)
+    recorder.published, recorder.unsent = batch.totals, None
 
 
 def publish_all() -> None:

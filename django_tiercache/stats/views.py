@@ -20,7 +20,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from . import actions as actions_module
-from .aggregation import reports
+from . import recent
+from .aggregation import LIVE_INTERVALS, recent_reports, reports
 from .charts import charts
 from .collection import tiercache_aliases
 from .conf import get_config
@@ -45,6 +46,7 @@ def page(request: HttpRequest, model_admin: Any) -> HttpResponse:
         "warmers": actions_module.warmer_names() if "run_warmer" in offered else [],
         "targets": get_config()["STATS_TARGETS"],
         "interval": get_config()["STATS_INTERVAL"],
+        "live_seconds": LIVE_INTERVALS * get_config()["STATS_INTERVAL"],
         "recent_actions": _recent_actions(model_admin),
         "json_url": reverse(f"{model_admin.admin_site.name}:django_tiercache_stats_json"),
     }
@@ -55,7 +57,8 @@ def page(request: HttpRequest, model_admin: Any) -> HttpResponse:
 def as_json(request: HttpRequest, model_admin: Any) -> HttpResponse:
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
-    return JsonResponse({"caches": reports()})
+    # Dashboards poll this: it is read from Redis at most once per STATS_INTERVAL.
+    return JsonResponse({"caches": recent_reports()})
 
 
 @require_POST
@@ -76,6 +79,8 @@ def act(request: HttpRequest, model_admin: Any) -> HttpResponse:
     except actions_module.ActionError as exc:
         messages.error(request, f"{action.label}: {exc}")
         return back
+    finally:
+        recent.forget()  # the next read sees what the action did
     model_admin.log_change(request, model_admin.model(alias=alias), done)
     messages.success(request, done)
     return back

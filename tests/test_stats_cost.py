@@ -1,0 +1,89 @@
+"""What reading the statistics costs Redis, counted by the server itself (INFO commandstats).
+
+The README's "What reading the statistics costs" quotes these counts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+import pytest
+from django.core.cache import caches
+from django.urls import include, path
+
+from django_tiercache.stats import publishing, recent
+
+PAGE = "/admin/django_tiercache/stats/"
+JSON = "/admin/django_tiercache/stats.json"
+METRICS = "/tiercache/metrics/"
+TIERCACHE = "django_tiercache.backend.TierCache"
+# Sent when a connection opens, not by the statistics.
+HANDSHAKE = {"client|setinfo", "hello", "auth", "select"}
+
+urlpatterns = [
+    path("", include("tests.urls")),
+    path("tiercache/", include("django_tiercache.urls")),
+]
+pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+
+
+@pytest.fixture
+def server(settings, clean_redis_servers):
+    """A cache on a server of its own, so every command the server counts is the test's."""
+    server = clean_redis_servers[0]
+    settings.CACHES = {
+        "default": {
+            "BACKEND": TIERCACHE,
+            "LOCATION": server.url,
+            "KEY_PREFIX": f"cost-{uuid.uuid4().hex[:8]}",
+        }
+    }
+    settings.TIERCACHE = {"STATS_METRICS_PUBLIC": True}
+    cache = caches["default"]
+    cache.set("k", 1)
+    cache.get("k")
+    publishing.publish_all()
+    recent.forget()
+    return server
+
+
+def commands_during(server, action) -> Counter:
+    """The commands the server ran while action() ran, by name."""
+    with server.client() as client:
+        before = client.info("commandstats")
+        action()
+        after = client.info("commandstats")
+    ran = Counter()
+    for name, stats in after.items():
+        command = name.removeprefix("cmdstat_")
+        calls = stats["calls"] - before.get(name, {}).get("calls", 0)
+        if calls and command not in HANDSHAKE:
+            ran[command] = calls
+    ran["info"] -= 1  # the first INFO commandstats above
+    return +ran
+
+
+def test_scrape__reads_the_totals_and_probes_the_partition_without_writing(client, server):
+    ran = commands_during(server, lambda: client.get(METRICS))
+    assert ran == Counter({"hgetall": 1, "info": 1, "time": 1, "config|get": 1})
+
+
+def test_scrapes__within_stats_interval_cost_redis_nothing(client, server):
+    client.get(METRICS)
+    assert commands_during(server, lambda: [client.get(METRICS) for _ in range(10)]) == Counter()
+
+
+def test_json__within_stats_interval_costs_redis_nothing(client, admin_user, server):
+    client.force_login(admin_user)
+    first = commands_during(server, lambda: client.get(JSON))
+    assert first["evalsha"] == 1  # this process publishes, once, before reading
+    assert commands_during(server, lambda: [client.get(JSON) for _ in range(10)]) == Counter()
+
+
+def test_stats_page__publishes_once_and_reads_the_hour(client, admin_user, server):
+    client.force_login(admin_user)
+    ran = commands_during(server, lambda: client.get(PAGE))
+    assert ran["evalsha"] == 1
+    assert ran["hgetall"] == 1 + 60 + 1  # totals, one hash a minute, processes
+    assert "exec" not in ran  # one script call, no MULTI/EXEC
