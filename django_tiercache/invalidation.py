@@ -32,7 +32,7 @@ from django.db.models.signals import (
     pre_save,
 )
 
-from . import tier, transactions
+from . import registry, tier, transactions
 from .registry import (
     family_tag,
     instance_tag,
@@ -253,3 +253,4 @@ def invalidate_instance(obj: models.Model, using: str | None = None) -> None:
 
 
 tier.fill_guards.append(transactions.refuses_fill)
+registry.wiring.append((connect, disconnect))
