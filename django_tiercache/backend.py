@@ -29,6 +29,7 @@ from .failures import ErrorPolicy
 from .hotkeys import hot_keys_for
 from .partition import Partition, fan_out
 from .partitioning import RendezvousPartitioner
+from .redis_compat import DjangoRedisAPI
 from .stats.collection import attach as attach_stats
 from .tags import Fencing, entry_tags, validate_tags
 from .tier import NOT_FOUND, PartitionedStorage, is_type_error
@@ -39,7 +40,7 @@ _policies_lock = threading.Lock()
 _UNPORTABLE = re.compile(r"[\x00-\x20\x7f]").search
 
 
-class TierCache(PartitionedStorage, BaseCache):
+class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
     """A Django cache backend over one or more Redis (or in-process) partitions.
 
     ``set``, ``add``, ``set_many`` and ``get_or_set`` take ``tags=``;
@@ -97,16 +98,21 @@ class TierCache(PartitionedStorage, BaseCache):
         key = self.make_and_validate_key(key, version=version)
         return key in self._read([key], "has_key")
 
-    def set(
+    def set(  # type: ignore[override]
         self,
         key: str,
         value: Any,
         timeout: Any = DEFAULT_TIMEOUT,
         version: int | None = None,
         tags: Iterable[str] = (),
-    ) -> None:
+        nx: bool = False,
+    ) -> bool | None:  # a bool with nx=True, as in django-redis
+        """Django's set(); with ``nx=True`` (django-redis' add()) it returns whether it stored."""
+        if nx:
+            return self.add(key, value, timeout, version, tags)
         key = self.make_and_validate_key(key, version=version)
         self._write({key: value}, timeout, tags)
+        return None
 
     def add(
         self,
@@ -230,9 +236,17 @@ class TierCache(PartitionedStorage, BaseCache):
         if made:
             self._delete(made)
 
-    def incr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+    def incr(
+        self, key: str, delta: int = 1, version: int | None = None, ignore_key_check: bool = False
+    ) -> int:
+        """Django's incr(); with ``ignore_key_check=True`` (as in django-redis) a missing
+        key starts at `delta` and never expires instead of raising ValueError."""
         made = self.make_and_validate_key(key, version=version)
         outcome = self._run(made, "incr", delta)
+        if outcome.ok and outcome.value is None and ignore_key_check:
+            if self.add(key, delta, None, version):
+                return delta
+            outcome = self._run(made, "incr", delta)  # another client created it meanwhile
         if not outcome.ok and is_type_error(outcome.error):
             return self._incr_in_python(key, made, delta)
         if outcome.value is None:

@@ -361,7 +361,10 @@ def test_failures__items_on_a_dead_partition_are_failed(settings, clean_redis_se
         (["known", "--cache", "nowhere"], "unknown cache alias 'nowhere'. Configured caches: "),
         (["stray"], "Warmer 'stray': unknown cache alias 'gone'. Configured caches: default"),
         (["--model", "testapp.Nope"], "--model 'testapp.Nope' is not a registered model."),
-        (["--model", "testapp.Unregistered"], "Registered models: auth.User, testapp.Book, testapp.Category"),
+        (
+            ["--model", "testapp.Unregistered"],
+            "Registered models: auth.User, testapp.Book, testapp.Category",
+        ),
         (["--model", "testapp.Product", "--filter", "name"], "Bad --filter 'name'"),
         (["--model", "testapp.Product", "--filter", "nope=1"], "Fields: id, name, version"),
         (["--model", "testapp.Product", "--filter", "version=x"], "expected a number"),
