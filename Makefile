@@ -1,7 +1,7 @@
 # Developer entry points for django_tiercache. GNU make.
 #   make run     example project on http://127.0.0.1:8000/ (local use only)
 #   make test    test suite on SQLite, then on PostgreSQL
-#   make lint    ruff + mypy;  make tox  the Python x Django matrix;  make bench
+#   make lint    ruff + mypy;  make tox  the Python x Django matrix and the wheel;  make bench
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -41,7 +41,9 @@ help:
 	echo "make test     run the tests on SQLite and on PostgreSQL (PYTEST_ARGS=...)"
 	echo "make services start Redis and PostgreSQL if they are not answering"
 	echo "make lint     ruff check, ruff format --check, mypy"
-	echo "make tox      the tox matrix with every pyenv interpreter on PATH"
+	echo "make tox      the tox matrix (Python 3.10-3.13 x Django 4.2/5.2/6.0 on PostgreSQL,"
+	echo "              the suite against the installed wheel, lint, packaging) with every"
+	echo "              pyenv interpreter on PATH (TOX_ARGS=\"-e py312-django52\", DATABASE_URL=...)"
 	echo "make bench    benchmarks/bench_backend.py"
 	echo "make clean    remove .venv, build output and caches"
 

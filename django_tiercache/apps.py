@@ -7,5 +7,12 @@ class TierCacheConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        # Importing registers the checks (Django dedupes registrations by function).
-        from . import checks  # noqa: F401
+        # Importing registers the checks (Django dedupes registrations by function)
+        # and adds invalidation's signal wiring to the registry.
+        from . import checks, invalidation  # noqa: F401
+        from .registry import wire_pending
+
+        # Models registered with @register while models were loading get their
+        # signals now that relations can be read; ready() may run more than once
+        # (tests, some management commands): wire_pending() wires each model once.
+        wire_pending()

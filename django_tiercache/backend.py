@@ -30,8 +30,9 @@ from .failures import ErrorPolicy
 from .hotkeys import hot_keys_for
 from .partition import Partition, fan_out
 from .partitioning import RendezvousPartitioner
-from .stores.base import declare_lock_horizon
+from .redis_compat import DjangoRedisAPI
 from .stats.collection import attach as attach_stats
+from .stores.base import declare_lock_horizon
 from .tags import Fencing, entry_tags, validate_tags
 from .tier import NOT_FOUND, PartitionedStorage, is_type_error
 
@@ -41,7 +42,7 @@ _policies_lock = threading.Lock()
 _UNPORTABLE = re.compile(r"[\x00-\x20\x7f]").search
 
 
-class TierCache(PartitionedStorage, BaseCache):
+class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
     """A Django cache backend over one or more Redis (or in-process) partitions.
 
     ``set``, ``add``, ``set_many`` and ``get_or_set`` take ``tags=``;
@@ -114,16 +115,21 @@ class TierCache(PartitionedStorage, BaseCache):
         key = self.make_and_validate_key(key, version=version)
         return key in self._read([key], "has_key")
 
-    def set(
+    def set(  # type: ignore[override]
         self,
         key: str,
         value: Any,
         timeout: Any = DEFAULT_TIMEOUT,
         version: int | None = None,
         tags: Iterable[str] = (),
-    ) -> None:
+        nx: bool = False,
+    ) -> bool | None:  # a bool with nx=True, as in django-redis
+        """Django's set(); with ``nx=True`` (django-redis' add()) it returns whether it stored."""
+        if nx:
+            return self.add(key, value, timeout, version, tags)
         key = self.make_and_validate_key(key, version=version)
         self._write({key: value}, timeout, tags)
+        return None
 
     def add(
         self,
@@ -249,18 +255,26 @@ class TierCache(PartitionedStorage, BaseCache):
         if made:
             self._delete(made)
 
-    def incr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+    def incr(
+        self, key: str, delta: int = 1, version: int | None = None, ignore_key_check: bool = False
+    ) -> int:
         """Add `delta` to an integer entry atomically; return the new value.
 
-        Raises ValueError for a missing key, TypeError for a value that is not an
-        integer, and the partition's error (a ``redis.exceptions.RedisError``:
-        ConnectionError, TimeoutError, PartitionUnavailable) when it cannot be
-        reached, even with RAISE_ERRORS off. A silent miss is harmless for get(),
-        but an unreachable counter reported as missing would be reset by the
-        usual ``except ValueError: cache.set(key, 1)``, destroying its count.
+        Raises ValueError for a missing key (unless ``ignore_key_check=True``, as in
+        django-redis: a missing key then starts at `delta` and never expires),
+        TypeError for a value that is not an integer, and the partition's error (a
+        ``redis.exceptions.RedisError``: ConnectionError, TimeoutError,
+        PartitionUnavailable) when it cannot be reached, even with RAISE_ERRORS off.
+        A silent miss is harmless for get(), but an unreachable counter reported as
+        missing would be reset by the usual ``except ValueError: cache.set(key, 1)``,
+        destroying its count.
         """
         made = self.make_and_validate_key(key, version=version)
         outcome = self._run(made, "incr", delta)
+        if outcome.ok and outcome.value is None and ignore_key_check:
+            if self.add(key, delta, None, version):
+                return delta
+            outcome = self._run(made, "incr", delta)  # another client created it meanwhile
         if not outcome.ok:
             if is_type_error(outcome.error):
                 return self._incr_in_python(key, made, delta)

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.db import models
+from django.http import Http404
 
 from . import conf
 from .backend import tier_cache
@@ -70,6 +71,21 @@ def get_object(model: type[models.Model], pk: Any) -> models.Model:
         missing = model.DoesNotExist  # type: ignore[attr-defined]
         raise missing(f"{model.__name__} matching pk={pk!r} does not exist.")
     return next(iter(found.values()))
+
+
+def get_object_or_404(model: type[models.Model], pk: Any) -> models.Model:
+    """get_object() for views: a missing row (cached as missing too) raises Http404.
+
+    ::
+
+        def product_detail(request, pk):
+            product = django_tiercache.get_object_or_404(Product, pk)
+            return render(request, "shop/product.html", {"product": product})
+    """
+    try:
+        return get_object(model, pk)
+    except model.DoesNotExist as exc:  # type: ignore[attr-defined]
+        raise Http404(f"No {model._meta.object_name} matches the given query.") from exc
 
 
 def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, models.Model]:

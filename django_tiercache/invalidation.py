@@ -32,7 +32,7 @@ from django.db.models.signals import (
     pre_save,
 )
 
-from . import conf, tier, transactions
+from . import conf, registry, tier, transactions
 from .backend import declare_write_locks
 from .registry import (
     family_tag,
@@ -258,3 +258,4 @@ def invalidate_instance(obj: models.Model, using: str | None = None) -> None:
 
 
 tier.fill_guards.append(transactions.refuses_fill)
+registry.wiring.append((connect, disconnect))

@@ -10,10 +10,13 @@ known invalidate at once.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.apps import apps
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
 from .tags import MAX_TAG_LENGTH
@@ -43,6 +46,15 @@ class Registration:
 
 
 _registry: dict[type[models.Model], Registration] = {}
+
+# Registrations made while models load (the class decorator) wait here until the
+# app registry is ready: wiring reads relations that only exist then.
+_pending: list[type[models.Model]] = []
+_pending_lock = threading.Lock()
+
+# (connect, disconnect) pairs called with a model when it is wired or unregistered;
+# invalidation.py adds its signal receivers here, so the registry need not know them.
+wiring: list[tuple[Callable[[type[models.Model]], None], Callable[[type[models.Model]], None]]] = []
 
 
 def model_label(model: type[models.Model]) -> str:
@@ -102,38 +114,85 @@ def register(
 ) -> Any:
     """Register a model for model-driven invalidation.
 
-    Usable as ``register(Product)``, from ``AppConfig.ready()`` (for models you
-    do not own, such as ``auth.User``), or as a class decorator::
+    Usable as a class decorator in models.py::
 
         @register(parents=["category"], tags=lambda p: [f"brand:{p.brand_id}"])
         class Product(models.Model): ...
 
+    or as ``register(Product)`` from ``AppConfig.ready()`` (for models you do not
+    own, such as ``auth.User``). A registration made while models load is wired
+    (signals, many-to-many through models) when django_tiercache's app is ready;
+    one made later is wired at once. django_tiercache must be in INSTALLED_APPS.
+
     `parents` names ForeignKey fields: a change to the row also invalidates the
     instance tag of the row it points to (old and new target). `tags` returns
-    more tags to invalidate when an instance changes.
+    more tags to invalidate when an instance changes; a name that is not a
+    ForeignKey raises ImproperlyConfigured (tiercache.E007) when it is wired.
     """
     if model is None:
         return lambda m: register(m, tags=tags, parents=parents, cache=cache, timeout=timeout)
     registration = Registration(model, cache, tags, tuple(parents), timeout)
-    for name in registration.parents:
-        relation = model._meta.get_field(name)
-        if not isinstance(relation, models.ForeignKey):
-            raise TypeError(
-                f"parents= names ForeignKey fields; {model.__name__}.{name} is "
-                f"a {type(relation).__name__}"
-            )
-    _registry[model] = registration
-    from . import invalidation
-
-    invalidation.connect(model)
+    if apps.models_ready:
+        _validate_parents(registration)  # before recording it: a bad call changes nothing
+        _registry[model] = registration
+        _wire(model)
+    else:
+        _registry[model] = registration
+        with _pending_lock:
+            _pending.append(model)
     return model
 
 
 def unregister(model: type[models.Model]) -> None:
-    from . import invalidation
-
     _registry.pop(model, None)
-    invalidation.disconnect(model)
+    with _pending_lock:
+        if model in _pending:
+            _pending.remove(model)
+    for _, disconnect in wiring:
+        disconnect(model)
+
+
+def wire_pending() -> None:
+    """Wire the registrations made while models loaded; called from AppConfig.ready().
+
+    Idempotent: each pending registration is wired once, and wiring twice is harmless
+    anyway (receivers are connected with a dispatch_uid).
+    """
+    with _pending_lock:
+        pending, _pending[:] = list(_pending), []
+    for model in pending:
+        registration = _registry.get(model)
+        if registration is None:
+            continue
+        try:
+            _validate_parents(registration)
+        except ImproperlyConfigured:
+            del _registry[model]
+            raise
+        _wire(model)
+
+
+def _wire(model: type[models.Model]) -> None:
+    for connect, _ in wiring:
+        connect(model)
+
+
+def _validate_parents(registration: Registration) -> None:
+    model = registration.model
+    for name in registration.parents:
+        try:
+            relation = model._meta.get_field(name)
+        except FieldDoesNotExist:
+            relation = None
+        if not isinstance(relation, models.ForeignKey):
+            found = "no such field" if relation is None else f"a {type(relation).__name__}"
+            foreign_keys = [f.name for f in model._meta.fields if isinstance(f, models.ForeignKey)]
+            raise ImproperlyConfigured(
+                f"tiercache.E007: register({model.__name__}, parents=[{name!r}]): "
+                f"{model._meta.label}.{name} is {found}, not a ForeignKey. HINT: parents= "
+                f"names ForeignKey fields of the model; {model.__name__} has "
+                f"{foreign_keys or 'none'}."
+            )
 
 
 def registration_for(model: type[models.Model]) -> Registration:

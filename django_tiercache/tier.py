@@ -223,7 +223,9 @@ class PartitionedStorage:
         for outcome, keys in zip(fan_out(calls), groups.values(), strict=True):
             if outcome.ok and outcome.value is None:
                 partition = outcome.partition
-                outcome = self._run_leased(partition, "snapshot", tuple(unions[partition]), ttl, fresh_token())
+                outcome = self._run_leased(
+                    partition, "snapshot", tuple(unions[partition]), ttl, fresh_token()
+                )
             if not outcome.ok:
                 self._policy.failed("get_or_set", outcome.partition.name, outcome.error)
                 continue

@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.http import Http404
 
 import django_tiercache
 from django_tiercache import cached_queryset, get_object, get_objects
@@ -293,3 +294,12 @@ def test_atomic_requests(client, settings):
     assert response.status_code == 200
     assert response.content == b"in transaction"
     assert get_object(Product, product.pk).name == "renamed"
+
+
+def test_get_object_or_404__returns_the_row_or_raises_http404(django_assert_num_queries):
+    product = Product.objects.create(name="here")
+    assert django_tiercache.get_object_or_404(Product, product.pk) == product
+    with pytest.raises(Http404, match="No Product matches"):
+        django_tiercache.get_object_or_404(Product, 4243)
+    with django_assert_num_queries(0), pytest.raises(Http404):
+        django_tiercache.get_object_or_404(Product, 4243)  # the miss is cached too

@@ -69,7 +69,9 @@ class FunctionCalls:
     def __init__(self, servers):
         self.counts = collections.Counter()
         self.seen = threading.Event()
-        self.watchers = [threading.Thread(target=self._watch, args=(s,), daemon=True) for s in servers]
+        self.watchers = [
+            threading.Thread(target=self._watch, args=(s,), daemon=True) for s in servers
+        ]
         self.clients = [s.client() for s in servers]
         self.ready = threading.Barrier(len(servers) + 1)
         for watcher in self.watchers:
@@ -405,7 +407,10 @@ def test_failures__items_on_a_dead_partition_are_failed(settings, clean_redis_se
         (["known", "--cache", "nowhere"], "unknown cache alias 'nowhere'. Configured caches: "),
         (["stray"], "Warmer 'stray': unknown cache alias 'gone'. Configured caches: default"),
         (["--model", "testapp.Nope"], "--model 'testapp.Nope' is not a registered model."),
-        (["--model", "testapp.Unregistered"], "Registered models: auth.User, testapp.Category"),
+        (
+            ["--model", "testapp.Unregistered"],
+            "Registered models: auth.User, testapp.Book, testapp.Category",
+        ),
         (["--model", "testapp.Product", "--filter", "name"], "Bad --filter 'name'"),
         (["--model", "testapp.Product", "--filter", "nope=1"], "Fields: id, name, version"),
         (["--model", "testapp.Product", "--filter", "version=x"], "expected a number"),

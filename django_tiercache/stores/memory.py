@@ -25,7 +25,7 @@ _spaces: dict[str, _Space] = {}
 _spaces_lock = threading.Lock()
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
@@ -41,7 +41,7 @@ class _Space:
         item = self.data.get(key)
         if item is None:
             return None
-        if item[1] is not None and item[1] <= _now_ms():
+        if item[1] is not None and item[1] <= now_ms():
             del self.data[key]
             return None
         self.data.move_to_end(key)
@@ -59,7 +59,7 @@ class _Space:
         if keep_ttl and key in self.data:
             at_ms = self.data[key][1]
         elif ttl_ms is not None:
-            at_ms = _now_ms() + ttl_ms
+            at_ms = now_ms() + ttl_ms
         self.data[key] = (value, at_ms)
         self.data.move_to_end(key)
         if len(self.data) > self.max_entries:
@@ -69,7 +69,7 @@ class _Space:
         if self.get(key) is None:
             return -2
         at = self.data[key][1]
-        return -1 if at is None else at - _now_ms()
+        return -1 if at is None else at - now_ms()
 
     def expire(self, key: str, ttl_ms: int | None) -> None:
         if self.get(key) is not None:
@@ -79,7 +79,7 @@ class _Space:
         return self.get(key) is not None and self.data.pop(key, None) is not None
 
     def _cull(self) -> None:
-        now = _now_ms()
+        now = now_ms()
         for key in [k for k, (_, at) in self.data.items() if at is not None and at <= now]:
             del self.data[key]
         while len(self.data) > self.max_entries * 9 // 10:
@@ -144,18 +144,18 @@ class MemoryStore(Store):
         for key in ("gen", "lease"):
             self.space.delete(self.ns + key)
         horizon = self.horizon
-        meta = _Meta(os.urandom(8).hex(), _now_ms() + horizon if horizon else 0)
+        meta = _Meta(os.urandom(8).hex(), now_ms() + horizon if horizon else 0)
         self.space.set(self.ns + "meta", meta)
         return meta, False
 
     def _fills_allowed(self) -> bool:
-        return self._meta()[0].quiet_until <= _now_ms()
+        return self._meta()[0].quiet_until <= now_ms()
 
     def _tag_token(self, tag: str, fresh: str, ttl_ms: int | None) -> str:
         """The tag's token, or "!" (matching nothing) while a writer holds it locked."""
         writers = self._meta()[0].locks.get(tag)
         if writers:
-            now = _now_ms()
+            now = now_ms()
             for writer in [w for w, until in writers.items() if until <= now]:
                 del writers[writer]
             if writers:
@@ -263,7 +263,7 @@ class MemoryStore(Store):
         with self.space.lock:
             meta = self._meta()[0]
             for tag in tags:
-                meta.locks.setdefault(tag, {})[writer] = _now_ms() + lock_ms
+                meta.locks.setdefault(tag, {})[writer] = now_ms() + lock_ms
                 self.space.delete(f"{self.ns}t:{tag}")
             return Done(1)
 
@@ -279,7 +279,7 @@ class MemoryStore(Store):
     def record_fence(self, ids):
         with self.space.lock:
             meta, intact = self._meta()
-            now, left = _now_ms(), []
+            now, left = now_ms(), []
             for id_ in ids:
                 meta.fences[id_] = meta.fences.get(id_, 0) + 1
                 left.append(max(0, meta.grants.get(id_, 0) - now) if intact else -1)
@@ -288,7 +288,7 @@ class MemoryStore(Store):
     def check_fence(self, id_, lease_ms):
         with self.space.lock:
             meta = self._meta()[0]
-            meta.grants[id_] = max(meta.grants.get(id_, 0), _now_ms() + lease_ms)
+            meta.grants[id_] = max(meta.grants.get(id_, 0), now_ms() + lease_ms)
             return Done((meta.fences.get(id_, 0), meta.epoch))
 
     def lease_prepare(self, nonce, lease_ms, peer_ids):
@@ -306,7 +306,7 @@ class MemoryStore(Store):
             if fenced:
                 self.space.delete(self.ns + "gen")
             if fenced == DROP_AND_QUIET and self.horizon:
-                meta.quiet_until = _now_ms() + self.horizon
+                meta.quiet_until = now_ms() + self.horizon
             meta.vouched.update(epochs)
             self.space.delete(f"{self.ns}lease:{nonce}")
             self.space.set(self.ns + "lease", 1, pending)

@@ -2,6 +2,8 @@
 
 from django.db import models
 
+import django_tiercache
+
 
 class Category(models.Model):
     name = models.CharField(max_length=50)
@@ -49,3 +51,23 @@ class Unregistered(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# Registered with the class decorator, as the README shows: registration happens
+# while models load, and the signal wiring waits for the app registry.
+@django_tiercache.register
+class Shelf(models.Model):
+    name = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@django_tiercache.register(parents=["shelf"])
+class Book(models.Model):
+    title = models.CharField(max_length=50)
+    shelf = models.ForeignKey(Shelf, on_delete=models.CASCADE, related_name="books")
+    readers = models.ManyToManyField(Label, related_name="books")
+
+    def __str__(self) -> str:
+        return self.title

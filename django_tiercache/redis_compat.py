@@ -1,0 +1,337 @@
+"""django-redis' cache methods on TierCache, for projects that switch to it.
+
+Time to live (ttl, pttl, expire, pexpire, expire_at, pexpire_at, persist),
+pattern deletes and key listing across every partition (delete_pattern,
+iter_keys, keys) and locks (lock), with django-redis' return values, on every
+kind of partition: one Redis server, several, or memory://. Keys are the
+caller's keys, namespaced by KEY_PREFIX and VERSION as in every other method.
+
+Expiry goes through the partition's own operations (``entry``, ``touch``), so a
+tagged entry keeps its tags' tokens alive as long as itself and an entry whose
+tags were invalidated counts as missing. Listing keys is the one thing the
+stores do not offer: on Redis it is SCAN on the partition's client, on
+memory:// a walk over the in-process space.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis.exceptions import LockError, LockNotOwnedError
+
+from .exceptions import PartitionUnavailable
+from .partition import UNREACHABLE, Outcome, Partition
+from .stores.memory import MemoryStore
+from .stores.memory import now_ms as memory_now_ms
+
+DEFAULT_ITERSIZE = 100  # keys asked for per SCAN call (Redis' COUNT hint) and deleted per DEL
+
+Seconds = int | float | timedelta
+
+
+class DjangoRedisAPI:
+    """Mixin of TierCache: its attributes and methods are TierCache's."""
+
+    _partitions: list[Partition]
+    _policy: Any  # failures.ErrorPolicy
+    _partition: Callable[[str], Partition]
+    _run: Callable[..., Outcome]
+    make_key: Callable[..., str]
+    make_and_validate_key: Callable[..., str]
+
+    # -- time to live --
+
+    def ttl(self, key: str, version: int | None = None) -> int | None:
+        """Seconds `key` has left: None if it never expires, 0 if it does not exist.
+
+        Rounded to the nearest second, as Redis' TTL does.
+        """
+        left = self.pttl(key, version=version)
+        return left if not left else (left + 500) // 1000
+
+    def pttl(self, key: str, version: int | None = None) -> int | None:
+        """Milliseconds `key` has left: None if it never expires, 0 if it does not exist.
+
+        An entry whose tags were invalidated does not exist, here as for get().
+        """
+        made = self.make_and_validate_key(key, version=version)
+        outcome = self._run(made, "entry")
+        entry = outcome.value if outcome.ok else None
+        if entry is None:
+            return 0
+        return None if entry[1] < 0 else entry[1]
+
+    def expire(self, key: str, timeout: Seconds, version: int | None = None) -> bool:
+        """Let `key` live `timeout` seconds from now (0 or less deletes it); False if missing."""
+        return self._expire_in(key, _ms(timeout, 1000), version)
+
+    def pexpire(self, key: str, timeout: Seconds, version: int | None = None) -> bool:
+        """expire() in milliseconds (a timedelta is read as a duration)."""
+        return self._expire_in(key, _ms(timeout, 1), version)
+
+    def expire_at(self, key: str, when: datetime | float, version: int | None = None) -> bool:
+        """Let `key` live until `when` (a datetime or a Unix time in seconds); False if missing.
+
+        A moment in the past deletes the key, as Redis' EXPIREAT does.
+        """
+        at_ms = when.timestamp() * 1000 if isinstance(when, datetime) else when * 1000
+        return self._expire_in(key, int(at_ms - time.time() * 1000), version)
+
+    def pexpire_at(self, key: str, when: datetime | int, version: int | None = None) -> bool:
+        """expire_at() with a Unix time in milliseconds (or a datetime)."""
+        at_ms = when.timestamp() * 1000 if isinstance(when, datetime) else when
+        return self._expire_in(key, int(at_ms - time.time() * 1000), version)
+
+    def persist(self, key: str, version: int | None = None) -> bool:
+        """Make `key` never expire; True if it had an expiry to remove (as Redis' PERSIST)."""
+        made = self.make_and_validate_key(key, version=version)
+        outcome = self._run(made, "entry")
+        if not outcome.ok or outcome.value is None or outcome.value[1] < 0:
+            return False
+        return self._touch(made, None)
+
+    def _expire_in(self, key: str, ttl_ms: int, version: int | None) -> bool:
+        made = self.make_and_validate_key(key, version=version)
+        # The partition's touch treats 0 as "delete now", as Redis does a past expiry.
+        return self._touch(made, max(ttl_ms, 0))
+
+    def _touch(self, made: str, ttl_ms: int | None) -> bool:
+        outcome = self._run(made, "touch", ttl_ms)
+        return bool(outcome.value) if outcome.ok else False
+
+    # -- keys by pattern, on every partition --
+
+    def iter_keys(
+        self, search: str, itersize: int | None = None, version: int | None = None
+    ) -> Iterator[str]:
+        """Yield the keys matching the glob `search` ("user:*"), partition after partition.
+
+        Keys come back as given to set() (without KEY_PREFIX and version). On Redis
+        this is SCAN with `itersize` as its COUNT hint, so it never blocks the
+        server. An entry whose tags were invalidated is listed until it expires or
+        is overwritten (get() reads it as a miss).
+        """
+        pattern = self.make_key(search, version=version)
+        head = self.make_key("", version=version)
+        for partition in self._partitions:
+            for batch in self._scan(partition, pattern, itersize, "iter_keys"):
+                for made in batch:
+                    yield made[len(head) :] if made.startswith(head) else made
+
+    def keys(self, search: str, version: int | None = None) -> list[str]:
+        """The keys matching the glob `search`, as a list (see iter_keys)."""
+        return list(self.iter_keys(search, version=version))
+
+    def delete_pattern(
+        self, pattern: str, version: int | None = None, itersize: int | None = None
+    ) -> int:
+        """Delete every key matching the glob `pattern` on every partition; return how many.
+
+        It walks every key of every partition: tags (invalidate_tags) reach the
+        same entries in one call per partition, whatever their number.
+        """
+        deleted = 0
+        for partition in self._partitions:
+            scanned = self._scan(partition, self.make_key(pattern, version=version), itersize)
+            for batch in scanned:
+                outcome = partition.run("delete", batch)
+                if outcome.ok:
+                    deleted += outcome.value
+                else:
+                    self._policy.failed("delete_pattern", partition.name, outcome.error)
+        return deleted
+
+    def _scan(
+        self,
+        partition: Partition,
+        pattern: str,
+        itersize: int | None,
+        operation: str = "delete_pattern",
+    ) -> Iterator[list[str]]:
+        """Batches of made keys on `partition` that match `pattern`; a failure is
+        handled by the error policy (raised, or logged and the partition skipped)."""
+        size = itersize or DEFAULT_ITERSIZE
+        if not partition.breaker.allows():
+            unavailable = PartitionUnavailable(
+                f"circuit breaker open for partition {partition.name}"
+            )
+            self._policy.failed(operation, partition.name, unavailable)
+            return
+        store = partition.store
+        try:
+            if isinstance(store, MemoryStore):
+                yield from _batches(_memory_keys(store, pattern), size)
+            else:
+                found = store.client.scan_iter(match=pattern, count=size)  # type: ignore[attr-defined]
+                yield from _batches((k.decode() for k in found), size)
+        except UNREACHABLE as exc:
+            partition.breaker.failed()
+            self._policy.failed(operation, partition.name, exc)
+
+    # -- locks --
+
+    def lock(
+        self,
+        key: str,
+        version: int | None = None,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        thread_local: bool = True,
+    ) -> Any:
+        """A lock named `key` on the partition that holds `key`.
+
+        On Redis, redis-py's ``Lock`` (shared by every process using the server);
+        on memory://, an in-process ``MemoryLock`` with the same methods, which
+        only excludes threads of this process. Use it as a context manager::
+
+            with cache.lock("report:build", timeout=60):
+                ...
+
+        The lock lives under the key itself: do not cache a value under the same name.
+        """
+        made = self.make_and_validate_key(key, version=version)
+        store = self._partition(made).store
+        if isinstance(store, MemoryStore):
+            return MemoryLock(store, made, timeout, sleep, blocking, blocking_timeout, thread_local)
+        return store.client.lock(  # type: ignore[attr-defined]
+            made,
+            timeout=timeout,
+            sleep=sleep,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+            thread_local=thread_local,
+        )
+
+
+class MemoryLock:
+    """An expiring lock in a memory:// partition, with redis-py Lock's methods.
+
+    It excludes the threads of this process only (memory:// partitions are
+    per process).
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        name: str,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        thread_local: bool = True,
+    ):
+        self.space, self.name, self.timeout = store.space, name, timeout
+        self.sleep, self.blocking, self.blocking_timeout = sleep, blocking, blocking_timeout
+        self._held: Any = threading.local() if thread_local else type("Held", (), {})()
+        self._held.token = None
+
+    def acquire(self, blocking: bool | None = None, blocking_timeout: float | None = None) -> bool:
+        """Take the lock; without blocking, or past blocking_timeout, return False."""
+        blocking = self.blocking if blocking is None else blocking
+        wait = self.blocking_timeout if blocking_timeout is None else blocking_timeout
+        deadline = None if wait is None else time.monotonic() + wait
+        token = uuid.uuid4().hex
+        ttl_ms = None if self.timeout is None else int(self.timeout * 1000)
+        while True:
+            with self.space.lock:
+                if self.space.get(self.name) is None:
+                    self.space.set(self.name, token, ttl_ms)
+                    self._held.token = token
+                    return True
+            if not blocking or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            time.sleep(self.sleep)
+
+    def release(self) -> None:
+        """Give the lock back; LockNotOwnedError if it expired or another holder has it."""
+        token, self._held.token = getattr(self._held, "token", None), None
+        if token is None:
+            raise LockError("Cannot release an unlocked lock")
+        with self.space.lock:
+            if self.space.get(self.name) != token:
+                raise LockNotOwnedError("Cannot release a lock that's no longer owned")
+            self.space.delete(self.name)
+
+    def locked(self) -> bool:
+        """Is the lock held, by anyone?"""
+        with self.space.lock:
+            return self.space.get(self.name) is not None
+
+    def owned(self) -> bool:
+        """Is the lock held with this object's token (in this thread, if thread-local)?"""
+        token = getattr(self._held, "token", None)
+        with self.space.lock:
+            return token is not None and self.space.get(self.name) == token
+
+    def __enter__(self) -> MemoryLock:
+        if self.acquire():
+            return self
+        raise LockError("Unable to acquire lock within the time specified")
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+
+def _ms(duration: Seconds, unit_ms: int) -> int:
+    if isinstance(duration, timedelta):
+        return int(duration.total_seconds() * 1000)
+    return int(duration * unit_ms)
+
+
+def _batches(keys: Iterator[str] | list[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _memory_keys(store: MemoryStore, pattern: str) -> list[str]:
+    """The live keys of a memory:// space that match a Redis glob pattern."""
+    matches = re.compile(redis_glob_to_regex(pattern), re.DOTALL).fullmatch
+    now = memory_now_ms()  # the space's own (monotonic) clock
+    with store.space.lock:
+        items = list(store.space.data.items())
+    return [k for k, (_, at) in items if (at is None or at > now) and matches(k)]
+
+
+def redis_glob_to_regex(pattern: str) -> str:
+    """A regular expression matching what Redis' glob `pattern` matches.
+
+    Redis globs: ``*`` any run, ``?`` one character, ``[abc]``, ``[^a]``,
+    ``[a-z]``, and ``\\`` quoting the next character.
+    """
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            negate = body.startswith("^")
+            body = body[1:] if negate else body
+            escaped = "".join(c if c == "-" else re.escape(c) for c in body)
+            out.append(f"[{'^' if negate else ''}{escaped}]")
+            i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
