@@ -27,8 +27,8 @@ invalidate_tags() returns, no process is served an entry it covered:
    it missed may still be held).
 5. A peer that lost its memory (evicted, restarted, flushed) has a new epoch;
    the partitions it vouched for notice at their next lease and are fenced.
-   A peer that cannot tell how long its grants run answers so, and the
-   invalidation waits a whole lease.
+   A peer that lost its memory less than a lease ago may have forgotten a
+   grant: the invalidation then waits a whole lease from that moment.
 
 A lease needs one other partition that answers: since a complete fence is on
 every other partition, any one of them knows. So with three partitions or
@@ -219,12 +219,11 @@ class Fencing:
         tagged entries before they are trusted again."""
         reachable = [p for p in self.partitions if p not in missed]
         ids = [p.id for p in missed]
-        records = fan_out([(p, "record_fence", (ids,)) for p in reachable])
+        records = fan_out([(p, "record_fence", (ids, self.lease_ms)) for p in reachable])
         if not self.enabled or not reachable or not all(o.ok for o in records):
             self._incomplete(missed, tags)
             return
-        left = [ms for o in records for ms in o.value]
-        wait_ms = self.lease_ms if any(ms < 0 for ms in left) else max(left, default=0)
+        wait_ms = max((ms for o in records for ms in o.value), default=0)
         if wait_ms > 0:
             # A lease granted before our fence was recorded may still be in force.
             time.sleep((wait_ms + CLOCK_MARGIN_MS) / 1000)

@@ -114,8 +114,9 @@ class Store:
         """Release the writer's locks and invalidate the tags again."""
         raise NotImplementedError
 
-    def record_fence(self, ids: list[str]) -> Call:
-        """-> [ms the latest lease granted to each id may still run, or -1 if unknown]"""
+    def record_fence(self, ids: list[str], lease_ms: int) -> Call:
+        """-> [ms the latest lease granted to each id may still run (a whole
+        lease_ms from when this store last lost its memory, if more)]"""
         raise NotImplementedError
 
     def check_fence(self, id_: str, lease_ms: int) -> Call:

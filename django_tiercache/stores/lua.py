@@ -10,6 +10,7 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
 
   - ``run``        the server's run_id when this hash was last checked (restarts)
   - ``epoch``      random, new whenever this hash is started over (memory lost)
+  - ``born``       server ms when it was started over (grants before it are unknown)
   - ``quiet``      server ms until which nothing may be cached under tags
   - ``l:<tag>``    write locks: "until writer ..." (transactions changing the tag's data)
   - ``f:<id>``     invalidations partition <id> missed (kept on the OTHER partitions)
@@ -135,8 +136,9 @@ end
 local function new_meta(ns, epoch, quiet_ms)
   local meta = ns .. 'meta'
   redis.call('DEL', meta, ns .. 'gen', ns .. 'lease')
-  redis.call('HSET', meta, 'run', server_info('run_id'), 'epoch', epoch)
-  if quiet_ms > 0 then redis.call('HSET', meta, 'quiet', now_ms() + quiet_ms) end
+  local now = now_ms()
+  redis.call('HSET', meta, 'run', server_info('run_id'), 'epoch', epoch, 'born', now)
+  if quiet_ms > 0 then redis.call('HSET', meta, 'quiet', now + quiet_ms) end
 end
 
 -- True if the meta hash is there; if it was lost, start it over.
@@ -398,17 +400,19 @@ end
 -- Fencing: keeping a partition that missed an invalidation from serving stale entries.
 
 -- On another partition, for each missed partition id: count the miss and
--- return how long the latest lease granted to it may still run (ms), or -1
--- when this partition lost its memory and cannot tell. args: ns, fresh, horizon_ms, id*.
+-- return how long the latest lease granted to it may still run (ms). A meta
+-- hash started over less than a lease ago may have forgotten a grant: then
+-- a whole lease from its start. args: ns, fresh, horizon_ms, lease_ms, id*.
 local function record_fence(keys, args)
   local ns = args[1]
-  local intact = ensure_meta(ns, args[2], tonumber(args[3]))
+  ensure_meta(ns, args[2], tonumber(args[3]))
   local meta, now = ns .. 'meta', now_ms()
+  local forgotten = tonumber(redis.call('HGET', meta, 'born') or '0') + tonumber(args[4])
   local out = {}
-  for i = 4, #args do
+  for i = 5, #args do
     redis.call('HINCRBY', meta, 'f:' .. args[i], 1)
     local grant = tonumber(redis.call('HGET', meta, 'g:' .. args[i]) or '0')
-    out[#out + 1] = intact and math.max(0, grant - now) or -1
+    out[#out + 1] = math.max(0, grant - now, forgotten - now)
   end
   return out
 end

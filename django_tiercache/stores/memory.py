@@ -98,6 +98,7 @@ class _Meta:
 
     def __init__(self, epoch: str, quiet_until: int):
         self.epoch, self.quiet_until = epoch, quiet_until
+        self.born = now_ms()
         self.locks: dict[str, dict[str, int]] = {}  # tag -> {writer: until}
         self.fences: dict[str, int] = {}
         self.grants: dict[str, int] = {}
@@ -276,13 +277,13 @@ class MemoryStore(Store):
                 self.space.delete(f"{self.ns}t:{tag}")
             return Done(1)
 
-    def record_fence(self, ids):
+    def record_fence(self, ids, lease_ms):
         with self.space.lock:
-            meta, intact = self._meta()
+            meta = self._meta()[0]
             now, left = now_ms(), []
             for id_ in ids:
                 meta.fences[id_] = meta.fences.get(id_, 0) + 1
-                left.append(max(0, meta.grants.get(id_, 0) - now) if intact else -1)
+                left.append(max(0, meta.grants.get(id_, 0) - now, meta.born + lease_ms - now))
             return Done(left)
 
     def check_fence(self, id_, lease_ms):

@@ -180,8 +180,8 @@ class RedisStore(Store):
     def unlock(self, tags, writer):
         return self._call("unlock", [], [writer, *tags])
 
-    def record_fence(self, ids):
-        return self._call("record_fence", [], [fresh_epoch(), self.horizon, *ids], list)
+    def record_fence(self, ids, lease_ms):
+        return self._call("record_fence", [], [fresh_epoch(), self.horizon, lease_ms, *ids], list)
 
     def check_fence(self, id_, lease_ms):
         return self._call(
