@@ -8,10 +8,12 @@ correctness.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 from django.db import transaction
+from redis.exceptions import OutOfMemoryError
 
 from django_tiercache import get_object
 from django_tiercache.exceptions import InvalidationIncomplete
@@ -151,47 +153,46 @@ def test_a_restart_during_a_write_lock__keeps_fills_out_for_the_horizon(
 # -- a full Redis --
 
 
-def fill_up(server, policy):
-    """Set maxmemory just above what is used, with `policy`, and fill to it."""
-    raw = server.client()
-    used = raw.info("memory")["used_memory"]
-    raw.config_set("maxmemory-policy", policy)
-    raw.config_set("maxmemory", used + 2 * 2**20)
-    filler = "x" * 10_000
+@contextlib.contextmanager
+def filled_up(*servers, policy):
+    """Each server's maxmemory just above what it uses, with `policy`, filled to
+    it; afterwards the limit, the policy and the counters are as before."""
+    raws = [s.client() for s in servers]
     try:
-        for i in range(1000):
-            raw.set(f"filler:{i}", filler)
-    except Exception:  # noqa: BLE001, S110 - noeviction: full
-        pass
-    return raw
+        for raw in raws:
+            raw.config_set("maxmemory-policy", policy)
+            raw.config_set("maxmemory", raw.info("memory")["used_memory"] + 2 * 2**20)
+            with contextlib.suppress(OutOfMemoryError):  # noeviction: full
+                for i in range(1000):
+                    raw.set(f"filler:{i}", "x" * 10_000)
+        yield
+    finally:
+        for raw in raws:
+            raw.config_set("maxmemory", 0)
+            raw.config_set("maxmemory-policy", "noeviction")
+            raw.config_resetstat()
 
 
 def test_a_full_redis__still_takes_locks_and_invalidations(clean_redis_servers, make_cache):
     server = clean_redis_servers[0]
     cache = make_cache(server.url)
     cache.set("row", "old", tags=["row:1"])
-    raw = fill_up(server, "noeviction")
-    try:
+    with filled_up(server, policy="noeviction"):
         cache.set("other", "x" * 100_000, tags=["x"])  # refused: the server is full
         assert cache.get("other") is None
         cache.lock_tags("writer", ["row:1"], seconds=30)  # allow-oom: goes through
         assert cache.get("row") is None
         cache.unlock_tags("writer", ["row:1"])
         cache.invalidate_tags("row:1")
-    finally:
-        raw.config_set("maxmemory", 0)
 
 
 def test_a_write_a_full_redis_refuses__removes_the_old_value(clean_redis_servers, make_cache):
     server = clean_redis_servers[0]
     cache = make_cache(server.url)
     cache.set("setting", "old value")
-    raw = fill_up(server, "noeviction")
-    try:
+    with filled_up(server, policy="noeviction"):
         cache.set("setting", "new value " + "x" * 100_000)
         assert cache.get("setting") is None  # never the old value
-    finally:
-        raw.config_set("maxmemory", 0)
 
 
 def test_evicting_under_allkeys_lru__never_serves_an_invalidated_entry(
@@ -202,13 +203,9 @@ def test_evicting_under_allkeys_lru__never_serves_an_invalidated_entry(
     keys = [f"k{i}" for i in range(40)]
     cache.set_many(dict.fromkeys(keys, "old"), tags=["t"])
     assert len(cache.get_many(keys)) == 40
-    raws = [fill_up(s, "allkeys-lru") for s in (first, second)]
-    try:
+    with filled_up(first, second, policy="allkeys-lru"):
         cache.invalidate_tags("t")
         assert cache.get_many(keys) == {}
-    finally:
-        for raw in raws:
-            raw.config_set("maxmemory", 0)
 
 
 # -- saves never commit stale --
