@@ -171,6 +171,11 @@ class RedisServer:
         with self.client() as client:
             client.flushall()
 
+    def ensure_running(self) -> None:
+        self.resume()
+        if not self.running:
+            self.start()
+
     def ensure_clean(self) -> None:
         """Running, not paused, and empty: the state every test starts from."""
         self.resume()

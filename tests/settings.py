@@ -6,6 +6,7 @@ The shared Redis the default cache uses can be moved with
 TIERCACHE_TEST_REDIS_URL (tests flush only that database, never the server).
 """
 
+import json
 import os
 from urllib.parse import unquote, urlsplit
 
@@ -88,6 +89,9 @@ CACHES = {
         "KEY_PREFIX": "tiercache-tests",
     },
 }
+# The stress processes (tests/stress.py) get their cache from the test that starts them.
+if os.environ.get("TIERCACHE_TEST_CACHE"):
+    CACHES["default"] = json.loads(os.environ["TIERCACHE_TEST_CACHE"])
 
 # Short write locks: a test that never commits (pytest-django's plain `db`)
 # leaves its locks behind, and a partition that lost its locks refuses fills

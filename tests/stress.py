@@ -23,22 +23,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def writer(pks: list[int], seconds: float, limit: int) -> dict:
+def writer(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> dict:
     from django.db import transaction
+    from redis.exceptions import RedisError
 
     from tests.testapp.models import Product
 
-    deadline, writes = time.monotonic() + seconds, 0
+    deadline, writes, refused = time.monotonic() + seconds, 0, 0
     while time.monotonic() < deadline and writes < limit:
-        with transaction.atomic():
-            product = Product.objects.select_for_update().get(pk=pks[writes % len(pks)])
-            product.version += 1
-            product.save()
+        try:
+            with transaction.atomic():
+                product = Product.objects.select_for_update().get(pk=pks[writes % len(pks)])
+                product.version += 1
+                product.save()
+        except RedisError:  # InvalidationIncomplete: the save was refused, nothing committed
+            refused += 1
+            time.sleep(0.01)
+            continue
         writes += 1
-    return {"role": "writer", "operations": writes}
+        time.sleep(pause)
+    return {"role": "writer", "operations": writes, "refused": refused}
 
 
-def reader(pks: list[int], seconds: float, limit: int) -> dict:
+def reader(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> dict:
     from django_tiercache import cached_queryset, get_object
     from tests.testapp.models import Product
 
@@ -60,11 +67,22 @@ def reader(pks: list[int], seconds: float, limit: int) -> dict:
 
 
 def run(
-    writers: int, readers: int, pks: list[int], seconds: float, env: dict, limit: int = 10**9
+    writers: int,
+    readers: int,
+    pks: list[int],
+    seconds: float,
+    env: dict,
+    limit: int = 10**9,
+    pause: float = 0.0,
 ) -> list[dict]:
-    """Start the processes, wait for them (bounded), return their reports."""
+    """Start the processes, wait for them (bounded), return their reports.
+
+    `pause`: seconds each writer waits between two commits, so that an entry
+    can stay cached (and be brought back stale) for a while.
+    """
     command = [sys.executable, "-m", "tests.stress"]
     args = ["--seconds", str(seconds), "--pks", ",".join(map(str, pks)), "--limit", str(limit)]
+    args += ["--pause", str(pause)]
     procs = [
         subprocess.Popen(
             [*command, role, *args],
@@ -95,6 +113,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--pks", required=True)
     parser.add_argument("--limit", type=int, default=10**9)
+    parser.add_argument("--pause", type=float, default=0.0)
     options = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     import django
@@ -102,7 +121,7 @@ def main() -> None:
     django.setup()
     pks = [int(pk) for pk in options.pks.split(",")]
     work = writer if options.role == "writer" else reader
-    print(json.dumps(work(pks, options.seconds, options.limit)))  # noqa: T201
+    print(json.dumps(work(pks, options.seconds, options.limit, options.pause)))  # noqa: T201
 
 
 if __name__ == "__main__":
