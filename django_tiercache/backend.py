@@ -21,6 +21,7 @@ from django.core.cache.backends.base import (
     BaseCache,
 )
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import options as options_module
@@ -77,6 +78,7 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             config["TAG_LEASE"],
             self._policy,
             raise_incomplete=config["INVALIDATION_FAILURE"] == "raise",
+            witness=_witness(config["WITNESS"], self.key_prefix, config.options),
         )
         self._hot = hot_keys_for(self, config["HOT_KEYS"]) if config["HOT_KEYS"] else None
         self._stats = attach_stats(location, params, self._partitions, self._policy)
@@ -435,6 +437,11 @@ def declare_write_locks(alias: str, seconds: float) -> None:
     params = getattr(settings, "CACHES", {}).get(alias, {})
     if params.get("BACKEND") == "django_tiercache.backend.TierCache":
         declare_lock_horizon(f"{params.get('KEY_PREFIX', '')}:_tc:", seconds)
+
+
+def _witness(path: str | None, key_prefix: str, options: dict[str, Any]) -> Any:
+    """The cache's witness of last resort (OPTIONS["WITNESS"]), or None."""
+    return None if path is None else import_string(path)(key_prefix, options)
 
 
 def _policy_for(identity: tuple, raise_errors: bool) -> ErrorPolicy:

@@ -1,4 +1,6 @@
-"""No tables: one unmanaged model gives the statistics page its admin entry and permissions.
+"""The app's models: the statistics page's permissions, and the witness table.
+
+One unmanaged model (no table) gives the statistics page its admin entry and permissions.
 
 ``Stats`` is what the admin index lists as "Cache statistics" (model name
 "stats", hence /admin/django_tiercache/stats/), and what the permissions
@@ -27,3 +29,27 @@ class Stats(models.Model):
 
     def __str__(self) -> str:
         return f"cache {self.alias!r}"
+
+
+class MissedInvalidation(models.Model):
+    """What a partition missed, where it outlives any Redis outage (the witness).
+
+    Used only by caches with OPTIONS["WITNESS"] = "database" (see
+    orm/witness.py): a row per cache and partition counts invalidations the
+    partition missed, and notes until when (database clock, ms) a lease vouched
+    for by this table may run. Touched on the failure path, and by lease
+    renewals while a partition's peers cannot all answer.
+    """
+
+    cache = models.CharField(max_length=200)
+    partition = models.CharField(max_length=32)
+    misses = models.BigIntegerField(default=0)
+    granted_until_ms = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["cache", "partition"], name="tiercache_witness_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cache} {self.partition}: {self.misses} missed"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.utils.module_loading import import_string
 
 MEMORY_SCHEME = "memory"
@@ -49,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     # InvalidationIncomplete (a model write then fails before its query), or
     # "log" it and go on, accepting that a partition may serve stale entries.
     "INVALIDATION_FAILURE": "raise",
+    # Where missed invalidations are also kept, durably: None, "database" (the
+    # table of orm/witness.py, in WITNESS_DATABASE) or a dotted path.
+    "WITNESS": None,
+    "WITNESS_DATABASE": "default",
     "PARTITION_NAMES": None,
     "MEMORY_MAX_ENTRIES": 10_000,
     # False, True or a dict of HOT_KEYS_DEFAULTS' keys: sample reads and keep the
@@ -67,6 +72,7 @@ HOT_KEYS_DEFAULTS: dict[str, Any] = {
 POSITIVE_NUMBERS = ("SOCKET_TIMEOUT", "SOCKET_CONNECT_TIMEOUT", "BREAKER_COOLDOWN", "TAG_LEASE")
 POSITIVE_INTEGERS = ("BREAKER_FAILURES", "MEMORY_MAX_ENTRIES")
 BOOLEANS = ("SIGNED", "RAISE_ERRORS")
+WITNESS_ALIASES = {"database": "django_tiercache.orm.witness.DatabaseWitness"}
 INVALIDATION_FAILURES = ("raise", "log")
 
 
@@ -125,6 +131,8 @@ def parse(location: Any, options: dict[str, Any] | None) -> CacheOptions:
         else:
             merged[key] = value
     merged["SERIALIZER"] = SERIALIZER_ALIASES.get(merged["SERIALIZER"], merged["SERIALIZER"])
+    if isinstance(merged["WITNESS"], str):
+        merged["WITNESS"] = WITNESS_ALIASES.get(merged["WITNESS"], merged["WITNESS"])
     _check_values(merged, problems)
     names = _partition_names(urls, merged["PARTITION_NAMES"], problems)
     return CacheOptions(urls=urls, names=names, options=merged, problems=problems)
@@ -224,6 +232,7 @@ def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
     for key in ("SERIALIZER", "COMPRESSOR"):
         _check_import(key, merged[key], problems)
     _check_hot_keys(merged["HOT_KEYS"], problems)
+    _check_witness(merged, problems)
     if merged["INVALIDATION_FAILURE"] not in INVALIDATION_FAILURES:
         problems.append(
             Problem(
@@ -241,6 +250,21 @@ def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
                 "The pickle serializer is used with SIGNED off: anyone who can write to "
                 "Redis can make this application unpickle, i.e. run, their bytes.",
                 "Keep OPTIONS['SIGNED'] = True, or choose SERIALIZER 'json' or 'msgpack'.",
+            )
+        )
+
+
+def _check_witness(merged: dict[str, Any], problems: list[Problem]) -> None:
+    if merged["WITNESS"] is not None:
+        _check_import("WITNESS", merged["WITNESS"], problems)
+    database = merged["WITNESS_DATABASE"]
+    if merged["WITNESS"] is not None and database not in getattr(settings, "DATABASES", {}):
+        problems.append(
+            Problem(
+                "E003",
+                f"OPTIONS['WITNESS_DATABASE'] = {database!r} is not in DATABASES.",
+                "Name a database alias from DATABASES (the witness table is created "
+                "there by `manage.py migrate`), or leave it out for 'default'.",
             )
         )
 

@@ -37,6 +37,13 @@ with two, it drops them until its peer answers again. If the fence cannot be
 recorded on every other partition (or there is no other partition), the
 invalidation is incomplete: InvalidationIncomplete is raised, unless
 OPTIONS["INVALIDATION_FAILURE"] is "log".
+
+A *witness* (OPTIONS["WITNESS"], e.g. the database: orm/witness.py) is a
+durable place of last resort. Every fence is recorded there too, and a fence is
+complete once the witness has it. Every renewal reads it; one that cannot hear
+from every peer is vouched for by the witness, which notes the grant. So a
+lone partition, or the survivor of two, keeps serving, and a fence is never
+lost with the peer that held it.
 """
 
 from __future__ import annotations
@@ -122,12 +129,14 @@ class Fencing:
         lease_seconds: float,
         policy: ErrorPolicy,
         raise_incomplete: bool = True,
+        witness: Any = None,
     ):
         self.partitions = partitions
         self.lease_ms = int(lease_seconds * 1000)
         self.policy = policy
         self.raise_incomplete = raise_incomplete
-        self.enabled = len(partitions) > 1
+        self.witness = witness  # e.g. orm.witness.DatabaseWitness
+        self.enabled = len(partitions) > 1 or witness is not None
 
     def needs_renewal(self, lease: int) -> bool:
         """Should a read that reported this lease (PTTL) renew it now?"""
@@ -146,7 +155,16 @@ class Fencing:
             for o in fan_out([(p, "check_fence", (partition.id, self.lease_ms)) for p in others])
             if o.ok
         ]
-        if not checks:
+        witnessed = None
+        if self.witness is not None:
+            # A fence that reached no peer is known to the witness alone; one that
+            # some peer missed, to the witness and the others. With every peer
+            # answering, a read will do; otherwise the witness vouches and notes
+            # the grant, as a peer would.
+            witnessed = self._ask_witness(partition, noting=len(checks) < len(others))
+            if witnessed is None:
+                return False
+        elif not checks:
             return False  # nobody can vouch for it: its tagged entries stay untrusted
         fenced = [o for o in checks if o.value[0] > 0]
         # A peer whose epoch changed since it last vouched lost its memory: it
@@ -154,7 +172,7 @@ class Fencing:
         # but what this partition holds was never checked against it.
         forgot = [o for o in checks if vouched[o.partition.id] not in (None, o.value[1])]
         unknown = any(vouched[o.partition.id] is None for o in checks)
-        if fenced or forgot:
+        if fenced or forgot or witnessed:
             drop = DROP_AND_QUIET
         else:
             drop = DROP_TAGGED if unknown else NOT_FENCED
@@ -162,12 +180,28 @@ class Fencing:
         activated = partition.run("lease_activate", nonce, drop, epochs)
         if not activated.ok or not activated.value:
             return False
-        if fenced or forgot:
-            self._note_fenced(partition, fenced, forgot)
+        if fenced or forgot or witnessed:
+            self._note_fenced(partition, bool(fenced or witnessed), forgot)
             fan_out([(o.partition, "clear_fence", (partition.id, o.value[0])) for o in fenced])
+            if witnessed:
+                self._tell_witness("clear_fence", partition.id, witnessed)
         return True
 
-    def _note_fenced(self, partition: Partition, fenced: list, forgot: list) -> None:
+    def _ask_witness(self, partition: Partition, noting: bool) -> int | None:
+        """The misses the witness holds for `partition` (noting the lease if asked), or None."""
+        if not noting:
+            return self._tell_witness("misses", partition.id)
+        answer = self._tell_witness("check_fence", partition.id, self.lease_ms)
+        return None if answer is None else answer[0]
+
+    def _tell_witness(self, operation: str, *args: Any) -> Any:
+        try:
+            return getattr(self.witness, operation)(*args)
+        except Exception as exc:  # noqa: BLE001 - a witness that fails knows nothing
+            self.policy.note("error:witness", "witness", "the witness failed: %r", exc)
+            return None
+
+    def _note_fenced(self, partition: Partition, fenced: bool, forgot: list) -> None:
         if fenced:
             why = "it missed a tag invalidation"
         else:
@@ -220,10 +254,22 @@ class Fencing:
         reachable = [p for p in self.partitions if p not in missed]
         ids = [p.id for p in missed]
         records = fan_out([(p, "record_fence", (ids, self.lease_ms)) for p in reachable])
-        if not self.enabled or not reachable or not all(o.ok for o in records):
+        left = [ms for o in records if o.ok for ms in o.value]
+        if self.witness is not None:
+            # Every fence goes to the witness: a renewal that cannot hear from
+            # every peer relies on it alone.
+            witnessed = self._tell_witness("record_fence", ids, self.lease_ms)
+            complete = witnessed is not None
+            left += witnessed or []
+            if not any(o.ok for o in records):
+                # Leases the peers vouched for, alone, left their grants there.
+                left.append(self.lease_ms)
+        else:
+            complete = self.enabled and bool(reachable) and all(o.ok for o in records)
+        if not complete:
             self._incomplete(missed, tags)
             return
-        wait_ms = max((ms for o in records for ms in o.value), default=0)
+        wait_ms = max(left, default=0)
         if wait_ms > 0:
             # A lease granted before our fence was recorded may still be in force.
             time.sleep((wait_ms + CLOCK_MARGIN_MS) / 1000)

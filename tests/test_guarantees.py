@@ -342,3 +342,72 @@ def test_a_foreign_value_that_looks_tagged__does_not_poison_other_reads(
         server.client().set(cache.make_key("planted"), planted)
         assert cache.get_many(["a", "planted", "b"]) == {"a": 1, "b": 2}
         assert cache.get("planted") is None
+
+
+# -- the witness of last resort (the database) --
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_witness__the_survivor_of_two_keeps_serving(clean_redis_servers, make_cache):
+    survivor, peer = clean_redis_servers[0], clean_redis_servers[1]
+    cache = make_cache([survivor.url, peer.url], TAG_LEASE=0.5, WITNESS="database", **FAST)
+    keys = keys_on(cache, survivor.url, count=4)
+    cache.set_many(dict.fromkeys(keys, 1), tags=["t"])
+    assert cache.get_many(keys) == dict.fromkeys(keys, 1)
+    peer.stop()
+    time.sleep(0.6)  # the survivor's lease ran out: the witness vouched for it
+    assert cache.get_many(keys) == dict.fromkeys(keys, 1)
+    cache.invalidate_tags("t")  # complete: the fence for the dead peer is in the database
+    assert cache.get_many(keys) == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_witness__a_fence_outlives_the_peer_that_was_told(
+    clean_redis_servers, make_cache
+):
+    """The partition missed an invalidation; its only peer, which was told, then
+    dies. Without a witness nothing would remember; with one, the partition is
+    fenced when it comes back."""
+    victim, peer = clean_redis_servers[0], clean_redis_servers[1]
+    cache = make_cache(
+        [victim.url, peer.url], TAG_LEASE=0.5, WITNESS="database", BREAKER_FAILURES=1, **FAST
+    )
+    keys = keys_on(cache, victim.url, count=3)
+    cache.set_many(dict.fromkeys(keys, "old"), tags=["t"])
+    assert cache.get_many(keys) == dict.fromkeys(keys, "old")
+    victim.pause()
+    assert cache.get(keys[0]) is None  # the breaker opens
+    cache.invalidate_tags("t")  # missed by the victim: fenced on the peer and the witness
+    peer.stop()  # the peer and what it was told are gone
+    victim.resume()
+    time.sleep(0.6)
+    assert cache.get_many(keys) == {}
+    assert policy_count(cache, "fenced", victim.url) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_witness__a_lone_partition_that_cannot_lock__still_lets_the_save_commit(
+    model_cache,
+):
+    (server,) = model_cache(1, WITNESS="database", BREAKER_FAILURES=1)
+    product = Product.objects.create(name="witnessed", version=1)
+    assert get_object(Product, product.pk).version == 1
+    server.pause()
+    product.version = 2
+    product.save()  # the miss is recorded in the database: the save may commit
+    server.resume()
+    time.sleep(0.6)
+    assert Product.objects.get(pk=product.pk).version == 2
+    assert get_object(Product, product.pk).version == 2  # the old entry was dropped
+
+
+def test_a_witness_that_cannot_be_reached__leaves_the_invalidation_incomplete(
+    clean_redis_servers, make_cache
+):
+    """No database access here (pytest-django blocks it): the witness fails."""
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url], WITNESS="database", BREAKER_FAILURES=1, **FAST)
+    server.pause()
+    with pytest.raises(InvalidationIncomplete):
+        cache.invalidate_tags("t")
+    server.resume()

@@ -1,0 +1,1 @@
+"""The model layer: registered models, their invalidation, cache-aside reads, the witness."""
