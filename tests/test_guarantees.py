@@ -387,11 +387,13 @@ def test_with_a_witness__a_fence_outlives_the_peer_that_was_told(
 
 @pytest.mark.django_db(transaction=True)
 def test_with_a_witness__a_lone_partition_that_cannot_lock__still_lets_the_save_commit(
-    model_cache,
+    model_cache, django_assert_num_queries
 ):
     (server,) = model_cache(1, WITNESS="database", BREAKER_FAILURES=1)
     product = Product.objects.create(name="witnessed", version=1)
     assert get_object(Product, product.pk).version == 1
+    with django_assert_num_queries(0):
+        assert get_object(Product, product.pk).version == 1  # cached, and trusted
     server.pause()
     product.version = 2
     product.save()  # the miss is recorded in the database: the save may commit
