@@ -12,6 +12,7 @@ import contextlib
 import time
 
 import pytest
+from django.core.cache import caches
 from django.db import transaction
 from redis.exceptions import OutOfMemoryError
 
@@ -395,8 +396,9 @@ def test_with_a_witness__a_lone_partition_that_cannot_lock__still_lets_the_save_
     with django_assert_num_queries(0):
         assert get_object(Product, product.pk).version == 1  # cached, and trusted
     server.pause()
+    assert caches["default"].get("anything") is None  # times out: the breaker opens
     product.version = 2
-    product.save()  # the miss is recorded in the database: the save may commit
+    product.save()  # the lock is not even sent; the miss is recorded in the database
     server.resume()
     time.sleep(0.6)
     assert Product.objects.get(pk=product.pk).version == 2
