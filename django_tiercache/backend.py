@@ -23,18 +23,18 @@ from django.core.cache.backends.base import (
 from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from . import options as options_module
-from . import timeouts
-from .codec import Codec, Tampered
-from .failures import ErrorPolicy
-from .hotkeys import hot_keys_for
-from .partition import Partition, fan_out
-from .partitioning import RendezvousPartitioner
+from .hotkeys.record import hot_keys_for
 from .redis_compat import DjangoRedisAPI
 from .stats.collection import attach as attach_stats
-from .stores.base import declare_lock_horizon
-from .tags import Fencing, entry_tags, validate_tags
-from .tier import NOT_FOUND, PartitionedStorage, is_type_error
+from .storage import options as options_module
+from .storage import timeouts
+from .storage.codec import Codec, Tampered
+from .storage.failures import ErrorPolicy
+from .storage.partition import Partition, fan_out
+from .storage.partitioning import RendezvousPartitioner
+from .storage.stores.base import declare_lock_horizon
+from .storage.tags import Fencing, entry_tags, validate_tags
+from .storage.tier import NOT_FOUND, PartitionedStorage, is_type_error
 
 _policies: dict[tuple, ErrorPolicy] = {}
 _policies_lock = threading.Lock()

@@ -7,8 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from .options import parse
 from .stats import conf as stats_conf
+from .storage.options import parse
 
 BACKEND = "django_tiercache.backend.TierCache"
 

@@ -13,8 +13,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 import django_tiercache
-from django_tiercache import options as options_module
-from django_tiercache.cache_aside import get_object, object_key
+from django_tiercache.orm.cache_aside import get_object, object_key
+from django_tiercache.storage import options as options_module
 from tests.testapp.models import Product
 
 RECORD_ONLY_WHEN_FLUSHED = {"SAMPLE": 1.0, "FLUSH": 3600}

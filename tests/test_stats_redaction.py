@@ -9,9 +9,9 @@ import pytest
 from django.core.cache import caches
 from django.urls import include, path
 
-from django_tiercache.options import redact
 from django_tiercache.stats import publishing, recent
 from django_tiercache.stats.redaction import redact_text
+from django_tiercache.storage.options import redact
 
 PAGE = "/admin/django_tiercache/stats/"
 JSON = "/admin/django_tiercache/stats.json"

@@ -27,8 +27,8 @@ from ..exceptions import PartitionUnavailable
 from .conf import get_config
 
 if TYPE_CHECKING:
-    from ..failures import ErrorPolicy
-    from ..partition import Outcome, Partition
+    from ..storage.failures import ErrorPolicy
+    from ..storage.partition import Outcome, Partition
 
 # Tag prefixes counted one by one; past this many, further prefixes count as OTHER.
 MAX_TAG_PREFIXES = 100

@@ -69,7 +69,7 @@ def plan(request: Request) -> list[Job]:
     lookups = parse_filters(request.filters)
     jobs += [model_job(label, lookups, request) for label in request.models]
     if request.hot:
-        from ..hotkeys import hot_jobs
+        from ..hotkeys.record import hot_jobs
 
         jobs += hot_jobs(request)
     if not (request.names or request.all or request.models or request.hot):
@@ -116,7 +116,7 @@ def model_job(label: str, lookups: dict[str, Any], request: Request) -> Job:
 
 
 def registered_model(label: str, where: str) -> type[models.Model]:
-    from ..registry import registered_models, registration_for
+    from ..orm.registry import registered_models, registration_for
 
     try:
         model = apps.get_model(label)

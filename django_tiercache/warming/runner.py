@@ -100,7 +100,7 @@ class Runner:
     ) -> tuple[Iterator[list], Callable]:
         size = self.request.batch_size
         if isinstance(loaded, models.QuerySet):
-            from ..registry import registration_for
+            from ..orm.registry import registration_for
 
             registration = registration_for(loaded.model)
             result.alias = job.alias or registration.cache_alias
@@ -168,7 +168,7 @@ def _work(todo: queue.Queue, done: queue.Queue, write: Callable[[list], Tally]) 
 
 
 def _guarded(write: Callable[[list], Tally], batch: list) -> Tally:
-    from ..hotkeys import not_sampled
+    from ..hotkeys.record import not_sampled
 
     try:
         with not_sampled():
@@ -200,7 +200,7 @@ def _only(items: Iterable[Any], keys: frozenset[str]) -> Iterator[Any]:
 def _model_timeout(job: Job, registration: Any) -> Any:
     if job.timeout is not DEFAULT_TIMEOUT:
         return job.timeout
-    from ..cache_aside import model_timeout  # the rule get_object follows
+    from ..orm.cache_aside import model_timeout  # the rule get_object follows
 
     return model_timeout(registration.timeout)
 
@@ -301,7 +301,7 @@ class _Target:
             tally.warmed += 1
 
     def write_objects(self, queryset: models.QuerySet, pks: list) -> Tally:
-        from ..cache_aside import object_entry
+        from ..orm.cache_aside import object_entry
 
         cache, tally, model = caches[self.alias], Tally(), queryset.model
         # The key and tags of an instance depend on its pk only: know them before loading.

@@ -114,7 +114,7 @@ class Command(BaseCommand):
 
     def _list(self) -> None:
         warming.discover()
-        from django_tiercache.registry import registered_models, registration_for
+        from django_tiercache.orm.registry import registered_models, registration_for
 
         warmers = warming.registered_warmers()
         self.stdout.write(self.style.MIGRATE_HEADING("Warmers:"))

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
-from .options import HOT_KEYS_DEFAULTS, redact
+from ..storage.options import HOT_KEYS_DEFAULTS, redact
 
 if TYPE_CHECKING:
-    from .warming import Job, Request
+    from ..warming import Job, Request
 
 MAX_KEYS_PER_FLUSH = 10_000  # the most counted keys sent per flush; the rest are noise
 
@@ -264,7 +264,7 @@ def hot_jobs(request: Request) -> list[Job]:
     """Jobs that rewarm the hot keys of request.cache from their producers, hottest first."""
     from django.core.cache import caches
 
-    from .warming import WarmingError
+    from ..warming import WarmingError
 
     alias = request.cache or "default"
     record = getattr(caches[alias], "_hot", None)
@@ -295,7 +295,7 @@ def _hot_job(
 ) -> Job | None:
     from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
-    from .warming import Job, WarmingError, registered_model, registered_warmers
+    from ..warming import Job, WarmingError, registered_model, registered_warmers
 
     keys = frozenset(key for key, _ in found)
     pks = [pk for _, pk in found if pk is not None]
@@ -324,7 +324,7 @@ def _hot_job(
 
 
 def _unplaced_job(alias: str, count: int) -> Job:
-    from .warming import Job
+    from ..warming import Job
 
     # Keys read often that no warmer wrote while they were hot: shown, not rewarmed.
     return Job("hot, producer unknown", alias, ("warmer", ""), list, unplaced=count)

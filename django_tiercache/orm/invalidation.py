@@ -32,8 +32,10 @@ from django.db.models.signals import (
     pre_save,
 )
 
-from . import conf, registry, tier, transactions
-from .backend import declare_write_locks
+from .. import conf
+from ..backend import declare_write_locks
+from ..storage import tier
+from . import registry, transactions
 from .registry import (
     family_tag,
     instance_tag,

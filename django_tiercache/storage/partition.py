@@ -12,7 +12,7 @@ from redis import exceptions as redis_errors
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .exceptions import PartitionUnavailable
+from ..exceptions import PartitionUnavailable
 from .failures import CircuitBreaker
 from .stores import store_for
 from .stores.base import Done, Store

@@ -19,7 +19,7 @@ from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
-from .tags import MAX_TAG_LENGTH
+from ..storage.tags import MAX_TAG_LENGTH
 
 TagsFunction = Callable[[Any], Iterable[str]]
 

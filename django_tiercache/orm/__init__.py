@@ -1,0 +1,1 @@
+"""The model layer: registered models, their tags, invalidation on writes, cache-aside reads."""
