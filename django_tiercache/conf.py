@@ -29,6 +29,15 @@ DEFAULTS: dict[str, Any] = {
     "STATS_TARGETS": {"HIT_RATE": 0.80, "MISS_RATE": 0.20, "P95_MS": 10.0},
     "STATS_METRICS_TOKEN": None,
     "STATS_METRICS_PUBLIC": False,
+    # Observer factories every TierCache is built with, by dotted path (see
+    # storage/observers.py): each watches the cache's reads, writes and calls.
+    # Statistics (on when STATS is) and hot keys (on when a cache's
+    # OPTIONS["HOT_KEYS"] is) plug in here; leave one out to keep it out of the
+    # read path entirely, add your own to watch caches too.
+    "OBSERVERS": [
+        "django_tiercache.stats.observer.observe",
+        "django_tiercache.hotkeys.record.observe",
+    ],
 }
 
 
