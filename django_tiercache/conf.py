@@ -1,6 +1,6 @@
 """App-wide settings: the TIERCACHE dict in Django settings, read lazily.
 
-Per-cache options live in CACHES[alias]["OPTIONS"] instead (see options.py).
+Per-cache options live in CACHES[alias]["OPTIONS"] instead (see storage/options.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
     # Seconds a write lock (taken when a transaction writes a registered model)
-    # lasts at most if the transaction never commits; see transactions.py.
+    # lasts at most if the transaction never commits; see orm/transactions.py.
     "WRITE_LOCK_TIMEOUT": 30,
     # Seconds get_object() and cached_queryset() keep entries when the model's
     # registration gives no timeout: None means the cache's default TIMEOUT.

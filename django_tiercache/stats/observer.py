@@ -1,7 +1,7 @@
 """The statistics observer factory: one recorder per cache per process.
 
-``observe`` is named in TIERCACHE["OBSERVERS"] (see conf.py); the backend calls
-it for every instance it builds and reports to what it returns.
+``observe`` is named in TIERCACHE["OBSERVERS"] (django_tiercache/conf.py); the
+backend calls it for every instance it builds and reports to what it returns.
 """
 
 from __future__ import annotations
