@@ -1,7 +1,7 @@
 # Developer entry points for django_tiercache. GNU make.
 #   make run     example project on http://127.0.0.1:8000/ (local use only)
 #   make test    test suite on SQLite, then on PostgreSQL
-#   make lint    ruff + mypy;  make tox  the Python x Django matrix and the wheel;  make bench
+#   make lint    ruff + mypy + import-linter;  make tox  the Python x Django matrix and the wheel;  make bench
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -40,7 +40,7 @@ help:
 	@echo "make run      create .venv, migrate, seed and serve the example project"
 	echo "make test     run the tests on SQLite and on PostgreSQL (PYTEST_ARGS=...)"
 	echo "make services start Redis and PostgreSQL if they are not answering"
-	echo "make lint     ruff check, ruff format --check, mypy"
+	echo "make lint     ruff check, ruff format --check, mypy, import-linter (the layers)"
 	echo "make tox      the tox matrix (Python 3.10-3.13 x Django 4.2/5.2/6.0 on PostgreSQL,"
 	echo "              the suite against the installed wheel, lint, packaging) with every"
 	echo "              pyenv interpreter on PATH (TOX_ARGS=\"-e py312-django52\", DATABASE_URL=...)"
@@ -65,7 +65,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.lint-installed: $(VENV)/.installed
-	@$(VPY) -m pip install --quiet ruff 'django-stubs[compatible-mypy]'
+	@$(VPY) -m pip install --quiet ruff 'django-stubs[compatible-mypy]' import-linter
 	touch $@
 
 $(VENV)/.tox-installed: $(VENV)/.installed
@@ -189,6 +189,7 @@ lint: $(VENV)/.lint-installed
 	@$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy django_tiercache
+	$(VENV)/bin/lint-imports
 
 tox: $(VENV)/.tox-installed
 	@PATH="$(TOX_PATH):$$PATH" $(VENV)/bin/tox $(TOX_ARGS)

@@ -88,12 +88,12 @@ class Switch:
     def __init__(self, cache: Any):
         from django_tiercache.stats.collection import NULL
 
-        self.cache, self.recorder, self.null = cache, cache._stats, NULL
+        self.cache, self.recorder, self.null = cache, cache._observer, NULL
 
     def set(self, on: bool) -> None:
-        self.cache._stats = self.recorder if on else self.null
+        self.cache._observer = self.recorder if on else self.null
         for partition in self.cache._partitions:
-            partition.stats = self.recorder if on else None
+            partition.observer = self.recorder if on else None
 
 
 def cases() -> list[tuple[str, str, Switch, Callable[[], Any]]]:

@@ -13,9 +13,9 @@ and read model data through it with model-driven invalidation::
     product = django_tiercache.get_object(Product, 7)
 """
 
-from .cache_aside import cached_queryset, get_object, get_object_or_404, get_objects
-from .invalidation import invalidate_instance, invalidate_model
-from .registry import instance_tag, model_tag, register, unregister
+from .orm.cache_aside import cached_queryset, get_object, get_object_or_404, get_objects
+from .orm.invalidation import invalidate_instance, invalidate_model
+from .orm.registry import instance_tag, model_tag, register, unregister
 from .warming import warmer
 
 __version__ = "0.1.0"

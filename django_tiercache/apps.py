@@ -9,8 +9,9 @@ class TierCacheConfig(AppConfig):
     def ready(self) -> None:
         # Importing registers the checks (Django dedupes registrations by function)
         # and adds invalidation's signal wiring to the registry.
-        from . import checks, invalidation  # noqa: F401
-        from .registry import wire_pending
+        from . import checks  # noqa: F401
+        from .orm import invalidation  # noqa: F401
+        from .orm.registry import wire_pending
 
         # Models registered with @register while models were loading get their
         # signals now that relations can be read; ready() may run more than once

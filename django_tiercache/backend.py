@@ -1,10 +1,14 @@
 """TierCache: Django's cache API over partitions, with tags and failure handling.
 
-The backend is a facade. Routing lives in partitioning.py, bytes in codec.py,
-storage in stores/, what errors become in failures.py, tag invalidation and
-fences in tags.py, reading and writing on partitions in tier.py (the boundary
-an in-process tier will sit behind); every call to a partition goes through
-``Partition.start``, where per-operation statistics hook in.
+The backend is a facade over the storage core (storage/): routing lives in
+partitioning.py, bytes in codec.py, stores in stores/, what errors become in
+failures.py, tag invalidation and fences in tags.py, reading and writing on
+partitions in tier.py (the boundary an in-process tier will sit behind).
+
+It imports no feature. Statistics, hot keys and whatever else watches a cache
+are observers (storage/observers.py), built by the factories that
+TIERCACHE["OBSERVERS"] names; every call to a partition goes through
+``Partition.start``, which reports it to them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import caches
 from django.core.cache.backends.base import (
     DEFAULT_TIMEOUT,
     MEMCACHE_MAX_KEY_LENGTH,
@@ -24,18 +30,18 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from . import options as options_module
-from . import timeouts
-from .codec import Codec, Tampered
-from .failures import ErrorPolicy
-from .hotkeys import hot_keys_for
-from .partition import Partition, fan_out
-from .partitioning import RendezvousPartitioner
+from . import conf
 from .redis_compat import DjangoRedisAPI
-from .stats.collection import attach as attach_stats
-from .stores.base import declare_lock_horizon
-from .tags import Fencing, entry_tags, validate_tags
-from .tier import NOT_FOUND, PartitionedStorage, is_type_error
+from .storage import options as options_module
+from .storage import timeouts
+from .storage.codec import Codec, Tampered
+from .storage.failures import ErrorPolicy
+from .storage.hooks import declare_lock_horizon
+from .storage.observers import Building, combine, factories, watching_calls
+from .storage.partition import Partition, fan_out
+from .storage.partitioning import RendezvousPartitioner
+from .storage.tags import Fencing, entry_tags, validate_tags
+from .storage.tier import NOT_FOUND, PartitionedStorage, is_type_error
 
 _policies: dict[tuple, ErrorPolicy] = {}
 _policies_lock = threading.Lock()
@@ -80,8 +86,18 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             raise_incomplete=config["INVALIDATION_FAILURE"] == "raise",
             witness=_witness(config["WITNESS"], self.key_prefix, config.options),
         )
-        self._hot = hot_keys_for(self, config["HOT_KEYS"]) if config["HOT_KEYS"] else None
-        self._stats = attach_stats(location, params, self._partitions, self._policy)
+        self._watch(
+            Building(location, params, config, self.key_prefix, self._partitions, self._policy)
+        )
+
+    def _watch(self, building: Building) -> None:
+        """Build the observers TIERCACHE["OBSERVERS"] names and report to them."""
+        built = (factory(building) for factory in factories(conf.get_config()["OBSERVERS"]))
+        self._observers = tuple(o for o in built if o is not None)
+        self._observer = combine(self._observers)
+        calls = watching_calls(self._observers)
+        for partition in self._partitions:
+            partition.observer = calls
 
     def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> int | float | None:
         """The timeout in seconds from now, as Django's RedisCache gives it: None
@@ -359,7 +375,7 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         """
         tags = validate_tags(tags)
         if tags:
-            self._stats.invalidated(tags)
+            self._observer.invalidated(tags)
             self._fencing.invalidate(tags)
 
     def lock_tags(self, writer: str, tags: Iterable[str], seconds: float, wait: bool = True) -> Any:
@@ -376,7 +392,7 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         tags = validate_tags(tags)
         if not tags:
             return lambda: None
-        self._stats.invalidated(tags)
+        self._observer.invalidated(tags)
         finish = self._fencing.start(tags, "lock", writer, int(seconds * 1000))
         if wait:
             finish()
@@ -412,8 +428,6 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
 
 def tier_cache(alias: str) -> TierCache:
     """caches[alias], which must be a TierCache (model invalidation and warming need tags)."""
-    from django.core.cache import caches
-
     cache = caches[alias]
     if not isinstance(cache, TierCache):
         raise ImproperlyConfigured(
@@ -432,8 +446,6 @@ def declare_write_locks(alias: str, seconds: float) -> None:
     model layer does, from TIERCACHE["WRITE_LOCK_TIMEOUT"]), before the cache
     is built: readers must know it too, since they are the ones who fill.
     """
-    from django.conf import settings
-
     params = getattr(settings, "CACHES", {}).get(alias, {})
     if params.get("BACKEND") == "django_tiercache.backend.TierCache":
         declare_lock_horizon(f"{params.get('KEY_PREFIX', '')}:_tc:", seconds)

@@ -7,8 +7,10 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from .options import parse
+from .conf import DEFAULTS
 from .stats import conf as stats_conf
+from .storage.observers import factory_problem
+from .storage.options import parse
 
 BACKEND = "django_tiercache.backend.TierCache"
 
@@ -35,8 +37,6 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 @register()
 def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """The app-wide TIERCACHE setting (see conf.py) names only known keys."""
-    from .conf import DEFAULTS
-
     configured = getattr(settings, "TIERCACHE", {})
     if not isinstance(configured, dict):
         return [
@@ -56,7 +56,8 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
         for key in configured
         if key not in DEFAULTS
     ]
-    return unknown + _stats_settings({**DEFAULTS, **configured})
+    config = {**DEFAULTS, **configured}
+    return unknown + _stats_settings(config) + _observer_settings(config["OBSERVERS"])
 
 
 def _stats_settings(config: dict[str, Any]) -> list[CheckMessage]:
@@ -70,4 +71,21 @@ def _stats_settings(config: dict[str, Any]) -> list[CheckMessage]:
             id="tiercache.E006",
         )
         for problem in stats_conf.problems(stats_conf.with_targets(config))
+    ]
+
+
+def _observer_settings(paths: Any) -> list[CheckMessage]:
+    """TIERCACHE["OBSERVERS"] names importable observer factories (tiercache.E008)."""
+    hint = (
+        "Give a list of dotted paths to callables (Building) -> Observer | None; "
+        "see storage/observers.py."
+    )
+    if not isinstance(paths, (list, tuple)):
+        message = f"TIERCACHE['OBSERVERS'] must be a list, not {type(paths).__name__}."
+        return [Error(message, hint=hint, obj="TIERCACHE", id="tiercache.E008")]
+    problems = [factory_problem(path) for path in paths]
+    return [
+        Error(problem, hint=hint, obj="TIERCACHE", id="tiercache.E008")
+        for problem in problems
+        if problem is not None
     ]

@@ -1,6 +1,6 @@
 """App-wide settings: the TIERCACHE dict in Django settings, read lazily.
 
-Per-cache options live in CACHES[alias]["OPTIONS"] instead (see options.py).
+Per-cache options live in CACHES[alias]["OPTIONS"] instead (see storage/options.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
     # Seconds a write lock (taken when a transaction writes a registered model)
-    # lasts at most if the transaction never commits; see transactions.py.
+    # lasts at most if the transaction never commits; see orm/transactions.py.
     "WRITE_LOCK_TIMEOUT": 30,
     # Seconds get_object() and cached_queryset() keep entries when the model's
     # registration gives no timeout: None means the cache's default TIMEOUT.
@@ -29,6 +29,15 @@ DEFAULTS: dict[str, Any] = {
     "STATS_TARGETS": {"HIT_RATE": 0.80, "MISS_RATE": 0.20, "P95_MS": 10.0},
     "STATS_METRICS_TOKEN": None,
     "STATS_METRICS_PUBLIC": False,
+    # Observer factories every TierCache is built with, by dotted path (see
+    # storage/observers.py): each watches the cache's reads, writes and calls.
+    # Statistics (on when STATS is) and hot keys (on when a cache's
+    # OPTIONS["HOT_KEYS"] is) plug in here; leave one out to keep it out of the
+    # read path entirely, add your own to watch caches too.
+    "OBSERVERS": [
+        "django_tiercache.stats.observer.observe",
+        "django_tiercache.hotkeys.record.observe",
+    ],
 }
 
 

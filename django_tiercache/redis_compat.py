@@ -26,9 +26,9 @@ from typing import Any
 from redis.exceptions import LockError, LockNotOwnedError
 
 from .exceptions import PartitionUnavailable
-from .partition import UNREACHABLE, Outcome, Partition
-from .stores.memory import MemoryStore
-from .stores.memory import now_ms as memory_now_ms
+from .storage.partition import UNREACHABLE, Outcome, Partition
+from .storage.stores.memory import MemoryStore
+from .storage.stores.memory import now_ms as memory_now_ms
 
 DEFAULT_ITERSIZE = 100  # keys asked for per SCAN call (Redis' COUNT hint) and deleted per DEL
 

@@ -45,7 +45,7 @@ def reset_circuit_breakers():
     Breakers are per URL and process-wide, and a restarted server keeps its URL.
     """
     try:
-        from django_tiercache import partition
+        from django_tiercache.storage import partition
     except ImportError:
         return
     reset = getattr(partition, "reset_breakers", None)

@@ -7,7 +7,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from django_tiercache.exceptions import InvalidationIncomplete, PartitionUnavailable
-from django_tiercache.failures import ErrorPolicy
+from django_tiercache.storage.failures import ErrorPolicy
 
 FAST = {"SOCKET_TIMEOUT": 0.3, "SOCKET_CONNECT_TIMEOUT": 0.3, "BREAKER_COOLDOWN": 0.5}
 

@@ -18,7 +18,7 @@ from redis.exceptions import OutOfMemoryError
 
 from django_tiercache import get_object
 from django_tiercache.exceptions import InvalidationIncomplete
-from django_tiercache.stores.base import declare_lock_horizon
+from django_tiercache.storage.hooks import declare_lock_horizon
 from tests.test_failures import FAST, keys_on, policy_count
 from tests.testapp.models import Product
 
@@ -363,9 +363,7 @@ def test_with_a_witness__the_survivor_of_two_keeps_serving(clean_redis_servers, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_with_a_witness__a_fence_outlives_the_peer_that_was_told(
-    clean_redis_servers, make_cache
-):
+def test_with_a_witness__a_fence_outlives_the_peer_that_was_told(clean_redis_servers, make_cache):
     """The partition missed an invalidation; its only peer, which was told, then
     dies. Without a witness nothing would remember; with one, the partition is
     fenced when it comes back."""

@@ -13,8 +13,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 import django_tiercache
-from django_tiercache import options as options_module
-from django_tiercache.cache_aside import get_object, object_key
+from django_tiercache.hotkeys.record import record_of
+from django_tiercache.orm.cache_aside import get_object, object_key
+from django_tiercache.storage import options as options_module
 from tests.testapp.models import Product
 
 RECORD_ONLY_WHEN_FLUSHED = {"SAMPLE": 1.0, "FLUSH": 3600}
@@ -51,31 +52,31 @@ def test_sampled_reads__rank_keys_by_reads(hot_cache):
     read(cache, "a", 5)
     cache.get_many(["a", "b"])
     cache.get_many(["b", "c"])
-    cache._hot.flush()
+    record_of(cache).flush()
     made = cache.make_key
-    assert cache._hot.top() == [(made("a"), 6.0), (made("b"), 2.0), (made("c"), 1.0)]
-    assert cache._hot.top(limit=1) == [(made("a"), 6.0)]
+    assert record_of(cache).top() == [(made("a"), 6.0), (made("b"), 2.0), (made("c"), 1.0)]
+    assert record_of(cache).top(limit=1) == [(made("a"), 6.0)]
 
 
 def test_sampling__scores_estimate_reads_from_a_fraction_of_them(hot_cache):
     cache = hot_cache(SAMPLE=0.5)
     read(cache, "a", 2000)
-    cache._hot.flush()
-    ((key, score),) = cache._hot.top()
+    record_of(cache).flush()
+    ((key, score),) = record_of(cache).top()
     assert 1700 <= score <= 2300  # 2000 +- 7 standard deviations
 
 
 def test_off__reads_record_nothing(make_cache, shared_redis_url):
     cache = make_cache(shared_redis_url)
     read(cache, "a", 10)
-    assert cache._hot is None
+    assert record_of(cache) is None
     client = cache._partitions[0].store.client
     assert client.exists(record_key(cache)) == 0
 
 
 def test_record__is_trimmed_to_size_and_origins_go_with_trimmed_keys(hot_cache):
     cache = hot_cache(SIZE=3)
-    record = cache._hot
+    record = record_of(cache)
     for i in range(6):
         read(cache, f"k{i}", i + 1)
     record.flush()
@@ -94,7 +95,7 @@ def test_record__is_trimmed_to_size_and_origins_go_with_trimmed_keys(hot_cache):
 
 def test_decay__halves_scores_once_per_half_life_whoever_flushes(hot_cache):
     cache = hot_cache(HALF_LIFE=100)
-    record, client = cache._hot, cache._partitions[0].store.client
+    record, client = record_of(cache), cache._partitions[0].store.client
     read(cache, "a", 8)
     record.flush()
     seconds, micros = client.time()
@@ -110,13 +111,13 @@ def test_record__is_kept_on_every_partition_and_survives_one_stopping(
 ):
     cache = hot_cache([s.url for s in clean_redis_servers])
     read(cache, "a", 3)
-    cache._hot.flush()
+    record_of(cache).flush()
     for server in clean_redis_servers:
         assert server.client().zscore(record_key(cache), cache.make_key("a")) == 3.0
     clean_redis_servers[0].stop()
     read(cache, "b")
-    cache._hot.flush()  # the stopped copy is skipped, not raised
-    assert [k for k, _ in cache._hot.top()] == [cache.make_key("a"), cache.make_key("b")]
+    record_of(cache).flush()  # the stopped copy is skipped, not raised
+    assert [k for k, _ in record_of(cache).top()] == [cache.make_key("a"), cache.make_key("b")]
 
 
 def test_flush__happens_in_the_background_when_due(hot_cache):
@@ -125,9 +126,9 @@ def test_flush__happens_in_the_background_when_due(hot_cache):
     time.sleep(0.1)
     read(cache, "b")  # due: starts a flush thread
     deadline = time.monotonic() + 5
-    while len(cache._hot.top()) < 2 and time.monotonic() < deadline:
+    while len(record_of(cache).top()) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert {k for k, _ in cache._hot.top()} == {cache.make_key("a"), cache.make_key("b")}
+    assert {k for k, _ in record_of(cache).top()} == {cache.make_key("a"), cache.make_key("b")}
 
 
 @pytest.mark.parametrize(
@@ -153,7 +154,7 @@ def test_options__hot_keys_need_a_redis_server(make_cache, shared_redis_url):
     with pytest.raises(ImproperlyConfigured, match="HOT_KEYS'] needs a Redis partition"):
         make_cache(f"memory://{uuid.uuid4().hex}", HOT_KEYS=True)
     cache = make_cache(f"memory://{uuid.uuid4().hex}", HOT_KEYS={"LOCATION": shared_redis_url})
-    assert cache._hot.targets[0].name == shared_redis_url
+    assert record_of(cache).targets[0].name == shared_redis_url
 
 
 # -- warm_cache --hot --
@@ -199,7 +200,7 @@ def test_hot__rewarms_the_hot_keys_from_their_producers_after_a_flush(
     read(cache, "keyed:1", 2)
     get_object(Product, products[1].pk)
     read(cache, "never-warmed")
-    cache._hot.flush()
+    record_of(cache).flush()
     warm("items", "keyed", "--model", "testapp.Product")  # now records who made the hot keys
     cache.clear()  # what a Redis restart or a flush does to the cache
     out = warm("--hot")
@@ -220,8 +221,8 @@ def test_hot__rewarms_the_hot_keys_from_their_producers_after_a_flush(
 def test_hot__warming_reads_are_not_counted_as_traffic(hot_default):
     django_tiercache.warmer("items")(lambda: ((f"item:{i}", i) for i in range(20)))
     warm("items", "--only-missing")
-    hot_default._hot.flush()
-    assert hot_default._hot.top() == []
+    record_of(hot_default).flush()
+    assert record_of(hot_default).top() == []
 
 
 def test_hot__a_cache_without_a_record_is_a_bad_request(settings, shared_redis_url):
@@ -236,9 +237,9 @@ def test_hot__a_cache_without_a_record_is_a_bad_request(settings, shared_redis_u
 def test_hot__origins_name_the_warmer_key_and_pk(hot_default, transactional_db):
     product = Product.objects.create(name="origin")
     get_object(Product, product.pk)
-    hot_default._hot.flush()
+    record_of(hot_default).flush()
     warm("--model", "testapp.Product")
     made = hot_default.make_key(object_key(Product, product.pk))
-    origin = hot_default._hot.origins([made])[made]
+    origin = record_of(hot_default).origins([made])[made]
     assert origin == ["model", "testapp.product", object_key(Product, product.pk), str(product.pk)]
     assert json.dumps(origin)

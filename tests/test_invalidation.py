@@ -8,7 +8,7 @@ from django.http import Http404
 
 import django_tiercache
 from django_tiercache import cached_queryset, get_object, get_objects
-from django_tiercache.registry import NotRegistered
+from django_tiercache.orm.registry import NotRegistered
 from django_tiercache.signals import tags_invalidated
 from tests.testapp.models import Category, Label, Product, Unregistered
 

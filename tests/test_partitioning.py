@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 import redis.connection
 
-from django_tiercache.partitioning import RendezvousPartitioner
+from django_tiercache.storage.partitioning import RendezvousPartitioner
 
 FOUR = [f"redis://127.0.0.1:{6380 + i}/0" for i in range(4)]
 FIVE = [*FOUR, "redis://127.0.0.1:6384/0"]

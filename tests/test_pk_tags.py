@@ -7,9 +7,9 @@ from django.core.cache import cache
 from django.core.cache.backends.base import CacheKeyWarning
 
 from django_tiercache import get_object, instance_tag
-from django_tiercache.cache_aside import object_key
-from django_tiercache.registry import family_tag, pk_tag
-from django_tiercache.tags import validate_tags
+from django_tiercache.orm.cache_aside import object_key
+from django_tiercache.orm.registry import family_tag, pk_tag
+from django_tiercache.storage.tags import validate_tags
 from tests.testapp.models import Redemption, Voucher
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,7 +7,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models.signals import post_save
 
 import django_tiercache
-from django_tiercache import get_object, registry
+from django_tiercache import get_object
+from django_tiercache.orm import registry
 from tests.testapp.models import Book, Label, Product, Shelf, Unregistered
 
 pytestmark = pytest.mark.django_db(transaction=True)

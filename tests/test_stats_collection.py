@@ -205,7 +205,7 @@ def test_stats_off__attaches_nothing(settings, make_cache):
     settings.TIERCACHE = {"STATS": False}
     cache = make_cache(f"memory://{uuid.uuid4().hex}")
     assert recorder_of(cache) is NULL
-    assert all(p.stats is None for p in cache._partitions)
+    assert all(p.observer is None for p in cache._partitions)
     cache.set("a", 1)
     assert cache.get("a") == 1
 

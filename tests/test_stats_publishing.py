@@ -9,6 +9,7 @@ import pytest
 import redis
 from django.core.cache import caches
 
+from django_tiercache.hotkeys.record import record_of
 from django_tiercache.stats.collection import recorder_of
 from django_tiercache.stats.publishing import publish
 
@@ -115,7 +116,7 @@ def test_forked_child__does_not_send_the_parents_hot_key_samples(make_cache, ser
     cache.set("hot", 1)
     for _ in range(3):
         cache.get("hot")
-    record = cache._hot
+    record = record_of(cache)
     in_child(record.flush)
     assert record.top() == []  # the child had nothing of its own to send
     record.flush()

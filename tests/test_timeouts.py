@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from django_tiercache.tags import MAX_TAGS_PER_ENTRY
-from django_tiercache.timeouts import MAX_TIMEOUT
+from django_tiercache.storage.tags import MAX_TAGS_PER_ENTRY
+from django_tiercache.storage.timeouts import MAX_TIMEOUT
 
 THIRTY_DAYS = 30 * 24 * 3600
 BAD_TIMEOUTS = [

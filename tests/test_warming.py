@@ -25,7 +25,7 @@ from django.db import connection
 
 import django_tiercache
 from django_tiercache import warming
-from django_tiercache.cache_aside import get_object, object_key
+from django_tiercache.orm.cache_aside import get_object, object_key
 from tests.redis_servers import SHARED_REDIS_URL
 from tests.testapp.models import Product
 

@@ -4,23 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_tiercache', '0001_initial'),
+        ("django_tiercache", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MissedInvalidation',
+            name="MissedInvalidation",
             fields=[
-                ('id', models.AutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('cache', models.CharField(max_length=200)),
-                ('partition', models.CharField(max_length=32)),
-                ('misses', models.BigIntegerField(default=0)),
-                ('granted_until_ms', models.BigIntegerField(default=0)),
+                (
+                    "id",
+                    models.AutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("cache", models.CharField(max_length=200)),
+                ("partition", models.CharField(max_length=32)),
+                ("misses", models.BigIntegerField(default=0)),
+                ("granted_until_ms", models.BigIntegerField(default=0)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('cache', 'partition'), name='tiercache_witness_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("cache", "partition"), name="tiercache_witness_unique"
+                    )
+                ],
             },
         ),
     ]

@@ -1,1 +1,2 @@
-"""The model layer: registered models, their invalidation, cache-aside reads, the witness."""
+"""The model layer: registered models, their tags, invalidation on writes, cache-aside reads,
+and the database witness of missed invalidations."""

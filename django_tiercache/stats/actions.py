@@ -18,7 +18,7 @@ from typing import Any
 
 from django.core.cache import caches
 
-from ..tags import validate_tags
+from ..storage.tags import validate_tags
 from .collection import recorder_of
 
 

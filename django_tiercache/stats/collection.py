@@ -1,10 +1,12 @@
 """Counting what a cache does, cheaply, in each process.
 
-The backend and every call to a partition report here (the hooks in backend.py
-and partition.py). Counters live in one dict per thread, so the hot path takes
-no lock and loses no update. A dict's keys are small tuples naming a tier, an
-operation, a partition, a latency bucket or a tag prefix, so its size is
-bounded by what can be named, never by traffic:
+A Recorder is an observer (storage/observers.py), built by stats/observer.py
+(the factory TIERCACHE["OBSERVERS"] names), so the backend and every call to a
+partition report here without the core importing this package. Counters live in
+one dict per thread, so the hot path takes no lock and loses no update. A
+dict's keys are small tuples naming a tier, an operation, a partition, a
+latency bucket or a tag prefix, so its size is bounded by what can be named,
+never by traffic:
 
     ("hit" | "miss" | "set" | "delete", tier)    ("inv", tag prefix)
     ("trip", partition)                          (operation, partition): a histogram
@@ -22,13 +24,15 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
+from ..backend import TierCache
 from ..exceptions import PartitionUnavailable
-from .conf import get_config
+from ..storage.observers import Observer, observers_of
 
 if TYPE_CHECKING:
-    from ..failures import ErrorPolicy
-    from ..partition import Outcome, Partition
+    from ..storage.failures import ErrorPolicy
+    from ..storage.partition import Outcome, Partition
 
 # Tag prefixes counted one by one; past this many, further prefixes count as OTHER.
 MAX_TAG_PREFIXES = 100
@@ -60,7 +64,7 @@ def bucket_bounds(index: int) -> tuple[float, float]:
     return float((4 + sub) << (bits - 3)), float((5 + sub) << (bits - 3))
 
 
-class Recorder:
+class Recorder(Observer):
     """The counters of one cache in this process, shared by all its threads."""
 
     def __init__(self, alias: str, tier: str, home: Partition | None, policy: ErrorPolicy):
@@ -96,8 +100,9 @@ class Recorder:
                 self._shards.append((threading.current_thread(), counts))
             return counts
 
-    def read(self, asked: int, found: int) -> None:
-        """`asked` keys were looked up, `found` of them were there."""
+    def read(self, made_keys: list[str], found: int) -> None:
+        """`made_keys` were looked up, `found` of them were there."""
+        asked = len(made_keys)
         try:
             counts = self._local.counts
         except AttributeError:
@@ -186,64 +191,14 @@ class Recorder:
         return total
 
 
-class NullRecorder:
-    """What a cache reports to when statistics are off: nothing is kept."""
+class NullRecorder(Observer):
+    """What ``recorder_of`` answers for a cache without statistics: nothing is kept."""
 
     alias = ""
     sink = None
 
-    def read(self, asked: int, found: int) -> None:
-        pass
-
-    def wrote(self, stored: int) -> None:
-        pass
-
-    def deleted(self, asked: int) -> None:
-        pass
-
-    def invalidated(self, tags: tuple[str, ...]) -> None:
-        pass
-
 
 NULL = NullRecorder()
-
-_recorders: dict[tuple, Recorder] = {}
-_recorders_lock = threading.Lock()
-
-
-def attach(
-    location: Any, params: dict[str, Any], partitions: list[Partition], policy: ErrorPolicy
-) -> Recorder | NullRecorder:
-    """The recorder of the cache being built, wired to its partitions.
-
-    One recorder per cache per process: Django builds a backend instance per
-    thread, and they all count into the same recorder.
-    """
-    if not get_config()["STATS"]:
-        return NULL
-    alias = alias_of(location, params)
-    names = tuple(p.name for p in partitions)
-    identity = (alias, names, params.get("KEY_PREFIX", ""))
-    with _recorders_lock:
-        recorder = _recorders.get(identity)
-        if recorder is None or recorder.policy is not policy:
-            recorder = _recorders[identity] = _new_recorder(alias, partitions, policy)
-    for partition in partitions:
-        partition.stats = recorder
-    return recorder
-
-
-def _new_recorder(alias: str | None, partitions: list[Partition], policy: ErrorPolicy) -> Recorder:
-    from . import publishing
-
-    redis = [p for p in partitions if not p.url.startswith("memory:")]
-    # Only caches named in settings.CACHES share their figures through Redis:
-    # those are the ones the admin page shows, and a cache built by hand (tests,
-    # scripts) must not write into a server it was not configured for.
-    home = redis[0] if redis and alias is not None else None
-    recorder = Recorder(alias or "(unnamed)", "redis" if redis else "memory", home, policy)
-    publishing.register(recorder)
-    return recorder
 
 
 def alias_of(location: Any, params: dict[str, Any]) -> str | None:
@@ -256,16 +211,15 @@ def alias_of(location: Any, params: dict[str, Any]) -> str | None:
 
 
 def recorder_of(cache: Any) -> Recorder | NullRecorder:
-    """The recorder a TierCache reports to."""
-    return getattr(cache, "_stats", NULL)
+    """The recorder a TierCache reports to (NULL when it keeps no statistics)."""
+    for observer in observers_of(cache):
+        if isinstance(observer, Recorder):
+            return observer
+    return NULL
 
 
 def tiercache_aliases() -> list[str]:
     """The aliases of settings.CACHES that are TierCaches, in settings order."""
-    from django.utils.module_loading import import_string
-
-    from ..backend import TierCache
-
     aliases = []
     for alias, entry in settings.CACHES.items():
         backend = entry.get("BACKEND", "")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..options import redact
+from ..storage.options import redact
 
 URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>,()]+", re.IGNORECASE)
 

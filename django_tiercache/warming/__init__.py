@@ -24,17 +24,16 @@ are written, so an instance changed while it was being loaded is never cached
 and a valid cached instance (current, by model invalidation) is never replaced.
 """
 
-from .planning import (
+from .jobs import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
     Job,
     Request,
     WarmingError,
     check_alias,
-    parse_filters,
-    plan,
     registered_model,
 )
+from .planning import parse_filters, plan
 from .runner import Progress, Result, Runner, Tally, run
 from .warmers import Warmer, discover, registered_warmers, unregister_warmer, warmer
 

@@ -1,55 +1,16 @@
-"""Requests and plans: what a warm_cache run (or task) asks for, checked before anything runs."""
+"""Plans: the jobs a request asks for, every part checked before anything runs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
-from django.apps import apps
-from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.exceptions import FieldError, ValidationError
-from django.db import models
 
+from .hot import hot_jobs
+from .jobs import Job, Request, WarmingError, check_alias, names_or_none, registered_model
 from .warmers import Warmer, discover, registered_warmers
-
-DEFAULT_BATCH_SIZE = 1000
-DEFAULT_CONCURRENCY = 2  # encoding holds the GIL: more threads help only loads that wait (SQL)
-
-
-class WarmingError(ValueError):
-    """A warm request names something that does not exist; nothing was written."""
-
-
-@dataclass
-class Request:
-    """What to warm and how: the options of warm_cache and of the Celery task."""
-
-    names: list[str] = field(default_factory=list)
-    all: bool = False
-    models: list[str] = field(default_factory=list)
-    filters: list[str] = field(default_factory=list)
-    cache: str | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    concurrency: int = DEFAULT_CONCURRENCY
-    only_missing: bool = False
-    dry_run: bool = False
-    timeout: float | None = None
-    hot: bool = False
-
-
-@dataclass
-class Job:
-    """One warmer, model or group of hot keys to run: one row of the summary."""
-
-    label: str
-    alias: str | None  # None: the QuerySet's model's cache, else "default"
-    origin: tuple[str, str]  # ("warmer", name) or ("model", "app_label.model")
-    load: Callable[[], Any]  # -> an iterable of items, or a QuerySet
-    timeout: Any = DEFAULT_TIMEOUT
-    keys: frozenset[str] | None = None  # write only these keys (--hot)
-    unplaced: int = 0  # hot keys no warmer or model is known to produce
 
 
 def plan(request: Request) -> list[Job]:
@@ -69,13 +30,11 @@ def plan(request: Request) -> list[Job]:
     lookups = parse_filters(request.filters)
     jobs += [model_job(label, lookups, request) for label in request.models]
     if request.hot:
-        from ..hotkeys import hot_jobs
-
         jobs += hot_jobs(request)
     if not (request.names or request.all or request.models or request.hot):
         raise WarmingError(
             "Nothing to warm: name warmers, or use --all, --model LABEL or --hot. "
-            f"Registered warmers: {_choices(registered_warmers())}."
+            f"Registered warmers: {names_or_none(registered_warmers())}."
         )
     return jobs
 
@@ -87,7 +46,7 @@ def _chosen_warmers(request: Request) -> list[Warmer]:
     unknown = [name for name in request.names if name not in known]
     if unknown:
         raise WarmingError(
-            f"Unknown warmer(s): {', '.join(unknown)}. Registered warmers: {_choices(known)}."
+            f"Unknown warmer(s): {', '.join(unknown)}. Registered warmers: {names_or_none(known)}."
         )
     chosen = list(known.values()) if request.all else [known[n] for n in request.names]
     for w in chosen:
@@ -115,28 +74,6 @@ def model_job(label: str, lookups: dict[str, Any], request: Request) -> Job:
     return Job(model._meta.label_lower, request.cache, origin, lambda: queryset, timeout)
 
 
-def registered_model(label: str, where: str) -> type[models.Model]:
-    from ..registry import registered_models, registration_for
-
-    try:
-        model = apps.get_model(label)
-        registration_for(model)
-    except (LookupError, ValueError):  # no such model, or not registered (NotRegistered)
-        choices = _choices(sorted(m._meta.label for m in registered_models()))
-        raise WarmingError(
-            f"{where} {label!r} is not a registered model. Registered models: {choices}."
-        ) from None
-    return model
-
-
-def check_alias(alias: str, where: str) -> None:
-    if alias not in settings.CACHES:
-        configured = _choices(settings.CACHES)
-        raise WarmingError(
-            f"{where}: unknown cache alias {alias!r}. Configured caches: {configured}."
-        )
-
-
 def parse_filters(filters: Iterable[str]) -> dict[str, Any]:
     """``["is_active=1", "pk__in=1,2"]`` -> Django lookups (lists for __in and __range)."""
     lookups: dict[str, Any] = {}
@@ -152,7 +89,3 @@ def parse_filters(filters: Iterable[str]) -> dict[str, Any]:
         else:
             lookups[lookup] = value
     return lookups
-
-
-def _choices(names: Iterable[str]) -> str:
-    return ", ".join(names) or "none"

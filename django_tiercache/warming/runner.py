@@ -15,7 +15,11 @@ from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.db import connections, models
 
-from .planning import Job, Request, plan
+from ..hotkeys.record import not_sampled, record_of
+from ..orm.cache_aside import model_timeout, object_entry
+from ..orm.registry import registration_for
+from .jobs import Job, Request
+from .planning import plan
 
 ERRORS_KEPT = 20  # per warmer: the summary shows a sample, not every failed item
 NOT_STORED = (
@@ -100,8 +104,6 @@ class Runner:
     ) -> tuple[Iterator[list], Callable]:
         size = self.request.batch_size
         if isinstance(loaded, models.QuerySet):
-            from ..registry import registration_for
-
             registration = registration_for(loaded.model)
             result.alias = job.alias or registration.cache_alias
             target = _Target(self.request, job, result.alias, _model_timeout(job, registration))
@@ -168,8 +170,6 @@ def _work(todo: queue.Queue, done: queue.Queue, write: Callable[[list], Tally]) 
 
 
 def _guarded(write: Callable[[list], Tally], batch: list) -> Tally:
-    from ..hotkeys import not_sampled
-
     try:
         with not_sampled():
             return write(batch)
@@ -200,9 +200,7 @@ def _only(items: Iterable[Any], keys: frozenset[str]) -> Iterator[Any]:
 def _model_timeout(job: Job, registration: Any) -> Any:
     if job.timeout is not DEFAULT_TIMEOUT:
         return job.timeout
-    from ..cache_aside import model_timeout  # the rule get_object follows
-
-    return model_timeout(registration.timeout)
+    return model_timeout(registration.timeout)  # the rule get_object follows
 
 
 def _by_tags(batch: list, tally: Tally) -> dict[tuple[str, ...], dict[str, Any]]:
@@ -240,7 +238,7 @@ class _Target:
     def __init__(self, request: Request, job: Job, alias: str, timeout: Any):
         self.request, self.alias, self.timeout = request, alias, timeout
         self.origin = job.origin
-        record = getattr(caches[alias], "_hot", None)
+        record = record_of(caches[alias])
         # Remember who produced the keys that are hot, so that --hot can rewarm them.
         self.hot_keys = record.members() if record is not None and not request.dry_run else set()
 
@@ -301,8 +299,6 @@ class _Target:
             tally.warmed += 1
 
     def write_objects(self, queryset: models.QuerySet, pks: list) -> Tally:
-        from ..cache_aside import object_entry
-
         cache, tally, model = caches[self.alias], Tally(), queryset.model
         # The key and tags of an instance depend on its pk only: know them before loading.
         wanted = {}
@@ -341,7 +337,9 @@ class _Target:
             if made in self.hot_keys:
                 origins[made] = json.dumps([kind, name, key, None if pk is None else str(pk)])
         if origins:
-            cache._hot.remember(origins)
+            record = record_of(cache)
+            if record is not None:
+                record.remember(origins)
 
 
 def run(request: Request, progress: Progress | None = None) -> list[Result]:

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from django_tiercache import warming
+from django_tiercache.orm.registry import registered_models, registration_for
 
 PLAIN_PROGRESS_SECONDS = 5.0
 ERRORS_SHOWN = 3  # failed items listed per warmer at verbosity 1 (all that were kept at 2)
@@ -114,8 +115,6 @@ class Command(BaseCommand):
 
     def _list(self) -> None:
         warming.discover()
-        from django_tiercache.registry import registered_models, registration_for
-
         warmers = warming.registered_warmers()
         self.stdout.write(self.style.MIGRATE_HEADING("Warmers:"))
         for w in warmers.values():

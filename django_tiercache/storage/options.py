@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "PARTITION_NAMES": None,
     "MEMORY_MAX_ENTRIES": 10_000,
     # False, True or a dict of HOT_KEYS_DEFAULTS' keys: sample reads and keep the
-    # hottest keys in Redis, for `warm_cache --hot` (see hotkeys.py).
+    # hottest keys in Redis, for `warm_cache --hot` (see hotkeys/record.py).
     "HOT_KEYS": False,
 }
 

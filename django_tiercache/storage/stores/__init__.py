@@ -7,13 +7,11 @@ from urllib.parse import urlsplit
 
 from ..options import MEMORY_SCHEME
 from .base import Store
+from .memory import MemoryStore
+from .redis import RedisStore
 
 
 def store_for(url: str, ns: str, options: dict[str, Any]) -> Store:
     if urlsplit(url).scheme == MEMORY_SCHEME:
-        from .memory import MemoryStore
-
         return MemoryStore(url, ns, options)
-    from .redis import RedisStore
-
     return RedisStore(url, ns, options)

@@ -12,7 +12,7 @@ from redis import exceptions as redis_errors
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .exceptions import PartitionUnavailable
+from ..exceptions import PartitionUnavailable
 from .failures import CircuitBreaker
 from .stores import store_for
 from .stores.base import Done, Store
@@ -58,7 +58,8 @@ def reset_breakers() -> None:
 
 
 class Partition:
-    stats: Any = None  # the cache's stats.collection.Recorder, when statistics are on
+    # observers.watching_calls() of the cache: told of every call, when anyone listens.
+    observer: Any = None
 
     def __init__(self, name: str, url: str, ns: str, options: dict[str, Any]):
         self.name, self.url = name, url
@@ -101,10 +102,10 @@ class Pending:
         self.started = started
 
     def outcome(self) -> Outcome:
-        stats, trips = self.partition.stats, self.partition.breaker.trips
+        observer, trips = self.partition.observer, self.partition.breaker.trips
         outcome = self._settle()
-        if stats is not None:  # statistics: latency per operation, breaker trips
-            stats.called(outcome, perf_counter_ns() - self.started, trips)
+        if observer is not None:  # latency per operation, breaker trips (statistics)
+            observer.called(outcome, perf_counter_ns() - self.started, trips)
         return outcome
 
     def _settle(self) -> Outcome:

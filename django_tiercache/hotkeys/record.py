@@ -1,9 +1,11 @@
 """Hot keys: a sampled, decayed, bounded record of the most read keys of a cache.
 
-With ``OPTIONS["HOT_KEYS"]`` on, the backend hands every read's keys to
-``HotKeys.sample``, which keeps a fraction of them (``SAMPLE``) in a counter in
-process memory; every ``FLUSH`` seconds a short-lived thread sends the counts
-to Redis, so a read never waits for the record. In Redis the record is:
+With ``OPTIONS["HOT_KEYS"]`` on, the record watches the cache as an observer
+(storage/observers.py; ``observe`` is the factory TIERCACHE["OBSERVERS"]
+names): every read's keys go to ``HotKeys.sample``, which keeps a fraction of
+them (``SAMPLE``) in a counter in process memory; every ``FLUSH`` seconds a
+short-lived thread sends the counts to Redis, so a read never waits for the
+record. In Redis the record is:
 
 - ``<prefix>:_tc:hot``         a sorted set, key -> score (estimated reads, decayed);
 - ``<prefix>:_tc:hot:decayed`` when the scores were last decayed (ms);
@@ -17,8 +19,9 @@ every Redis partition (one restarted partition does not lose it), or on the
 server ``LOCATION`` names, which can outlive a flush of the cache itself.
 
 Origins are written by warming: a warmer that writes a key that is hot at the
-time records itself as that key's producer. ``warm_cache --hot`` (``hot_jobs``)
-reads the record, hottest first, and rewarms each key from its producer.
+time records itself as that key's producer. ``warm_cache --hot``
+(warming/hot.py) reads the record, hottest first, and rewarms each key from its
+producer; this package knows nothing of warming.
 """
 
 from __future__ import annotations
@@ -31,15 +34,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
-from .options import HOT_KEYS_DEFAULTS, redact
-
-if TYPE_CHECKING:
-    from .warming import Job, Request
+from ..storage.observers import Building, Observer, observers_of
+from ..storage.options import HOT_KEYS_DEFAULTS, redact
 
 MAX_KEYS_PER_FLUSH = 10_000  # the most counted keys sent per flush; the rest are noise
 
@@ -103,7 +104,7 @@ class _Target:
         return self.breaker is None or self.breaker.allows()
 
 
-class HotKeys:
+class HotKeys(Observer):
     """The hot-key record of one cache, shared by every thread of a process."""
 
     def __init__(self, targets: list[_Target], ns: str, setting: dict[str, Any], policy: Any):
@@ -119,6 +120,10 @@ class HotKeys:
         self._due = time.monotonic() + self.flush_every
 
     # -- recording (the read path) --
+
+    def read(self, made_keys: list[str], found: int) -> None:
+        """The observer's read event: every read is a candidate sample, hit or miss."""
+        self.sample(made_keys)
 
     def sample(self, made_keys: list[str]) -> None:
         """Count a read's keys, for a SAMPLE fraction of reads; flush when due."""
@@ -217,18 +222,33 @@ _records: dict[tuple, HotKeys] = {}
 _records_lock = threading.Lock()
 
 
-def hot_keys_for(cache: Any, value: Any) -> HotKeys:
+def observe(building: Building) -> HotKeys | None:
+    """The observer factory of hot keys: the record of the cache being built, or None
+    when its ``OPTIONS["HOT_KEYS"]`` is off."""
+    value = building.options["HOT_KEYS"]
+    return hot_keys_for(building, value) if value else None
+
+
+def hot_keys_for(building: Building, value: Any) -> HotKeys:
     """The process-wide record of a TierCache (built once per LOCATION, prefix and setting)."""
     setting = {**HOT_KEYS_DEFAULTS, **(value if isinstance(value, dict) else {})}
-    partitions = cache._partitions
-    identity = (tuple(p.url for p in partitions), cache.key_prefix, repr(sorted(setting.items())))
+    partitions, prefix = building.partitions, building.key_prefix
+    identity = (tuple(p.url for p in partitions), prefix, repr(sorted(setting.items())))
     with _records_lock:
         record = _records.get(identity)
         if record is None:
             targets = _targets(partitions, setting["LOCATION"])
-            ns = f"{cache.key_prefix}:_tc:"
-            record = _records[identity] = HotKeys(targets, ns, setting, cache._policy)
+            ns = f"{prefix}:_tc:"
+            record = _records[identity] = HotKeys(targets, ns, setting, building.policy)
         return record
+
+
+def record_of(cache: Any) -> HotKeys | None:
+    """The hot-key record a TierCache samples into, or None when it keeps none."""
+    for observer in observers_of(cache):
+        if isinstance(observer, HotKeys):
+            return observer
+    return None
 
 
 def _after_fork_in_child() -> None:
@@ -255,76 +275,3 @@ def _targets(partitions: Iterable[Any], location: str | None) -> list[_Target]:
             "'redis://host:6379/0'}."
         )
     return targets
-
-
-# -- warm_cache --hot --
-
-
-def hot_jobs(request: Request) -> list[Job]:
-    """Jobs that rewarm the hot keys of request.cache from their producers, hottest first."""
-    from django.core.cache import caches
-
-    from .warming import WarmingError
-
-    alias = request.cache or "default"
-    record = getattr(caches[alias], "_hot", None)
-    if record is None:
-        raise WarmingError(
-            f"--hot: cache {alias!r} keeps no hot-key record; set "
-            f"CACHES[{alias!r}]['OPTIONS']['HOT_KEYS'] = True and let it serve reads."
-        )
-    hottest = [key for key, _ in record.top()]
-    origins = record.origins(hottest)
-    producers: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
-    for made in hottest:
-        if made in origins:
-            kind, name, key, pk = origins[made]
-            producers.setdefault((kind, name), []).append((key, pk))
-    jobs = [
-        _hot_job(kind, name, found, alias, request) for (kind, name), found in producers.items()
-    ]
-    placed = [job for job in jobs if job is not None]
-    unplaced = len(hottest) - sum(len(job.keys or ()) for job in placed)
-    if unplaced:
-        placed.append(_unplaced_job(alias, unplaced))
-    return placed
-
-
-def _hot_job(
-    kind: str, name: str, found: list[tuple[str, str | None]], alias: str, request: Request
-) -> Job | None:
-    from django.core.cache.backends.base import DEFAULT_TIMEOUT
-
-    from .warming import Job, WarmingError, registered_model, registered_warmers
-
-    keys = frozenset(key for key, _ in found)
-    pks = [pk for _, pk in found if pk is not None]
-    timeout = DEFAULT_TIMEOUT if request.timeout is None else request.timeout
-    label = f"hot {name}"
-    if kind == "model":
-        try:
-            model = registered_model(name, "--hot: model")
-        except WarmingError:
-            return None  # unregistered since: counted with the unplaced keys
-        queryset = model._default_manager.filter(pk__in=pks)
-        return Job(label, alias, (kind, name), lambda: queryset, timeout, keys)
-    warmer = registered_warmers().get(name)
-    if warmer is None:
-        return None
-    if request.timeout is None:
-        timeout = warmer.timeout
-
-    def load() -> Any:
-        if warmer.takes_keys:
-            return warmer.function(keys=sorted(keys))
-        loaded = warmer.function()
-        return loaded.filter(pk__in=pks) if hasattr(loaded, "filter") and pks else loaded
-
-    return Job(label, alias, (kind, name), load, timeout, keys)
-
-
-def _unplaced_job(alias: str, count: int) -> Job:
-    from .warming import Job
-
-    # Keys read often that no warmer wrote while they were hot: shown, not rewarmed.
-    return Job("hot, producer unknown", alias, ("warmer", ""), list, unplaced=count)

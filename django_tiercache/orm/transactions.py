@@ -32,9 +32,9 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from . import conf
-from .backend import tier_cache
-from .signals import tags_invalidated
+from .. import conf
+from ..backend import tier_cache
+from ..signals import tags_invalidated
 
 _local = threading.local()
 

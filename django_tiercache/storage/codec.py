@@ -27,7 +27,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from django_redis.exceptions import CompressorError
 
-from .exceptions import SerializationError
+from ..exceptions import SerializationError
 
 SIGNED = ord("v")
 UNSIGNED = ord("u")

@@ -15,8 +15,8 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.db import models
 from django.http import Http404
 
-from . import conf
-from .backend import tier_cache
+from .. import conf
+from ..backend import tier_cache
 from .registry import (
     is_registered,
     model_label,

@@ -19,7 +19,7 @@ from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
-from .tags import MAX_TAG_LENGTH
+from ..storage.tags import MAX_TAG_LENGTH
 
 TagsFunction = Callable[[Any], Iterable[str]]
 
@@ -53,8 +53,21 @@ _pending: list[type[models.Model]] = []
 _pending_lock = threading.Lock()
 
 # (connect, disconnect) pairs called with a model when it is wired or unregistered;
-# invalidation.py adds its signal receivers here, so the registry need not know them.
+# added through on_wire(): invalidation.py adds its signal receivers so, and the
+# registry need not know them.
 wiring: list[tuple[Callable[[type[models.Model]], None], Callable[[type[models.Model]], None]]] = []
+
+
+def on_wire(
+    connect: Callable[[type[models.Model]], None], disconnect: Callable[[type[models.Model]], None]
+) -> None:
+    """Call `connect(model)` when a model is wired, `disconnect(model)` when unregistered.
+
+    Idempotent. Registered models wired before this call are not connected
+    retroactively: register hooks when the module that owns them loads.
+    """
+    if (connect, disconnect) not in wiring:
+        wiring.append((connect, disconnect))
 
 
 def model_label(model: type[models.Model]) -> str:

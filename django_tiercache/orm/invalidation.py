@@ -32,8 +32,10 @@ from django.db.models.signals import (
     pre_save,
 )
 
-from . import conf, registry, tier, transactions
-from .backend import declare_write_locks
+from .. import conf
+from ..backend import declare_write_locks
+from ..storage import hooks
+from . import registry, transactions
 from .registry import (
     family_tag,
     instance_tag,
@@ -257,5 +259,5 @@ def invalidate_instance(obj: models.Model, using: str | None = None) -> None:
     transactions.invalidate_now(model, tags_for(obj), using or router.db_for_write(model))
 
 
-tier.fill_guards.append(transactions.refuses_fill)
-registry.wiring.append((connect, disconnect))
+hooks.add_fill_guard(transactions.refuses_fill)
+registry.on_wire(connect, disconnect)

@@ -14,16 +14,12 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from . import timeouts
+from . import hooks, timeouts
 from .codec import Tampered
 from .partition import Outcome, Partition, fan_out
 from .stores.base import NO_LEASE, Write
 from .stores.redis import is_out_of_memory
 from .tags import entry_tags, fresh_token
-
-# Callables tags -> bool, asked before tagged writes: True means "do not store"
-# (the model-invalidation layer refuses data a connection has not committed yet).
-fill_guards: list[Any] = []
 
 NOT_FOUND = object()
 
@@ -36,8 +32,7 @@ class PartitionedStorage:
     _codec: Any  # codec.Codec
     _policy: Any  # failures.ErrorPolicy
     _fencing: Any  # tags.Fencing
-    _stats: Any  # stats.collection recorder
-    _hot: Any  # hotkeys recorder, or None
+    _observer: Any  # observers.Observer: what features watch (statistics, hot keys ...)
     default_timeout: Any
 
     def _partition(self, made_key: str) -> Partition:
@@ -56,8 +51,6 @@ class PartitionedStorage:
         return timeouts.ttl_ms(timeout, self.default_timeout)
 
     def _read(self, made_keys: list[str], operation: str = "get") -> dict[str, Any]:
-        if self._hot is not None:
-            self._hot.sample(made_keys)
         groups = self._group(made_keys)
         leased = self._fencing.enabled
         outcomes = fan_out([(p, "read", (keys, leased)) for p, keys in groups.items()])
@@ -72,7 +65,7 @@ class PartitionedStorage:
             for key, body in zip(keys, bodies, strict=True):
                 if type(body) is bytes:
                     self._decode_into(found, key, body, outcome.partition)
-        self._stats.read(len(made_keys), len(found))
+        self._observer.read(made_keys, len(found))
         return found
 
     def _renew_and_reread(self, partition: Partition, keys: list[str], bodies: list) -> list:
@@ -137,9 +130,9 @@ class PartitionedStorage:
         writes = {}
         for key, body in bodies.items():
             tags, snapshot = meta(key)
-            if tags and fill_guards:
+            if tags and hooks.fill_guarded():
                 if tags not in refused:
-                    refused[tags] = any(guard(tags) for guard in fill_guards)
+                    refused[tags] = hooks.refuses_fill(tags)
                 if refused[tags]:
                     continue
             writes[key] = Write(key, body, ttl, tags, snapshot)
@@ -161,7 +154,7 @@ class PartitionedStorage:
                 # must not stay readable after a write that did not happen.
                 outcome.partition.run("delete", keys)
             self._policy.failed(operation, outcome.partition.name, outcome.error)
-        self._stats.wrote(len(stored))
+        self._observer.wrote(len(stored))
         return stored
 
     def _write_again(self, outcome: Outcome, writes: list[Write], nx: bool, fresh: str) -> Outcome:
@@ -193,7 +186,7 @@ class PartitionedStorage:
                 deleted += outcome.value
             else:
                 self._policy.failed("delete", outcome.partition.name, outcome.error)
-        self._stats.deleted(len(made_keys))
+        self._observer.deleted(len(made_keys))
         return deleted
 
     def _run(self, made_key: str, operation: str, *args: Any) -> Outcome:

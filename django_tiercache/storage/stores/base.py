@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..hooks import lock_horizon_ms
+
 UNVERIFIED = 0  # a tagged entry found while the partition's lease was gone
 NO_TAGGED = -3  # READ's lease field when no tagged entry was read
 NOT_FENCED, DROP_TAGGED, DROP_AND_QUIET = 0, 1, 2  # lease_activate's `fenced`
@@ -46,22 +48,6 @@ class Write:
     snapshot: tuple[str, ...] | None = None  # (gen, token*) read before computing
 
 
-# How long (ms) a write lock may last in each namespace: after a partition
-# lost its memory of locks (or missed some), nothing is cached under tags for
-# that long. Declared by whoever takes locks (the model layer, at start-up, in
-# every process): readers must know it too, since they are the ones who fill.
-_lock_horizons: dict[str, int] = {}
-
-
-def declare_lock_horizon(ns: str, seconds: float) -> None:
-    """Write locks in namespace `ns` last at most `seconds`."""
-    _lock_horizons[ns] = max(_lock_horizons.get(ns, 0), int(seconds * 1000))
-
-
-def lock_horizon_ms(ns: str) -> int:
-    return _lock_horizons.get(ns, 0)
-
-
 class Store:
     """Base class of partition stores; see stores/lua.py for the semantics."""
 
@@ -70,7 +56,7 @@ class Store:
 
     @property
     def horizon(self) -> int:
-        return _lock_horizons.get(self.ns, 0)
+        return lock_horizon_ms(self.ns)
 
     def read(self, keys: list[str], leased: bool) -> Call:
         """-> (lease, [body | None | UNVERIFIED])."""

@@ -53,7 +53,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import InvalidationIncomplete
+from ..exceptions import InvalidationIncomplete
 from .partition import Partition, fan_out
 from .stores.base import DROP_AND_QUIET, DROP_TAGGED, NOT_FENCED
 
