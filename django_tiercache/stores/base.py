@@ -68,6 +68,11 @@ class Store:
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         self.url, self.ns = url, ns
 
+    # The pub/sub channel on which the store announces changes to L1 tiers
+    # (stores/lua.py), or None: such a store is never fronted by an L1 tier
+    # (an in-process store is as fast as one).
+    channel: str | None = None
+
     @property
     def horizon(self) -> int:
         return _lock_horizons.get(self.ns, 0)

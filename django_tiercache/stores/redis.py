@@ -139,7 +139,14 @@ class RedisStore(Store):
         name = lua.function_name(function)
         return RedisCall(self, ("FCALL", name, len(keys), *keys, self.ns, *args), convert)
 
-    def read(self, keys, leased):
+    @property
+    def channel(self) -> str:
+        """Where this namespace's changes are published (see lua.py)."""
+        return f"{self.ns}l1"
+
+    def read(self, keys, leased, ttls=False):
+        if ttls:
+            return self._call("read", keys, ["1" if leased else "0", "1"], _read_reply_ttls)
         return self._call("read", keys, ["1" if leased else "0"], _read_reply)
 
     def write(self, writes: list[Write], nx, fresh, leased=False):
@@ -151,7 +158,7 @@ class RedisStore(Store):
         return self._call("write", [w.key for w in writes], args, list)
 
     def delete(self, keys):
-        return self._call(None, ["DEL", *keys], [])
+        return self._call("delete", keys, [])
 
     def touch(self, key, ttl_ms):
         return self._call("touch", [key], ["" if ttl_ms is None else ttl_ms], bool)
@@ -172,7 +179,7 @@ class RedisStore(Store):
         )
 
     def drop_tags(self, tags):
-        return self._call(None, ["DEL", *(f"{self.ns}t:{tag}" for tag in tags)], [])
+        return self._call("drop_tags", [], list(tags))
 
     def lock(self, tags, writer, lock_ms):
         return self._call("lock", [], [fresh_epoch(), self.horizon, writer, lock_ms, *tags])
@@ -228,6 +235,13 @@ def is_out_of_memory(error: BaseException | None) -> bool:
 
 def _read_reply(reply: list) -> tuple[int, list]:
     return reply[0], [_body(v) if type(v) is bytes and v[:1] == b"T" else v for v in reply[1:]]
+
+
+def _read_reply_ttls(reply: list) -> tuple[int, list, list]:
+    """READ's reply with each entry's PTTL after the values."""
+    n = (len(reply) - 1) // 2
+    lease, bodies = _read_reply(reply[: n + 1])
+    return lease, bodies, reply[n + 1 :]
 
 
 def _body(value: bytes) -> bytes:
