@@ -32,6 +32,7 @@ from .partition import Partition, fan_out
 from .partitioning import RendezvousPartitioner
 from .redis_compat import DjangoRedisAPI
 from .stats.collection import attach as attach_stats
+from .storage import front
 from .stores.base import declare_lock_horizon
 from .tags import Fencing, entry_tags, validate_tags
 from .tier import NOT_FOUND, PartitionedStorage, is_type_error
@@ -79,6 +80,12 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             raise_incomplete=config["INVALIDATION_FAILURE"] == "raise",
         )
         self._hot = hot_keys_for(self, config["HOT_KEYS"]) if config["HOT_KEYS"] else None
+        self._slot_of = {p: i for i, p in enumerate(self._partitions)}
+        l1_settings = options_module.l1_settings(config["L1"])
+        if l1_settings:
+            identity = (tuple(config.urls), self.key_prefix, config["SERIALIZER"])
+            loads = self._codec.serializer.loads
+            self._l1 = front.l1_for(identity, l1_settings, self._partitions, loads)
         self._stats = attach_stats(location, params, self._partitions, self._policy)
 
     def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> int | float | None:
@@ -344,6 +351,8 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             self._fencing.fence([o.partition for o in failures])
         for outcome in failures:
             self._policy.failed("clear", outcome.partition.name, outcome.error)
+        if self._l1 is not None:
+            front.cleared(self)
 
     def close(self, **kwargs: Any) -> None:
         for partition in self._partitions:
@@ -358,7 +367,11 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         tags = validate_tags(tags)
         if tags:
             self._stats.invalidated(tags)
-            self._fencing.invalidate(tags)
+            try:
+                self._fencing.invalidate(tags)
+            finally:
+                if self._l1 is not None:
+                    front.changed_tags(self, tags)
 
     def lock_tags(self, writer: str, tags: Iterable[str], seconds: float, wait: bool = True) -> Any:
         """Invalidate `tags` now and refuse cache fills under them until
@@ -376,6 +389,7 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             return lambda: None
         self._stats.invalidated(tags)
         finish = self._fencing.start(tags, "lock", writer, int(seconds * 1000))
+        finish = self._l1_after(finish, tags)
         if wait:
             finish()
         return finish
@@ -388,7 +402,20 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         """
         tags = validate_tags(tags)
         if tags:
-            self._fencing.start(tags, "unlock", writer, fence=False)()
+            self._l1_after(self._fencing.start(tags, "unlock", writer, fence=False), tags)()
+
+    def _l1_after(self, finish: Any, tags: tuple[str, ...]) -> Any:
+        """finish(), then this process's L1 forgets the tags (once Redis has changed)."""
+        if self._l1 is None:
+            return finish
+
+        def finish_and_forget() -> None:
+            try:
+                finish()
+            finally:
+                front.changed_tags(self, tags)
+
+        return finish_and_forget
 
     # -- async variants that take tags (the others come from BaseCache) --
 

@@ -107,6 +107,11 @@ class Recorder:
         if asked > found:
             counts[self._miss] = counts.get(self._miss, 0) + asked - found
 
+    def l1_hits(self, found: int) -> None:
+        """`found` keys were served by the in-process L1 tier."""
+        counts = self._counts()
+        counts[("hit", "l1")] = counts.get(("hit", "l1"), 0) + found
+
     def wrote(self, stored: int) -> None:
         counts = self._counts()
         counts[self._set] = counts.get(self._set, 0) + stored
@@ -193,6 +198,9 @@ class NullRecorder:
     sink = None
 
     def read(self, asked: int, found: int) -> None:
+        pass
+
+    def l1_hits(self, found: int) -> None:
         pass
 
     def wrote(self, stored: int) -> None:

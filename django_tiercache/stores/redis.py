@@ -129,6 +129,7 @@ class RedisStore(Store):
         factory = get_connection_factory(options=options)
         self.client = factory.connect(url)
         self.pool = self.client.connection_pool
+        self.channel = f"{ns}l1"  # where this namespace's changes are published (lua.py)
 
     def hello_command(self) -> tuple:
         return ("FCALL", lua.function_name("hello"), 0, self.ns, fresh_epoch(), self.horizon)
@@ -138,11 +139,6 @@ class RedisStore(Store):
             return RedisCall(self, (*keys, *args), convert)
         name = lua.function_name(function)
         return RedisCall(self, ("FCALL", name, len(keys), *keys, self.ns, *args), convert)
-
-    @property
-    def channel(self) -> str:
-        """Where this namespace's changes are published (see lua.py)."""
-        return f"{self.ns}l1"
 
     def read(self, keys, leased, ttls=False):
         if ttls:
@@ -237,11 +233,21 @@ def _read_reply(reply: list) -> tuple[int, list]:
     return reply[0], [_body(v) if type(v) is bytes and v[:1] == b"T" else v for v in reply[1:]]
 
 
-def _read_reply_ttls(reply: list) -> tuple[int, list, list]:
-    """READ's reply with each entry's PTTL after the values."""
+def _read_reply_ttls(reply: list) -> tuple[int, list, list, list]:
+    """READ's reply with each entry's PTTL after the values: (lease, bodies,
+    pttls, the tags of each tagged entry), for the L1 tier."""
     n = (len(reply) - 1) // 2
-    lease, bodies = _read_reply(reply[: n + 1])
-    return lease, bodies, reply[n + 1 :]
+    values = reply[1 : n + 1]
+    bodies = [_body(v) if type(v) is bytes and v[:1] == b"T" else v for v in values]
+    tags = [_tags(v) if type(v) is bytes and v[:1] == b"T" else () for v in values]
+    return reply[0], bodies, reply[n + 1 :], tags
+
+
+def _tags(value: bytes) -> tuple[str, ...]:
+    """The tags in a tagged value's header: "n\\n" gen "\\n" (tag "\\n" token "\\n")*n."""
+    colon = value.index(b":", 1)
+    header = value[colon + 1 : colon + 1 + int(value[1:colon])]
+    return tuple(t.decode() for t in header.split(b"\n")[2:-1:2])
 
 
 def _body(value: bytes) -> bytes:

@@ -1,0 +1,2 @@
+"""The storage core's in-process parts: the L1 tier, its coherence channel,
+single flight."""
