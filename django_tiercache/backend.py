@@ -32,7 +32,7 @@ from .partition import Partition, fan_out
 from .partitioning import RendezvousPartitioner
 from .redis_compat import DjangoRedisAPI
 from .stats.collection import attach as attach_stats
-from .storage import front
+from .storage import front, single_flight
 from .stores.base import declare_lock_horizon
 from .tags import Fencing, entry_tags, validate_tags
 from .tier import NOT_FOUND, PartitionedStorage, is_type_error
@@ -208,6 +208,17 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         found = self._read([made])
         if made in found:
             return found[made]
+        if not callable(default):
+            return self._load_and_store(made, default, timeout, tags)
+        # Many callers missing at once: one of them loads (storage/single_flight.py).
+        return single_flight.load(
+            self,
+            made,
+            lambda: self._load_and_store(made, default, timeout, tags),
+            lambda: self._read([made]),
+        )
+
+    def _load_and_store(self, made: str, default: Any, timeout: Any, tags: tuple) -> Any:
         snapshot = self._snapshot(made, tags, timeout)
         if callable(default):
             default = default()

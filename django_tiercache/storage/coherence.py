@@ -26,7 +26,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..stores.lua import CLEAR_CHANNEL
 from .l1 import L1, forget_all
 
 logger = logging.getLogger("django_tiercache.l1")
@@ -88,7 +87,7 @@ class Subscriber:
         pubsub = client.pubsub()
         self.client = pubsub
         try:
-            pubsub.subscribe(self.channel, CLEAR_CHANNEL)
+            pubsub.subscribe(self.channel)
             self._receive(pubsub)
         finally:
             self.client = None
@@ -105,12 +104,12 @@ class Subscriber:
                 last_seen = now
                 kind = message["type"]
                 if kind == "message":
-                    self._dispatch(message["channel"], message["data"])
+                    self._dispatch(message["data"])
                 elif kind == "subscribe":
                     if message["channel"] in confirmed:  # resubscribed behind our back
                         raise redis.ConnectionError("subscription was renewed")
                     confirmed.add(message["channel"])
-                    if len(confirmed) == 2:
+                    if len(confirmed) == 1:
                         self._set_live(True)
             if now - last_ping >= PING_EVERY:
                 pubsub.ping()
@@ -118,8 +117,8 @@ class Subscriber:
             if now - last_seen > DEAD_AFTER:
                 raise redis.TimeoutError(f"no reply on the channel for {DEAD_AFTER} s")
 
-    def _dispatch(self, channel: bytes, data: bytes) -> None:
-        if channel != self.channel.encode() or data == b"*":
+    def _dispatch(self, data: bytes) -> None:
+        if data == b"*":
             kind, items = "*", []
         else:
             kind, items = chr(data[0]), json.loads(data[1:])

@@ -143,5 +143,14 @@ class Store:
     def clear(self) -> Call:
         raise NotImplementedError
 
+    def claim(self, name: str, owner: str, ttl_ms: int) -> Call:
+        """-> True if `owner` now holds the single-flight claim on `name` (for
+        ttl_ms at most), False if someone else holds it."""
+        raise NotImplementedError
+
+    def release(self, name: str, owner: str) -> Call:
+        """Drop `owner`'s claim on `name` (not another owner's)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release connections (Django calls close() after each request)."""

@@ -22,7 +22,7 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
   so no change happens without its message (the L1 tier listens, see
   storage/coherence.py): ``k`` + a JSON array of keys, ``t`` + a JSON array
   of tags, ``*`` for every entry of the namespace. ``clear`` publishes ``*``
-  on ``CLEAR_CHANNEL``, since it empties every namespace of the database.
+  for every namespace of the database (it empties them all).
 
 Everything that must not be lost unnoticed lives in that one hash, so that it
 can only be lost whole, and a lost hash is noticed: every function that needs
@@ -49,9 +49,6 @@ may not.
 """
 
 import hashlib
-
-# Where clear() announces that a database was emptied (every namespace in it).
-CLEAR_CHANNEL = "_tc:l1:clear"
 
 LIBRARY_BODY = r"""
 local function now_ms()
@@ -525,6 +522,12 @@ local function clear_fence(keys, args)
   return 1
 end
 
+-- Single flight: drop a claim (keys: the claim) if args[2] still owns it.
+local function release(keys, args)
+  if redis.call('GET', keys[1]) == args[2] then redis.call('DEL', keys[1]) end
+  return 1
+end
+
 -- Empty the database (cache.clear()) but keep the meta hash of every
 -- namespace in it: clearing a cache must not make it (or another cache
 -- sharing the database) forget locks, fences or grants. FLUSHDB is O(N)
@@ -538,7 +541,7 @@ local function clear(keys, args)
   for meta, fields in pairs(saved) do
     if #fields > 0 then redis.call('HSET', meta, unpack(fields)) end
   end
-  redis.call('PUBLISH', '_tc:l1:clear', '*')
+  for meta, _ in pairs(saved) do announce(string.sub(meta, 1, -5), '*') end
   return 1
 end
 """
@@ -561,6 +564,7 @@ FUNCTIONS = (
     "lease_activate",
     "clear_fence",
     "clear",
+    "release",
 )
 READ_ONLY = ("read", "entry")
 # What keeps the guarantee runs on a full server (noeviction at maxmemory):

@@ -213,6 +213,13 @@ class RedisStore(Store):
     def clear(self):
         return self._call("clear", [], [])
 
+    def claim(self, name, owner, ttl_ms):
+        key = f"{self.ns}sf:{name}"
+        return self._call(None, ["SET", key, owner, "NX", "PX", ttl_ms], [], bool)
+
+    def release(self, name, owner):
+        return self._call("release", [f"{self.ns}sf:{name}"], [owner])
+
     def close(self):
         # Pools are shared by every thread's backend instance; keep them (as django-redis does).
         pass
