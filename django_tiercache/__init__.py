@@ -14,6 +14,7 @@ and read model data through it with model-driven invalidation::
 """
 
 from .cache_aside import cached_queryset, get_object, get_object_or_404, get_objects
+from .cached import cached
 from .invalidation import invalidate_instance, invalidate_model
 from .registry import instance_tag, model_tag, register, unregister
 from .warming import warmer
@@ -21,6 +22,7 @@ from .warming import warmer
 __version__ = "0.1.0"
 
 __all__ = [
+    "cached",
     "cached_queryset",
     "get_object",
     "get_object_or_404",

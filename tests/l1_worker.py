@@ -65,7 +65,7 @@ def _single_flight(cache, key: str, threads: int, counter_url: str, counter: str
     barrier = threading.Barrier(threads)
 
     def load():
-        counter_client.incr(counter)
+        counter_client.incr(counter)  # counted in Redis: the test sums every process
         time.sleep(0.2)  # a slow loader: the others arrive while it runs
         return {"computed by": os.getpid()}
 
@@ -81,19 +81,33 @@ def _single_flight(cache, key: str, threads: int, counter_url: str, counter: str
     return results
 
 
+def _cached_key(*args) -> str:
+    import datetime
+    import decimal
+
+    from tests import cached_functions
+
+    sku, amount, options, shop_id, since = args
+    return [
+        cached_functions.price.cache_key(sku, decimal.Decimal(amount), options),
+        cached_functions.best_sellers.cache_key(shop_id, datetime.date.fromisoformat(since)),
+    ]
+
+
 OPS = {
     "get": lambda cache, key: cache.get(key),
     "set": lambda cache, key, value, tags: cache.set(key, value, tags=tags),
     "delete": lambda cache, key: cache.delete(key),
     "invalidate": lambda cache, *tags: cache.invalidate_tags(*tags),
     "live": lambda cache: _wait(
-        lambda: cache.get("warm-up") or all(s.live for s in cache._l1.slots)
+        lambda: cache._l1 is None or cache.get("warm-up") or all(s.live for s in cache._l1.slots)
     ),
     "in_l1": lambda cache, key: _wait(lambda: _kept(cache, key)),
     "wait_heard": lambda cache, key: _wait(lambda: _heard(cache, key)),
     "wait_gone": lambda cache, key: _wait(lambda: cache.make_key(key) not in cache._l1.entries),
     "single_flight": _single_flight,
     "pid": lambda cache: os.getpid(),
+    "cached_key": lambda cache, *args: _cached_key(*args),
 }
 
 if __name__ == "__main__":

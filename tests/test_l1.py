@@ -37,8 +37,14 @@ class Worker:
         )
 
     def __call__(self, op, *args):
+        self.send(op, *args)
+        return self.receive(op)
+
+    def send(self, op, *args):
         self.proc.stdin.write(json.dumps([op, *args]) + "\n")
         self.proc.stdin.flush()
+
+    def receive(self, op=""):
         line = self.proc.stdout.readline()
         assert line, f"worker died during {op}"
         return json.loads(line)

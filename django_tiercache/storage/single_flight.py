@@ -35,12 +35,11 @@ def load(
     """compute() once across callers; the others return what reread() finds."""
     identity = (id(cache._fencing.policy), made_key)
     with _flights_lock:
-        flight = _flights.get(identity)
-        leader = flight is None
-        if leader:
+        waiting_for = _flights.get(identity)
+        if waiting_for is None:
             flight = _flights[identity] = threading.Event()
-    if flight is not None and not leader:
-        flight.wait(WAIT)
+    if waiting_for is not None:
+        waiting_for.wait(WAIT)
         found = reread()
         return found[made_key] if made_key in found else compute()
     try:
