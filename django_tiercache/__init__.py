@@ -13,6 +13,7 @@ and read model data through it with model-driven invalidation::
     product = django_tiercache.get_object(Product, 7)
 """
 
+from .cached import cached
 from .orm.cache_aside import cached_queryset, get_object, get_object_or_404, get_objects
 from .orm.invalidation import invalidate_instance, invalidate_model
 from .orm.registry import instance_tag, model_tag, register, unregister
@@ -21,6 +22,7 @@ from .warming import warmer
 __version__ = "0.1.0"
 
 __all__ = [
+    "cached",
     "cached_queryset",
     "get_object",
     "get_object_or_404",

@@ -32,8 +32,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import conf
 from .redis_compat import DjangoRedisAPI
+from .storage import front, single_flight, timeouts
 from .storage import options as options_module
-from .storage import timeouts
 from .storage.codec import Codec, Tampered
 from .storage.failures import ErrorPolicy
 from .storage.hooks import declare_lock_horizon
@@ -86,6 +86,12 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             raise_incomplete=config["INVALIDATION_FAILURE"] == "raise",
             witness=_witness(config["WITNESS"], self.key_prefix, config.options),
         )
+        self._slot_of = {p: i for i, p in enumerate(self._partitions)}
+        l1_settings = options_module.l1_settings(config["L1"])
+        if l1_settings:
+            identity = (tuple(config.urls), self.key_prefix, config["SERIALIZER"])
+            loads = self._codec.serializer.loads
+            self._l1 = front.l1_for(identity, l1_settings, self._partitions, loads)
         self._watch(
             Building(location, params, config, self.key_prefix, self._partitions, self._policy)
         )
@@ -219,6 +225,17 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         found = self._read([made])
         if made in found:
             return found[made]
+        if not callable(default):
+            return self._load_and_store(made, default, timeout, tags)
+        # Many callers missing at once: one of them loads (storage/single_flight.py).
+        return single_flight.load(
+            self,
+            made,
+            lambda: self._load_and_store(made, default, timeout, tags),
+            lambda: self._read([made]),
+        )
+
+    def _load_and_store(self, made: str, default: Any, timeout: Any, tags: tuple) -> Any:
         snapshot = self._snapshot(made, tags, timeout)
         if callable(default):
             default = default()
@@ -362,6 +379,8 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             self._fencing.fence([o.partition for o in failures])
         for outcome in failures:
             self._policy.failed("clear", outcome.partition.name, outcome.error)
+        if self._l1 is not None:
+            front.cleared(self)
 
     def close(self, **kwargs: Any) -> None:
         for partition in self._partitions:
@@ -376,7 +395,11 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         tags = validate_tags(tags)
         if tags:
             self._observer.invalidated(tags)
-            self._fencing.invalidate(tags)
+            try:
+                self._fencing.invalidate(tags)
+            finally:
+                if self._l1 is not None:
+                    front.changed_tags(self, tags)
 
     def lock_tags(self, writer: str, tags: Iterable[str], seconds: float, wait: bool = True) -> Any:
         """Invalidate `tags` now and refuse cache fills under them until
@@ -394,6 +417,7 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             return lambda: None
         self._observer.invalidated(tags)
         finish = self._fencing.start(tags, "lock", writer, int(seconds * 1000))
+        finish = self._l1_after(finish, tags)
         if wait:
             finish()
         return finish
@@ -406,7 +430,20 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         """
         tags = validate_tags(tags)
         if tags:
-            self._fencing.start(tags, "unlock", writer, fence=False)()
+            self._l1_after(self._fencing.start(tags, "unlock", writer, fence=False), tags)()
+
+    def _l1_after(self, finish: Any, tags: tuple[str, ...]) -> Any:
+        """finish(), then this process's L1 forgets the tags (once Redis has changed)."""
+        if self._l1 is None:
+            return finish
+
+        def finish_and_forget() -> None:
+            try:
+                finish()
+            finally:
+                front.changed_tags(self, tags)
+
+        return finish_and_forget
 
     # -- async variants that take tags (the others come from BaseCache) --
 

@@ -112,6 +112,11 @@ class Recorder(Observer):
         if asked > found:
             counts[self._miss] = counts.get(self._miss, 0) + asked - found
 
+    def l1_hits(self, found: int) -> None:
+        """`found` keys were served by the in-process L1 tier."""
+        counts = self._counts()
+        counts[("hit", "l1")] = counts.get(("hit", "l1"), 0) + found
+
     def wrote(self, stored: int) -> None:
         counts = self._counts()
         counts[self._set] = counts.get(self._set, 0) + stored

@@ -112,6 +112,19 @@ class Codec:
                 return int(body)
             except ValueError:
                 raise Tampered("not an integer") from None
+        return self.serializer.loads(self.verified(key, body))
+
+    def decode_keeping(self, key: str, body: bytes) -> tuple[Any, bytes | None]:
+        """(value, its verified serialized bytes, or None for a plain integer);
+        the L1 tier decodes a fresh value from those bytes on each hit."""
+        if body and body[0] in DIGITS:
+            return self.decode(key, body), None
+        data = self.verified(key, body)
+        return self.serializer.loads(data), data
+
+    def verified(self, key: str, body: bytes) -> bytes:
+        """The serialized data in a body; Tampered for bytes this application did not write."""
+        kind = body[0] if body else None
         if kind == SIGNED and self.signer is not None:
             mac, data = body[1 : 1 + MAC_SIZE], body[1 + MAC_SIZE :]
             if not self.signer.verify(key.encode(), data, mac):
@@ -124,7 +137,7 @@ class Codec:
             data = self.compressor.decompress(data)
         except CompressorError:
             pass  # stored uncompressed: django-redis compressors skip short values
-        return self.serializer.loads(data)
+        return data
 
 
 def _dotted(part: object) -> str:

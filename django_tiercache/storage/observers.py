@@ -55,6 +55,9 @@ class Observer:
     def read(self, made_keys: list[str], found: int) -> None:
         """A read asked for `made_keys` (full cache keys); `found` of them were there."""
 
+    def l1_hits(self, found: int) -> None:
+        """`found` keys were served by the in-process L1 tier (not part of read())."""
+
     def wrote(self, stored: int) -> None:
         """A write stored `stored` entries."""
 
@@ -83,6 +86,10 @@ class Observers(Observer):
     def read(self, made_keys: list[str], found: int) -> None:
         for observer in self.observers:
             observer.read(made_keys, found)
+
+    def l1_hits(self, found: int) -> None:
+        for observer in self.observers:
+            observer.l1_hits(found)
 
     def wrote(self, stored: int) -> None:
         for observer in self.observers:

@@ -59,6 +59,15 @@ DEFAULTS: dict[str, Any] = {
     # False, True or a dict of HOT_KEYS_DEFAULTS' keys: sample reads and keep the
     # hottest keys in Redis, for `warm_cache --hot` (see hotkeys/record.py).
     "HOT_KEYS": False,
+    # False (off), True, or a dict of L1_DEFAULTS' keys: an in-process tier in
+    # front of the Redis partitions, kept coherent across processes (storage/l1.py).
+    "L1": False,
+}
+
+L1_DEFAULTS: dict[str, Any] = {
+    "MAX_ENTRIES": 10_000,  # copies kept per process
+    "MAX_BYTES": 64 * 2**20,  # their serialized size, roughly
+    "TIMEOUT": 5.0,  # seconds a copy lives at most, whatever its Redis timeout
 }
 
 HOT_KEYS_DEFAULTS: dict[str, Any] = {
@@ -233,6 +242,7 @@ def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
         _check_import(key, merged[key], problems)
     _check_hot_keys(merged["HOT_KEYS"], problems)
     _check_witness(merged, problems)
+    _check_l1(merged["L1"], problems)
     if merged["INVALIDATION_FAILURE"] not in INVALIDATION_FAILURES:
         problems.append(
             Problem(
@@ -285,6 +295,40 @@ def _check_hot_keys(value: Any, problems: list[Problem]) -> None:
         problems.append(
             Problem("E003", f"OPTIONS['HOT_KEYS'][{key!r}] = {value[key]!r} is not valid.", hint)
         )
+
+
+def _check_l1(value: Any, problems: list[Problem]) -> None:
+    hint = (
+        "Set OPTIONS['L1'] to False (off), True (the defaults), or a dict such as "
+        "{'MAX_ENTRIES': 10000, 'MAX_BYTES': 64 * 2**20, 'TIMEOUT': 5}."
+    )
+    if isinstance(value, bool):
+        return
+    if not isinstance(value, dict):
+        problems.append(Problem("E003", f"OPTIONS['L1'] = {value!r} is not valid.", hint))
+        return
+    for key, item in value.items():
+        whole = key != "TIMEOUT"
+        ok = (
+            key in L1_DEFAULTS
+            and not isinstance(item, bool)
+            and isinstance(item, int if whole else (int, float))
+            and item > 0
+        )
+        if not ok:
+            what = "a positive integer" if whole else "a positive number of seconds"
+            if key not in L1_DEFAULTS:
+                what = f"one of {', '.join(L1_DEFAULTS)}"
+            problems.append(
+                Problem("E003", f"OPTIONS['L1'][{key!r}] = {item!r} is not valid: {what}.", hint)
+            )
+
+
+def l1_settings(value: Any) -> dict[str, Any] | None:
+    """The L1 settings of a validated OPTIONS["L1"], or None when it is off."""
+    if not value:
+        return None
+    return {**L1_DEFAULTS, **(value if isinstance(value, dict) else {})}
 
 
 def _hot_value_ok(key: str, value: Any) -> bool:

@@ -3,8 +3,9 @@
 Everything the backend stores or fetches goes through these methods: routing
 a key to its partition, one call per partition (sent to all before any reply
 is read), decoding and verifying what comes back, the fill guards, snapshots
-of tag tokens, and renewing a partition's lease when a read asks for it. An
-in-process L1 tier will sit in front of ``_read`` and ``_store``.
+of tag tokens, and renewing a partition's lease when a read asks for it. The
+in-process L1 tier (storage/front.py), when a cache has one, sits in front of
+``_read`` and hears of every change made through ``_store``, ``_delete`` and ``_run``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from . import hooks, timeouts
+from . import front, hooks, timeouts
 from .codec import Tampered
 from .partition import Outcome, Partition, fan_out
 from .stores.base import NO_LEASE, Write
@@ -33,6 +34,8 @@ class PartitionedStorage:
     _policy: Any  # failures.ErrorPolicy
     _fencing: Any  # tags.Fencing
     _observer: Any  # observers.Observer: what features watch (statistics, hot keys ...)
+    _l1: Any = None  # storage.l1.L1 when OPTIONS["L1"] is on
+    _slot_of: dict[Partition, int]  # a partition's L1 slot
     default_timeout: Any
 
     def _partition(self, made_key: str) -> Partition:
@@ -51,6 +54,8 @@ class PartitionedStorage:
         return timeouts.ttl_ms(timeout, self.default_timeout)
 
     def _read(self, made_keys: list[str], operation: str = "get") -> dict[str, Any]:
+        if self._l1 is not None:
+            return front.read(self, made_keys, operation)
         groups = self._group(made_keys)
         leased = self._fencing.enabled
         outcomes = fan_out([(p, "read", (keys, leased)) for p, keys in groups.items()])
@@ -154,6 +159,8 @@ class PartitionedStorage:
                 # must not stay readable after a write that did not happen.
                 outcome.partition.run("delete", keys)
             self._policy.failed(operation, outcome.partition.name, outcome.error)
+        if self._l1 is not None:
+            front.changed_keys(self, writes)
         self._observer.wrote(len(stored))
         return stored
 
@@ -186,11 +193,15 @@ class PartitionedStorage:
                 deleted += outcome.value
             else:
                 self._policy.failed("delete", outcome.partition.name, outcome.error)
+        if self._l1 is not None:
+            front.changed_keys(self, made_keys)
         self._observer.deleted(len(made_keys))
         return deleted
 
     def _run(self, made_key: str, operation: str, *args: Any) -> Outcome:
         outcome = self._partition(made_key).run(operation, made_key, *args)
+        if self._l1 is not None and operation in ("touch", "incr"):
+            front.changed_keys(self, [made_key])
         if not outcome.ok and not is_type_error(outcome.error):
             self._policy.failed(operation, outcome.partition.name, outcome.error)
         return outcome

@@ -54,6 +54,11 @@ class Store:
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         self.url, self.ns = url, ns
 
+    # The pub/sub channel on which the store announces changes to L1 tiers
+    # (stores/lua.py), or None: such a store is never fronted by an L1 tier
+    # (an in-process store is as fast as one).
+    channel: str | None = None
+
     @property
     def horizon(self) -> int:
         return lock_horizon_ms(self.ns)
@@ -123,6 +128,15 @@ class Store:
         raise NotImplementedError
 
     def clear(self) -> Call:
+        raise NotImplementedError
+
+    def claim(self, name: str, owner: str, ttl_ms: int) -> Call:
+        """-> True if `owner` now holds the single-flight claim on `name` (for
+        ttl_ms at most), False if someone else holds it."""
+        raise NotImplementedError
+
+    def release(self, name: str, owner: str) -> Call:
+        """Drop `owner`'s claim on `name` (not another owner's)."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -17,6 +17,14 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
   - ``g:<id>``     the latest lease deadline granted to partition <id>, server ms
   - ``v:<id>``     the epoch partition <id> had when it last vouched for this one
 
+- channel ``ns l1``     every change that can make a copy of an entry wrong
+  (write, delete, incr, touch, a tag dropped, locked or unlocked, the
+  generation dropped) is PUBLISHed there inside the function that makes it,
+  so no change happens without its message (the L1 tier listens, see
+  storage/coherence.py): ``k`` + a JSON array of keys, ``t`` + a JSON array
+  of tags, ``*`` for every entry of the namespace. ``clear`` publishes ``*``
+  for every namespace of the database (it empties them all).
+
 Everything that must not be lost unnoticed lives in that one hash, so that it
 can only be lost whole, and a lost hash is noticed: every function that needs
 it starts it over (``ensure_meta``), dropping the generation (every tagged
@@ -131,12 +139,22 @@ local function token(key, fresh, ttl)
   return fresh
 end
 
+-- Tell the L1 tiers of every process what changed (see storage/coherence.py).
+local function announce(ns, kind, items)
+  if kind == '*' then
+    redis.call('PUBLISH', ns .. 'l1', '*')
+  elseif #items > 0 then
+    redis.call('PUBLISH', ns .. 'l1', kind .. cjson.encode(items))
+  end
+end
+
 -- The meta hash, started over: tagged entries and the lease dropped, a new
 -- epoch, and fills refused for quiet_ms (write locks it held may be lost).
 local function new_meta(ns, epoch, quiet_ms)
   local meta = ns .. 'meta'
   redis.call('DEL', meta, ns .. 'gen', ns .. 'lease')
   local now = now_ms()
+  announce(ns, '*')
   redis.call('HSET', meta, 'run', server_info('run_id'), 'epoch', epoch, 'born', now)
   if quiet_ms > 0 then redis.call('HSET', meta, 'quiet', now + quiet_ms) end
 end
@@ -208,10 +226,11 @@ local function hello(keys, args)
   return 1
 end
 
--- keys: entries. args: ns, leased ('1' when tagged entries need a live lease).
--- Returns {lease, value-or-false-or-0 ...}: lease is -3 when no tagged entry was
--- seen, else the lease's PTTL; 0 marks a tagged entry that cannot be trusted
--- because the lease is gone.
+-- keys: entries. args: ns, leased ('1' when tagged entries need a live lease),
+-- ttls ('1': also each entry's PTTL, for an L1 copy that must not outlive it).
+-- Returns {lease, value-or-false-or-0 ..., [pttl ...]}: lease is -3 when no
+-- tagged entry was seen, else the lease's PTTL; 0 marks a tagged entry that
+-- cannot be trusted because the lease is gone.
 local function read(keys, args)
   local ns, leased = args[1], args[2] == '1'
   local out = {-3}
@@ -230,6 +249,11 @@ local function read(keys, args)
         if not lease_ok then v = 0 elseif not valid(ns, v, verdicts) then v = false end
       end
       out[first + i] = v
+    end
+  end
+  if args[3] == '1' then
+    for i, k in ipairs(keys) do
+      out[#keys + 1 + i] = out[1 + i] and redis.call('PTTL', k) or 0
     end
   end
   return out
@@ -253,6 +277,7 @@ local function write(keys, args)
   local a = 6
   local out = {}
   local now, allowed = nil, nil
+  local changed = {}
   for i, k in ipairs(keys) do
     local ttl = tonumber(args[a])
     local n = tonumber(args[a + 1])
@@ -289,10 +314,31 @@ local function write(keys, args)
     end
     if ok == 1 then
       if ttl then redis.call('SET', k, body, 'PX', ttl) else redis.call('SET', k, body) end
+      changed[#changed + 1] = k
     end
     out[i] = ok
   end
+  announce(ns, 'k', changed)
   return out
+end
+
+-- keys: entries. args: ns. Returns the number deleted.
+local function delete(keys, args)
+  local deleted = 0
+  for first = 1, #keys, 1000 do
+    deleted = deleted + redis.call('DEL', unpack(keys, first, math.min(first + 999, #keys)))
+  end
+  announce(args[1], 'k', keys)
+  return deleted
+end
+
+-- args: ns, tag*. Invalidates the tags (their tokens are made anew when next needed).
+local function drop_tags(keys, args)
+  local ns = args[1]
+  local tags = {unpack(args, 2)}
+  for i = 1, #tags do redis.call('DEL', ns .. 't:' .. tags[i]) end
+  announce(ns, 't', tags)
+  return 1
 end
 
 -- args: ns, fresh token, ttl_ms ('' = forever), horizon_ms, leased, tag*.
@@ -317,6 +363,7 @@ local function touch(keys, args)
   local v = redis.call('GET', keys[1])
   if not v or not body_of(ns, v, {}) then return 0 end
   local ttl = tonumber(args[2])
+  announce(ns, 'k', keys)
   if ttl == 0 then redis.call('DEL', keys[1]); return 1 end
   if is_tagged(v) then
     local meta = parse(ns, (split(v)))
@@ -336,6 +383,7 @@ local function incr(keys, args)
   if not body then return false end
   if not is_tagged(v) then
     redis.call('INCRBY', keys[1], args[2])
+    announce(ns, 'k', keys)
     return redis.call('GET', keys[1])
   end
   local scratch = ns .. 'incr'
@@ -345,6 +393,7 @@ local function incr(keys, args)
   redis.call('DEL', scratch)
   if not ok then return redis.error_reply(err.err or tostring(err)) end
   redis.call('SET', keys[1], string.sub(v, 1, #v - #body) .. total, 'KEEPTTL')
+  announce(ns, 'k', keys)
   return total
 end
 
@@ -378,6 +427,7 @@ local function lock(keys, args)
     set_holders(meta, args[i], live, true)
     redis.call('DEL', ns .. 't:' .. args[i])
   end
+  announce(ns, 't', {unpack(args, 6)})
   return 1
 end
 
@@ -394,6 +444,7 @@ local function unlock(keys, args)
     end
     redis.call('DEL', ns .. 't:' .. args[i])
   end
+  announce(ns, 't', {unpack(args, 3)})
   return 1
 end
 
@@ -452,7 +503,10 @@ local function lease_activate(keys, args)
   local ns = args[1]
   local meta, pending = ns .. 'meta', ns .. 'lease:' .. args[2]
   if redis.call('EXISTS', pending) == 0 or redis.call('EXISTS', meta) == 0 then return 0 end
-  if args[3] ~= '0' then redis.call('DEL', ns .. 'gen') end
+  if args[3] ~= '0' then
+    redis.call('DEL', ns .. 'gen')
+    announce(ns, '*')
+  end
   if args[3] == '2' then
     local horizon = tonumber(args[4])
     if horizon > 0 then redis.call('HSET', meta, 'quiet', now_ms() + horizon) end
@@ -472,6 +526,12 @@ local function clear_fence(keys, args)
   return 1
 end
 
+-- Single flight: drop a claim (keys: the claim) if args[2] still owns it.
+local function release(keys, args)
+  if redis.call('GET', keys[1]) == args[2] then redis.call('DEL', keys[1]) end
+  return 1
+end
+
 -- Empty the database (cache.clear()) but keep the meta hash of every
 -- namespace in it: clearing a cache must not make it (or another cache
 -- sharing the database) forget locks, fences or grants. FLUSHDB is O(N)
@@ -485,6 +545,7 @@ local function clear(keys, args)
   for meta, fields in pairs(saved) do
     if #fields > 0 then redis.call('HSET', meta, unpack(fields)) end
   end
+  for meta, _ in pairs(saved) do announce(string.sub(meta, 1, -5), '*') end
   return 1
 end
 """
@@ -493,6 +554,8 @@ FUNCTIONS = (
     "hello",
     "read",
     "write",
+    "delete",
+    "drop_tags",
     "snapshot",
     "touch",
     "incr",
@@ -505,12 +568,15 @@ FUNCTIONS = (
     "lease_activate",
     "clear_fence",
     "clear",
+    "release",
 )
 READ_ONLY = ("read", "entry")
 # What keeps the guarantee runs on a full server (noeviction at maxmemory):
 # refusing a lock there would let a write commit while stale entries stay valid.
 ALLOW_OOM = (
     "hello",
+    "delete",
+    "drop_tags",
     "lock",
     "unlock",
     "record_fence",

@@ -207,6 +207,21 @@ class MemoryStore(Store):
         with self.space.lock:
             return Done(sum(self.space.delete(key) for key in keys))
 
+    def claim(self, name, owner, ttl_ms):
+        with self.space.lock:
+            key = f"{self.ns}sf:{name}"
+            if self.space.get(key) is not None:
+                return Done(False)
+            self.space.set(key, owner, ttl_ms)
+            return Done(True)
+
+    def release(self, name, owner):
+        with self.space.lock:
+            key = f"{self.ns}sf:{name}"
+            if self.space.get(key) == owner:
+                self.space.delete(key)
+            return Done(True)
+
     def touch(self, key, ttl_ms):
         with self.space.lock:
             value = self.space.get(key)

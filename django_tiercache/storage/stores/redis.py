@@ -129,6 +129,7 @@ class RedisStore(Store):
         factory = get_connection_factory(options=options)
         self.client = factory.connect(url)
         self.pool = self.client.connection_pool
+        self.channel = f"{ns}l1"  # where this namespace's changes are published (lua.py)
 
     def hello_command(self) -> tuple:
         return ("FCALL", lua.function_name("hello"), 0, self.ns, fresh_epoch(), self.horizon)
@@ -139,7 +140,9 @@ class RedisStore(Store):
         name = lua.function_name(function)
         return RedisCall(self, ("FCALL", name, len(keys), *keys, self.ns, *args), convert)
 
-    def read(self, keys, leased):
+    def read(self, keys, leased, ttls=False):
+        if ttls:
+            return self._call("read", keys, ["1" if leased else "0", "1"], _read_reply_ttls)
         return self._call("read", keys, ["1" if leased else "0"], _read_reply)
 
     def write(self, writes: list[Write], nx, fresh, leased=False):
@@ -151,7 +154,7 @@ class RedisStore(Store):
         return self._call("write", [w.key for w in writes], args, list)
 
     def delete(self, keys):
-        return self._call(None, ["DEL", *keys], [])
+        return self._call("delete", keys, [])
 
     def touch(self, key, ttl_ms):
         return self._call("touch", [key], ["" if ttl_ms is None else ttl_ms], bool)
@@ -172,7 +175,7 @@ class RedisStore(Store):
         )
 
     def drop_tags(self, tags):
-        return self._call(None, ["DEL", *(f"{self.ns}t:{tag}" for tag in tags)], [])
+        return self._call("drop_tags", [], list(tags))
 
     def lock(self, tags, writer, lock_ms):
         return self._call("lock", [], [fresh_epoch(), self.horizon, writer, lock_ms, *tags])
@@ -210,6 +213,13 @@ class RedisStore(Store):
     def clear(self):
         return self._call("clear", [], [])
 
+    def claim(self, name, owner, ttl_ms):
+        key = f"{self.ns}sf:{name}"
+        return self._call(None, ["SET", key, owner, "NX", "PX", ttl_ms], [], bool)
+
+    def release(self, name, owner):
+        return self._call("release", [f"{self.ns}sf:{name}"], [owner])
+
     def close(self):
         # Pools are shared by every thread's backend instance; keep them (as django-redis does).
         pass
@@ -228,6 +238,23 @@ def is_out_of_memory(error: BaseException | None) -> bool:
 
 def _read_reply(reply: list) -> tuple[int, list]:
     return reply[0], [_body(v) if type(v) is bytes and v[:1] == b"T" else v for v in reply[1:]]
+
+
+def _read_reply_ttls(reply: list) -> tuple[int, list, list, list]:
+    """READ's reply with each entry's PTTL after the values: (lease, bodies,
+    pttls, the tags of each tagged entry), for the L1 tier."""
+    n = (len(reply) - 1) // 2
+    values = reply[1 : n + 1]
+    bodies = [_body(v) if type(v) is bytes and v[:1] == b"T" else v for v in values]
+    tags = [_tags(v) if type(v) is bytes and v[:1] == b"T" else () for v in values]
+    return reply[0], bodies, reply[n + 1 :], tags
+
+
+def _tags(value: bytes) -> tuple[str, ...]:
+    """The tags in a tagged value's header: "n\\n" gen "\\n" (tag "\\n" token "\\n")*n."""
+    colon = value.index(b":", 1)
+    header = value[colon + 1 : colon + 1 + int(value[1:colon])]
+    return tuple(t.decode() for t in header.split(b"\n")[2:-1:2])
 
 
 def _body(value: bytes) -> bytes:

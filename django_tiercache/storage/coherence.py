@@ -1,0 +1,177 @@
+"""Keeping every process's L1 copies coherent: one subscriber thread per partition.
+
+Every Redis Function that changes what an entry reads as publishes a message
+on its namespace's channel inside the same atomic call (stores/lua.py), so no
+change can happen without its message. Each process subscribes once per
+partition and applies what it hears to the L1 slots listening there.
+
+A subscription that drops (the connection is killed, the server restarts or
+fails over, or pings go unanswered for ``DEAD_AFTER``) may have missed
+messages: the slots are told at once (they flush and bypass L1), the thread
+connects again with a short backoff, and the slots serve again only once the
+server confirmed the new subscription. redis-py's own reconnect-and-resubscribe
+is turned off on this connection, since it would hide the gap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .l1 import L1, forget_all
+
+logger = logging.getLogger("django_tiercache.l1")
+
+PING_EVERY = 1.0  # seconds between pings on a quiet subscription
+DEAD_AFTER = 3.0  # seconds without any reply after which it is taken as lost
+RECONNECT_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0)
+
+_subscribers: dict[tuple, Subscriber] = {}
+_subscribers_lock = threading.Lock()
+
+
+class Subscriber:
+    """A daemon thread listening on one partition's channel for its L1 slots."""
+
+    def __init__(self, pool: Any, channel: str):
+        self.channel = channel
+        self.kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+        self.kwargs.pop("retry_on_error", None)
+        self.connection_class = pool.connection_class
+        self.listeners: list[tuple[L1, int]] = []
+        self.live = False
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.client: Any = None  # the connection, for tests that kill it
+        self.thread = threading.Thread(
+            target=self._run, name=f"tiercache-l1 {channel}", daemon=True
+        )
+        self.thread.start()
+
+    def add(self, l1: L1, slot: int) -> None:
+        with self.lock:
+            self.listeners.append((l1, slot))
+            if self.live:
+                l1.connected(slot)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self.stopped.is_set():
+            try:
+                self._listen()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - any failure: flush, reconnect
+                if failures == 0:
+                    logger.warning(
+                        "L1 channel %s lost (%r); L1 bypassed until back", self.channel, exc
+                    )
+            self._set_live(False)
+            delay = RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF) - 1)]
+            failures += 1
+            self.stopped.wait(delay)
+
+    def _listen(self) -> None:
+        pool = redis.ConnectionPool(connection_class=self.connection_class, **self.kwargs)
+        client = redis.Redis(connection_pool=pool)
+        pubsub = client.pubsub()
+        self.client = pubsub
+        try:
+            pubsub.subscribe(self.channel)
+            self._receive(pubsub)
+        finally:
+            self.client = None
+            pubsub.close()
+            pool.disconnect()
+
+    def _receive(self, pubsub: Any) -> None:
+        confirmed: set[bytes] = set()
+        last_seen = last_ping = time.monotonic()
+        while not self.stopped.is_set():
+            message = pubsub.get_message(timeout=PING_EVERY)
+            now = time.monotonic()
+            if message is not None:
+                last_seen = now
+                kind = message["type"]
+                if kind == "message":
+                    self._dispatch(message["data"])
+                elif kind == "subscribe":
+                    if message["channel"] in confirmed:  # resubscribed behind our back
+                        raise redis.ConnectionError("subscription was renewed")
+                    confirmed.add(message["channel"])
+                    if len(confirmed) == 1:
+                        self._set_live(True)
+            if now - last_ping >= PING_EVERY:
+                pubsub.ping()
+                last_ping = now
+            if now - last_seen > DEAD_AFTER:
+                raise redis.TimeoutError(f"no reply on the channel for {DEAD_AFTER} s")
+
+    def _dispatch(self, data: bytes) -> None:
+        if data == b"*":
+            kind, items = "*", []
+        else:
+            kind, items = chr(data[0]), json.loads(data[1:])
+        with self.lock:
+            listeners = list(self.listeners)
+        for l1, slot in listeners:
+            l1.changed(slot, kind, items)
+
+    def _set_live(self, live: bool) -> None:
+        with self.lock:
+            if self.live == live and not live:
+                return
+            self.live = live
+            for l1, slot in self.listeners:
+                if live:
+                    l1.connected(slot)
+                else:
+                    l1.lost(slot)
+
+
+def listen(l1: L1, partitions: list[Any]) -> None:
+    """Subscribe l1's slots to their partitions' channels (once per process)."""
+    pid = os.getpid()
+    if l1.listening_pid == pid:
+        return
+    with _subscribers_lock:
+        if l1.listening_pid == pid:
+            return
+        for index, partition in enumerate(partitions):
+            store = partition.store
+            if store.channel is None:
+                continue
+            pool = store.pool
+            identity = (repr(sorted(pool.connection_kwargs.items(), key=str)), store.channel)
+            subscriber = _subscribers.get(identity)
+            if subscriber is None:
+                subscriber = _subscribers[identity] = Subscriber(pool, store.channel)
+            subscriber.add(l1, index)
+        l1.listening_pid = pid
+
+
+def subscribers() -> list[Subscriber]:
+    """The subscriptions of this process (tests, diagnostics)."""
+    with _subscribers_lock:
+        return list(_subscribers.values())
+
+
+def _after_fork() -> None:
+    # Threads do not survive a fork: the child subscribes again when next asked.
+    global _subscribers_lock
+    _subscribers_lock = threading.Lock()
+    _subscribers.clear()
+    forget_all()
+
+
+os.register_at_fork(after_in_child=_after_fork)

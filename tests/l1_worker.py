@@ -1,0 +1,114 @@
+"""A separate OS process holding a TierCache with L1, driven line by line over stdin.
+
+Each request is one JSON line ``[op, *args]``; each answer one JSON line. The
+L1 coherence tests run readers (and writers) here so that invalidations cross
+real process boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    import django
+
+    django.setup()
+    from django_tiercache.backend import TierCache
+
+    cache: TierCache | None = None
+    for line in sys.stdin:
+        op, *args = json.loads(line)
+        if op == "build":
+            location, prefix, options = args
+            cache = TierCache(location, {"KEY_PREFIX": prefix, "TIMEOUT": 300, "OPTIONS": options})
+            answer = True
+        else:
+            answer = OPS[op](cache, *args)
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+def _wait(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def _kept(cache, key: str) -> bool:
+    """get() and say whether L1 now holds a copy (a fill is dropped while the
+    message of the write that made the value may still be on its way)."""
+    cache.get(key)
+    return cache.make_key(key) in cache._l1.entries
+
+
+def _heard(cache, key: str) -> bool:
+    """Has a change to `key` been heard on its partition's channel?"""
+    slot = cache._l1.slots[cache._slot_of[cache._partition(cache.make_key(key))]]
+    with cache._l1.lock:
+        return any(kind == "k" and cache.make_key(key) in items for _, kind, items in slot.log)
+
+
+def _single_flight(cache, key: str, threads: int, counter_url: str, counter: str) -> list:
+    import redis
+
+    counter_client = redis.Redis.from_url(counter_url)
+    results: list = []
+    barrier = threading.Barrier(threads)
+
+    def load():
+        counter_client.incr(counter)  # counted in Redis: the test sums every process
+        time.sleep(0.2)  # a slow loader: the others arrive while it runs
+        return {"computed by": os.getpid()}
+
+    def call():
+        barrier.wait()
+        results.append(cache.get_or_set(key, load, 60))
+
+    pool = [threading.Thread(target=call) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return results
+
+
+def _cached_key(*args) -> str:
+    import datetime
+    import decimal
+
+    from tests import cached_functions
+
+    sku, amount, options, shop_id, since = args
+    return [
+        cached_functions.price.cache_key(sku, decimal.Decimal(amount), options),
+        cached_functions.best_sellers.cache_key(shop_id, datetime.date.fromisoformat(since)),
+    ]
+
+
+OPS = {
+    "get": lambda cache, key: cache.get(key),
+    "set": lambda cache, key, value, tags: cache.set(key, value, tags=tags),
+    "delete": lambda cache, key: cache.delete(key),
+    "invalidate": lambda cache, *tags: cache.invalidate_tags(*tags),
+    "live": lambda cache: _wait(
+        lambda: cache._l1 is None or cache.get("warm-up") or all(s.live for s in cache._l1.slots)
+    ),
+    "in_l1": lambda cache, key: _wait(lambda: _kept(cache, key)),
+    "wait_heard": lambda cache, key: _wait(lambda: _heard(cache, key)),
+    "wait_gone": lambda cache, key: _wait(lambda: cache.make_key(key) not in cache._l1.entries),
+    "single_flight": _single_flight,
+    "pid": lambda cache: os.getpid(),
+    "cached_key": lambda cache, *args: _cached_key(*args),
+}
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""The L1 tier: copies in each process, coherent across real OS processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from django.core.exceptions import ImproperlyConfigured
+
+from tests import l1_gate
+from tests.redis_servers import SHARED_REDIS_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+L1 = {"MAX_ENTRIES": 1000, "MAX_BYTES": 2**20, "TIMEOUT": 30}
+TAG = "shop.product:7"
+
+
+class Worker:
+    """A TierCache in another OS process (tests/l1_worker.py)."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.l1_worker"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    def __call__(self, op, *args):
+        self.send(op, *args)
+        return self.receive(op)
+
+    def send(self, op, *args):
+        self.proc.stdin.write(json.dumps([op, *args]) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self, op=""):
+        line = self.proc.stdout.readline()
+        assert line, f"worker died during {op}"
+        return json.loads(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def workers():
+    started = []
+
+    def start(location, prefix, options):
+        worker = Worker()
+        started.append(worker)
+        worker("build", location, prefix, options)
+        assert worker("live"), "the worker's L1 channel never came up"
+        return worker
+
+    yield start
+    for worker in started:
+        worker.close()
+
+
+@pytest.fixture
+def prefix():
+    return f"l1{uuid.uuid4().hex[:10]}"
+
+
+def wait_live(cache):
+    cache.get("warm-up")  # the first miss subscribes
+    deadline = time.monotonic() + 10
+    while not all(s.live for s in cache._l1.slots):
+        assert time.monotonic() < deadline, "L1 channel never came up"
+        time.sleep(0.005)
+
+
+def announce_marker(url, prefix):
+    """Publish a change to a marker key after a change: messages on a channel
+    arrive in order, so a reader that heard the marker heard the change too."""
+    redis.Redis.from_url(url).publish(f"{prefix}:_tc:l1", "k" + json.dumps([f"{prefix}:1:marker"]))
+
+
+def heard(cache, key):
+    made = cache.make_key(key)
+    slot = cache._l1.slots[cache._slot_of[cache._partition(made)]]
+    with cache._l1.lock:
+        return any(kind == "k" and made in items for _, kind, items in slot.log)
+
+
+def read_into_l1(cache, key):
+    """get() until L1 keeps a copy: a fill is dropped while the message of the
+    write that made the value may still be on its way (it could be a newer change)."""
+    deadline = time.monotonic() + 10
+    while True:
+        value = cache.get(key)
+        if cache.make_key(key) in cache._l1.entries:
+            return value
+        assert time.monotonic() < deadline, "never kept in L1"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def l1_cache(make_cache, prefix):
+    cache = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix, L1=L1)
+    wait_live(cache)
+    return cache
+
+
+# -- in one process --
+
+
+def test_l1__serves_its_copy_without_asking_redis(l1_cache, prefix):
+    l1_cache.set("k", {"a": 1})
+    assert read_into_l1(l1_cache, "k") == {"a": 1}
+    # Deleted behind the cache's back (no message): only L1 can still answer.
+    redis.Redis.from_url(SHARED_REDIS_URL).delete(l1_cache.make_key("k"))
+    assert l1_cache.get("k") == {"a": 1}
+
+
+def test_l1_hit__returns_a_value_of_its_own(l1_cache):
+    l1_cache.set("k", {"items": [1, 2]})
+    read_into_l1(l1_cache, "k")
+    first = l1_cache.get("k")
+    first["items"].append(3)
+    second = l1_cache.get("k")
+    second["items"].append(4)
+    assert l1_cache.get("k") == {"items": [1, 2]}
+    assert l1_cache.make_key("k") in l1_cache._l1.entries
+
+
+def test_l1_hits__are_counted_as_their_own_tier(l1_cache):
+    from django_tiercache.stats.collection import recorder_of
+
+    l1_cache.set("k", "v")
+    read_into_l1(l1_cache, "k")
+    before = recorder_of(l1_cache)._counts().get(("hit", "l1"), 0)
+    l1_cache.get("k")
+    assert recorder_of(l1_cache)._counts().get(("hit", "l1")) == before + 1
+
+
+@pytest.mark.parametrize("change", ["set", "delete", "invalidate", "incr", "touch", "clear"])
+def test_own_change__is_seen_at_once(l1_cache, change):
+    l1_cache.set("k", 1, tags=[TAG])
+    assert read_into_l1(l1_cache, "k") == 1
+    if change == "set":
+        l1_cache.set("k", 2)
+    elif change == "delete":
+        l1_cache.delete("k")
+    elif change == "invalidate":
+        l1_cache.invalidate_tags(TAG)
+    elif change == "incr":
+        l1_cache.incr("k")
+    elif change == "touch":
+        l1_cache.touch("k", 0)
+    else:
+        l1_cache.clear()
+    assert l1_cache.get("k") in ({"set": 2, "incr": 2}.get(change),)
+
+
+def test_lock_tags__hides_the_copy_at_once(l1_cache):
+    l1_cache.set("k", "v", tags=[TAG])
+    assert read_into_l1(l1_cache, "k") == "v"
+    l1_cache.lock_tags("writer-1", [TAG], 5)
+    assert l1_cache.get("k") is None
+    l1_cache.unlock_tags("writer-1", [TAG])
+
+
+def test_copy__never_outlives_its_redis_timeout(l1_cache):
+    l1_cache.set("k", "v", timeout=0.5)
+    assert read_into_l1(l1_cache, "k") == "v"
+    time.sleep(0.6)
+    assert l1_cache.get("k") is None
+
+
+def test_lost_channel__flushes_and_bypasses_l1_until_back(l1_cache):
+    l1 = l1_cache._l1
+    l1_cache.set("k", "v")
+    read_into_l1(l1_cache, "k")
+    made = l1_cache.make_key("k")
+    l1.lost(0)
+    assert made not in l1.entries
+    assert l1_cache.get("k") == "v"  # from Redis ...
+    assert made not in l1.entries  # ... and not kept while the channel is down
+    l1.connected(0)
+    assert read_into_l1(l1_cache, "k") == "v"
+
+
+def test_l1_option__is_validated(make_cache):
+    with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*L1.*MAX_ENTRIES"):
+        make_cache(SHARED_REDIS_URL, L1={"MAX_ENTRIES": 0})
+    with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*L1"):
+        make_cache(SHARED_REDIS_URL, L1={"SIZE": 10})
+    with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*L1"):
+        make_cache(SHARED_REDIS_URL, L1="yes")
+
+
+def test_memory_partitions__behave_the_same_with_l1_on(make_cache):
+    cache = make_cache(f"memory://l1-{uuid.uuid4().hex}", L1=True)
+    assert cache._l1 is None
+    cache.set("k", "v", tags=[TAG])
+    cache.invalidate_tags(TAG)
+    assert cache.get("k") is None
+
+
+# -- across processes --
+
+CHANGES = ["set", "delete", "invalidate", "lock", "incr", "touch", "clear"]
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_change_in_another_process__is_not_served_once_heard(workers, make_cache, prefix, change):
+    writer = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix)
+    reader = workers(SHARED_REDIS_URL, prefix, {"L1": L1})
+    writer.set("k", 1, tags=[TAG])
+    assert reader("get", "k") == 1
+    assert reader("in_l1", "k")
+    if change == "set":
+        writer.set("k", 2)
+    elif change == "delete":
+        writer.delete("k")
+    elif change == "invalidate":
+        writer.invalidate_tags(TAG)
+    elif change == "lock":
+        writer.lock_tags("writer-1", [TAG], 5)
+    elif change == "incr":
+        writer.incr("k")
+    elif change == "touch":
+        writer.touch("k", 0)
+    else:
+        writer.clear()
+    announce_marker(SHARED_REDIS_URL, prefix)
+    assert reader("wait_heard", "marker")
+    assert reader("get", "k") == {"set": 2, "incr": 2}.get(change)
+    if change == "lock":
+        writer.unlock_tags("writer-1", [TAG])
+
+
+def test_fill_racing_an_invalidation__is_dropped(workers, l1_cache, prefix):
+    """Read before another process invalidates, filled after the message arrived:
+    the copy must not be kept (the ticket taken before the read sees the change)."""
+    from tests.l1_gate import Gate
+
+    l1_cache.set("k", Gate("old"), tags=[TAG])
+    invalidator = workers(SHARED_REDIS_URL, prefix, {"L1": L1})
+    l1_gate.entered.clear()
+    l1_gate.release.clear()
+    l1_gate.armed.set()
+    got = []
+    reader = threading.Thread(target=lambda: got.append(l1_cache.get("k")))
+    reader.start()
+    try:
+        assert l1_gate.entered.wait(10)  # Redis answered "old"; not yet in L1
+        invalidator("invalidate", TAG)
+        announce_marker(SHARED_REDIS_URL, prefix)
+        deadline = time.monotonic() + 10
+        while not heard(l1_cache, "marker"):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    finally:
+        l1_gate.release.set()
+        reader.join(10)
+    assert got[0].label == "old"  # the read itself predates the invalidation
+    assert l1_cache.make_key("k") not in l1_cache._l1.entries
+    assert l1_cache.get("k") is None
+
+
+def test_killed_channel__flushes_the_other_process_l1(workers, make_cache, prefix, redis_servers):
+    server = redis_servers[0]
+    server.ensure_clean()
+    writer = make_cache(server.url, KEY_PREFIX=prefix)
+    reader = workers(server.url, prefix, {"L1": L1})
+    writer.set("k", "v")
+    assert reader("get", "k") == "v"
+    raw = server.client()
+    raw.delete(writer.make_key("k"))  # behind L1's back: no message
+    assert reader("get", "k") == "v"  # served by L1
+    raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    assert reader("wait_gone", "k")
+    assert reader("get", "k") is None
+    assert reader("live")  # and it subscribes again
