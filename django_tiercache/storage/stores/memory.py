@@ -36,6 +36,7 @@ class _Space:
         self.data: OrderedDict[str, tuple[Any, int | None]] = OrderedDict()
         self.lock = threading.RLock()
         self.max_entries = max_entries
+        self.metas_made: set[str] = set()  # namespaces whose meta record was ever made
 
     def get(self, key: str) -> Any:
         item = self.data.get(key)
@@ -144,7 +145,10 @@ class MemoryStore(Store):
             return meta, True
         for key in ("gen", "lease"):
             self.space.delete(self.ns + key)
-        horizon = self.horizon
+        # Locks live in this process too: only a record culled after it was made
+        # (not one made for the first time) can have taken locks with it.
+        horizon = self.horizon if self.ns in self.space.metas_made else 0
+        self.space.metas_made.add(self.ns)
         meta = _Meta(os.urandom(8).hex(), now_ms() + horizon if horizon else 0)
         self.space.set(self.ns + "meta", meta)
         return meta, False
