@@ -17,6 +17,7 @@ from django.http import Http404
 
 from . import conf
 from .backend import tier_cache
+from .write_behind import reads as write_behind_reads
 from .registry import (
     is_registered,
     model_label,
@@ -101,7 +102,10 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
     cache = tier_cache(registration.cache_alias)
     tags = {key: (pk_tag(model, pk),) for key, pk in keys.items()}
     values = cache.get_or_set_many(tags, load, timeout=model_timeout(registration.timeout))
-    return {keys[k]: v for k, v in values.items() if not isinstance(v, _Absent)}
+    found = {keys[k]: v for k, v in values.items() if not isinstance(v, _Absent)}
+    if registration.write_behind:  # pending writes are newer than the database: one more trip
+        found = write_behind_reads.with_pending(model, pks, found)
+    return found
 
 
 def cached_queryset(

@@ -56,7 +56,23 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
         for key in configured
         if key not in DEFAULTS
     ]
-    return unknown + _stats_settings({**DEFAULTS, **configured})
+    return unknown + _stats_settings({**DEFAULTS, **configured}) + _write_behind_settings()
+
+
+def _write_behind_settings() -> list[CheckMessage]:
+    """TIERCACHE["WRITE_BEHIND"] (tiercache.E010), as write_behind/settings.py reads it."""
+    from .write_behind import settings as write_behind_settings
+
+    return [
+        Error(
+            problem,
+            hint="Fix the value, or leave the key out to get the default (see the README, "
+            "Write-behind).",
+            obj="TIERCACHE['WRITE_BEHIND']",
+            id="tiercache.E010",
+        )
+        for problem in write_behind_settings.problems()
+    ]
 
 
 def _stats_settings(config: dict[str, Any]) -> list[CheckMessage]:

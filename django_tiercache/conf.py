@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "STATS_TARGETS": {"HIT_RATE": 0.80, "MISS_RATE": 0.20, "P95_MS": 10.0},
     "STATS_METRICS_TOKEN": None,
     "STATS_METRICS_PUBLIC": False,
+    # Write-behind (write_behind/settings.py has the keys and their defaults).
+    "WRITE_BEHIND": {},
 }
 
 
