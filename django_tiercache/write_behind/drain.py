@@ -63,12 +63,17 @@ def drain(timeout: float | None = None, journal: Journal | None = None) -> Outco
     config = wb_settings.get()
     deadline = None if timeout is None else time.monotonic() + timeout
     total = Outcome()
+    failed_here: set[str] = set()  # one attempt per row per drain, whatever the backoff
     while deadline is None or time.monotonic() < deadline:
         token = uuid.uuid4().hex
         claimed = journal.claim(token, config["BATCH_SIZE"], config["CLAIM_TIMEOUT"])
+        again = [item for item in claimed if item.row in failed_here]
+        journal.release(token, again)
+        claimed = [item for item in claimed if item.row not in failed_here]
         if not claimed:
             break
         outcome = apply(journal, token, claimed, config)
+        failed_here.update(row for row, _ in outcome.failures)
         total.written += outcome.written
         total.failed += outcome.failed
         total.failures += outcome.failures
