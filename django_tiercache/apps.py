@@ -10,8 +10,8 @@ class TierCacheConfig(AppConfig):
         # Importing registers the checks (Django dedupes registrations by function)
         # and adds invalidation's signal wiring to the registry.
         from . import checks, invalidation  # noqa: F401
-        from .write_behind import mixed  # noqa: F401 - after invalidation: its hooks wrap theirs
         from .registry import wire_pending
+        from .write_behind import mixed  # noqa: F401 - after invalidation: its hooks wrap theirs
 
         # Models registered with @register while models were loading get their
         # signals now that relations can be read; ready() may run more than once

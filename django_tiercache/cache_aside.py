@@ -17,7 +17,6 @@ from django.http import Http404
 
 from . import conf
 from .backend import tier_cache
-from .write_behind import reads as write_behind_reads
 from .registry import (
     is_registered,
     model_label,
@@ -26,6 +25,7 @@ from .registry import (
     pk_token,
     registration_for,
 )
+from .write_behind import reads as write_behind_reads
 
 
 class _Absent:

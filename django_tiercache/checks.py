@@ -9,6 +9,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .options import parse
 from .stats import conf as stats_conf
+from .write_behind import settings as write_behind_settings
 
 BACKEND = "django_tiercache.backend.TierCache"
 
@@ -61,8 +62,6 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
 
 def _write_behind_settings() -> list[CheckMessage]:
     """TIERCACHE["WRITE_BEHIND"] (tiercache.E010), as write_behind/settings.py reads it."""
-    from .write_behind import settings as write_behind_settings
-
     return [
         Error(
             problem,

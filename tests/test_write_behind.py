@@ -17,7 +17,6 @@ from django_tiercache import get_object, write_behind
 from django_tiercache.exceptions import NotRegistered
 from django_tiercache.write_behind.journal import get_journal
 from tests.testapp.models import Counter, Product, Unregistered
-from tests.write_behind_support import journal_prefix  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ from django.db import connection
 from django_tiercache import get_object, write_behind
 from django_tiercache.write_behind.journal import get_journal
 from tests.testapp.models import Counter
-from tests.write_behind_support import configure, journal_prefix  # noqa: F401 - fixture
+from tests.write_behind_support import configure
 
 celery = pytest.importorskip("celery")
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,9 +77,7 @@ def thread_worker(request, journal_prefix):
         yield app
 
 
-def test_worker__drains_on_a_trigger_sent_when_batch_size_rows_are_pending(
-    thread_worker, settings
-):
+def test_worker__drains_on_a_trigger_sent_when_batch_size_rows_are_pending(thread_worker, settings):
     configure(settings, TRIGGER=True, BATCH_SIZE=5)
     rows = [Counter.objects.create(name=f"t{n}") for n in range(5)]
     for row in rows:
@@ -133,9 +131,7 @@ def start_subprocess_worker(queue, prefix):
     )
 
 
-def test_sigkill_mid_batch__no_write_lost_and_no_older_state_lands_last(
-    journal_prefix, settings
-):
+def test_sigkill_mid_batch__no_write_lost_and_no_older_state_lands_last(journal_prefix, settings):
     if connection.vendor == "sqlite":
         pytest.skip("a subprocess worker cannot share an in-memory SQLite database")
     if not answering(RABBITMQ_URL):

@@ -11,7 +11,7 @@ from django_tiercache import write_behind
 from tests.redis_servers import closed_port_url
 from tests.test_write_behind_failures import clashing_batch
 from tests.testapp.models import Counter
-from tests.write_behind_support import configure, journal_prefix  # noqa: F401 - fixture
+from tests.write_behind_support import configure
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,3 +60,13 @@ def test_dead_letters__list_retry_drop(journal_prefix):
     assert Counter.objects.get(pk=b.pk).name == "a"
     out, _ = run("write_behind_dead_letters", drop=True)
     assert "0 dead letters dropped" in out
+
+
+def test_check__bad_write_behind_settings_are_tiercache_e010(settings):
+    from django.core.checks import run_checks
+
+    settings.TIERCACHE = {"WRITE_BEHIND": {"BATCH_SIZE": 0, "ON_UNAVAILABLE": "drop", "SIZE": 1}}
+    found = [m for m in run_checks() if m.id == "tiercache.E010"]
+    texts = " ".join(m.msg for m in found)
+    assert len(found) == 3 and all(m.hint for m in found)
+    assert "BATCH_SIZE" in texts and "'drop'" in texts and "'SIZE'" in texts

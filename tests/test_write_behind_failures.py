@@ -1,4 +1,4 @@
-"""Write-behind under failure: bad rows, dead letters, the database down, Redis down, a full journal.
+"""Write-behind under failure: bad rows, dead letters, database or Redis down, a full journal.
 
 Real Redis, real database; the Celery worker cases are in test_write_behind_celery.py.
 """
@@ -12,7 +12,7 @@ from django_tiercache import write_behind
 from django_tiercache.write_behind.journal import get_journal
 from tests.redis_servers import closed_port_url
 from tests.testapp.models import Counter
-from tests.write_behind_support import configure, journal_prefix  # noqa: F401 - fixture
+from tests.write_behind_support import configure
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -127,9 +127,7 @@ def test_redis_down__save_raises_when_configured_to(journal_prefix, settings):
     assert hits(row.pk) == 0
 
 
-def test_max_pending__more_rows_fall_back_to_the_database_and_are_counted(
-    journal_prefix, settings
-):
+def test_max_pending__more_rows_fall_back_to_the_database_and_are_counted(journal_prefix, settings):
     configure(settings, MAX_PENDING=2)
     rows = [Counter.objects.create(name=f"bp{n}") for n in range(3)]
     for row in rows:

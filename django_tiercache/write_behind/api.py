@@ -109,9 +109,11 @@ def _enqueue(obj: models.Model, op: str, fields: dict[str, str], direct: Any) ->
     try:
         version, pending = get_journal().enqueue(row, op, fields, config["MAX_PENDING"])
     except REDIS_ERRORS as exc:
-        return _unavailable(config, direct, f"journal unreachable ({exc})")
+        _unavailable(config, direct, f"journal unreachable ({exc})")
+        return None
     if version == -1:
-        return _unavailable(config, direct, f"journal full ({pending} rows pending)")
+        _unavailable(config, direct, f"journal full ({pending} rows pending)")
+        return None
     if version == -2:
         raise InvalidWrite(
             f"{row}: save(update_fields=...) of a row whose pending write deletes it; "
@@ -129,7 +131,6 @@ def _unavailable(config: dict, direct: Any, why: str) -> None:
     with _counts_lock:
         _local_counts["fallback_saves"] += 1
     direct()
-    return None
 
 
 def _trigger() -> None:

@@ -46,7 +46,7 @@ def journal_url(config: dict[str, Any]) -> str:
     """The journal's Redis: REDIS_URL, else the first Redis partition of CACHE."""
     if config["REDIS_URL"]:
         return str(config["REDIS_URL"])
-    cache = django_settings.CACHES.get(config["CACHE"], {})
+    cache: dict[str, Any] = django_settings.CACHES.get(config["CACHE"], {})
     urls = parse_cache_options(cache.get("LOCATION", ""), cache.get("OPTIONS")).urls
     for url in urls:
         if urlsplit(url).scheme in ("redis", "rediss", "unix"):
@@ -148,28 +148,25 @@ class Journal:
 
     def release(self, token: str, claimed: list[Claimed], delay_seconds: float = 0) -> None:
         if claimed:
-            args = [token, int(delay_seconds * 1000)]
+            args: list[str | int] = [token, int(delay_seconds * 1000)]
             args += [x for c in claimed for x in (c.row, c.version)]
             self._scripts["RELEASE"](self._k("state", "pending", "inflight", "owner"), args)
 
-    def fail(
-        self, token: str, item: Claimed, error: str, backoff: float, max_retries: int
-    ) -> int:
+    def fail(self, token: str, item: Claimed, error: str, backoff: float, max_retries: int) -> int:
         """Record a failed attempt: the attempts so far, 0 if it became a dead letter."""
-
         letter = json.dumps(
             {"op": item.op, "fields": item.fields, "error": error, "attempts": max_retries + 1}
         )
         keys = self._k("state", "pending", "inflight", "owner", "since", "attempts", "errors")
         keys += self._k("dead", "counters")
-        args = [token, item.row, item.version, error, int(backoff * 1000), max_retries]
-        return int(self._scripts["FAIL"](keys, [*args, letter, self.fields_key(item.row)]))
+        args: list[str | int] = [token, item.row, item.version, error]
+        args += [int(backoff * 1000), max_retries, letter, self.fields_key(item.row)]
+        return int(self._scripts["FAIL"](keys, args))
 
     # -- dead letters --
 
     def dead_letters(self) -> dict[str, dict[str, Any]]:
-
-        raw = self.client.hgetall(self.keys["dead"])
+        raw: dict[bytes, bytes] = self.client.hgetall(self.keys["dead"])  # type: ignore[assignment]
         return {k.decode(): json.loads(v) for k, v in sorted(raw.items())}
 
     def retry_dead(self, rows: list[str] | None = None) -> int:

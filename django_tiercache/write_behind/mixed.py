@@ -31,12 +31,11 @@ from django.db.models.signals import pre_delete, pre_save
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..registry import is_registered, registration_for
+from ..registry import is_registered, registration_for, wiring
 from . import rows
 from . import settings as wb_settings
 from .drain import UNAVAILABLE, applying, write_safely
 from .journal import Claimed, get_journal
-from ..registry import wiring
 
 logger = logging.getLogger("django_tiercache.write_behind")
 
