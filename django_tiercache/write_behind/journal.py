@@ -193,6 +193,11 @@ class Journal:
         pipe.time()
         pending, oldest, in_flight, retrying, dead, counters, (sec, usec) = pipe.execute()
         now_ms = sec * 1000 + usec // 1000
+        minute = now_ms // 60000
+        this, last = self.client.mget(
+            [f"{self.keys['counters']}:minute:{m}" for m in (minute, minute - 1)]
+        )
+        elapsed = 60 + (now_ms % 60000) / 1000
         counts = {k.decode(): int(v) for k, v in counters.items()}
         return {
             "pending": pending,
@@ -204,6 +209,8 @@ class Journal:
             "failed": counts.get("failed", 0),
             "queued": counts.get("queued", 0),
             "backpressure": counts.get("backpressure", 0),
+            "journal_lost": counts.get("journal_lost", 0),
+            "drain_rate": round((int(this or 0) + int(last or 0)) / elapsed, 2),
         }
 
     def count(self, name: str, by: int = 1) -> None:

@@ -156,6 +156,10 @@ for i = 3, #ARGV, 2 do
   end
 end
 redis.call('HINCRBY', KEYS[8], 'written', written)
+-- Rows written per minute, for the drain rate (kept three minutes).
+local minute = KEYS[8] .. ':minute:' .. math.floor(now / 60000)
+redis.call('INCRBY', minute, written)
+redis.call('EXPIRE', minute, 180)
 return written
 """
 )
