@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 from django.db import connection
 
 from django_tiercache import get_object, write_behind
@@ -75,6 +76,12 @@ def thread_worker(request, journal_prefix):
 
     with start_worker(app, perform_ping_check=False, shutdown_timeout=10):
         yield app
+    with app.connection_for_write() as conn:  # the test's queue goes with it
+        conn.default_channel.queue_delete(app.conf.task_default_queue)
+    if request.param == "redis":
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(match=f"*{app.conf.task_default_queue}*"):
+            client.delete(key)
 
 
 def test_worker__drains_on_a_trigger_sent_when_batch_size_rows_are_pending(thread_worker, settings):
