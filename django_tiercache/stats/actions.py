@@ -19,7 +19,9 @@ from typing import Any
 from django.core.cache import caches
 
 from ..tags import validate_tags
+from . import recent
 from .collection import recorder_of
+from .conf import get_config
 
 
 class ActionError(ValueError):
@@ -94,6 +96,17 @@ def write_behind() -> Any:
     except ImportError:
         return None
     return module if module.in_use() else None
+
+
+def write_behind_report() -> dict[str, Any] | None:
+    """The write-behind figures, read from the journal at most once per STATS_INTERVAL."""
+    module = write_behind()
+    if module is None:
+        return None
+    report: dict[str, Any] | None = recent.remembered(
+        ("write_behind",), get_config()["STATS_INTERVAL"], module.report
+    )
+    return report
 
 
 def _write_behind_action(name: str) -> Callable[[str, Any], str]:

@@ -96,8 +96,7 @@ WRITE_BEHIND_COUNTERS = (
 
 
 def _write_behind() -> Iterator[Any]:
-    module = actions_module.write_behind()
-    found = None if module is None else module.report()
+    found = actions_module.write_behind_report()
     if found is None:
         return
     yield GaugeMetricFamily(

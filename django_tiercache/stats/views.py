@@ -48,7 +48,7 @@ def page(request: HttpRequest, model_admin: Any) -> HttpResponse:
         "interval": get_config()["STATS_INTERVAL"],
         "live_seconds": LIVE_INTERVALS * get_config()["STATS_INTERVAL"],
         "recent_actions": _recent_actions(model_admin),
-        "write_behind": _write_behind_report(),
+        "write_behind": actions_module.write_behind_report(),
         "write_behind_actions": [
             (name, offered[name].label)
             for name in ("flush_write_behind", "retry_dead_letters", "drop_dead_letters")
@@ -65,7 +65,9 @@ def as_json(request: HttpRequest, model_admin: Any) -> HttpResponse:
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     # Dashboards poll this: it is read from Redis at most once per STATS_INTERVAL.
-    return JsonResponse({"caches": recent_reports(), "write_behind": _write_behind_report()})
+    return JsonResponse(
+        {"caches": recent_reports(), "write_behind": actions_module.write_behind_report()}
+    )
 
 
 @require_POST
@@ -91,11 +93,6 @@ def act(request: HttpRequest, model_admin: Any) -> HttpResponse:
     model_admin.log_change(request, model_admin.model(alias=alias), done)
     messages.success(request, done)
     return back
-
-
-def _write_behind_report() -> dict[str, Any] | None:
-    module = actions_module.write_behind()
-    return None if module is None else module.report()
 
 
 def _recent_actions(model_admin: Any) -> list[LogEntry]:
