@@ -197,3 +197,37 @@ def test_save__refuses_values_it_cannot_carry(journal_prefix, field, value, mess
     with pytest.raises(write_behind.InvalidWrite, match=message):
         write_behind.save(row)
     assert write_behind.stats()["pending"] == 0
+
+
+def test_ack__a_row_saved_during_its_drain_stays_pending_with_the_newer_state(journal_prefix):
+    from django_tiercache.write_behind import drain, settings
+
+    row = Counter.objects.create(name="m", hits=1)
+    row.hits = 2
+    write_behind.save(row)
+    journal = get_journal()
+    claimed = journal.claim("drainer", 10, 30)  # a drain has read version 2 ...
+    row.hits = 3
+    write_behind.save(row)  # ... when a newer save comes
+    drain.apply(journal, "drainer", claimed, settings.get())
+    assert in_db(row.pk) == (2, "")
+    assert write_behind.stats()["pending"] == 1
+    assert get_object(Counter, row.pk).hits == 3
+    assert write_behind.flush() == 1
+    assert in_db(row.pk) == (3, "")
+
+
+def test_claim__a_stale_drainer_whose_claim_was_taken_writes_nothing(journal_prefix):
+    from django_tiercache.write_behind import drain, settings
+
+    row = Counter.objects.create(name="n", hits=1)
+    row.hits = 2
+    write_behind.save(row)
+    journal = get_journal()
+    stale = journal.claim("slow", 10, 0)  # its claim runs out at once
+    row.hits = 3
+    write_behind.save(row)
+    assert write_behind.flush() == 1  # another drain takes the row back and writes 3
+    outcome = drain.apply(journal, "slow", stale, settings.get())
+    assert outcome.written == 0
+    assert in_db(row.pk) == (3, "")
