@@ -1,12 +1,12 @@
-"""write_through.save: the database first, then get_object's entry; a cache failure never fails it."""
+"""write_through.save: the database, then get_object's entry; a cache failure never fails it."""
 
 from __future__ import annotations
 
 import pytest
 
 from django_tiercache import get_object
-from django_tiercache.write_behind import write_through
 from django_tiercache.exceptions import NotRegistered
+from django_tiercache.write_behind import write_through
 from tests.redis_servers import closed_port_url
 from tests.testapp.models import Product, Unregistered
 
