@@ -18,6 +18,9 @@ from .orm.cache_aside import cached_queryset, get_object, get_object_or_404, get
 from .orm.invalidation import invalidate_instance, invalidate_model
 from .orm.registry import instance_tag, model_tag, register, unregister
 from .warming import warmer
+from .write_behind import write_through
+
+from . import write_behind  # isort: skip
 
 __version__ = "0.1.0"
 
@@ -34,4 +37,6 @@ __all__ = [
     "register",
     "unregister",
     "warmer",
+    "write_behind",
+    "write_through",
 ]

@@ -13,6 +13,10 @@ class TierCacheConfig(AppConfig):
         from .orm import invalidation  # noqa: F401
         from .orm.registry import wire_pending
 
+        # After invalidation: write-behind's hooks wrap its. reads lets get_object
+        # see pending writes.
+        from .write_behind import mixed, reads  # noqa: F401
+
         # Models registered with @register while models were loading get their
         # signals now that relations can be read; ready() may run more than once
         # (tests, some management commands): wire_pending() wires each model once.

@@ -11,6 +11,7 @@ from .conf import DEFAULTS
 from .stats import conf as stats_conf
 from .storage.observers import factory_problem
 from .storage.options import parse
+from .write_behind import settings as write_behind_settings
 
 BACKEND = "django_tiercache.backend.TierCache"
 
@@ -57,7 +58,26 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
         if key not in DEFAULTS
     ]
     config = {**DEFAULTS, **configured}
-    return unknown + _stats_settings(config) + _observer_settings(config["OBSERVERS"])
+    return (
+        unknown
+        + _stats_settings(config)
+        + _observer_settings(config["OBSERVERS"])
+        + _write_behind_settings()
+    )
+
+
+def _write_behind_settings() -> list[CheckMessage]:
+    """TIERCACHE["WRITE_BEHIND"] (tiercache.E010), as write_behind/settings.py reads it."""
+    return [
+        Error(
+            problem,
+            hint="Fix the value, or leave the key out to get the default (see the README, "
+            "Write-behind).",
+            obj="TIERCACHE['WRITE_BEHIND']",
+            id="tiercache.E010",
+        )
+        for problem in write_behind_settings.problems()
+    ]
 
 
 def _stats_settings(config: dict[str, Any]) -> list[CheckMessage]:

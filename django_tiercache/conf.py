@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
         "django_tiercache.stats.observer.observe",
         "django_tiercache.hotkeys.record.observe",
     ],
+    # Write-behind (write_behind/settings.py has the keys and their defaults).
+    "WRITE_BEHIND": {},
 }
 
 

@@ -13,6 +13,11 @@ class SerializationError(pickle.PicklingError, TypeError):
     """
 
 
+class NotRegistered(LookupError):
+    """The model was not registered with django_tiercache.register() (or not for the
+    feature asked of it, such as write-behind)."""
+
+
 class PartitionUnavailable(RedisConnectionError):
     """A partition's circuit breaker is open: the call was not attempted."""
 

@@ -6,6 +6,7 @@ import contextlib
 import uuid
 
 import pytest
+import redis
 
 from tests import redis_servers as servers_module
 from tests.redis_servers import SHARED_REDIS_URL
@@ -126,3 +127,24 @@ def isolated_warmers():
     yield
     warming.warmers._warmers.clear()
     warming.warmers._warmers.update(saved)
+
+
+@pytest.fixture
+def journal_prefix(settings):
+    """A journal of the test's own (unique key prefix), emptied afterwards."""
+    prefix = f"wbt{uuid.uuid4().hex[:8]}"
+    settings.TIERCACHE = {
+        **settings.TIERCACHE,
+        "WRITE_BEHIND": {
+            "KEY_PREFIX": prefix,
+            "TRIGGER": False,
+            "RETRY_BACKOFF": 0,
+            "MAX_RETRIES": 2,
+            "CLAIM_TIMEOUT": 30,
+        },
+    }
+    yield prefix
+    client = redis.Redis.from_url(SHARED_REDIS_URL)
+    keys = list(client.scan_iter(match="{" + prefix + "}*"))
+    if keys:
+        client.delete(*keys)

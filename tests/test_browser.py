@@ -210,3 +210,40 @@ def test_stats_page__reads_well_in_both_themes_at_1280_and_800_px_and_with_a_par
     assert "Partitions down: beta" in page.text_content("#content-main")
     down = page.locator(".tc-partition[data-partition=beta] td.tc-down")
     assert "unreachable" in down.text_content()
+
+
+@pytest.fixture
+def pending_write(settings, shared_redis_url, journal_prefix):
+    """A cache of the test's own and one row pending in a write-behind journal of its own
+    (made before the browser starts, like oncall)."""
+    from django_tiercache import write_behind
+    from tests.testapp.models import Counter
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_tiercache.backend.TierCache",
+            "LOCATION": shared_redis_url,
+            "KEY_PREFIX": f"browser-{uuid.uuid4().hex[:8]}",
+        }
+    }
+    row = Counter.objects.create(name="viewed")
+    row.hits = 12
+    write_behind.save(row)
+    yield row
+    caches["default"].clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stats_page__write_behind_section_and_flush_now(
+    live_server, oncall, pending_write, browser_page
+):
+    page = browser_page
+    log_in(page, f"{live_server.url}/admin/django_tiercache/stats/")
+    assert page.is_visible("#write-behind")
+    assert figure(page, "pending") == 1
+    page.click("#write-behind input[value='Flush write-behind']")
+    page.wait_for_selector(".messagelist .success")
+    assert "1 rows written" in page.text_content(".messagelist")
+    assert figure(page, "pending") == 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#write-behind").screenshot(path=str(ARTIFACTS / "stats-write-behind.png"))

@@ -26,6 +26,18 @@ from .registry import (
     registration_for,
 )
 
+# Readers of state newer than the database, for models registered with
+# write_behind=True: write_behind/reads.py adds its own when it loads (the app
+# imports it at readiness). Each takes (model, pks, {pk: instance}) and returns
+# the dict with pending writes applied.
+_pending_readers: list[Any] = []
+
+
+def add_pending_reader(reader: Any) -> None:
+    """Let get_object()/get_objects() see writes the database does not have yet."""
+    if reader not in _pending_readers:
+        _pending_readers.append(reader)
+
 
 class _Absent:
     """Cached in place of a row that does not exist (so misses are cached too)."""
@@ -101,7 +113,11 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
     cache = tier_cache(registration.cache_alias)
     tags = {key: (pk_tag(model, pk),) for key, pk in keys.items()}
     values = cache.get_or_set_many(tags, load, timeout=model_timeout(registration.timeout))
-    return {keys[k]: v for k, v in values.items() if not isinstance(v, _Absent)}
+    found = {keys[k]: v for k, v in values.items() if not isinstance(v, _Absent)}
+    if registration.write_behind:  # pending writes are newer than the database: one more trip
+        for reader in _pending_readers:
+            found = reader(model, pks, found)
+    return found
 
 
 def cached_queryset(

@@ -19,6 +19,7 @@ from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
+from ..exceptions import NotRegistered
 from ..storage.tags import MAX_TAG_LENGTH
 
 TagsFunction = Callable[[Any], Iterable[str]]
@@ -29,10 +30,6 @@ MAX_READABLE_PK = 100
 HASHED = "#"
 
 
-class NotRegistered(LookupError):
-    """The model was not registered with django_tiercache.register()."""
-
-
 @dataclass
 class Registration:
     model: type[models.Model]
@@ -40,6 +37,7 @@ class Registration:
     tags: TagsFunction | None = None
     parents: tuple[str, ...] = ()  # names of ForeignKey fields whose targets to invalidate
     timeout: Any = None  # None: the cache's default timeout
+    write_behind: bool = False  # may go through write_behind.save() (see write_behind/)
 
     def parent_fields(self) -> list[models.ForeignKey]:
         return [self.model._meta.get_field(name) for name in self.parents]  # type: ignore[misc]
@@ -124,6 +122,7 @@ def register(
     parents: Iterable[str] = (),
     cache: str = "default",
     timeout: Any = None,
+    write_behind: bool = False,
 ) -> Any:
     """Register a model for model-driven invalidation.
 
@@ -141,10 +140,13 @@ def register(
     instance tag of the row it points to (old and new target). `tags` returns
     more tags to invalidate when an instance changes; a name that is not a
     ForeignKey raises ImproperlyConfigured (tiercache.E007) when it is wired.
+    `write_behind=True` lets ``write_behind.save(obj)`` queue the model's writes.
     """
     if model is None:
-        return lambda m: register(m, tags=tags, parents=parents, cache=cache, timeout=timeout)
-    registration = Registration(model, cache, tags, tuple(parents), timeout)
+        return lambda m: register(
+            m, tags=tags, parents=parents, cache=cache, timeout=timeout, write_behind=write_behind
+        )
+    registration = Registration(model, cache, tags, tuple(parents), timeout, write_behind)
     if apps.models_ready:
         _validate_parents(registration)  # before recording it: a bad call changes nothing
         _registry[model] = registration

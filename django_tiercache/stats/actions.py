@@ -4,8 +4,8 @@ An action takes the cache alias and the submitted form and returns what it did,
 as one sentence for the admin message and the LogEntry; it raises ActionError
 when the form is wrong (nothing was done). Actions whose feature is not
 installed are not offered: running a warmer needs django_tiercache.warming;
-the write-behind queue and its dead letters do not exist yet, so draining
-and retrying them are not offered at all.
+the write-behind actions (flush now, retry or drop dead letters) need a model
+registered with write_behind=True.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Any
 from django.core.cache import caches
 
 from ..storage.tags import validate_tags
+from . import recent
 from .collection import recorder_of
+from .conf import get_config
 
 
 class ActionError(ValueError):
@@ -87,6 +89,37 @@ def _warming() -> Any:
     return module if hasattr(module, "registered_warmers") else None
 
 
+def write_behind() -> Any:
+    """django_tiercache.write_behind.report when some model uses write-behind, else None."""
+    try:
+        module = importlib.import_module("django_tiercache.write_behind.report")
+    except ImportError:
+        return None
+    return module if module.in_use() else None
+
+
+def write_behind_report() -> dict[str, Any] | None:
+    """The write-behind figures, read from the journal at most once per STATS_INTERVAL."""
+    module = write_behind()
+    if module is None:
+        return None
+    report: dict[str, Any] | None = recent.remembered(
+        ("write_behind",), get_config()["STATS_INTERVAL"], module.report
+    )
+    return report
+
+
+def _write_behind_action(name: str) -> Callable[[str, Any], str]:
+    def run(alias: str, data: Any) -> str:
+        module = write_behind()
+        if module is None:
+            raise ActionError("No model is registered with write_behind=True.")
+        result: str = getattr(module, name)()
+        return result
+
+    return run
+
+
 def warmer_names() -> list[str]:
     warming = _warming()
     if warming is None:
@@ -101,6 +134,11 @@ ACTIONS = {
         Action("invalidate_tags", "Invalidate tags", invalidate_tags, ("tags",)),
         Action("reset_statistics", "Reset statistics", reset_statistics),
         Action("run_warmer", "Run a warmer", run_warmer, ("warmer",)),
+        Action("flush_write_behind", "Flush write-behind", _write_behind_action("flush_now")),
+        Action(
+            "retry_dead_letters", "Retry dead letters", _write_behind_action("retry_dead_letters")
+        ),
+        Action("drop_dead_letters", "Drop dead letters", _write_behind_action("drop_dead_letters")),
     )
 }
 
@@ -110,4 +148,7 @@ def available() -> dict[str, Action]:
     offered = dict(ACTIONS)
     if _warming() is None:
         del offered["run_warmer"]
+    if write_behind() is None:
+        for name in ("flush_write_behind", "retry_dead_letters", "drop_dead_letters"):
+            del offered[name]
     return offered

@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "pip install 'django-tiercache[prometheus]'."
     ) from exc
 
+from . import actions as actions_module
 from .access import refuse_scrape
 from .aggregation import Scrape, scrape
 from .collection import EXACT_US, LAST_BUCKET, bucket_bounds, tiercache_aliases
@@ -75,6 +76,40 @@ class StatsCollector:
             yield from _latency(own, "tiercache_process_")
         yield _shared_up(scrapes)
         yield from _partitions(scrapes)
+        yield from _write_behind()
+
+
+WRITE_BEHIND_GAUGES = (
+    ("pending", "Rows with a write not yet in the database."),
+    ("oldest_pending_age", "Seconds since the oldest pending write was queued."),
+    ("in_flight", "Rows a drain holds right now."),
+    ("retrying", "Pending rows that failed at least once."),
+    ("dead_letters", "Rows that failed MAX_RETRIES times."),
+    ("drain_rate", "Rows written per second over the last one to two minutes."),
+)
+WRITE_BEHIND_COUNTERS = (
+    ("written", "Rows the drains wrote."),
+    ("failed", "Failed row attempts."),
+    ("queued", "write_behind.save/delete calls queued."),
+    ("backpressure", "Writes refused by MAX_PENDING (saved directly instead)."),
+)
+
+
+def _write_behind() -> Iterator[Any]:
+    found = actions_module.write_behind_report()
+    if found is None:
+        return
+    yield GaugeMetricFamily(
+        "tiercache_write_behind_up", "1 if the journal could be read.", value=int(found["up"])
+    )
+    if not found["up"]:
+        return
+    for name, help_ in WRITE_BEHIND_GAUGES:
+        value = found[name]
+        if value is not None:
+            yield GaugeMetricFamily(f"tiercache_write_behind_{name}", help_, value=value)
+    for name, help_ in WRITE_BEHIND_COUNTERS:
+        yield CounterMetricFamily(f"tiercache_write_behind_{name}", help_, value=found[name])
 
 
 def _shared_up(scrapes: list[Scrape]) -> Any:

@@ -48,6 +48,13 @@ def page(request: HttpRequest, model_admin: Any) -> HttpResponse:
         "interval": get_config()["STATS_INTERVAL"],
         "live_seconds": LIVE_INTERVALS * get_config()["STATS_INTERVAL"],
         "recent_actions": _recent_actions(model_admin),
+        "write_behind": actions_module.write_behind_report(),
+        "write_behind_actions": [
+            (name, offered[name].label)
+            for name in ("flush_write_behind", "retry_dead_letters", "drop_dead_letters")
+            if name in offered
+        ],
+        "write_behind_cache": next(iter(tiercache_aliases()), ""),
         "json_url": reverse(f"{model_admin.admin_site.name}:django_tiercache_stats_json"),
     }
     request.current_app = model_admin.admin_site.name
@@ -58,7 +65,9 @@ def as_json(request: HttpRequest, model_admin: Any) -> HttpResponse:
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     # Dashboards poll this: it is read from Redis at most once per STATS_INTERVAL.
-    return JsonResponse({"caches": recent_reports()})
+    return JsonResponse(
+        {"caches": recent_reports(), "write_behind": actions_module.write_behind_report()}
+    )
 
 
 @require_POST

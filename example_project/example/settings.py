@@ -76,6 +76,16 @@ CACHES = {
     }
 }
 
+# Write-behind (the product view counters): the journal needs a Redis even when
+# the cache is in-process. If it is not answering, views are saved at once.
+TIERCACHE = {
+    "WRITE_BEHIND": {
+        "REDIS_URL": (os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0").split(",")[0],
+        "FLUSH_INTERVAL": 5.0,
+        "BATCH_SIZE": 200,
+    }
+}
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

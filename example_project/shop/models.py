@@ -28,3 +28,17 @@ class Product(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("shop:product-detail", kwargs={"pk": self.pk})
+
+
+class ProductViews(models.Model):
+    """How often a product page was seen, and when last: written on every page view,
+    so through write-behind (see apps.py and views.product_detail)."""
+
+    product = models.OneToOneField(
+        Product, primary_key=True, on_delete=models.CASCADE, related_name="views"
+    )
+    count = models.PositiveIntegerField(default=0)
+    last_viewed_at = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"{self.product_id}: {self.count} views"

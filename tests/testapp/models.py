@@ -71,3 +71,15 @@ class Book(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+@django_tiercache.register(write_behind=True)
+class Counter(models.Model):
+    """A write-heavy row for the write-behind tests: a unique name and a count."""
+
+    name = models.CharField(max_length=20, unique=True)
+    hits = models.IntegerField(default=0)
+    note = models.CharField(max_length=50, blank=True, default="")
+
+    def __str__(self) -> str:
+        return self.name

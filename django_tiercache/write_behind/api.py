@@ -1,0 +1,142 @@
+"""write_behind.save/delete/flush/stats: the public face of the journal.
+
+::
+
+    from django_tiercache import write_behind
+
+    product.views += 1
+    write_behind.save(product, update_fields=["views"])  # Redis now, the database later
+    write_behind.flush()                                  # or let the Celery task drain
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from django.db import models
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..orm.registry import registration_for
+from . import rows
+from . import settings as wb_settings
+from .drain import Outcome, drain
+from .exceptions import InvalidWrite, NotWriteBehind, WriteBehindUnavailable
+from .journal import get_journal
+
+logger = logging.getLogger("django_tiercache.write_behind")
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+
+# Counted here because the journal cannot be reached when they happen.
+_local_counts = {"fallback_saves": 0}
+_counts_lock = threading.Lock()
+
+
+def save(obj: models.Model, update_fields: Any = None) -> int | None:
+    """Queue `obj`'s state (or only `update_fields`) for the database; returns its version.
+
+    The database gets it when a drain runs (the Celery task, or ``flush()``);
+    until then ``get_object`` returns this state. When the journal is unreachable
+    or holds MAX_PENDING rows, the row is saved at once and None is returned (or
+    WriteBehindUnavailable raised, with ON_UNAVAILABLE = "raise").
+
+    Raises NotWriteBehind (a NotRegistered) for a model not registered with
+    ``write_behind=True`` and InvalidWrite for an instance without a primary key
+    or a value that cannot be queued; nothing is queued then.
+    """
+    _check_model(obj)
+    if update_fields is not None:
+        update_fields = list(update_fields)
+        if not update_fields:
+            return None  # as Model.save(update_fields=[]): nothing to write
+    fields = rows.encode(obj, update_fields)
+    op = "save" if update_fields is None else "update"
+    return _enqueue(obj, op, fields, lambda: obj.save(update_fields=update_fields))
+
+
+def delete(obj: models.Model) -> int | None:
+    """Queue the row's deletion; ``get_object`` raises DoesNotExist from now on.
+
+    The drain deletes it with ``QuerySet.delete()``, so cascades and delete
+    signals run then. Same errors and fallback as ``save()``.
+    """
+    _check_model(obj)
+    return _enqueue(obj, "delete", {}, obj.delete)
+
+
+def flush(timeout: float | None = None) -> int:
+    """Drain every due pending write now, in this process; returns rows written.
+
+    Rows waiting for a retry's backoff stay. Raises the database's error if it
+    is unreachable (the rows stay pending, unharmed).
+    """
+    outcome: Outcome = drain(timeout=timeout)
+    if outcome.unavailable is not None:
+        raise outcome.unavailable
+    return outcome.written
+
+
+def stats() -> dict[str, Any]:
+    """Figures: pending, oldest_pending_age (s), in_flight, retrying, dead_letters,
+    written, failed, and counters of queued writes, backpressure and fallbacks."""
+    figures = get_journal().stats()
+    figures["fallback_saves"] = _local_counts["fallback_saves"]
+    return figures
+
+
+def _check_model(obj: models.Model) -> None:
+    model = type(obj)
+    if not isinstance(obj, models.Model):
+        raise TypeError(f"write_behind needs a model instance, got {model.__name__}")
+    if not registration_for(model).write_behind:
+        raise NotWriteBehind(
+            f"{model._meta.label} is registered without write_behind; call "
+            f"django_tiercache.register({model.__name__}, write_behind=True) to queue its writes"
+        )
+    if obj.pk is None:
+        raise InvalidWrite(
+            f"{model.__name__} instance has no primary key: write-behind addresses rows by "
+            f"primary key; save it once with {model.__name__}.save() or set its pk"
+        )
+
+
+def _enqueue(obj: models.Model, op: str, fields: dict[str, str], direct: Any) -> int | None:
+    config = wb_settings.get()
+    row = rows.row_id(type(obj), obj.pk)
+    try:
+        version, pending = get_journal().enqueue(row, op, fields, config["MAX_PENDING"])
+    except REDIS_ERRORS as exc:
+        _unavailable(config, direct, f"journal unreachable ({exc})")
+        return None
+    if version == -1:
+        _unavailable(config, direct, f"journal full ({pending} rows pending)")
+        return None
+    if version == -2:
+        raise InvalidWrite(
+            f"{row}: save(update_fields=...) of a row whose pending write deletes it; "
+            f"save every field to recreate it"
+        )
+    if pending % config["BATCH_SIZE"] == 0 and config["TRIGGER"]:
+        _trigger()
+    return version
+
+
+def _unavailable(config: dict, direct: Any, why: str) -> None:
+    if config["ON_UNAVAILABLE"] == "raise":
+        raise WriteBehindUnavailable(f"write-behind: {why}; nothing was written")
+    logger.warning("write-behind: %s; writing to the database at once", why)
+    with _counts_lock:
+        _local_counts["fallback_saves"] += 1
+    direct()
+
+
+def _trigger() -> None:
+    """Ask a worker to drain now; the message carries no data, only the trigger."""
+    try:
+        from .tasks import trigger_drain
+    except ImportError:  # celery is an optional extra
+        return
+    trigger_drain()

@@ -1,0 +1,263 @@
+"""The journal: pending writes in Redis, on one designated server.
+
+Dedicated keys with no TTL (see scripts.py for the layout), never ordinary cache
+entries, so cache eviction under a volatile-* maxmemory-policy never drops a
+pending write; under allkeys-* it could, which ``health()`` reports and the
+``J:epoch`` key detects. Every change is one Lua script, so concurrent savers,
+drainers and direct writers see each row in one consistent state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+
+from ..storage.options import parse as parse_cache_options
+from . import rows, scripts
+from . import settings as wb_settings
+
+logger = logging.getLogger("django_tiercache.write_behind")
+
+_clients: dict[str, redis.Redis] = {}
+_clients_lock = threading.Lock()
+_journals: dict[tuple[str, str], Journal] = {}
+_seen_epochs: dict[str, bytes] = {}
+
+
+@dataclass
+class Claimed:
+    """One row a drainer (or a direct writer) holds: its state at `version`."""
+
+    row: str
+    version: str
+    op: str  # "save", "update" or "delete"
+    fields: dict[str, str]  # field attname -> JSON text
+
+
+def journal_url(config: dict[str, Any]) -> str:
+    """The journal's Redis: REDIS_URL, else the first Redis partition of CACHE."""
+    if config["REDIS_URL"]:
+        return str(config["REDIS_URL"])
+    cache: dict[str, Any] = django_settings.CACHES.get(config["CACHE"], {})
+    urls = parse_cache_options(cache.get("LOCATION", ""), cache.get("OPTIONS")).urls
+    for url in urls:
+        if urlsplit(url).scheme in ("redis", "rediss", "unix"):
+            return url
+    raise ImproperlyConfigured(
+        f"tiercache.E011: write-behind needs a Redis for its journal, and "
+        f"CACHES[{config['CACHE']!r}] has no Redis partition. HINT: set "
+        f"TIERCACHE['WRITE_BEHIND']['REDIS_URL'] or ['CACHE'] to a cache on Redis."
+    )
+
+
+class Journal:
+    """The pending writes on one Redis, under one key prefix."""
+
+    def __init__(self, client: redis.Redis, prefix: str):
+        self.client = client
+        self.base = "{" + prefix + "}"
+        self.keys = {
+            name: f"{self.base}:{name}"
+            for name in (
+                "state pending inflight owner since attempts errors dead seq counters epoch"
+            ).split()
+        }
+        self._scripts = {
+            name: client.register_script(getattr(scripts, name))
+            for name in ("ENQUEUE", "CLAIM", "CLAIM_ROWS", "CONFIRM", "ACK", "RELEASE", "FAIL")
+        }
+        self._scripts["RETRY_DEAD"] = client.register_script(scripts.RETRY_DEAD)
+
+    def fields_key(self, row: str) -> str:
+        return f"{self.base}:f:{row}"
+
+    def _k(self, *names: str) -> list[str]:
+        return [self.keys[name] for name in names]
+
+    # -- writers --
+
+    def enqueue(
+        self, row: str, op: str, fields: dict[str, str], max_pending: int
+    ) -> tuple[int, int]:
+        """(version, rows pending); version -1: journal full, -2: update of a pending delete."""
+        keys = [
+            self.keys["state"],
+            self.fields_key(row),
+            *self._k("pending", "inflight", "since", "seq", "counters", "epoch"),
+        ]
+        flat = [item for pair in fields.items() for item in pair]
+        version, count, *epoch = self._scripts["ENQUEUE"](keys, [row, op, max_pending, *flat])
+        if epoch:
+            self._check_epoch(epoch[0])
+        return int(version), int(count)
+
+    def latest(self, rows: list[str]) -> dict[str, tuple[str, dict[str, str]]]:
+        """{row: (op, fields)} for the rows with pending state, in one round trip."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hmget(self.keys["state"], rows)
+        for row in rows:
+            pipe.hgetall(self.fields_key(row))
+        states, *fields = pipe.execute()
+        found = {}
+        for row, state, values in zip(rows, states, fields, strict=True):
+            if state is not None:
+                op = state.decode().split("|", 1)[1]
+                found[row] = (op, {k.decode(): v.decode() for k, v in values.items()})
+        return found
+
+    def rows_of(self, model: Any) -> list[str]:
+        """Every row of `model` with pending state (a scan: used before QuerySet.update())."""
+        prefix = rows.row_id(model, 0).rsplit(":", 1)[0]
+        match = prefix.replace("[", "\\[").replace("*", "\\*").replace("?", "\\?") + ":*"
+        return [k.decode() for k, _ in self.client.hscan_iter(self.keys["state"], match=match)]
+
+    # -- drainers --
+
+    def claim(self, token: str, limit: int, lease_seconds: float) -> list[Claimed]:
+        reply = self._scripts["CLAIM"](
+            self._k("pending", "inflight", "owner", "state"),
+            [token, limit, int(lease_seconds * 1000), f"{self.base}:f:"],
+        )
+        return [_claimed(item) for item in reply]
+
+    def claim_rows(self, token: str, rows: list[str], lease_seconds: float) -> list[Claimed]:
+        reply = self._scripts["CLAIM_ROWS"](
+            self._k("pending", "inflight", "owner", "state"),
+            [token, int(lease_seconds * 1000), f"{self.base}:f:", *rows],
+        )
+        return [_claimed(item) for item in reply]
+
+    def confirm(self, token: str, claimed: list[Claimed]) -> set[str]:
+        args = [token, *(x for c in claimed for x in (c.row, c.version))]
+        return {row.decode() for row in self._scripts["CONFIRM"]([self.keys["owner"]], args)}
+
+    def ack(self, token: str, claimed: list[Claimed]) -> int:
+        if not claimed:
+            return 0
+        keys = self._k("state", "pending", "inflight", "owner", "since", "attempts", "errors")
+        args = [token, f"{self.base}:f:", *(x for c in claimed for x in (c.row, c.version))]
+        return int(self._scripts["ACK"]([*keys, self.keys["counters"]], args))
+
+    def release(self, token: str, claimed: list[Claimed], delay_seconds: float = 0) -> None:
+        if claimed:
+            args: list[str | int] = [token, int(delay_seconds * 1000)]
+            args += [x for c in claimed for x in (c.row, c.version)]
+            self._scripts["RELEASE"](self._k("state", "pending", "inflight", "owner"), args)
+
+    def fail(self, token: str, item: Claimed, error: str, backoff: float, max_retries: int) -> int:
+        """Record a failed attempt: the attempts so far, 0 if it became a dead letter."""
+        letter = json.dumps(
+            {"op": item.op, "fields": item.fields, "error": error, "attempts": max_retries + 1}
+        )
+        keys = self._k("state", "pending", "inflight", "owner", "since", "attempts", "errors")
+        keys += self._k("dead", "counters")
+        args: list[str | int] = [token, item.row, item.version, error]
+        args += [int(backoff * 1000), max_retries, letter, self.fields_key(item.row)]
+        return int(self._scripts["FAIL"](keys, args))
+
+    # -- dead letters --
+
+    def dead_letters(self) -> dict[str, dict[str, Any]]:
+        raw: dict[bytes, bytes] = self.client.hgetall(self.keys["dead"])  # type: ignore[assignment]
+        return {k.decode(): json.loads(v) for k, v in sorted(raw.items())}
+
+    def retry_dead(self, rows: list[str] | None = None) -> int:
+        rows = list(self.dead_letters()) if rows is None else rows
+        if not rows:
+            return 0
+        keys = self._k("state", "pending", "since", "seq", "dead", "counters")
+        return int(self._scripts["RETRY_DEAD"](keys, [f"{self.base}:f:", *rows]))
+
+    def drop_dead(self, rows: list[str] | None = None) -> int:
+        rows = list(self.dead_letters()) if rows is None else rows
+        return int(self.client.hdel(self.keys["dead"], *rows)) if rows else 0
+
+    # -- figures --
+
+    def stats(self) -> dict[str, Any]:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hlen(self.keys["state"])
+        pipe.zrange(self.keys["since"], 0, 0, withscores=True)
+        pipe.zcard(self.keys["inflight"])
+        pipe.hlen(self.keys["attempts"])
+        pipe.hlen(self.keys["dead"])
+        pipe.hgetall(self.keys["counters"])
+        pipe.time()
+        pending, oldest, in_flight, retrying, dead, counters, (sec, usec) = pipe.execute()
+        now_ms = sec * 1000 + usec // 1000
+        minute = now_ms // 60000
+        this, last = self.client.mget(
+            [f"{self.keys['counters']}:minute:{m}" for m in (minute, minute - 1)]
+        )
+        elapsed = 60 + (now_ms % 60000) / 1000
+        counts = {k.decode(): int(v) for k, v in counters.items()}
+        return {
+            "pending": pending,
+            "oldest_pending_age": (now_ms - oldest[0][1]) / 1000 if oldest else None,
+            "in_flight": in_flight,
+            "retrying": retrying,
+            "dead_letters": dead,
+            "written": counts.get("written", 0),
+            "failed": counts.get("failed", 0),
+            "queued": counts.get("queued", 0),
+            "backpressure": counts.get("backpressure", 0),
+            "journal_lost": counts.get("journal_lost", 0),
+            "drain_rate": round((int(this or 0) + int(last or 0)) / elapsed, 2),
+        }
+
+    def count(self, name: str, by: int = 1) -> None:
+        self.client.hincrby(self.keys["counters"], name, by)
+
+    def health(self) -> dict[str, Any]:
+        """The server settings the journal's guarantees depend on (see the README)."""
+        policy = self.client.config_get("maxmemory-policy").get("maxmemory-policy")
+        appendonly = self.client.config_get("appendonly").get("appendonly")
+        fsync = self.client.config_get("appendfsync").get("appendfsync")
+        return {
+            "maxmemory_policy": policy,
+            "appendonly": appendonly,
+            "appendfsync": fsync,
+            "evictable": str(policy).startswith("allkeys"),
+        }
+
+    def _check_epoch(self, epoch: bytes) -> None:
+        """Log once if the journal's epoch key changed: Redis lost the journal."""
+        seen = _seen_epochs.setdefault(self.base, epoch or b"")
+        if epoch != seen:
+            logger.error(
+                "write-behind journal %s was lost and started again (Redis restarted without "
+                "persistence, was flushed, or evicted it): pending writes may be gone",
+                self.base,
+            )
+            self.count("journal_lost")
+            _seen_epochs[self.base] = epoch or b""
+
+
+def _claimed(item: list) -> Claimed:
+    row, version, op, flat = item
+    fields = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+    return Claimed(row.decode(), version.decode(), op.decode(), fields)
+
+
+def get_journal() -> Journal:
+    """The journal the settings name, with one client per process and URL."""
+    config = wb_settings.get()
+    url = journal_url(config)
+    with _clients_lock:
+        journal = _journals.get((url, config["KEY_PREFIX"]))
+        if journal is None:
+            client = _clients.get(url)
+            if client is None:
+                client = _clients[url] = redis.Redis.from_url(
+                    url, socket_timeout=5, socket_connect_timeout=2
+                )
+            journal = _journals[url, config["KEY_PREFIX"]] = Journal(client, config["KEY_PREFIX"])
+    return journal
