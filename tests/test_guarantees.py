@@ -23,6 +23,16 @@ from tests.test_failures import FAST, keys_on, policy_count
 from tests.testapp.models import Product
 
 
+@pytest.fixture(autouse=True)
+def witness_connections_closed():
+    """The database witness keeps a connection of its own: close it after each test,
+    so that the test database can be dropped."""
+    from django_tiercache.orm.witness import close_connections
+
+    yield
+    close_connections()
+
+
 def meta_key(cache):
     return f"{cache.key_prefix}:_tc:meta"
 

@@ -18,8 +18,10 @@ rollback, nor wait on the caller's locks. Deadlines use the database's clock.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
+from django.core.signals import request_finished
 from django.db import connections
 
 from ..models import MissedInvalidation
@@ -34,6 +36,21 @@ NOW_MS = {
     "oracle": "SELECT (CAST(SYS_EXTRACT_UTC(SYSTIMESTAMP) AS DATE) - DATE '1970-01-01') "
     "* 86400000 FROM dual",
 }
+
+
+# Every witness connection of the process, to close them as Django closes its own.
+_opened: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def close_connections(**kwargs: Any) -> None:
+    """Close this thread's witness connections (at the end of each request, as
+    Django does with its own, and whenever a test wants the database to itself)."""
+    for connection in list(_opened):
+        if connection._thread_ident == threading.get_ident():  # never another thread's
+            connection.close()
+
+
+request_finished.connect(close_connections, dispatch_uid="django_tiercache.witness")
 
 
 class DatabaseWitness:
@@ -52,6 +69,7 @@ class DatabaseWitness:
             if connection is not None:
                 connection.close()
             connection = self._local.connection = connections.create_connection(self.alias)
+            _opened.add(connection)
         connection.ensure_connection()
         return connection.cursor()
 
