@@ -37,6 +37,22 @@ def test_save__get_object_sees_the_new_state_before_the_database(journal_prefix)
     assert write_behind.stats()["pending"] == 0
 
 
+def test_cache_clear__keeps_pending_writes(journal_prefix):
+    """clear() empties the cache's database, where the journal lives: pending
+    writes are not cache content and must survive it."""
+    from django.core.cache import cache
+
+    row = Counter.objects.create(name="cleared", hits=1)
+    row.hits = 7
+    write_behind.save(row)
+    cache.set("content", 1)
+    cache.clear()
+    assert cache.get("content") is None
+    assert get_object(Counter, row.pk).hits == 7
+    assert write_behind.flush() == 1
+    assert in_db(row.pk) == (7, "")
+
+
 def test_save__a_new_row_with_a_pk_is_created_by_the_drain(journal_prefix):
     write_behind.save(Counter(pk=900, name="new", hits=3))
     assert get_object(Counter, 900).name == "new"

@@ -8,6 +8,10 @@ core reads through; nothing else touches the state below.
 - Fill guards: ``add_fill_guard(guard)``. A guard is a callable ``tags -> bool``
   asked before a tagged write; True means "do not store" (the model layer
   refuses data its own connection has not committed yet).
+- Kept on clear: ``keep_on_clear(patterns)``. ``cache.clear()`` empties the
+  database but keeps the keys matching these Redis glob patterns (a callable
+  returning them, asked at each clear): a feature's durable state, such as the
+  write-behind journal, is not cache content.
 - Lock horizons: ``declare_lock_horizon(ns, seconds)``. Write locks in the
   namespace ``ns`` last at most that long; a partition that lost its memory of
   locks (or missed some) then refuses fills under tags for that long. Declared
@@ -23,6 +27,7 @@ FillGuard = Callable[[Iterable[str]], bool]
 
 _fill_guards: list[FillGuard] = []
 _lock_horizons: dict[str, int] = {}
+_kept_on_clear: list[Callable[[], Iterable[str]]] = []
 _lock = threading.Lock()
 
 
@@ -58,3 +63,15 @@ def declare_lock_horizon(ns: str, seconds: float) -> None:
 def lock_horizon_ms(ns: str) -> int:
     """The lock horizon of namespace `ns`, in milliseconds (0: no locks are taken there)."""
     return _lock_horizons.get(ns, 0)
+
+
+def keep_on_clear(patterns: Callable[[], Iterable[str]]) -> None:
+    """Have cache.clear() keep the keys that match `patterns()` (Redis globs); idempotent."""
+    with _lock:
+        if patterns not in _kept_on_clear:
+            _kept_on_clear.append(patterns)
+
+
+def kept_on_clear() -> list[str]:
+    """The glob patterns cache.clear() keeps, as the registered callables give them now."""
+    return [pattern for patterns in list(_kept_on_clear) for pattern in patterns()]

@@ -20,6 +20,7 @@ import redis
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
+from ..storage.hooks import keep_on_clear
 from ..storage.options import parse as parse_cache_options
 from . import rows, scripts
 from . import settings as wb_settings
@@ -40,6 +41,17 @@ class Claimed:
     version: str
     op: str  # "save", "update" or "delete"
     fields: dict[str, str]  # field attname -> JSON text
+
+
+def _journal_keys() -> list[str]:
+    """The journal's keys as a Redis glob: cache.clear() keeps them (pending writes
+    are not cache content)."""
+    prefix = wb_settings.get()["KEY_PREFIX"]
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    return ["{" + escaped + "}:*"]
+
+
+keep_on_clear(_journal_keys)
 
 
 def journal_url(config: dict[str, Any]) -> str:

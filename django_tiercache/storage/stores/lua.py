@@ -533,19 +533,26 @@ local function release(keys, args)
 end
 
 -- Empty the database (cache.clear()) but keep the meta hash of every
--- namespace in it: clearing a cache must not make it (or another cache
--- sharing the database) forget locks, fences or grants. FLUSHDB is O(N)
--- anyway; so is finding the meta hashes.
+-- namespace in it, and whatever matches the glob patterns in args[2..] (what
+-- features declared durable, e.g. the write-behind journal): clearing a cache
+-- must not make it (or another cache sharing the database) forget locks,
+-- fences or grants, nor drop writes not yet in the database. FLUSHDB is O(N)
+-- anyway; so is finding what to keep.
 local function clear(keys, args)
-  local saved = {}
-  for _, meta in ipairs(redis.call('KEYS', '*:_tc:meta')) do
-    if redis.call('TYPE', meta).ok == 'hash' then saved[meta] = redis.call('HGETALL', meta) end
+  local saved, metas = {}, {}
+  local patterns = {'*:_tc:meta', unpack(args, 2)}
+  for _, pattern in ipairs(patterns) do
+    for _, key in ipairs(redis.call('KEYS', pattern)) do
+      if not saved[key] then
+        local ttl = redis.call('PTTL', key)
+        saved[key] = {redis.call('DUMP', key), ttl > 0 and ttl or 0}
+        if pattern == patterns[1] then metas[#metas + 1] = key end
+      end
+    end
   end
   redis.call('FLUSHDB')
-  for meta, fields in pairs(saved) do
-    if #fields > 0 then redis.call('HSET', meta, unpack(fields)) end
-  end
-  for meta, _ in pairs(saved) do announce(string.sub(meta, 1, -5), '*') end
+  for key, kept in pairs(saved) do redis.call('RESTORE', key, kept[2], kept[1]) end
+  for _, meta in ipairs(metas) do announce(string.sub(meta, 1, -5), '*') end
   return 1
 end
 """

@@ -9,6 +9,7 @@ from typing import Any
 from django_redis.pool import get_connection_factory
 from redis.exceptions import OutOfMemoryError, ResponseError
 
+from ..hooks import kept_on_clear
 from . import lua
 from .base import Store, Write
 
@@ -211,7 +212,7 @@ class RedisStore(Store):
         return self._call("clear_fence", [], [id_, count])
 
     def clear(self):
-        return self._call("clear", [], [])
+        return self._call("clear", [], list(kept_on_clear()))
 
     def claim(self, name, owner, ttl_ms):
         key = f"{self.ns}sf:{name}"
