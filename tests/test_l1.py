@@ -26,14 +26,14 @@ TAG = "shop.product:7"
 class Worker:
     """A TierCache in another OS process (tests/l1_worker.py)."""
 
-    def __init__(self):
+    def __init__(self, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.l1_worker"],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         )
 
     def __call__(self, op, *args):
