@@ -167,6 +167,8 @@ OPS = {
         lambda: cache._l1 is None or cache.get("warm-up") or all(s.live for s in cache._l1.slots)
     ),
     "in_l1": lambda cache, key: _wait(lambda: _kept(cache, key)),
+    "in_l1_now": lambda cache, key: cache.make_key(key) in cache._l1.entries,
+    "is_live": lambda cache: all(s.live for s in cache._l1.slots),
     "wait_heard": lambda cache, key: _wait(lambda: _heard(cache, key)),
     "wait_gone": lambda cache, key: _wait(lambda: cache.make_key(key) not in cache._l1.entries),
     "single_flight": _single_flight,

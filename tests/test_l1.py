@@ -291,3 +291,33 @@ def test_killed_channel__flushes_the_other_process_l1(workers, make_cache, prefi
     assert reader("wait_gone", "k")
     assert reader("get", "k") is None
     assert reader("live")  # and it subscribes again
+
+
+def test_channel_down_in_another_process__l1_is_bypassed_until_resubscribed(
+    workers, make_cache, prefix, redis_servers
+):
+    server = redis_servers[0]
+    server.ensure_clean()
+    writer = make_cache(server.url, KEY_PREFIX=prefix)
+    reader = workers(server.url, prefix, {"L1": L1})
+    writer.set("k", "v1")
+    assert reader("in_l1", "k")
+    raw = server.client()
+    # Kill its subscription and keep it from subscribing again (the server
+    # refuses SUBSCRIBE), so that the channel stays down while we look.
+    raw.execute_command("ACL", "SETUSER", "default", "-subscribe")
+    try:
+        raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        assert reader("wait_gone", "k")
+        assert not reader("is_live")
+        assert reader("get", "k") == "v1"
+        writer.set("k", "v2")  # announced on a channel the reader is not on
+        assert reader("get", "k") == "v2"  # seen at once: L1 is bypassed ...
+        assert not reader("in_l1_now", "k")  # ... and keeps no copy
+        assert not reader("is_live")
+    finally:
+        raw.execute_command("ACL", "SETUSER", "default", "+subscribe")
+    assert reader("live")  # it subscribes again by itself
+    assert reader("in_l1", "k")
+    raw.delete(writer.make_key("k"))  # behind L1's back: no message
+    assert reader("get", "k") == "v2"  # L1 serves again
