@@ -227,7 +227,8 @@ def main() -> None:
 
     django.setup()
     machine = f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"# bench_l1  {time.strftime('%Y-%m-%d')}  {machine}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# bench_l1  {time.strftime('%Y-%m-%d')}  {machine}  (load average {load})")
     hit_cost()
     invalidation_latency()
     hit_rates()

@@ -87,6 +87,7 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             witness=_witness(config["WITNESS"], self.key_prefix, config.options),
         )
         self._slot_of = {p: i for i, p in enumerate(self._partitions)}
+        self._single_flight = options_module.single_flight_settings(config["SINGLE_FLIGHT"])
         l1_settings = options_module.l1_settings(config["L1"])
         if l1_settings:
             identity = (tuple(config.urls), self.key_prefix, config["SERIALIZER"])
@@ -232,7 +233,7 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             self,
             made,
             lambda: self._load_and_store(made, default, timeout, tags),
-            lambda: self._read([made]),
+            self._read,
         )
 
     def _load_and_store(self, made: str, default: Any, timeout: Any, tags: tuple) -> Any:
@@ -270,11 +271,18 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         if not missing:
             return result
         tags = {m: entry_tags(tags_by_key[made[m]]) for m in missing}
-        snapshots = self._snapshots(tags, timeout)
-        loaded = load([made[m] for m in missing])
-        storable = {m: loaded[made[m]] for m in missing if made[m] in loaded and m in snapshots}
-        self._store(storable, timeout, lambda m: (tags[m], snapshots[m]), True, "get_or_set")
-        result.update(loaded)
+
+        def load_and_store(keys: list[str]) -> dict[str, Any]:
+            snapshots = self._snapshots({m: tags[m] for m in keys}, timeout)
+            loaded = load([made[m] for m in keys])
+            values = {m: loaded[made[m]] for m in keys if made[m] in loaded}
+            storable = {m: v for m, v in values.items() if m in snapshots}
+            self._store(storable, timeout, lambda m: (tags[m], snapshots[m]), True, "get_or_set")
+            return values
+
+        # Many callers missing the same keys: one loads each (storage/single_flight.py).
+        values = single_flight.load_many(self, missing, load_and_store, self._read)
+        result.update({made[m]: v for m, v in values.items()})
         return result
 
     def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:

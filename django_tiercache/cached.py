@@ -18,6 +18,19 @@ before they expire, by one caller at a time in expectation (XFetch: Vattani,
 Chierichetti and Lowenstein, VLDB 2015): a caller recomputes early when
 ``now - delta * beta * ln(random()) >= expiry``, delta being how long the
 last computation took.
+
+With ``stale_while_revalidate=S`` an entry stays in the cache S seconds past
+its timeout; a caller that finds it there returns the old result at once
+unless it is the one caller that claimed the recomputation (a claim on the
+key's partition, as single flight takes), which computes and stores the new one.
+
+Clocks: "fresh until" is a wall-clock time written by whichever process
+computed the result, and only decides *when to recompute* (XFetch, and stale
+versus fresh). How long a result can be served at all is the entry's TTL in
+Redis (timeout + stale_while_revalidate), counted by Redis itself, so a
+process whose clock is wrong recomputes too early or too late but can never
+keep a result alive past that TTL (nor can L1, whose copies never outlive
+their entry's PTTL).
 """
 
 from __future__ import annotations
@@ -35,8 +48,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.cache import caches
+
+from .storage import single_flight
 
 ENVELOPE = "django_tiercache.cached/1"
 _SCALARS = (type(None), bool, int, float, str)
@@ -49,13 +64,21 @@ def cached(
     key_prefix: str | None = None,
     cache: str = "default",
     beta: float = 1.0,
+    stale_while_revalidate: float = 0,
 ) -> Callable[[Callable], Callable]:
     """Cache a function's results; see the module docstring.
 
     timeout: seconds (None: the cache's default); tags: a list, or a callable
     taking the function's arguments; key_prefix: instead of the function's
-    module and qualified name; beta: XFetch eagerness (0 turns it off).
+    module and qualified name; beta: XFetch eagerness (0 turns it off);
+    stale_while_revalidate: seconds past `timeout` during which the old result
+    is still returned while one caller computes the new one.
     """
+    if stale_while_revalidate < 0:
+        raise ValueError(
+            f"cached: stale_while_revalidate must be 0 (off) or a number of seconds, "
+            f"got {stale_while_revalidate!r}"
+        )
 
     def decorate(func: Callable) -> Callable:
         name = key_prefix or f"{func.__module__}.{func.__qualname__}"
@@ -68,49 +91,29 @@ def cached(
             digest = hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
             return f"cached:{name}:{digest}"
 
-        def tags_of(args: tuple, kwargs: dict) -> list[str]:
-            return list(tags(*args, **kwargs) if callable(tags) else tags or ())
-
-        def options() -> dict[str, Any]:
-            return {} if timeout is None else {"timeout": timeout}
+        def lookup(args: tuple, kwargs: dict, call: Callable[[], Any]) -> Any:
+            """The cached result, computing it with call() when due (any thread)."""
+            backend = _backend(cache)
+            policy = _Policy(backend, timeout, beta, stale_while_revalidate)
+            item_tags = list(tags(*args, **kwargs) if callable(tags) else tags or ())
+            return policy.result(key_of(args, kwargs), item_tags, call)
 
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                key, backend = key_of(args, kwargs), _backend(cache)
-                entry = await sync_to_async(backend.get)(key)
-                if _fresh(entry, beta):
-                    return entry[1]
-                started = time.monotonic()
-                value = await func(*args, **kwargs)
-                envelope = _envelope(value, time.monotonic() - started, timeout, backend)
-                await sync_to_async(_store)(
-                    backend, key, envelope, tags_of(args, kwargs), options()
-                )
-                return value
+                # The cache is synchronous: the whole lookup runs in a worker
+                # thread (so that concurrent callers can share one load), and
+                # the coroutine, when it must run, back on this event loop.
+                call = async_to_sync(functools.partial(func, *args, **kwargs))
+                return await sync_to_async(lookup, thread_sensitive=False)(args, kwargs, call)
 
             wrapper: Any = async_wrapper
         else:
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                key, backend = key_of(args, kwargs), _backend(cache)
-                entry = backend.get(key)
-                if _fresh(entry, beta):
-                    return entry[1]
-
-                def compute() -> tuple:
-                    started = time.monotonic()
-                    value = func(*args, **kwargs)
-                    return _envelope(value, time.monotonic() - started, timeout, backend)
-
-                item_tags = tags_of(args, kwargs)
-                if entry is None:  # a miss: single flight through get_or_set
-                    return backend.get_or_set(key, compute, tags=item_tags, **options())[1]
-                envelope = compute()  # an early recomputation (XFetch)
-                _store(backend, key, envelope, item_tags, options())
-                return envelope[1]
+                return lookup(args, kwargs, functools.partial(func, *args, **kwargs))
 
             wrapper = sync_wrapper
 
@@ -128,28 +131,80 @@ def _backend(alias: str) -> Any:
     return caches[alias]
 
 
-def _envelope(value: Any, delta: float, timeout: float | None, backend: Any) -> tuple:
-    """What is stored: (marker, value, compute seconds, expiry as wall-clock time)."""
-    seconds = backend.get_backend_timeout() if timeout is None else timeout
-    expiry = None if seconds is None else time.time() + seconds
-    return (ENVELOPE, value, delta, expiry)
+class _Policy:
+    """When a stored result is served, recomputed early, or served stale."""
+
+    def __init__(self, backend: Any, timeout: float | None, beta: float, stale: float):
+        self.backend, self.beta, self.stale = backend, beta, stale
+        self.fresh_for = backend.default_timeout if timeout is None else timeout
+        # Redis keeps the entry for the stale window too: its TTL, not any
+        # process's clock, bounds how long a result can be served at all.
+        self.options = {} if self.fresh_for is None else {"timeout": self.fresh_for + stale}
+
+    def result(self, key: str, tags: list[str], call: Callable[[], Any]) -> Any:
+        entry = self.backend.get(key)
+        if not _is_envelope(entry):  # a miss: single flight through get_or_set
+            return self._get_or_set(key, lambda: self._envelope(call), tags)[1]
+        _, value, delta, expiry = entry
+        now = time.time()
+        if expiry is None or (now < expiry and not _due(now, delta, self.beta, expiry)):
+            return value
+        if now >= expiry and self.stale > 0:
+            return self._revalidate(key, tags, call, value)
+        envelope = self._envelope(call)  # an early recomputation (XFetch)
+        self._store(key, envelope, tags)
+        return envelope[1]
+
+    def _revalidate(self, key: str, tags: list[str], call: Callable[[], Any], stale: Any) -> Any:
+        """One caller computes the new result; the others get the stale one meanwhile."""
+        release = self._claim(key)
+        if release is None:
+            return stale
+        try:
+            envelope = self._envelope(call)
+            self._store(key, envelope, tags)
+            return envelope[1]
+        finally:
+            release()
+
+    def _claim(self, key: str) -> Callable[[], None] | None:
+        if hasattr(self.backend, "_single_flight"):  # a TierCache: a claim on its partition
+            made = self.backend.make_and_validate_key(key)
+            return single_flight.revalidation(self.backend, made)
+        claim = f"{key}:revalidating"  # any other backend: add() is atomic enough
+        if not self.backend.add(claim, 1, timeout=30):
+            return None
+        return lambda: self.backend.delete(claim)
+
+    def _envelope(self, call: Callable[[], Any]) -> tuple:
+        """What is stored: (marker, value, compute seconds, fresh until as a wall-clock time)."""
+        started = time.monotonic()
+        value = call()
+        delta = time.monotonic() - started
+        expiry = None if self.fresh_for is None else time.time() + self.fresh_for
+        return (ENVELOPE, value, delta, expiry)
+
+    def _get_or_set(self, key: str, compute: Callable[[], tuple], tags: list[str]) -> tuple:
+        if hasattr(self.backend, "invalidate_tags"):
+            return self.backend.get_or_set(key, compute, tags=tags, **self.options)
+        return self.backend.get_or_set(key, compute, **self.options)
+
+    def _store(self, key: str, envelope: tuple, tags: list[str]) -> None:
+        if hasattr(self.backend, "invalidate_tags"):
+            self.backend.set(key, envelope, tags=tags, **self.options)
+        else:
+            self.backend.set(key, envelope, **self.options)
 
 
-def _fresh(entry: Any, beta: float) -> bool:
-    """Is a stored envelope to be served (not a miss, not due for early recomputation)?"""
-    if not (isinstance(entry, tuple) and len(entry) == 4 and entry[0] == ENVELOPE):
+def _is_envelope(entry: Any) -> bool:
+    return isinstance(entry, tuple) and len(entry) == 4 and entry[0] == ENVELOPE
+
+
+def _due(now: float, delta: float, beta: float, expiry: float) -> bool:
+    """XFetch: recompute early when now - delta * beta * ln(random()) >= expiry."""
+    if beta <= 0:
         return False
-    _, _, delta, expiry = entry
-    if expiry is None or beta <= 0:
-        return True
-    return time.time() - delta * beta * math.log(random.random() or 1e-300) < expiry  # noqa: S311 - not a secret
-
-
-def _store(backend: Any, key: str, envelope: tuple, tags: list[str], options: dict) -> None:
-    if hasattr(backend, "invalidate_tags"):
-        backend.set(key, envelope, tags=tags, **options)
-    else:
-        backend.set(key, envelope, **options)
+    return now - delta * beta * math.log(random.random() or 1e-300) >= expiry  # noqa: S311 - not a secret
 
 
 def stable_form(value: Any, argument: str) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
+import os
 
 from django_tiercache import cached
 
@@ -26,3 +28,16 @@ def price(sku: str, amount: decimal.Decimal, options: dict) -> str:
 async def async_total(order_id: int) -> int:
     calls.append(("async_total", order_id))
     return order_id * 2
+
+
+async def _slow_count(counter_url: str, counter: str) -> str:
+    import redis
+
+    redis.Redis.from_url(counter_url).incr(counter)  # counted in Redis: tests sum every process
+    await asyncio.sleep(0.2)  # a slow computation: the other callers arrive while it runs
+    return f"computed by {os.getpid()}"
+
+
+@cached(timeout=60)
+async def slow_report(counter_url: str, counter: str) -> str:
+    return await _slow_count(counter_url, counter)

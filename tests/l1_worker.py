@@ -81,6 +81,70 @@ def _single_flight(cache, key: str, threads: int, counter_url: str, counter: str
     return results
 
 
+def _get_object_flight(cache, threads: int, pk: int, counter_url: str, counter: str) -> list:
+    """get_object(Shelf, pk) from `threads` threads at once; every query on the
+    shelf table is counted in Redis (and made slow, so that the others arrive
+    while it runs)."""
+    import redis
+    from django.db import connection
+
+    from django_tiercache import get_object
+    from tests.testapp.models import Shelf
+
+    counter_client = redis.Redis.from_url(counter_url)
+    names: list = []
+    barrier = threading.Barrier(threads)
+
+    def count(execute, sql, params, many, context):
+        if Shelf._meta.db_table in sql:
+            counter_client.incr(counter)
+            time.sleep(0.2)
+        return execute(sql, params, many, context)
+
+    def call():
+        try:
+            with connection.execute_wrapper(count):
+                barrier.wait()
+                names.append(get_object(Shelf, pk).name)
+        finally:
+            connection.close()
+
+    _run_threads(call, threads)
+    return names
+
+
+def _create_shelf(cache, pk: int, name: str) -> bool:
+    from django.db import connection
+
+    from tests.testapp.models import Shelf
+
+    with connection.schema_editor() as editor:
+        editor.create_model(Shelf)
+    Shelf.objects.create(pk=pk, name=name)
+    return True
+
+
+def _cached_flight(cache, callers: int, counter_url: str, counter: str) -> list:
+    """`callers` concurrent calls of an async cached function on one event loop."""
+    import asyncio
+
+    from tests import cached_functions
+
+    async def everyone():
+        calls = [cached_functions.slow_report(counter_url, counter) for _ in range(callers)]
+        return await asyncio.gather(*calls)
+
+    return asyncio.run(everyone())
+
+
+def _run_threads(target, threads: int) -> None:
+    pool = [threading.Thread(target=target) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+
+
 def _cached_key(*args) -> str:
     import datetime
     import decimal
@@ -103,9 +167,14 @@ OPS = {
         lambda: cache._l1 is None or cache.get("warm-up") or all(s.live for s in cache._l1.slots)
     ),
     "in_l1": lambda cache, key: _wait(lambda: _kept(cache, key)),
+    "in_l1_now": lambda cache, key: cache.make_key(key) in cache._l1.entries,
+    "is_live": lambda cache: all(s.live for s in cache._l1.slots),
     "wait_heard": lambda cache, key: _wait(lambda: _heard(cache, key)),
     "wait_gone": lambda cache, key: _wait(lambda: cache.make_key(key) not in cache._l1.entries),
     "single_flight": _single_flight,
+    "get_object_flight": _get_object_flight,
+    "create_shelf": _create_shelf,
+    "cached_flight": _cached_flight,
     "pid": lambda cache: os.getpid(),
     "cached_key": lambda cache, *args: _cached_key(*args),
 }

@@ -81,6 +81,14 @@ if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+# Worker processes that must share rows (tests/l1_worker.py) get one SQLite file.
+if os.environ.get("TIERCACHE_TEST_SQLITE"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ["TIERCACHE_TEST_SQLITE"],
+        }
+    }
 
 CACHES = {
     "default": {

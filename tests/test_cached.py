@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
+import threading
 import time
 import uuid
 
@@ -124,3 +125,79 @@ def test_single_flight__one_loader_for_50_callers_in_two_processes(workers):  # 
     assert len(results) == 50
     assert loads == 1
     assert len({r["computed by"] for r in results}) == 1
+
+
+def make_stale(func, *args):
+    """Rewrite a result's envelope as past its timeout (still inside the stale window)."""
+    key = func.cache_key(*args)
+    marker, value, delta, _ = caches["default"].get(key)
+    caches["default"].set(key, (marker, value, delta, time.time() - 1), 60)
+
+
+def test_stale_while_revalidate__serves_the_old_value_while_one_caller_recomputes():
+    release, recomputing = threading.Event(), threading.Event()
+    computed = []
+
+    @cached(timeout=30, key_prefix=f"swr-{uuid.uuid4().hex}", stale_while_revalidate=60)
+    def report():
+        computed.append(1)
+        if len(computed) > 1:
+            recomputing.set()
+            release.wait(10)
+        return len(computed)
+
+    assert report() == 1
+    make_stale(report)
+    got = []
+    revalidator = threading.Thread(target=lambda: got.append(report()))
+    revalidator.start()
+    try:
+        assert recomputing.wait(10)
+        assert [report() for _ in range(5)] == [1] * 5  # stale, without waiting or computing
+    finally:
+        release.set()
+        revalidator.join(10)
+    assert got == [2]
+    assert len(computed) == 2
+    assert report() == 2
+
+
+def test_stale_while_revalidate__keeps_the_entry_for_the_stale_window():
+    @cached(timeout=30, key_prefix=f"swr-{uuid.uuid4().hex}", stale_while_revalidate=60)
+    def report():
+        return 1
+
+    report()
+    assert caches["default"].ttl(report.cache_key()) > 60
+
+
+def test_without_stale_while_revalidate__an_expired_result_is_recomputed():
+    computed = []
+
+    @cached(timeout=30, key_prefix=f"swr-{uuid.uuid4().hex}", beta=0)
+    def report():
+        computed.append(1)
+        return len(computed)
+
+    report()
+    make_stale(report)
+    assert report() == 2
+
+
+def test_stale_while_revalidate__must_not_be_negative():
+    with pytest.raises(ValueError, match="stale_while_revalidate"):
+        cached(stale_while_revalidate=-1)
+
+
+def test_cached__works_on_a_cache_without_tags(settings):
+    settings.CACHES = {
+        **settings.CACHES,
+        "plain": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
+
+    @cached(timeout=30, cache="plain", tags=["x"], stale_while_revalidate=5)
+    def report():
+        return 3
+
+    assert report() == 3
+    assert report() == 3

@@ -26,14 +26,14 @@ TAG = "shop.product:7"
 class Worker:
     """A TierCache in another OS process (tests/l1_worker.py)."""
 
-    def __init__(self):
+    def __init__(self, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.l1_worker"],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         )
 
     def __call__(self, op, *args):
@@ -291,3 +291,55 @@ def test_killed_channel__flushes_the_other_process_l1(workers, make_cache, prefi
     assert reader("wait_gone", "k")
     assert reader("get", "k") is None
     assert reader("live")  # and it subscribes again
+
+
+def test_channel_down_in_another_process__l1_is_bypassed_until_resubscribed(
+    workers, make_cache, prefix, redis_servers
+):
+    server = redis_servers[0]
+    server.ensure_clean()
+    writer = make_cache(server.url, KEY_PREFIX=prefix)
+    reader = workers(server.url, prefix, {"L1": L1})
+    writer.set("k", "v1")
+    assert reader("in_l1", "k")
+    raw = server.client()
+    # Kill its subscription and keep it from subscribing again (the server
+    # refuses SUBSCRIBE), so that the channel stays down while we look.
+    raw.execute_command("ACL", "SETUSER", "default", "-subscribe")
+    try:
+        raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        assert reader("wait_gone", "k")
+        assert not reader("is_live")
+        assert reader("get", "k") == "v1"
+        writer.set("k", "v2")  # announced on a channel the reader is not on
+        assert reader("get", "k") == "v2"  # seen at once: L1 is bypassed ...
+        assert not reader("in_l1_now", "k")  # ... and keeps no copy
+        assert not reader("is_live")
+    finally:
+        raw.execute_command("ACL", "SETUSER", "default", "+subscribe")
+    assert reader("live")  # it subscribes again by itself
+    assert reader("in_l1", "k")
+    raw.delete(writer.make_key("k"))  # behind L1's back: no message
+    assert reader("get", "k") == "v2"  # L1 serves again
+
+
+def test_evicted_tag_token__is_no_invalidation_and_a_later_one_still_reaches_l1(
+    workers, make_cache, prefix
+):
+    """maxmemory eviction of a tag token sends no message (see the README, "L1":
+    why that is not a stale read); what the argument rests on is that a real
+    invalidation still announces itself when the token is already gone."""
+    writer = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix)
+    reader = workers(SHARED_REDIS_URL, prefix, {"L1": L1})
+    writer.set("k", 1, tags=[TAG])
+    assert reader("in_l1", "k")
+    raw = redis.Redis.from_url(SHARED_REDIS_URL)
+    tokens = list(raw.scan_iter(match=f"{prefix}:*t:{TAG}"))
+    assert tokens
+    raw.delete(*tokens)  # what an eviction does: gone, without a message
+    assert writer.get("k") is None  # Redis no longer vouches for the entry ...
+    assert reader("get", "k") == 1  # ... the copy, made before any change, is still served
+    writer.invalidate_tags(TAG)
+    announce_marker(SHARED_REDIS_URL, prefix)
+    assert reader("wait_heard", "marker")
+    assert reader("get", "k") is None

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 # Tag prefixes counted one by one; past this many, further prefixes count as OTHER.
 MAX_TAG_PREFIXES = 100
 OTHER_PREFIX = "(other)"
+_L1_HIT = ("hit", "l1")  # the counter of L1 hits: built once, used on every hit
 
 # Latency buckets: exact microseconds below 8 µs, then four buckets per power
 # of two (each at most 25% wide), up to the last one, which takes everything
@@ -114,8 +115,11 @@ class Recorder(Observer):
 
     def l1_hits(self, found: int) -> None:
         """`found` keys were served by the in-process L1 tier."""
-        counts = self._counts()
-        counts[("hit", "l1")] = counts.get(("hit", "l1"), 0) + found
+        try:
+            counts = self._local.counts
+        except AttributeError:
+            counts = self._counts()
+        counts[_L1_HIT] = counts.get(_L1_HIT, 0) + found
 
     def wrote(self, stored: int) -> None:
         counts = self._counts()

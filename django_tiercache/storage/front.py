@@ -43,15 +43,22 @@ def read(cache: Any, made_keys: list[str], operation: str) -> dict[str, Any]:
     """Look in L1 first; read the rest from the partitions, keeping copies."""
     l1: L1 = cache._l1
     found: dict[str, Any] = {}
-    missing = []
-    for key in made_keys:
-        value = l1.get(key)
-        if value is MISS:
-            missing.append(key)
-        else:
-            found[key] = value
-    if found:
-        cache._observer.l1_hits(len(found))
+    if len(made_keys) == 1:  # get(): the common case, kept short
+        value = l1.get(made_keys[0])
+        if value is not MISS:
+            cache._observer.l1_hits(1)
+            return {made_keys[0]: value}
+        missing = made_keys
+    else:
+        missing = []
+        for key in made_keys:
+            value = l1.get(key)
+            if value is MISS:
+                missing.append(key)
+            else:
+                found[key] = value
+        if found:
+            cache._observer.l1_hits(len(found))
     if missing:
         if l1.listening_pid != os.getpid():
             listen(l1, cache._partitions)

@@ -62,6 +62,14 @@ DEFAULTS: dict[str, Any] = {
     # False (off), True, or a dict of L1_DEFAULTS' keys: an in-process tier in
     # front of the Redis partitions, kept coherent across processes (storage/l1.py).
     "L1": False,
+    # True (the defaults), False (off) or a dict of SINGLE_FLIGHT_DEFAULTS' keys:
+    # one loader per missed key across threads and processes (storage/single_flight.py).
+    "SINGLE_FLIGHT": True,
+}
+
+SINGLE_FLIGHT_DEFAULTS: dict[str, Any] = {
+    "CLAIM_TTL": 10.0,  # seconds a loader's claim lives if the loader dies
+    "WAIT": 5.0,  # seconds a caller waits for another's load before loading itself
 }
 
 L1_DEFAULTS: dict[str, Any] = {
@@ -243,6 +251,7 @@ def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
     _check_hot_keys(merged["HOT_KEYS"], problems)
     _check_witness(merged, problems)
     _check_l1(merged["L1"], problems)
+    _check_single_flight(merged["SINGLE_FLIGHT"], problems)
     if merged["INVALIDATION_FAILURE"] not in INVALIDATION_FAILURES:
         problems.append(
             Problem(
@@ -322,6 +331,53 @@ def _check_l1(value: Any, problems: list[Problem]) -> None:
             problems.append(
                 Problem("E003", f"OPTIONS['L1'][{key!r}] = {item!r} is not valid: {what}.", hint)
             )
+
+
+def _check_single_flight(value: Any, problems: list[Problem]) -> None:
+    hint = (
+        "Set OPTIONS['SINGLE_FLIGHT'] to True (the defaults), False (off), or a dict such "
+        "as {'CLAIM_TTL': 10, 'WAIT': 5} (seconds; WAIT at most CLAIM_TTL)."
+    )
+    if isinstance(value, bool):
+        return
+    if not isinstance(value, dict):
+        problems.append(
+            Problem("E003", f"OPTIONS['SINGLE_FLIGHT'] = {value!r} is not valid.", hint)
+        )
+        return
+    valid = True
+    for key, item in value.items():
+        if key not in SINGLE_FLIGHT_DEFAULTS:
+            what = f"one of {', '.join(SINGLE_FLIGHT_DEFAULTS)}"
+        elif isinstance(item, bool) or not isinstance(item, (int, float)) or item <= 0:
+            what = "a positive number of seconds"
+        else:
+            continue
+        valid = False
+        problems.append(
+            Problem(
+                "E003", f"OPTIONS['SINGLE_FLIGHT'][{key!r}] = {item!r} is not valid: {what}.", hint
+            )
+        )
+    timings = single_flight_settings(value)
+    if valid and timings and timings["WAIT"] > timings["CLAIM_TTL"]:
+        # Waiters outlast the claim: when it expires a second loader starts
+        # while the first still runs, which is what single flight is for.
+        problems.append(
+            Problem(
+                "E003",
+                f"OPTIONS['SINGLE_FLIGHT'] WAIT ({timings['WAIT']}) is longer than its "
+                f"CLAIM_TTL ({timings['CLAIM_TTL']}).",
+                hint,
+            )
+        )
+
+
+def single_flight_settings(value: Any) -> dict[str, Any] | None:
+    """The single-flight timings of a validated OPTIONS["SINGLE_FLIGHT"], or None when off."""
+    if not value:
+        return None
+    return {**SINGLE_FLIGHT_DEFAULTS, **(value if isinstance(value, dict) else {})}
 
 
 def l1_settings(value: Any) -> dict[str, Any] | None:

@@ -3,11 +3,16 @@
 Within a process, the threads that miss a key while another thread of the
 same cache is loading it wait for that thread and read what it stored.
 Across processes, the loader first *claims* the key on its partition (``SET
-NX PX``, a claim that expires by itself); a process that finds the key
-claimed polls the cache until the value appears or the claim is gone (then
-it claims it itself). Whoever waits longer than ``WAIT`` loads the value
-itself, as does everyone when the partition cannot be reached: single
-flight saves work, it never makes a read fail.
+NX PX``, a claim that expires by itself after ``CLAIM_TTL``); a process that
+finds the key claimed polls the cache until the value appears or the claim is
+gone (then it claims it itself). Whoever waits longer than ``WAIT`` loads the
+value itself, as does everyone when the partition cannot be reached: single
+flight saves work, it never makes a read fail. Both timings are
+``OPTIONS["SINGLE_FLIGHT"]``; ``False`` turns single flight off.
+
+A caller missing several keys (``get_or_set_many``, ``get_objects``) claims
+all it can, loads those in one call, and only then waits for the others, so
+two callers holding claims on each other's keys never wait on each other.
 """
 
 from __future__ import annotations
@@ -18,62 +23,149 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-CLAIM_MS = 10_000  # a claim outlives a loader that died by at most this much
-WAIT = 5.0  # seconds a caller waits for another's load before loading itself
+from .options import SINGLE_FLIGHT_DEFAULTS
+
 POLL = (0.005, 0.01, 0.02, 0.05)  # seconds between looks at the cache while waiting
+
+Load = Callable[[list[str]], dict[str, Any]]  # made keys -> {made key: value}
 
 _flights: dict[tuple, threading.Event] = {}
 _flights_lock = threading.Lock()
 
 
-def load(
-    cache: Any,
-    made_key: str,
-    compute: Callable[[], Any],
-    reread: Callable[[], dict[str, Any]],
-) -> Any:
+def load(cache: Any, made_key: str, compute: Callable[[], Any], reread: Load) -> Any:
     """compute() once across callers; the others return what reread() finds."""
-    identity = (id(cache._fencing.policy), made_key)
+    return load_many(cache, [made_key], lambda keys: {made_key: compute()}, reread)[made_key]
+
+
+def load_many(cache: Any, made_keys: list[str], compute: Load, reread: Load) -> dict[str, Any]:
+    """compute(keys) for the keys no other caller is loading; for the others,
+    what reread(keys) finds once they are done (or compute them after WAIT)."""
+    timings = cache._single_flight
+    if timings is None:
+        return compute(made_keys)
+    identity = id(cache._fencing.policy)  # one per cache per process, whatever the thread
+    ours: dict[str, threading.Event] = {}
+    theirs: dict[str, threading.Event] = {}
     with _flights_lock:
-        waiting_for = _flights.get(identity)
-        if waiting_for is None:
-            flight = _flights[identity] = threading.Event()
-    if waiting_for is not None:
-        waiting_for.wait(WAIT)
-        found = reread()
-        return found[made_key] if made_key in found else compute()
+        for key in made_keys:
+            flight = _flights.get((identity, key))
+            if flight is None:
+                ours[key] = _flights[(identity, key)] = threading.Event()
+            else:
+                theirs[key] = flight
+    result: dict[str, Any] = {}
     try:
-        return _across_processes(cache, made_key, compute, reread)
+        if ours:
+            result.update(_across_processes(cache, list(ours), compute, reread, timings))
     finally:
         with _flights_lock:
-            del _flights[identity]
-        flight.set()
+            for key in ours:
+                del _flights[(identity, key)]
+        for flight in ours.values():
+            flight.set()
+    if theirs:
+        result.update(_after_threads(theirs, compute, reread, timings["WAIT"]))
+    return result
+
+
+def _after_threads(
+    flights: dict[str, threading.Event], compute: Load, reread: Load, wait: float
+) -> dict[str, Any]:
+    """Wait for this process's other loaders; compute what they did not store."""
+    deadline = time.monotonic() + wait
+    for flight in flights.values():
+        flight.wait(max(0.0, deadline - time.monotonic()))
+    found = reread(list(flights))
+    missing = [key for key in flights if key not in found]
+    if missing:
+        found.update(compute(missing))
+    return found
 
 
 def _across_processes(
-    cache: Any, made_key: str, compute: Callable[[], Any], reread: Callable[[], dict]
-) -> Any:
-    partition = cache._partition(made_key)
+    cache: Any, keys: list[str], compute: Load, reread: Load, timings: dict[str, Any]
+) -> dict[str, Any]:
     owner = f"{os.getpid()}:{threading.get_ident()}:{os.urandom(4).hex()}"
-    deadline = time.monotonic() + WAIT
-    polls = 0
+    claim_ms = max(1, int(timings["CLAIM_TTL"] * 1000))
+    deadline = time.monotonic() + timings["WAIT"]
+    result: dict[str, Any] = {}
+    pending, polls = keys, 0
     while True:
-        claim = partition.run("claim", made_key, owner, CLAIM_MS)
-        if not claim.ok or claim.value:
-            break  # ours (or the partition is down: load without a claim)
+        owned, held, elsewhere = _claim(cache, pending, owner, claim_ms)
+        if owned:
+            result.update(_load_owned(cache, owned, held, owner, compute, reread, polls > 0))
+        pending = elsewhere
+        if not pending:
+            return result
         if time.monotonic() >= deadline:
-            return compute()
+            result.update(compute(pending))  # waited long enough: load them ourselves
+            return result
         time.sleep(POLL[min(polls, len(POLL) - 1)])
         polls += 1
-        found = reread()
-        if made_key in found:
-            return found[made_key]
+        found = reread(pending)
+        result.update(found)
+        pending = [key for key in pending if key not in found]
+        if not pending:
+            return result
+
+
+def _claim(
+    cache: Any, keys: list[str], owner: str, claim_ms: int
+) -> tuple[list[str], list[str], list[str]]:
+    """(keys to load, of which claimed in Redis, keys another caller loads)."""
+    owned, held, elsewhere = [], [], []
+    for key in keys:
+        claim = cache._partition(key).run("claim", key, owner, claim_ms)
+        if not claim.ok:
+            owned.append(key)  # the partition is down: load without a claim
+        elif claim.value:
+            owned.append(key)
+            held.append(key)
+        else:
+            elsewhere.append(key)
+    return owned, held, elsewhere
+
+
+def _load_owned(
+    cache: Any,
+    owned: list[str],
+    held: list[str],
+    owner: str,
+    compute: Load,
+    reread: Load,
+    waited: bool,
+) -> dict[str, Any]:
     try:
-        if claim.ok and polls:  # stored by the one we waited for, just before we claimed?
-            found = reread()
-            if made_key in found:
-                return found[made_key]
-        return compute()
+        found: dict[str, Any] = {}
+        if waited:  # stored by the one we waited for, just before we claimed?
+            found = reread(owned)
+            owned = [key for key in owned if key not in found]
+        if owned:
+            found.update(compute(owned))
+        return found
     finally:
+        for key in held:
+            cache._partition(key).run("release", key, owner)
+
+
+def revalidation(cache: Any, made_key: str) -> Callable[[], None] | None:
+    """Claim the right to recompute a key whose value is still served (stale
+    while revalidate): a release callable, or None when another caller has it.
+
+    Never waits. When the partition cannot be reached the claim is granted:
+    recomputing twice is better than serving a stale value for longer.
+    """
+    timings = cache._single_flight or SINGLE_FLIGHT_DEFAULTS
+    owner = f"{os.getpid()}:{threading.get_ident()}:{os.urandom(4).hex()}"
+    name = f"revalidate:{made_key}"
+    partition = cache._partition(made_key)
+    claim = partition.run("claim", name, owner, max(1, int(timings["CLAIM_TTL"] * 1000)))
+    if claim.ok and not claim.value:
+        return None
+
+    def release() -> None:
         if claim.ok:
-            partition.run("release", made_key, owner)
+            partition.run("release", name, owner)
+
+    return release

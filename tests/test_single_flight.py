@@ -1,0 +1,150 @@
+"""Single flight (storage/single_flight.py) across threads and real OS processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+import redis
+from django.core.exceptions import ImproperlyConfigured
+
+from tests.redis_servers import SHARED_REDIS_URL
+from tests.test_l1 import L1, Worker
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """Start worker processes whose default cache is a TierCache with `options`,
+    all sharing one SQLite file (so that they read the same rows)."""
+    started: list[Worker] = []
+    prefix = f"sf{uuid.uuid4().hex[:8]}"
+
+    def start(options: dict) -> Worker:
+        cache = {
+            "BACKEND": "django_tiercache.backend.TierCache",
+            "LOCATION": SHARED_REDIS_URL,
+            "KEY_PREFIX": prefix,
+            "OPTIONS": options,
+        }
+        env = {
+            "TIERCACHE_TEST_CACHE": json.dumps(cache),
+            "TIERCACHE_TEST_SQLITE": str(tmp_path / "shared.sqlite3"),
+        }
+        worker = Worker(env)
+        started.append(worker)
+        return worker
+
+    yield start, f"{prefix}:counter"
+    for worker in started:
+        worker.close()
+    redis.Redis.from_url(SHARED_REDIS_URL).delete(f"{prefix}:counter")
+
+
+def loads_counted(counter: str) -> int:
+    return int(redis.Redis.from_url(SHARED_REDIS_URL).get(counter) or 0)
+
+
+@pytest.mark.parametrize("single_flight", [True, False])
+def test_get_object__50_callers_in_two_processes_run_one_query(processes, single_flight):
+    start, counter = processes
+    first = start({"L1": L1, "SINGLE_FLIGHT": single_flight})
+    second = start({"SINGLE_FLIGHT": single_flight})
+    assert first("create_shelf", 7, "Poetry")
+    for worker in (first, second):
+        worker.send("get_object_flight", 25, 7, SHARED_REDIS_URL, counter)
+    names = first.receive() + second.receive()
+    assert names == ["Poetry"] * 50
+    if single_flight:
+        assert loads_counted(counter) == 1
+    else:  # the option really turns it off: the same callers then query many times
+        assert loads_counted(counter) > 1
+
+
+@pytest.mark.parametrize("single_flight", [True, False])
+def test_async_cached__50_callers_in_two_processes_compute_once(processes, single_flight):
+    start, counter = processes
+    first = start({"L1": L1, "SINGLE_FLIGHT": single_flight})
+    second = start({"SINGLE_FLIGHT": single_flight})
+    for worker in (first, second):
+        worker.send("cached_flight", 25, SHARED_REDIS_URL, counter)
+    results = first.receive() + second.receive()
+    assert len(results) == 50
+    if single_flight:
+        assert loads_counted(counter) == 1
+        assert len(set(results)) == 1
+    else:
+        assert loads_counted(counter) > 1
+
+
+def test_get_or_set_many__threads_share_the_load_of_each_key(make_cache):
+    cache = make_cache(SHARED_REDIS_URL)
+    loaded: list[list[str]] = []
+    together = threading.Barrier(10)
+    release = threading.Event()
+
+    def load(keys):
+        loaded.append(sorted(keys))
+        release.wait(5)  # held while the other callers arrive and find the keys loading
+        return {k: k.upper() for k in keys}
+
+    results = []
+
+    def call():
+        together.wait()
+        results.append(cache.get_or_set_many({k: () for k in "abc"}, load))
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for t in threads:
+        t.start()
+    threading.Timer(0.3, release.set).start()
+    for t in threads:
+        t.join()
+    assert loaded == [["a", "b", "c"]]
+    assert results == [{"a": "A", "b": "B", "c": "C"}] * 10
+
+
+def claim_as_another_process(cache, key, ttl_ms):
+    made = cache.make_and_validate_key(key)
+    assert cache._partition(made).run("claim", made, "another-process", ttl_ms).value
+
+
+def test_claim_of_a_dead_loader__expires_and_the_next_caller_loads(make_cache):
+    cache = make_cache(SHARED_REDIS_URL, SINGLE_FLIGHT={"CLAIM_TTL": 5, "WAIT": 5})
+    claim_as_another_process(cache, "k", 300)  # its holder died: nothing will be stored
+    calls = []
+    assert cache.get_or_set("k", lambda: calls.append(1) or "mine") == "mine"
+    assert calls == [1]
+    assert cache.get("k") == "mine"
+
+
+def test_loader_slower_than_wait__the_waiter_loads_itself(make_cache):
+    cache = make_cache(SHARED_REDIS_URL, SINGLE_FLIGHT={"CLAIM_TTL": 30, "WAIT": 0.3})
+    claim_as_another_process(cache, "k", 30_000)  # held far longer than WAIT
+    calls = []
+    values = cache.get_or_set_many({"k": ()}, lambda keys: calls.append(keys) or {"k": "mine"})
+    assert values == {"k": "mine"}
+    assert calls == [["k"]]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"WAIT": 0},
+        {"CLAIM_TTL": -1},
+        {"CLAIM_TTL": "10"},
+        {"TTL": 10},
+        {"WAIT": 20, "CLAIM_TTL": 10},
+        "on",
+    ],
+)
+def test_single_flight_option__is_validated(make_cache, value):
+    with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*SINGLE_FLIGHT"):
+        make_cache(SHARED_REDIS_URL, SINGLE_FLIGHT=value)
+
+
+def test_single_flight_timings__come_from_the_option(make_cache):
+    cache = make_cache(SHARED_REDIS_URL, SINGLE_FLIGHT={"WAIT": 0.5})
+    assert cache._single_flight == {"CLAIM_TTL": 10.0, "WAIT": 0.5}
+    assert make_cache(SHARED_REDIS_URL, SINGLE_FLIGHT=False)._single_flight is None
