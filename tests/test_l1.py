@@ -100,9 +100,21 @@ def heard(cache, key):
         return any(kind == "k" and made in items for _, kind, items in slot.log)
 
 
+def settle(url, prefix, heard_marker):
+    """Wait until every message already sent on the channel was heard (a marker
+    sent after them arrives after them): a late one, such as the "start over"
+    a namespace's first greeting announces, would flush a copy kept meanwhile."""
+    announce_marker(url, prefix)
+    deadline = time.monotonic() + 10
+    while not heard_marker():
+        assert time.monotonic() < deadline, "the marker never arrived"
+        time.sleep(0.005)
+
+
 def read_into_l1(cache, key):
     """get() until L1 keeps a copy: a fill is dropped while the message of the
     write that made the value may still be on its way (it could be a newer change)."""
+    settle(SHARED_REDIS_URL, cache.key_prefix, lambda: heard(cache, "marker"))
     deadline = time.monotonic() + 10
     while True:
         value = cache.get(key)
@@ -283,6 +295,7 @@ def test_killed_channel__flushes_the_other_process_l1(workers, make_cache, prefi
     writer = make_cache(server.url, KEY_PREFIX=prefix)
     reader = workers(server.url, prefix, {"L1": L1})
     writer.set("k", "v")
+    settle(server.url, prefix, lambda: reader("wait_heard", "marker"))
     assert reader("in_l1", "k")  # once the set's own message has been heard
     raw = server.client()
     raw.delete(writer.make_key("k"))  # behind L1's back: no message
@@ -332,6 +345,7 @@ def test_evicted_tag_token__is_no_invalidation_and_a_later_one_still_reaches_l1(
     writer = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix)
     reader = workers(SHARED_REDIS_URL, prefix, {"L1": L1})
     writer.set("k", 1, tags=[TAG])
+    settle(SHARED_REDIS_URL, prefix, lambda: reader("wait_heard", "marker"))
     assert reader("in_l1", "k")
     raw = redis.Redis.from_url(SHARED_REDIS_URL)
     tokens = list(raw.scan_iter(match=f"{prefix}:*t:{TAG}"))

@@ -46,7 +46,9 @@ class Claimed:
 def _journal_keys() -> list[str]:
     """The journal's keys as a Redis glob: cache.clear() keeps them (pending writes
     are not cache content)."""
-    prefix = wb_settings.get()["KEY_PREFIX"]
+    # The raw setting: clear() must not fail over a write-behind setting
+    # that is wrong (the system check reports it).
+    prefix = str(wb_settings.configured()["KEY_PREFIX"])
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
     return ["{" + escaped + "}:*"]
 
