@@ -24,7 +24,7 @@ from django.db import connection
 from django_tiercache import get_object, write_behind
 from django_tiercache.write_behind.journal import get_journal
 from tests.testapp.models import Counter
-from tests.write_behind_support import configure
+from tests.write_behind_support import clashing_batch, configure, hits
 
 celery = pytest.importorskip("celery")
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,6 +104,47 @@ def test_worker__drain_task_writes_the_latest_state(thread_worker):
         write_behind.save(row)
     wait_until_drained(lambda: thread_worker.send_task(TASK))
     assert Counter.objects.get(pk=row.pk).hits == 5
+
+
+def wait_for(condition, deadline_seconds=60):
+    """Poll stats() until `condition(figures)` holds (a wait, not a timing assert)."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        figures = write_behind.stats()
+        if condition(figures):
+            return figures
+        time.sleep(0.05)
+    raise AssertionError(f"not reached after {deadline_seconds} s: {write_behind.stats()}")
+
+
+def test_worker__failing_row_is_retried_then_dead_lettered_while_the_rest_lands(thread_worker):
+    """As test_write_behind_failures' flush() version, one drain task per attempt."""
+    a, b, c = clashing_batch()
+    thread_worker.send_task(TASK)
+    figures = wait_for(lambda f: f["failed"] == 1)
+    assert (hits(a.pk), hits(b.pk), hits(c.pk)) == (1, 0, 3)
+    assert (figures["written"], figures["retrying"], figures["pending"]) == (2, 1, 1)
+    thread_worker.send_task(TASK)  # MAX_RETRIES is 2 here: a second failure, still retrying
+    figures = wait_for(lambda f: f["failed"] == 2)
+    assert (figures["dead_letters"], figures["retrying"]) == (0, 1)
+    thread_worker.send_task(TASK)  # the third attempt fails: a dead letter
+    figures = wait_for(lambda f: f["failed"] == 3)
+    assert (figures["dead_letters"], figures["pending"], figures["retrying"]) == (1, 0, 0)
+    (letter,) = get_journal().dead_letters().values()
+    assert "IntegrityError" in letter["error"] and letter["attempts"] == 3
+    assert (hits(a.pk), hits(b.pk), hits(c.pk)) == (1, 0, 3)
+
+
+def test_worker__failing_row_waits_its_backoff(thread_worker, settings):
+    configure(settings, RETRY_BACKOFF=3600)
+    _, b, _ = clashing_batch()
+    thread_worker.send_task(TASK)
+    figures = wait_for(lambda f: f["failed"] == 1)
+    assert (figures["written"], figures["retrying"]) == (2, 1)
+    journal = get_journal()
+    due_ms = journal.client.zscore(journal.keys["pending"], f"testapp.counter:{b.pk}")
+    seconds, micros = journal.client.time()
+    assert due_ms - (seconds * 1000 + micros // 1000) > 3000 * 1000  # an hour away, give or take
 
 
 def wait_for_claims(polls_after):
