@@ -1,4 +1,5 @@
-"""Write-behind with real Celery workers: Redis and RabbitMQ brokers, and SIGKILL mid-batch.
+"""Write-behind with real Celery workers: Redis and RabbitMQ brokers, a failing row and its
+dead letter, the database down, and SIGKILL mid-batch.
 
 The kill test runs a subprocess worker on RabbitMQ against PostgreSQL (another
 process cannot share an in-memory SQLite database).
@@ -23,6 +24,7 @@ from django.db import connection
 
 from django_tiercache import get_object, write_behind
 from django_tiercache.write_behind.journal import get_journal
+from tests.redis_servers import free_port
 from tests.testapp.models import Counter
 from tests.write_behind_support import clashing_batch, configure, hits
 
@@ -145,6 +147,39 @@ def test_worker__failing_row_waits_its_backoff(thread_worker, settings):
     due_ms = journal.client.zscore(journal.keys["pending"], f"testapp.counter:{b.pk}")
     seconds, micros = journal.client.time()
     assert due_ms - (seconds * 1000 + micros // 1000) > 3000 * 1000  # an hour away, give or take
+
+
+def db_unavailable_drains():
+    journal = get_journal()
+    return int(journal.client.hget(journal.keys["counters"], "db_unavailable") or 0)
+
+
+def test_worker__database_down_writes_wait_and_land_when_it_returns(thread_worker):
+    """The worker thread opens its own connections from the same settings: pointed
+    at a closed port, each drain fails to reach the database, and the rows wait."""
+    if connection.vendor == "sqlite":
+        pytest.skip("an in-memory SQLite database cannot go down")
+    row = Counter.objects.create(name="down")
+    row.hits = 7
+    write_behind.save(row)
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = str(free_port())
+    try:
+        for attempt in (1, 2):
+            thread_worker.send_task(TASK)
+            deadline = time.monotonic() + 60
+            while db_unavailable_drains() < attempt and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert db_unavailable_drains() == attempt
+        figures = write_behind.stats()
+        assert (figures["pending"], figures["in_flight"], figures["retrying"]) == (1, 0, 0)
+        assert (figures["written"], figures["failed"]) == (0, 0)
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
+    wait_until_drained(lambda: thread_worker.send_task(TASK))
+    assert hits(row.pk) == 7
 
 
 def wait_for_claims(polls_after):
