@@ -195,7 +195,7 @@ def wait_for_claims(polls_after):
     raise AssertionError("the worker never claimed a batch")
 
 
-def start_subprocess_worker(queue, prefix):
+def start_subprocess_worker(queue, prefix, **settings):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.write_behind_worker_settings",
@@ -205,6 +205,7 @@ def start_subprocess_worker(queue, prefix):
         "WB_DB_NAME": connection.settings_dict["NAME"],
         "WB_BATCH_SIZE": "10",
         "WB_CLAIM_TIMEOUT": "1",
+        **{f"WB_{name}": str(value) for name, value in settings.items()},
     }
     command = [sys.executable, "-m", "celery", "-A", "tests.write_behind_celery", "worker"]
     command += ["--pool", "solo", "--without-heartbeat", "--without-mingle", "--without-gossip"]
@@ -249,3 +250,33 @@ def test_sigkill_mid_batch__no_write_lost_and_no_older_state_lands_last(journal_
     assert figures["written"] >= len(rows)  # some rows more than once: the same state again
     assert sorted(set(Counter.objects.values_list("hits", flat=True))) == [4]
     assert get_object(Counter, rows[0].pk).hits == 4
+
+
+def test_subprocess_worker__failing_row_is_retried_then_dead_lettered_while_the_rest_lands(
+    journal_prefix,
+):
+    """The thread-worker case again, drained by a worker process (on PostgreSQL)."""
+    if connection.vendor == "sqlite":
+        pytest.skip("a subprocess worker cannot share an in-memory SQLite database")
+    if not answering(RABBITMQ_URL):
+        pytest.skip("RabbitMQ not answering")
+    queue = f"tiercache-wb-fail-{uuid.uuid4().hex[:8]}"
+    app = celery.Celery("tiercache-wb-sender", broker=RABBITMQ_URL)
+    a, b, c = clashing_batch()
+    worker = start_subprocess_worker(queue, journal_prefix, MAX_RETRIES=2, RETRY_BACKOFF=0)
+    try:
+        app.send_task(TASK, queue=queue)
+        figures = wait_for(lambda f: f["failed"] == 1)
+        assert (hits(a.pk), hits(b.pk), hits(c.pk)) == (1, 0, 3)
+        assert (figures["written"], figures["retrying"], figures["dead_letters"]) == (2, 1, 0)
+        for attempts in (2, 3):
+            app.send_task(TASK, queue=queue)
+            figures = wait_for(lambda f, n=attempts: f["failed"] == n)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+    assert (figures["dead_letters"], figures["pending"], figures["retrying"]) == (1, 0, 0)
+    (letter,) = get_journal().dead_letters().values()
+    assert "IntegrityError" in letter["error"] and letter["attempts"] == 3
