@@ -45,8 +45,9 @@ class Claimed:
 
 def _journal_keys() -> list[str]:
     """The journal's keys as a Redis glob: cache.clear() keeps them (pending writes
-    are not cache content)."""
-    prefix = wb_settings.get()["KEY_PREFIX"]
+    are not cache content). The raw setting, not the validated one: clearing a
+    cache must not fail because WRITE_BEHIND names a cache this project lacks."""
+    prefix = str(wb_settings.configured()["KEY_PREFIX"])
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
     return ["{" + escaped + "}:*"]
 
