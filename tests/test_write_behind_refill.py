@@ -5,7 +5,10 @@ Real Redis (the test cache and a journal per test), real database.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection, connections
 
 from django_tiercache import get_object, write_behind
 from django_tiercache.backend import tier_cache
@@ -82,4 +85,35 @@ def test_drain__a_direct_write_right_after_its_commit_is_never_hidden(journal_pr
         tags_invalidated.disconnect(direct_write)
     assert done
     assert Counter.objects.get(pk=row.pk).hits == 99
+    assert get_object(Counter, row.pk).hits == 99
+
+
+def test_drain__a_direct_write_during_the_put_back_read_keeps_the_read_out(journal_prefix):
+    """Another connection writes the row after the put-back has read it and before it
+    stores: the read state is older than the row, and must not be cached."""
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite's shared in-memory database locks the table for the open read")
+    row = read_then_save(hits=42)
+    write_behind.save(row)
+    done = []
+
+    def direct_write_from_another_connection():
+        try:
+            Counter.objects.filter(pk=row.pk).update(hits=99)
+        finally:
+            connections.close_all()
+
+    def after_the_put_back_read(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        is_put_back = sql.lstrip().upper().startswith("SELECT") and "FOR UPDATE" not in sql
+        if is_put_back and not connection.in_atomic_block and not done:
+            done.append(True)
+            writer = threading.Thread(target=direct_write_from_another_connection)
+            writer.start()
+            writer.join()
+        return result
+
+    with connection.execute_wrapper(after_the_put_back_read):
+        assert write_behind.flush() == 1
+    assert done
     assert get_object(Counter, row.pk).hits == 99
