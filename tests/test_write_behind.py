@@ -53,6 +53,16 @@ def test_cache_clear__keeps_pending_writes(journal_prefix):
     assert in_db(row.pk) == (7, "")
 
 
+def test_cache_clear__works_where_write_behind_names_no_cache(settings):
+    """A project that does not use write-behind may have no "default" cache."""
+    from django.core.cache import caches
+
+    settings.CACHES = {"other": settings.CACHES["default"]}
+    caches["other"].set("content", 1)
+    caches["other"].clear()
+    assert caches["other"].get("content") is None
+
+
 def test_save__a_new_row_with_a_pk_is_created_by_the_drain(journal_prefix):
     write_behind.save(Counter(pk=900, name="new", hits=3))
     assert get_object(Counter, 900).name == "new"

@@ -1,4 +1,5 @@
-"""Write-behind with real Celery workers: Redis and RabbitMQ brokers, and SIGKILL mid-batch.
+"""Write-behind with real Celery workers: Redis and RabbitMQ brokers, a failing row and its
+dead letter, the database down, and SIGKILL mid-batch.
 
 The kill test runs a subprocess worker on RabbitMQ against PostgreSQL (another
 process cannot share an in-memory SQLite database).
@@ -23,8 +24,9 @@ from django.db import connection
 
 from django_tiercache import get_object, write_behind
 from django_tiercache.write_behind.journal import get_journal
+from tests.redis_servers import free_port
 from tests.testapp.models import Counter
-from tests.write_behind_support import configure
+from tests.write_behind_support import clashing_batch, configure, hits
 
 celery = pytest.importorskip("celery")
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,6 +108,80 @@ def test_worker__drain_task_writes_the_latest_state(thread_worker):
     assert Counter.objects.get(pk=row.pk).hits == 5
 
 
+def wait_for(condition, deadline_seconds=60):
+    """Poll stats() until `condition(figures)` holds (a wait, not a timing assert)."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        figures = write_behind.stats()
+        if condition(figures):
+            return figures
+        time.sleep(0.05)
+    raise AssertionError(f"not reached after {deadline_seconds} s: {write_behind.stats()}")
+
+
+def test_worker__failing_row_is_retried_then_dead_lettered_while_the_rest_lands(thread_worker):
+    """As test_write_behind_failures' flush() version, one drain task per attempt."""
+    a, b, c = clashing_batch()
+    thread_worker.send_task(TASK)
+    figures = wait_for(lambda f: f["failed"] == 1)
+    assert (hits(a.pk), hits(b.pk), hits(c.pk)) == (1, 0, 3)
+    assert (figures["written"], figures["retrying"], figures["pending"]) == (2, 1, 1)
+    thread_worker.send_task(TASK)  # MAX_RETRIES is 2 here: a second failure, still retrying
+    figures = wait_for(lambda f: f["failed"] == 2)
+    assert (figures["dead_letters"], figures["retrying"]) == (0, 1)
+    thread_worker.send_task(TASK)  # the third attempt fails: a dead letter
+    figures = wait_for(lambda f: f["failed"] == 3)
+    assert (figures["dead_letters"], figures["pending"], figures["retrying"]) == (1, 0, 0)
+    (letter,) = get_journal().dead_letters().values()
+    assert "IntegrityError" in letter["error"] and letter["attempts"] == 3
+    assert (hits(a.pk), hits(b.pk), hits(c.pk)) == (1, 0, 3)
+
+
+def test_worker__failing_row_waits_its_backoff(thread_worker, settings):
+    configure(settings, RETRY_BACKOFF=3600)
+    _, b, _ = clashing_batch()
+    thread_worker.send_task(TASK)
+    figures = wait_for(lambda f: f["failed"] == 1)
+    assert (figures["written"], figures["retrying"]) == (2, 1)
+    journal = get_journal()
+    due_ms = journal.client.zscore(journal.keys["pending"], f"testapp.counter:{b.pk}")
+    seconds, micros = journal.client.time()
+    assert due_ms - (seconds * 1000 + micros // 1000) > 3000 * 1000  # an hour away, give or take
+
+
+def db_unavailable_drains():
+    journal = get_journal()
+    return int(journal.client.hget(journal.keys["counters"], "db_unavailable") or 0)
+
+
+def test_worker__database_down_writes_wait_and_land_when_it_returns(thread_worker):
+    """The worker thread opens its own connections from the same settings: pointed
+    at a closed port, each drain fails to reach the database, and the rows wait."""
+    if connection.vendor == "sqlite":
+        pytest.skip("an in-memory SQLite database cannot go down")
+    row = Counter.objects.create(name="down")
+    row.hits = 7
+    write_behind.save(row)
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = str(free_port())
+    try:
+        for attempt in (1, 2):
+            thread_worker.send_task(TASK)
+            deadline = time.monotonic() + 60
+            while db_unavailable_drains() < attempt and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert db_unavailable_drains() == attempt
+        figures = write_behind.stats()
+        assert (figures["pending"], figures["in_flight"], figures["retrying"]) == (1, 0, 0)
+        assert (figures["written"], figures["failed"]) == (0, 0)
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
+    wait_until_drained(lambda: thread_worker.send_task(TASK))
+    assert hits(row.pk) == 7
+
+
 def wait_for_claims(polls_after):
     """Return while the worker holds claimed rows (a batch under way), a few polls in."""
     journal = get_journal()
@@ -119,7 +195,7 @@ def wait_for_claims(polls_after):
     raise AssertionError("the worker never claimed a batch")
 
 
-def start_subprocess_worker(queue, prefix):
+def start_subprocess_worker(queue, prefix, **settings):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.write_behind_worker_settings",
@@ -129,6 +205,7 @@ def start_subprocess_worker(queue, prefix):
         "WB_DB_NAME": connection.settings_dict["NAME"],
         "WB_BATCH_SIZE": "10",
         "WB_CLAIM_TIMEOUT": "1",
+        **{f"WB_{name}": str(value) for name, value in settings.items()},
     }
     command = [sys.executable, "-m", "celery", "-A", "tests.write_behind_celery", "worker"]
     command += ["--pool", "solo", "--without-heartbeat", "--without-mingle", "--without-gossip"]
@@ -173,3 +250,33 @@ def test_sigkill_mid_batch__no_write_lost_and_no_older_state_lands_last(journal_
     assert figures["written"] >= len(rows)  # some rows more than once: the same state again
     assert sorted(set(Counter.objects.values_list("hits", flat=True))) == [4]
     assert get_object(Counter, rows[0].pk).hits == 4
+
+
+def test_subprocess_worker__failing_row_is_retried_then_dead_lettered_while_the_rest_lands(
+    journal_prefix,
+):
+    """The thread-worker case again, drained by a worker process (on PostgreSQL)."""
+    if connection.vendor == "sqlite":
+        pytest.skip("a subprocess worker cannot share an in-memory SQLite database")
+    if not answering(RABBITMQ_URL):
+        pytest.skip("RabbitMQ not answering")
+    queue = f"tiercache-wb-fail-{uuid.uuid4().hex[:8]}"
+    app = celery.Celery("tiercache-wb-sender", broker=RABBITMQ_URL)
+    a, b, c = clashing_batch()
+    worker = start_subprocess_worker(queue, journal_prefix, MAX_RETRIES=2, RETRY_BACKOFF=0)
+    try:
+        app.send_task(TASK, queue=queue)
+        figures = wait_for(lambda f: f["failed"] == 1)
+        assert (hits(a.pk), hits(b.pk), hits(c.pk)) == (1, 0, 3)
+        assert (figures["written"], figures["retrying"], figures["dead_letters"]) == (2, 1, 0)
+        for attempts in (2, 3):
+            app.send_task(TASK, queue=queue)
+            figures = wait_for(lambda f, n=attempts: f["failed"] == n)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+    assert (figures["dead_letters"], figures["pending"], figures["retrying"]) == (1, 0, 0)
+    (letter,) = get_journal().dead_letters().values()
+    assert "IntegrityError" in letter["error"] and letter["attempts"] == 3

@@ -12,24 +12,9 @@ from django_tiercache import write_behind
 from django_tiercache.write_behind.journal import get_journal
 from tests.redis_servers import closed_port_url
 from tests.testapp.models import Counter
-from tests.write_behind_support import configure
+from tests.write_behind_support import clashing_batch, configure, hits
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def hits(pk):
-    return Counter.objects.filter(pk=pk).values_list("hits", flat=True).first()
-
-
-def clashing_batch():
-    """Three pending rows; the second takes the first's unique name and must fail."""
-    a, b, c = (Counter.objects.create(name=n) for n in "abc")
-    for row, value in ((a, 1), (b, 2), (c, 3)):
-        row.hits = value
-    b.name = "a"
-    for row in (a, b, c):
-        write_behind.save(row)
-    return a, b, c
 
 
 def test_failing_row__is_retried_then_dead_lettered_while_the_rest_lands(journal_prefix):

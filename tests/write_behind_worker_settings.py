@@ -19,3 +19,6 @@ TIERCACHE = {
         "CLAIM_TIMEOUT": float(os.environ.get("WB_CLAIM_TIMEOUT", "60")),
     },
 }
+for _name, _kind in (("MAX_RETRIES", int), ("RETRY_BACKOFF", float)):
+    if f"WB_{_name}" in os.environ:  # else the project's default
+        TIERCACHE["WRITE_BEHIND"][_name] = _kind(os.environ[f"WB_{_name}"])

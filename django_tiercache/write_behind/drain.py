@@ -11,9 +11,10 @@ A batch runs as follows (see the README, "Write-behind", for why each step):
    field set for partial ones, one delete per model; if that fails on a row,
    each row again in its own savepoint, so the good ones still land;
 4. commit, then acknowledge by version: a row written again since stays pending
-   with its newer state. A failed row is retried with backoff, and after
-   MAX_RETRIES becomes a dead letter. If the database is unreachable the rows
-   go back unharmed and wait.
+   with its newer state; get_object's entries the cache held for the written
+   rows are put back from a read after the commit (refill.py). A failed row
+   is retried with backoff, and after MAX_RETRIES becomes a dead letter. If
+   the database is unreachable the rows go back unharmed and wait.
 
 A worker killed anywhere in this loses nothing: before the commit the database
 rolls back and the claim runs out; after it, the same state is written again
@@ -35,7 +36,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError, router, transaction
 from django.db import models as db_models
 
-from . import rows
+from . import refill, rows
 from . import settings as wb_settings
 from .journal import Claimed, Journal, get_journal
 
@@ -87,6 +88,7 @@ def apply(journal: Journal, token: str, claimed: list[Claimed], config: dict) ->
     """Write claimed rows (one transaction per database), then acknowledge or fail them."""
     outcome = Outcome()
     for using, items in _by_database(claimed).items():
+        cached = refill.held(item.row for item in items)
         try:
             good, bad = _write_batch(journal, token, items, using)
         except UNAVAILABLE as exc:
@@ -96,6 +98,7 @@ def apply(journal: Journal, token: str, claimed: list[Claimed], config: dict) ->
             outcome.unavailable = exc
             continue
         outcome.written += journal.ack(token, good)
+        refill.put_back(cached, (item.row for item in good))
         for item, error in bad:
             journal.fail(token, item, error, config["RETRY_BACKOFF"], config["MAX_RETRIES"])
             outcome.failures.append((item.row, error))

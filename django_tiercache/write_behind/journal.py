@@ -45,9 +45,8 @@ class Claimed:
 
 def _journal_keys() -> list[str]:
     """The journal's keys as a Redis glob: cache.clear() keeps them (pending writes
-    are not cache content)."""
-    # The raw setting: clear() must not fail over a write-behind setting
-    # that is wrong (the system check reports it).
+    are not cache content). The raw setting, not the validated one: clearing a
+    cache must not fail because WRITE_BEHIND names a cache this project lacks."""
     prefix = str(wb_settings.configured()["KEY_PREFIX"])
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
     return ["{" + escaped + "}:*"]
