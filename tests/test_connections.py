@@ -1,0 +1,67 @@
+"""A Redis store's idle connections: reused call after call, given back on close,
+reconnected (and the server greeted) when the server closed them meanwhile."""
+
+import gc
+import threading
+
+
+def in_use(cache) -> int:
+    return len(cache._partitions[0].store.pool._in_use_connections)
+
+
+def test_calls__reuse_one_connection_until_close_gives_it_back(clean_redis_servers, make_cache):
+    url = f"redis://127.0.0.1:{clean_redis_servers[0].port}/3"
+    cache = make_cache([url])
+    before = in_use(cache)
+    for i in range(5):
+        cache.set(f"k{i}", i)
+        assert cache.get(f"k{i}") == i
+    store = cache._partitions[0].store
+    assert len(store._idle) == 1  # one connection served all ten calls
+    assert in_use(cache) == before + 1
+    cache.close()  # Django calls this after every request
+    assert store._idle == []
+    assert in_use(cache) == before
+
+
+def test_a_thread_that_ends__gives_its_connections_back(clean_redis_servers, make_cache):
+    url = f"redis://127.0.0.1:{clean_redis_servers[0].port}/3"
+    main = make_cache([url])
+    before = in_use(main)
+    from django_tiercache.backend import TierCache
+
+    def request():  # a thread's own backend instance, never closed
+        cache = TierCache([url], {"KEY_PREFIX": main.key_prefix})
+        cache.set("k", 1)
+        assert cache.get("k") == 1
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert in_use(main) == before
+
+
+def test_a_small_pool__is_used_directly(clean_redis_servers, make_cache):
+    url = f"redis://127.0.0.1:{clean_redis_servers[0].port}/4"
+    cache = make_cache([url], CONNECTION_POOL_KWARGS={"max_connections": 4})
+    cache.set("k", 1)
+    assert cache.get("k") == 1
+    assert cache._partitions[0].store._idle == []
+    assert in_use(cache) == 0
+
+
+def test_a_server_that_restarted_while_a_connection_was_idle__is_greeted_again(
+    clean_redis_servers, make_cache
+):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.set("k", 1, tags=["t"])
+    assert cache.get("k") == 1
+    server.stop()
+    server.start()  # empty: no functions, no meta hash; the idle socket is closed
+    assert cache.get("k") is None  # a miss, not an error: the call reconnected
+    assert not cache._policy.counts  # no failed call was counted
+    cache.set("k", 2, tags=["t"])
+    assert cache.get("k") == 2
+    assert cache._partitions[0].breaker.failures == 0
