@@ -65,3 +65,37 @@ def test_a_server_that_restarted_while_a_connection_was_idle__is_greeted_again(
     cache.set("k", 2, tags=["t"])
     assert cache.get("k") == 2
     assert cache._partitions[0].breaker.failures == 0
+
+
+def test_an_unlock_left_for_later__goes_with_the_next_command(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    writer, reader = make_cache([server.url]), make_cache([server.url])
+    writer.lock_tags("w", ["row:1"], seconds=30)
+    writer.unlock_tags("w", ["row:1"], wait=False)
+    reader.set("k", 1, tags=["row:1"])
+    assert reader.get("k") is None  # still locked: the release was not sent yet
+    writer.get("anything")  # carries it
+    reader.set("k", 1, tags=["row:1"])
+    assert reader.get("k") == 1
+
+
+def test_close__sends_an_unlock_left_for_later(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    writer, reader = make_cache([server.url]), make_cache([server.url])
+    writer.lock_tags("w", ["row:1"], seconds=30)
+    writer.unlock_tags("w", ["row:1"], wait=False)
+    writer.close()
+    reader.set("k", 1, tags=["row:1"])
+    assert reader.get("k") == 1
+
+
+def test_an_unlock_left_for_later_that_fails__is_counted(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.lock_tags("w", ["row:1"], seconds=30)
+    cache.unlock_tags("w", ["row:1"], wait=False)
+    server.stop()
+    server.start()  # no functions: the release fails ("function not found")
+    assert cache.get("k") is None  # the command carrying it still works
+    name = cache._partitions[0].name
+    assert cache._policy.counts[("error:unlock", name)] == 1

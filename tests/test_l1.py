@@ -283,7 +283,9 @@ def test_killed_channel__flushes_the_other_process_l1(workers, make_cache, prefi
     writer = make_cache(server.url, KEY_PREFIX=prefix)
     reader = workers(server.url, prefix, {"L1": L1})
     writer.set("k", "v")
+    assert reader("live")  # subscribed: what it reads from now on, L1 may keep
     assert reader("get", "k") == "v"
+    assert reader("in_l1", "k")
     raw = server.client()
     raw.delete(writer.make_key("k"))  # behind L1's back: no message
     assert reader("get", "k") == "v"  # served by L1

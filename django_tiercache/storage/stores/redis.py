@@ -38,13 +38,14 @@ class RedisCall:
     older data or was replaced is noticed before anything is read from it.
     """
 
-    __slots__ = ("_store", "_pool", "_conn", "_args", "_convert", "_error", "_greeting")
+    __slots__ = ("_store", "_pool", "_conn", "_args", "_convert", "_error", "_greeting", "_later")
 
     def __init__(self, store: RedisStore, args: tuple, convert: Callable):
         self._store, self._pool, self._args, self._convert = store, store.pool, args, convert
         self._conn: Any = None
         self._error: BaseException | None = None
         self._greeting = False
+        self._later = 0
         try:
             self._conn = store.take()
             self._send()
@@ -58,11 +59,19 @@ class RedisCall:
             greeted = conn._tiercache_greeted = _Greeted()
             conn.register_connect_callback(greeted.forget)
         self._greeting = conn._sock is None or ns not in greeted
+        later = self._store.take_later()
+        self._later = len(later)
+        if not self._greeting and not later:
+            conn.send_command(*self._args)
+            return
+        # One packet: the greeting first, then the commands left for later, then ours.
+        commands = [*later, self._args]
         if self._greeting:
-            # Sending connects if needed, which empties `greeted` first.
-            conn.send_command(*self._store.hello_command())
+            commands.insert(0, self._store.hello_command())
+        # Sending connects if needed, which empties `greeted` first.
+        conn.send_packed_command(conn.pack_commands(commands))
+        if self._greeting:
             greeted.add(ns)
-        conn.send_command(*self._args)
 
     def _drop(self, exc: BaseException) -> None:
         # After a failure mid-reply the connection's state is unknown: never reuse it.
@@ -80,6 +89,12 @@ class RedisCall:
             except ResponseError as error:
                 greeting_error = error
                 self._conn._tiercache_greeted.discard(self._store.ns)
+        for _ in range(self._later):
+            try:
+                self._conn.read_response()
+            except ResponseError as error:  # e.g. an unlock on a server that restarted
+                self._store.later_failed(error)
+        self._later = 0
         reply = self._conn.read_response()
         if greeting_error is not None:
             raise greeting_error
@@ -151,9 +166,23 @@ class RedisStore(Store):
         limit = getattr(self.pool, "max_connections", None) or 0
         self._idle_max = min(IDLE_CONNECTIONS, limit // IDLE_SHARE)
         self._idle: list[Any] = []
+        self._later: list[tuple] = []  # commands to send with the next one (unlock_later)
         self._idle_pid = os.getpid()
         # A thread's backend instance dies with its thread; its idle connections go back.
         weakref.finalize(self, _give_all_back, self.pool, self._idle, self._idle_pid)
+
+    def unlock_later(self, tags, writer):
+        """Queue the unlock: it goes in front of this store's next command, in the
+        same packet (a lock that lingers meanwhile only refuses fills)."""
+        self._later.append(self._command("unlock", [], [writer, *tags]))
+
+    def take_later(self) -> list[tuple]:
+        """The commands queued to go with the next one (see unlock_later), taken."""
+        later = self._later
+        if not later:
+            return later
+        self._later = []  # a thread racing us may send them too: unlocking twice is harmless
+        return later
 
     def take(self) -> Any:
         """A connection for one call: an idle one of this store's, else the pool's."""
@@ -182,10 +211,13 @@ class RedisStore(Store):
         return ("FCALL", lua.function_name("hello"), 0, self.ns, fresh_epoch(), self.horizon)
 
     def _call(self, function: str | None, keys: list[str], args: list, convert=_same) -> RedisCall:
+        return RedisCall(self, self._command(function, keys, args), convert)
+
+    def _command(self, function: str | None, keys: list[str], args: list) -> tuple:
         if function is None:  # a plain command, e.g. ["DEL", key, ...]
-            return RedisCall(self, (*keys, *args), convert)
+            return (*keys, *args)
         name = lua.function_name(function)
-        return RedisCall(self, ("FCALL", name, len(keys), *keys, self.ns, *args), convert)
+        return ("FCALL", name, len(keys), *keys, self.ns, *args)
 
     def read(self, keys, leased, ttls=False):
         if ttls:
@@ -269,7 +301,13 @@ class RedisStore(Store):
 
     def close(self):
         # Pools are shared by every thread's backend instance; keep them (as
-        # django-redis does), but give back this instance's idle connections.
+        # django-redis does), but send what was left for later, and give back
+        # this instance's idle connections.
+        if self._later:
+            try:
+                RedisCall(self, ("PING",), _same).result()  # carries them
+            except Exception as error:  # noqa: BLE001 - the locks expire by themselves
+                self.later_failed(error)
         _give_all_back(self.pool, self._idle, self._idle_pid)
 
 
