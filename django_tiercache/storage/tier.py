@@ -42,9 +42,18 @@ class PartitionedStorage:
         return self._partitions[self._partitioner.index(made_key)]
 
     def _group(self, made_keys: Iterable[str]) -> dict[Partition, list[str]]:
+        if len(self._partitions) == 1:
+            keys = list(made_keys)
+            return {self._partitions[0]: keys} if keys else {}
         groups: dict[Partition, list[str]] = {}
+        partitions, index = self._partitions, self._partitioner.index
         for key in made_keys:
-            groups.setdefault(self._partition(key), []).append(key)
+            partition = partitions[index(key)]
+            group = groups.get(partition)
+            if group is None:
+                groups[partition] = [key]
+            else:
+                group.append(key)
         return groups
 
     def _ttl_ms(self, timeout: Any) -> int | None:
@@ -69,9 +78,13 @@ class PartitionedStorage:
             lease, bodies = outcome.value
             if self._fencing.needs_renewal(lease) or _has_unverified(bodies):
                 bodies = self._renew_and_reread(outcome.partition, keys, bodies)
+            decode = self._codec.decode
             for key, body in zip(keys, bodies, strict=True):
                 if type(body) is bytes:
-                    self._decode_into(found, key, body, outcome.partition)
+                    try:
+                        found[key] = decode(key, body)
+                    except Exception:  # noqa: BLE001 - decoded again to be reported
+                        self._decode_into(found, key, body, outcome.partition)
         self._observer.read(made_keys, len(found))
         return found
 
