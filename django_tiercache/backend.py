@@ -428,13 +428,11 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         """Release `writer`'s locks on `tags` and invalidate them again.
 
         A partition this misses keeps the lock until it expires, which keeps
-        fills out meanwhile: no fence is needed. For the same reason the release
-        need not be sent at once: with wait=False it travels in front of this
-        cache's next command to each partition (in the same packet), or at
-        close(), so a write pays no round trip for it. Meanwhile fills under the
-        tags are refused, which costs misses, never a stale read. With an L1 tier
-        the release is always sent and awaited (the L1 forgets the tags once
-        Redis has).
+        fills out meanwhile: no fence is needed. For the same reason nobody needs
+        the reply: with wait=False the release is sent and its reply read when
+        the connection is next used (or given back at close()), so a write waits
+        for no round trip. With an L1 tier the release is always awaited (the L1
+        forgets the tags once Redis has).
         """
         tags = validate_tags(tags)
         if not tags:
@@ -443,8 +441,12 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             self._l1_after(self._fencing.start(tags, "unlock", writer, fence=False), tags)()
             return
         for partition in self._partitions:
-            if partition.breaker.allows():  # else the lock expires by itself
+            if not partition.breaker.allows():
+                continue  # the lock expires by itself
+            try:
                 partition.store.unlock_later(tags, writer)
+            except Exception as error:  # noqa: BLE001 - counted; the lock expires by itself
+                partition.store.later_failed(error)
 
     def _l1_after(self, finish: Any, tags: tuple[str, ...]) -> Any:
         """finish(), then this process's L1 forgets the tags (once Redis has changed)."""

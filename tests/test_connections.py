@@ -67,35 +67,45 @@ def test_a_server_that_restarted_while_a_connection_was_idle__is_greeted_again(
     assert cache._partitions[0].breaker.failures == 0
 
 
-def test_an_unlock_left_for_later__goes_with_the_next_command(clean_redis_servers, make_cache):
+def test_an_unlock_sent_without_waiting__is_read_with_the_next_command(
+    clean_redis_servers, make_cache
+):
     server = clean_redis_servers[0]
     writer, reader = make_cache([server.url]), make_cache([server.url])
     writer.lock_tags("w", ["row:1"], seconds=30)
-    writer.unlock_tags("w", ["row:1"], wait=False)
     reader.set("k", 1, tags=["row:1"])
-    assert reader.get("k") is None  # still locked: the release was not sent yet
-    writer.get("anything")  # carries it
+    assert reader.get("k") is None  # locked: not cached
+    writer.unlock_tags("w", ["row:1"], wait=False)
+    (conn,) = writer._partitions[0].store._idle
+    assert conn._tiercache_owed == 1  # sent; its reply not read yet
+    writer.get("anything")  # reads it first: Redis has run the unlock by now
+    assert conn._tiercache_owed == 0
     reader.set("k", 1, tags=["row:1"])
     assert reader.get("k") == 1
 
 
-def test_close__sends_an_unlock_left_for_later(clean_redis_servers, make_cache):
+def test_close__reads_what_an_unlock_sent_without_waiting_owes(clean_redis_servers, make_cache):
     server = clean_redis_servers[0]
     writer, reader = make_cache([server.url]), make_cache([server.url])
+    before = in_use(writer)
     writer.lock_tags("w", ["row:1"], seconds=30)
     writer.unlock_tags("w", ["row:1"], wait=False)
+    (conn,) = writer._partitions[0].store._idle
     writer.close()
+    assert conn._tiercache_owed == 0
+    assert in_use(writer) == before  # back in the pool, with nothing left unread
+    assert not conn.can_read()
     reader.set("k", 1, tags=["row:1"])
     assert reader.get("k") == 1
 
 
-def test_an_unlock_left_for_later_that_fails__is_counted(clean_redis_servers, make_cache):
+def test_an_unlock_sent_without_waiting_that_fails__is_counted(clean_redis_servers, make_cache):
     server = clean_redis_servers[0]
     cache = make_cache([server.url])
     cache.lock_tags("w", ["row:1"], seconds=30)
-    cache.unlock_tags("w", ["row:1"], wait=False)
     server.stop()
     server.start()  # no functions: the release fails ("function not found")
-    assert cache.get("k") is None  # the command carrying it still works
+    cache.unlock_tags("w", ["row:1"], wait=False)
+    assert cache.get("k") is None  # the next command still works
     name = cache._partitions[0].name
     assert cache._policy.counts[("error:unlock", name)] == 1

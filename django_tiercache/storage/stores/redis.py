@@ -38,14 +38,13 @@ class RedisCall:
     older data or was replaced is noticed before anything is read from it.
     """
 
-    __slots__ = ("_store", "_pool", "_conn", "_args", "_convert", "_error", "_greeting", "_later")
+    __slots__ = ("_store", "_pool", "_conn", "_args", "_convert", "_error", "_greeting")
 
     def __init__(self, store: RedisStore, args: tuple, convert: Callable):
         self._store, self._pool, self._args, self._convert = store, store.pool, args, convert
         self._conn: Any = None
         self._error: BaseException | None = None
         self._greeting = False
-        self._later = 0
         try:
             self._conn = store.take()
             self._send()
@@ -59,19 +58,11 @@ class RedisCall:
             greeted = conn._tiercache_greeted = _Greeted()
             conn.register_connect_callback(greeted.forget)
         self._greeting = conn._sock is None or ns not in greeted
-        later = self._store.take_later()
-        self._later = len(later)
-        if not self._greeting and not later:
-            conn.send_command(*self._args)
-            return
-        # One packet: the greeting first, then the commands left for later, then ours.
-        commands = [*later, self._args]
         if self._greeting:
-            commands.insert(0, self._store.hello_command())
-        # Sending connects if needed, which empties `greeted` first.
-        conn.send_packed_command(conn.pack_commands(commands))
-        if self._greeting:
+            # Sending connects if needed, which empties `greeted` first.
+            conn.send_command(*self._store.hello_command())
             greeted.add(ns)
+        conn.send_command(*self._args)
 
     def _drop(self, exc: BaseException) -> None:
         # After a failure mid-reply the connection's state is unknown: never reuse it.
@@ -89,12 +80,6 @@ class RedisCall:
             except ResponseError as error:
                 greeting_error = error
                 self._conn._tiercache_greeted.discard(self._store.ns)
-        for _ in range(self._later):
-            try:
-                self._conn.read_response()
-            except ResponseError as error:  # e.g. an unlock on a server that restarted
-                self._store.later_failed(error)
-        self._later = 0
         reply = self._conn.read_response()
         if greeting_error is not None:
             raise greeting_error
@@ -166,23 +151,9 @@ class RedisStore(Store):
         limit = getattr(self.pool, "max_connections", None) or 0
         self._idle_max = min(IDLE_CONNECTIONS, limit // IDLE_SHARE)
         self._idle: list[Any] = []
-        self._later: list[tuple] = []  # commands to send with the next one (unlock_later)
         self._idle_pid = os.getpid()
         # A thread's backend instance dies with its thread; its idle connections go back.
-        weakref.finalize(self, _give_all_back, self.pool, self._idle, self._idle_pid)
-
-    def unlock_later(self, tags, writer):
-        """Queue the unlock: it goes in front of this store's next command, in the
-        same packet (a lock that lingers meanwhile only refuses fills)."""
-        self._later.append(self._command("unlock", [], [writer, *tags]))
-
-    def take_later(self) -> list[tuple]:
-        """The commands queued to go with the next one (see unlock_later), taken."""
-        later = self._later
-        if not later:
-            return later
-        self._later = []  # a thread racing us may send them too: unlocking twice is harmless
-        return later
+        weakref.finalize(self, _give_all_back, self.pool, self._idle, self._idle_pid, _ignore)
 
     def take(self) -> Any:
         """A connection for one call: an idle one of this store's, else the pool's."""
@@ -194,10 +165,27 @@ class RedisStore(Store):
                 except IndexError:
                     pass
                 else:
-                    return _ready(conn)
+                    return _ready(conn, self.later_failed)
             else:  # a forked child: the parent's sockets are not ours to use
                 self._idle, self._idle_pid = [], os.getpid()
         return self.pool.get_connection()
+
+    def unlock_later(self, tags, writer):
+        """Send the unlock now and read its reply when the connection is next
+        taken (or given back to the pool): the caller waits for no round trip.
+        A lock whose release fails expires by itself, so nobody needs the reply."""
+        if self._idle_max == 0:  # no idle list to park the connection in
+            super().unlock_later(tags, writer)
+            return
+        conn = self.take()
+        try:
+            conn.send_command(*self._command("unlock", [], [writer, *tags]))
+        except BaseException:
+            conn.disconnect()
+            self.pool.release(conn)
+            raise
+        conn._tiercache_owed = conn.__dict__.get("_tiercache_owed", 0) + 1
+        self.give_back(conn)
 
     def give_back(self, conn: Any) -> None:
         """Keep a connection whose reply was read whole for the next call, or
@@ -301,19 +289,16 @@ class RedisStore(Store):
 
     def close(self):
         # Pools are shared by every thread's backend instance; keep them (as
-        # django-redis does), but send what was left for later, and give back
-        # this instance's idle connections.
-        if self._later:
-            try:
-                RedisCall(self, ("PING",), _same).result()  # carries them
-            except Exception as error:  # noqa: BLE001 - the locks expire by themselves
-                self.later_failed(error)
-        _give_all_back(self.pool, self._idle, self._idle_pid)
+        # django-redis does), but give back this instance's idle connections.
+        _give_all_back(self.pool, self._idle, self._idle_pid, self.later_failed)
 
 
-def _ready(conn: Any) -> Any:
-    """An idle connection, reconnected if its server closed it meanwhile (as
-    redis-py's pool checks too: a restarted server must be greeted anew)."""
+def _ready(conn: Any, failed: Callable[[BaseException], None]) -> Any:
+    """An idle connection: the replies it still owes read (see unlock_later), and
+    reconnected if its server closed it meanwhile (as redis-py's pool checks
+    too: a restarted server must be greeted anew)."""
+    if conn.__dict__.get("_tiercache_owed"):
+        _read_owed(conn, failed)
     try:
         closed = conn.can_read()  # nothing is owed on an idle connection: data means EOF
     except (RedisError, OSError):
@@ -323,12 +308,36 @@ def _ready(conn: Any) -> Any:
     return conn
 
 
-def _give_all_back(pool: Any, idle: list, pid: int) -> None:
+def _read_owed(conn: Any, failed: Callable[[BaseException], None]) -> None:
+    """Read the replies of commands sent without waiting; a failure is reported, and
+    a connection left in an unknown state is closed (the next send reconnects)."""
+    owed, conn._tiercache_owed = conn._tiercache_owed, 0
+    try:
+        for _ in range(owed):
+            try:
+                conn.read_response()
+            except ResponseError as error:  # e.g. an unlock on a server that restarted
+                failed(error)
+    except BaseException as error:  # noqa: BLE001 - reported; the connection starts afresh
+        conn.disconnect()
+        failed(error)
+
+
+def _ignore(error: BaseException) -> None:
+    pass  # a dying backend instance's unlock replies: the locks expire by themselves
+
+
+def _give_all_back(
+    pool: Any, idle: list, pid: int, failed: Callable[[BaseException], None]
+) -> None:
     while idle and pid == os.getpid():
         try:
-            pool.release(idle.pop())
+            conn = idle.pop()
         except IndexError:
             break
+        if conn.__dict__.get("_tiercache_owed"):
+            _read_owed(conn, failed)
+        pool.release(conn)
 
 
 def fresh_epoch() -> str:
