@@ -2,6 +2,7 @@
 reconnected (and the server greeted) when the server closed them meanwhile."""
 
 import gc
+import os
 import threading
 
 
@@ -109,3 +110,42 @@ def test_an_unlock_sent_without_waiting_that_fails__is_counted(clean_redis_serve
     assert cache.get("k") is None  # the next command still works
     name = cache._partitions[0].name
     assert cache._policy.counts[("error:unlock", name)] == 1
+
+
+def test_with_a_small_pool__an_unlock_is_awaited(clean_redis_servers, make_cache):
+    url = f"redis://127.0.0.1:{clean_redis_servers[0].port}/4"
+    writer = make_cache([url], CONNECTION_POOL_KWARGS={"max_connections": 4})
+    reader = make_cache([url], CONNECTION_POOL_KWARGS={"max_connections": 4})
+    writer.lock_tags("w", ["row:1"], seconds=30)
+    writer.unlock_tags("w", ["row:1"], wait=False)
+    assert in_use(writer) == 0  # nothing parked, nothing owed
+    reader.set("k", 1, tags=["row:1"])
+    assert reader.get("k") == 1
+
+
+def test_an_unlock_that_cannot_be_sent__is_counted(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.lock_tags("w", ["row:1"], seconds=30)
+    server.stop()
+    cache.unlock_tags("w", ["row:1"], wait=False)  # does not raise: the lock expires anyway
+    name = cache._partitions[0].name
+    assert cache._policy.counts[("error:unlock", name)] == 1
+    server.start()
+    assert cache.get("k") is None
+
+
+def test_a_forked_child__never_uses_the_parents_idle_connections(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.set("k", 1)
+    store = cache._partitions[0].store
+    (parents,) = store._idle
+    pid = os.fork()
+    if pid == 0:  # the child: exits 0 only if it read through a connection of its own
+        ok = cache.get("k") == 1 and parents not in store._idle and len(store._idle) == 1
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store._idle == [parents]  # the parent's own list is untouched
+    assert cache.get("k") == 1
