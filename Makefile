@@ -34,7 +34,7 @@ empty :=
 space := $(empty) $(empty)
 TOX_PATH := $(subst $(space),:,$(strip $(PYENV_BINS) $(abspath $(VENV))/bin))
 
-.PHONY: help venv services test run lint tox bench bench-invalidation clean
+.PHONY: help venv services test run lint tox bench bench-backend bench-invalidation clean
 
 help:
 	@echo "make run      create .venv, migrate, seed and serve the example project"
@@ -44,7 +44,8 @@ help:
 	echo "make tox      the tox matrix (Python 3.10-3.13 x Django 4.2/5.2/6.0 on PostgreSQL,"
 	echo "              the suite against the installed wheel, lint, packaging) with every"
 	echo "              pyenv interpreter on PATH (TOX_ARGS=\"-e py312-django52\", DATABASE_URL=...)"
-	echo "make bench    benchmarks/bench_backend.py"
+	echo "make bench    benchmarks/bench_hot_path.py: per-call wall and CPU against django-redis"
+	echo "make bench-backend  benchmarks/bench_backend.py (BENCH_ARGS=--quick ...)"
 	echo "make clean    remove .venv, build output and caches"
 
 # --- virtualenv -------------------------------------------------------------
@@ -194,7 +195,12 @@ lint: $(VENV)/.lint-installed
 tox: $(VENV)/.tox-installed
 	@PATH="$(TOX_PATH):$$PATH" $(VENV)/bin/tox $(TOX_ARGS)
 
+# The hot path against django-redis, with the targets of issue 11 (needs PostgreSQL for the saves).
 bench: venv services
+	@$(VPY) benchmarks/bench_hot_path.py $(BENCH_ARGS)
+
+# TierCache, django-redis, Django's RedisCache and locmem side by side; invalidation over 100,000 entries.
+bench-backend: venv services
 	@$(VPY) benchmarks/bench_backend.py $(BENCH_ARGS)
 
 # Model.save() overhead (with django-cacheops as a comparison) and the stale-read stress run.

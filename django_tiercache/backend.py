@@ -88,6 +88,8 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         )
         self._slot_of = {p: i for i, p in enumerate(self._partitions)}
         self._single_flight = options_module.single_flight_settings(config["SINGLE_FLIGHT"])
+        for partition in self._partitions:
+            partition.store.later_failed = _later_failed(self._policy, partition.name)
         l1_settings = options_module.l1_settings(config["L1"])
         if l1_settings:
             identity = (tuple(config.urls), self.key_prefix, config["SERIALIZER"])
@@ -430,15 +432,29 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             finish()
         return finish
 
-    def unlock_tags(self, writer: str, tags: Iterable[str]) -> None:
+    def unlock_tags(self, writer: str, tags: Iterable[str], wait: bool = True) -> None:
         """Release `writer`'s locks on `tags` and invalidate them again.
 
         A partition this misses keeps the lock until it expires, which keeps
-        fills out meanwhile: no fence is needed.
+        fills out meanwhile: no fence is needed. For the same reason nobody needs
+        the reply: with wait=False the release is sent and its reply read when
+        the connection is next used (or given back at close()), so a write waits
+        for no round trip. With an L1 tier the release is always awaited (the L1
+        forgets the tags once Redis has).
         """
         tags = validate_tags(tags)
-        if tags:
+        if not tags:
+            return
+        if wait or self._l1 is not None:
             self._l1_after(self._fencing.start(tags, "unlock", writer, fence=False), tags)()
+            return
+        for partition in self._partitions:
+            if not partition.breaker.allows():
+                continue  # the lock expires by itself
+            try:
+                partition.store.unlock_later(tags, writer)
+            except Exception as error:  # noqa: BLE001 - counted; the lock expires by itself
+                partition.store.later_failed(error)
 
     def _l1_after(self, finish: Any, tags: tuple[str, ...]) -> Any:
         """finish(), then this process's L1 forgets the tags (once Redis has changed)."""
@@ -499,6 +515,17 @@ def declare_write_locks(alias: str, seconds: float) -> None:
 def _witness(path: str | None, key_prefix: str, options: dict[str, Any]) -> Any:
     """The cache's witness of last resort (OPTIONS["WITNESS"]), or None."""
     return None if path is None else import_string(path)(key_prefix, options)
+
+
+def _later_failed(policy: ErrorPolicy, partition: str) -> Any:
+    """What a partition does with a command sent later (an unlock) that failed."""
+
+    def note(error: BaseException) -> None:
+        policy.note(
+            "error:unlock", partition, "unlock of tags on partition %s failed: %s", partition, error
+        )
+
+    return note
 
 
 def _policy_for(identity: tuple, raise_errors: bool) -> ErrorPolicy:

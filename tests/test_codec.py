@@ -174,3 +174,27 @@ def test_an_entry_signed_by_another_serializer_or_compressor__is_a_miss_never_un
     assert tampered_count(reading) == 1
     reading.set("k", "own")
     assert reading.get("k") == "own"
+
+
+def test_a_flipped_byte_among_many__reads_as_a_miss_and_the_rest_as_hits(redis_cache):
+    cache, raw = redis_cache
+    cache.set_many({"a": 1.5, "b": {"balance": 100}, "c": "x"})
+    stored = bytearray(raw.get(cache.make_key("b")))
+    stored[-3] ^= 1
+    raw.set(cache.make_key("b"), bytes(stored))
+    assert cache.get_many(["a", "b", "c"]) == {"a": 1.5, "c": "x"}
+    assert tampered_count(cache) == 1
+
+
+def test_a_flipped_byte__reads_as_a_miss_with_fallback_secrets_too(make_cache):
+    location = "memory://rotation-tampered"
+    with override_settings(SECRET_KEY="new-secret", SECRET_KEY_FALLBACKS=["old-secret"]):
+        cache = make_cache(location)
+        cache.set("k", {"balance": 100})
+        space = cache._partitions[0].store.space
+        made = cache.make_key("k")
+        stored = bytearray(space.get(made))
+        stored[-3] ^= 1
+        space.set(made, bytes(stored))
+        assert cache.get("k") is None
+        assert tampered_count(cache) == 1

@@ -295,6 +295,7 @@ def test_killed_channel__flushes_the_other_process_l1(workers, make_cache, prefi
     writer = make_cache(server.url, KEY_PREFIX=prefix)
     reader = workers(server.url, prefix, {"L1": L1})
     writer.set("k", "v")
+    assert reader("live")  # subscribed: what it reads from now on, L1 may keep
     settle(server.url, prefix, lambda: reader("wait_heard", "marker"))
     assert reader("in_l1", "k")  # once the set's own message has been heard
     raw = server.client()

@@ -166,7 +166,7 @@ def _flush(state: Writes, using: str) -> None:
         for alias, event_tags in event.tags.items():
             tags[alias] |= event_tags
     for alias, alias_tags in tags.items():
-        tier_cache(alias).unlock_tags(state.writer, alias_tags)
+        tier_cache(alias).unlock_tags(state.writer, alias_tags, wait=False)
     committed = state.committed
     _local.writes.pop(using, None)
     for event in committed:
@@ -178,7 +178,7 @@ def _release(state: Writes) -> None:
     _confirm(state)
     for alias, locked in state.locked.items():
         if locked:
-            tier_cache(alias).unlock_tags(state.writer, locked)
+            tier_cache(alias).unlock_tags(state.writer, locked, wait=False)
 
 
 def invalidate_now(model: Any, tags: dict[str, set[str]], using: str | None = None) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils.module_loading import import_string
+from django_redis.compressors.identity import IdentityCompressor
 from django_redis.exceptions import CompressorError
 
 from ..exceptions import SerializationError
@@ -90,6 +91,7 @@ class Codec:
         # signed before the classes were part of the MAC read as misses.
         context = f"{_dotted(self.serializer)}\n{_dotted(self.compressor)}".encode()
         self.signer = Signer.from_settings(context) if options["SIGNED"] else None
+        self._identity = type(self.compressor) is IdentityCompressor
 
     def encode(self, key: str, value: Any) -> bytes:
         if type(value) is int and value in INT64:
@@ -107,6 +109,17 @@ class Codec:
     def decode(self, key: str, body: bytes) -> Any:
         """The value, or raise Tampered for bytes this application did not write."""
         kind = body[0] if body else None
+        signer = self.signer
+        if kind == SIGNED and signer is not None and len(signer._keyed) == 1:
+            # The common case inlined (get_many decodes a hundred of these per call).
+            data = body[1 + MAC_SIZE :]
+            mac = signer._keyed[0].copy()
+            encoded = key.encode()
+            mac.update(len(encoded).to_bytes(4, "big") + encoded)
+            mac.update(data)
+            if not hmac.compare_digest(mac.digest(), body[1 : 1 + MAC_SIZE]):
+                raise Tampered("bad signature")
+            return self.serializer.loads(self._decompressed(data))
         if kind in DIGITS:
             try:
                 return int(body)
@@ -133,11 +146,15 @@ class Codec:
             data = body[1:]
         else:
             raise Tampered("unsigned" if kind == UNSIGNED else "unknown format")
+        return self._decompressed(data)
+
+    def _decompressed(self, data: bytes) -> bytes:
+        if self._identity:
+            return data
         try:
-            data = self.compressor.decompress(data)
+            return self.compressor.decompress(data)
         except CompressorError:
-            pass  # stored uncompressed: django-redis compressors skip short values
-        return data
+            return data  # stored uncompressed: django-redis compressors skip short values
 
 
 def _dotted(part: object) -> str:

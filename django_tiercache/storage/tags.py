@@ -49,6 +49,7 @@ lost with the peer that held it.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -80,12 +81,16 @@ def validate_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
             f"({tags!r}); write tags=[{tags!r}]."
         )
     try:
-        tags = list(tags)
+        given = tuple(tags)
     except TypeError:
         raise TypeError(f"tags must be an iterable of str, got {tags!r}.") from None
-    for tag in tags:
+    try:
+        return _validated[given]  # the same few tag lists come back on every write
+    except (KeyError, TypeError):  # TypeError: an unhashable item, refused below
+        pass
+    for tag in given:
         _validate_tag(tag)
-    return tuple(sorted(set(tags)))
+    return _remember(_validated, given, tuple(sorted(set(given))))
 
 
 def entry_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
@@ -96,6 +101,11 @@ def entry_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     the cost of one token, whatever the number of members.
     """
     tags = validate_tags(tags)
+    try:
+        return _with_families[tags]
+    except KeyError:
+        pass
+    given = tags
     families = {f"{tag.split(':', 1)[0]}:*" for tag in tags if ":" in tag[1:]}
     if families:
         tags = tuple(sorted(families.union(tags)))
@@ -104,6 +114,22 @@ def entry_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
             f"An entry can carry at most {MAX_TAGS_PER_ENTRY} tags, counting the "
             f"'family:*' tag that each 'family:member' tag adds; got {len(tags)}."
         )
+    return _remember(_with_families, given, tags)
+
+
+# Tag lists already validated (and with their families added): a write's tags
+# are checked once per process, not character by character on every call.
+_validated: dict[tuple, tuple[str, ...]] = {}
+_with_families: dict[tuple[str, ...], tuple[str, ...]] = {}
+REMEMBERED_TAG_LISTS = 4096
+# Whitespace (as str.isspace() has it) or a control character.
+_UNFIT = re.compile(r"[\s\x00-\x1f\x7f]").search
+
+
+def _remember(memo: dict, given: tuple, tags: tuple[str, ...]) -> tuple[str, ...]:
+    if len(memo) >= REMEMBERED_TAG_LISTS:
+        memo.clear()  # tags made from ever new values: no use remembering them
+    memo[given] = tags
     return tags
 
 
@@ -112,7 +138,7 @@ def _validate_tag(tag: object) -> None:
         raise TypeError(f"Each tag must be a str, got {tag!r} ({type(tag).__name__}).")
     if not tag or len(tag) > MAX_TAG_LENGTH:
         raise ValueError(f"A tag must have 1 to {MAX_TAG_LENGTH} characters, got {tag!r}.")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in tag):
+    if _UNFIT(tag):
         raise ValueError(f"A tag must not contain whitespace or control characters: {tag!r}.")
 
 

@@ -42,9 +42,18 @@ class PartitionedStorage:
         return self._partitions[self._partitioner.index(made_key)]
 
     def _group(self, made_keys: Iterable[str]) -> dict[Partition, list[str]]:
+        if len(self._partitions) == 1:
+            keys = list(made_keys)
+            return {self._partitions[0]: keys} if keys else {}
         groups: dict[Partition, list[str]] = {}
+        partitions, index = self._partitions, self._partitioner.index
         for key in made_keys:
-            groups.setdefault(self._partition(key), []).append(key)
+            partition = partitions[index(key)]
+            group = groups.get(partition)
+            if group is None:
+                groups[partition] = [key]
+            else:
+                group.append(key)
         return groups
 
     def _ttl_ms(self, timeout: Any) -> int | None:
@@ -56,6 +65,8 @@ class PartitionedStorage:
     def _read(self, made_keys: list[str], operation: str = "get") -> dict[str, Any]:
         if self._l1 is not None:
             return front.read(self, made_keys, operation)
+        if len(made_keys) == 1:
+            return self._read_one(made_keys, operation)
         groups = self._group(made_keys)
         leased = self._fencing.enabled
         outcomes = fan_out([(p, "read", (keys, leased)) for p, keys in groups.items()])
@@ -67,9 +78,30 @@ class PartitionedStorage:
             lease, bodies = outcome.value
             if self._fencing.needs_renewal(lease) or _has_unverified(bodies):
                 bodies = self._renew_and_reread(outcome.partition, keys, bodies)
+            decode = self._codec.decode
             for key, body in zip(keys, bodies, strict=True):
                 if type(body) is bytes:
-                    self._decode_into(found, key, body, outcome.partition)
+                    try:
+                        found[key] = decode(key, body)
+                    except Exception:  # noqa: BLE001 - decoded again to be reported
+                        self._decode_into(found, key, body, outcome.partition)
+        self._observer.read(made_keys, len(found))
+        return found
+
+    def _read_one(self, made_keys: list[str], operation: str) -> dict[str, Any]:
+        """_read for one key: one call, no grouping or fan-out (the hot path of get)."""
+        key = made_keys[0]
+        partition = self._partitions[self._partitioner.index(key)]
+        outcome = partition.run("read", made_keys, self._fencing.enabled)
+        found: dict[str, Any] = {}
+        if outcome.error is None:
+            lease, bodies = outcome.value
+            if type(bodies[0]) is int or self._fencing.needs_renewal(lease):
+                bodies = self._renew_and_reread(partition, made_keys, bodies)
+            if type(bodies[0]) is bytes:
+                self._decode_into(found, key, bodies[0], partition)
+        else:
+            self._policy.failed(operation, partition.name, outcome.error)
         self._observer.read(made_keys, len(found))
         return found
 

@@ -27,6 +27,8 @@ def seconds(timeout: Any, default: Any) -> int | float | None:
         timeout = default
     if timeout is None:
         return None
+    if type(timeout) is int and -MAX_TIMEOUT <= timeout <= MAX_TIMEOUT:
+        return timeout  # the usual case, without the checks below
     if not isinstance(timeout, numbers.Real):
         raise TypeError(
             f"A cache timeout must be a number of seconds or None, got {timeout!r} "

@@ -8,6 +8,7 @@ partitions it touches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +54,9 @@ class Store:
 
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         self.url, self.ns = url, ns
+        # Told of a command sent later (unlock_later) that failed; the cache
+        # that owns the store points it at its error policy.
+        self.later_failed: Callable[[BaseException], None] = _unheard
 
     # The pub/sub channel on which the store announces changes to L1 tiers
     # (stores/lua.py), or None: such a store is never fronted by an L1 tier
@@ -105,6 +109,11 @@ class Store:
         """Release the writer's locks and invalidate the tags again."""
         raise NotImplementedError
 
+    def unlock_later(self, tags: tuple[str, ...], writer: str) -> None:
+        """unlock(), sent when it suits the store: with the next command, say
+        (see TierCache.unlock_tags). This one unlocks at once."""
+        self.unlock(tags, writer).result()
+
     def record_fence(self, ids: list[str], lease_ms: int) -> Call:
         """-> [ms the latest lease granted to each id may still run (a whole
         lease_ms from when this store last lost its memory, if more)]"""
@@ -141,3 +150,7 @@ class Store:
 
     def close(self) -> None:
         """Release connections (Django calls close() after each request)."""
+
+
+def _unheard(error: BaseException) -> None:
+    raise error

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from django_redis.pool import get_connection_factory
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from ..hooks import kept_on_clear
 from . import lua
 from .base import Store, Write
+
+# Idle connections a store (one per backend instance, so per thread) keeps at
+# most, and never more than this share of its pool's max_connections (redis-py's
+# default of 100 allows 6; a pool of fewer than 16 is always used directly).
+IDLE_CONNECTIONS = 8
+IDLE_SHARE = 16
 
 
 def _same(value: Any) -> Any:
@@ -40,7 +47,7 @@ class RedisCall:
         self._error: BaseException | None = None
         self._greeting = False
         try:
-            self._conn = self._pool.get_connection()
+            self._conn = store.take()
             self._send()
         except BaseException as exc:  # noqa: BLE001 - re-raised by result()
             self._drop(exc)
@@ -102,7 +109,7 @@ class RedisCall:
         return self._convert(reply)
 
     def _release(self) -> None:
-        self._pool.release(self._conn)
+        self._store.give_back(self._conn)
         self._conn = None
 
 
@@ -125,21 +132,81 @@ def _load_library(conn: Any) -> None:
 
 
 class RedisStore(Store):
+    """A partition on one Redis server.
+
+    Calls take their connection from a short list of idle ones this store keeps
+    in front of redis-py's pool: taking one from the pool and giving it back
+    costs about as much client CPU as the round trip itself (locks, pid checks,
+    events and metrics on both ways), and a RedisCall only ever gives back a
+    connection whose reply it read whole. A pool with a small max_connections
+    is used (nearly) directly, so that idle lists never hold the connections its
+    limit means for others.
+    """
+
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         super().__init__(url, ns, options)
         factory = get_connection_factory(options=options)
         self.client = factory.connect(url)
         self.pool = self.client.connection_pool
         self.channel = f"{ns}l1"  # where this namespace's changes are published (lua.py)
+        limit = getattr(self.pool, "max_connections", None) or 0
+        self._idle_max = min(IDLE_CONNECTIONS, limit // IDLE_SHARE)
+        self._idle: list[Any] = []
+        self._idle_pid = os.getpid()
+        # A thread's backend instance dies with its thread; its idle connections go back.
+        weakref.finalize(self, _give_all_back, self.pool, self._idle, self._idle_pid, _ignore)
+
+    def take(self) -> Any:
+        """A connection for one call: an idle one of this store's, else the pool's."""
+        idle = self._idle
+        if idle:
+            if self._idle_pid == os.getpid():
+                try:
+                    conn = idle.pop()  # atomic: two threads never get the same one
+                except IndexError:
+                    pass
+                else:
+                    return _ready(conn, self.later_failed)
+            else:  # a forked child: the parent's sockets are not ours to use
+                self._idle, self._idle_pid = [], os.getpid()
+        return self.pool.get_connection()
+
+    def unlock_later(self, tags, writer):
+        """Send the unlock now and read its reply when the connection is next
+        taken (or given back to the pool): the caller waits for no round trip.
+        A lock whose release fails expires by itself, so nobody needs the reply."""
+        if self._idle_max == 0:  # no idle list to park the connection in
+            super().unlock_later(tags, writer)
+            return
+        conn = self.take()
+        try:
+            conn.send_command(*self._command("unlock", [], [writer, *tags]))
+        except BaseException:
+            conn.disconnect()
+            self.pool.release(conn)
+            raise
+        conn._tiercache_owed = conn.__dict__.get("_tiercache_owed", 0) + 1
+        self.give_back(conn)
+
+    def give_back(self, conn: Any) -> None:
+        """Keep a connection whose reply was read whole for the next call, or
+        return it to the pool."""
+        if len(self._idle) < self._idle_max and self._idle_pid == os.getpid():
+            self._idle.append(conn)
+        else:
+            self.pool.release(conn)
 
     def hello_command(self) -> tuple:
         return ("FCALL", lua.function_name("hello"), 0, self.ns, fresh_epoch(), self.horizon)
 
     def _call(self, function: str | None, keys: list[str], args: list, convert=_same) -> RedisCall:
+        return RedisCall(self, self._command(function, keys, args), convert)
+
+    def _command(self, function: str | None, keys: list[str], args: list) -> tuple:
         if function is None:  # a plain command, e.g. ["DEL", key, ...]
-            return RedisCall(self, (*keys, *args), convert)
+            return (*keys, *args)
         name = lua.function_name(function)
-        return RedisCall(self, ("FCALL", name, len(keys), *keys, self.ns, *args), convert)
+        return ("FCALL", name, len(keys), *keys, self.ns, *args)
 
     def read(self, keys, leased, ttls=False):
         if ttls:
@@ -222,8 +289,56 @@ class RedisStore(Store):
         return self._call("release", [f"{self.ns}sf:{name}"], [owner])
 
     def close(self):
-        # Pools are shared by every thread's backend instance; keep them (as django-redis does).
-        pass
+        # Pools are shared by every thread's backend instance; keep them (as
+        # django-redis does), but give back this instance's idle connections.
+        _give_all_back(self.pool, self._idle, self._idle_pid, self.later_failed)
+
+
+def _ready(conn: Any, failed: Callable[[BaseException], None]) -> Any:
+    """An idle connection: the replies it still owes read (see unlock_later), and
+    reconnected if its server closed it meanwhile (as redis-py's pool checks
+    too: a restarted server must be greeted anew)."""
+    if conn.__dict__.get("_tiercache_owed"):
+        _read_owed(conn, failed)
+    try:
+        closed = conn.can_read()  # nothing is owed on an idle connection: data means EOF
+    except (RedisError, OSError):
+        closed = True
+    if closed:
+        conn.disconnect()  # the next send connects, and greets the server
+    return conn
+
+
+def _read_owed(conn: Any, failed: Callable[[BaseException], None]) -> None:
+    """Read the replies of commands sent without waiting; a failure is reported, and
+    a connection left in an unknown state is closed (the next send reconnects)."""
+    owed, conn._tiercache_owed = conn._tiercache_owed, 0
+    try:
+        for _ in range(owed):
+            try:
+                conn.read_response()
+            except ResponseError as error:  # e.g. an unlock on a server that restarted
+                failed(error)
+    except BaseException as error:  # noqa: BLE001 - reported; the connection starts afresh
+        conn.disconnect()
+        failed(error)
+
+
+def _ignore(error: BaseException) -> None:
+    pass  # a dying backend instance's unlock replies: the locks expire by themselves
+
+
+def _give_all_back(
+    pool: Any, idle: list, pid: int, failed: Callable[[BaseException], None]
+) -> None:
+    while idle and pid == os.getpid():
+        try:
+            conn = idle.pop()
+        except IndexError:
+            break
+        if conn.__dict__.get("_tiercache_owed"):
+            _read_owed(conn, failed)
+        pool.release(conn)
 
 
 def fresh_epoch() -> str:

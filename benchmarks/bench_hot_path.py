@@ -1,0 +1,375 @@
+"""The hot path at the wire's cost: TierCache's per-call figures against django-redis'.
+
+    python benchmarks/bench_hot_path.py [--rounds N] [--quick] [--no-saves]
+
+Prints, for every operation, the wall time and the client's CPU time per call
+(time.process_time), next to the floor: a raw redis-py GET of the same pickled
+value plus pickle.loads. Then the ratios the project holds itself to, each
+against its target. Samples of all operations are interleaved round by round,
+so a burst of noise from other work on the machine falls on every row alike;
+ratios are of medians. The load average is printed at the start and the end:
+figures taken under load are not comparable with quiet ones.
+
+Redis: db 15 on the shared server at 127.0.0.1:6379 (flushed before and after)
+and two redis-server processes of its own on free ports (the 3-partition
+cache). PostgreSQL (the save figures): the database "tiercache_bench_hot",
+created if missing; saves run in a child process with the test settings, on a
+cache of the same three partitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import redis  # noqa: E402
+from _servers import redis_servers  # noqa: E402
+
+DB = 15
+SHARED_URL = f"redis://127.0.0.1:6379/{DB}"
+DATABASE = "tiercache_bench_hot"
+MANY = 100
+TAGS = ["t1", "t2"]
+# The value of bench_backend.py: a dict of about 200 bytes pickled.
+VALUE = {
+    "id": 48213,
+    "username": "ada.lovelace",
+    "email": "ada@example.org",
+    "is_staff": False,
+    "groups": ["editors", "reviewers"],
+    "score": 97.25,
+    "last_login": "2024-05-17T09:42:11Z",
+    "flags": {"beta": True, "newsletter": False},
+}
+
+# (label, numerator, denominator, target): ratios of median wall time per call.
+TARGETS = [
+    ("TierCache get, 2 tags / django-redis get", "tc.get", "djr.get", 1.0),
+    ("TierCache get, untagged / django-redis get", "tc.get_untagged", "djr.get", 0.95),
+    (
+        "TierCache get_many(100), 3 partitions / django-redis get_many(100), 1 server",
+        "tc3.get_many",
+        "djr.get_many",
+        1.0,
+    ),
+    ("TierCache set, 2 tags / django-redis set", "tc.set", "djr.set", 1.05),
+    ("statistics on / off, TierCache get (2 tags)", "tc.get", "tc_nostats.get", 1.03),
+    ("save() with invalidation / plain save(), autocommit", "save.tc", "save.plain", 1.3),
+    (
+        "save() with invalidation / plain save(), in a transaction",
+        "save.tc_atomic",
+        "save.plain_atomic",
+        1.3,
+    ),
+]
+
+
+class Row:
+    def __init__(self, key: str, label: str, fn: Callable[[], Any] | None = None):
+        self.key, self.label, self.fn = key, label, fn
+        self.wall_us: list[float] = []
+        self.cpu_us: list[float] = []
+        self.calls = 1
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.wall_us)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpu_us)
+
+
+def sample(row: Row) -> None:
+    fn, calls = row.fn, row.calls
+    assert fn is not None
+    gc.disable()
+    try:
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(calls):
+            fn()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        gc.enable()
+    row.wall_us.append(wall / calls * 1e6)
+    row.cpu_us.append(cpu / calls * 1e6)
+
+
+def interleaved(rows: list[Row], rounds: int, sample_ms: float) -> None:
+    for row in rows:
+        row.calls = 50
+        sample(row)  # warm up, then size the samples
+        row.calls = max(1, int(sample_ms * 1000 / row.wall_us.pop()))
+        row.cpu_us.pop()
+    for r in range(rounds):
+        shift = r % len(rows)
+        for row in rows[shift:] + rows[:shift]:
+            sample(row)
+
+
+# ---------------------------------------------------------------- the caches
+
+
+def configure(extra_ports: list[int]) -> None:
+    import django
+    from django.conf import settings
+
+    three = [SHARED_URL] + [f"redis://127.0.0.1:{port}/{DB}" for port in extra_ports]
+    tier = {"BACKEND": "django_tiercache.backend.TierCache", "TIMEOUT": 600}
+    settings.configure(
+        SECRET_KEY="benchmark-only-not-secret",  # noqa: S106
+        USE_TZ=True,
+        INSTALLED_APPS=[],
+        CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "djr": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": SHARED_URL,
+                "KEY_PREFIX": "hot-djr",
+                "TIMEOUT": 600,
+            },
+            "tc": {**tier, "LOCATION": SHARED_URL, "KEY_PREFIX": "hot-tc"},
+            "tc3": {**tier, "LOCATION": three, "KEY_PREFIX": "hot-tc3"},
+        },
+    )
+    django.setup()
+
+
+def without_statistics(alias: str) -> Any:
+    """The same cache built with no observers (TIERCACHE["OBSERVERS"] = [])."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    from django_tiercache.backend import TierCache
+
+    params = dict(settings.CACHES[alias])
+    location = params.pop("LOCATION")
+    with override_settings(TIERCACHE={"OBSERVERS": []}):
+        cache = TierCache(location, params)
+    assert not cache._observers, "statistics are still on"
+    return cache
+
+
+def _raw_get(raw: redis.Redis) -> Any:
+    return pickle.loads(raw.get("hot-raw"))  # noqa: S301 - the benchmark's own bytes
+
+
+def read_rows() -> list[Row]:
+    from django.core.cache import caches
+
+    raw = redis.Redis.from_url(SHARED_URL)
+    raw.set("hot-raw", pickle.dumps(VALUE, pickle.HIGHEST_PROTOCOL))
+    djr, tc, tc3 = caches["djr"], caches["tc"], caches["tc3"]
+    quiet = without_statistics("tc")
+    many = {f"many:{i}": VALUE for i in range(MANY)}
+    djr.set("k", VALUE)
+    djr.set_many(many)
+    tc.set("k", VALUE, tags=TAGS)
+    tc.set("plain", VALUE)
+    tc3.set_many(many, tags=TAGS)
+    rows = [
+        Row("floor", "floor: redis-py GET + pickle.loads", partial(_raw_get, raw)),
+        Row("djr.get", "django-redis get", partial(djr.get, "k")),
+        Row("tc.get", "TierCache get, 2 tags", partial(tc.get, "k")),
+        Row("tc.get_untagged", "TierCache get, untagged", partial(tc.get, "plain")),
+        Row("tc_nostats.get", "TierCache get, 2 tags, statistics off", partial(quiet.get, "k")),
+        Row("djr.get_many", "django-redis get_many(100), 1 server", partial(djr.get_many, many)),
+        Row(
+            "tc3.get_many",
+            "TierCache get_many(100), 2 tags, 3 partitions",
+            partial(tc3.get_many, many),
+        ),
+        Row("djr.set", "django-redis set", partial(djr.set, "k", VALUE)),
+        Row("tc.set", "TierCache set, 2 tags", partial(tc.set, "k", VALUE, tags=TAGS)),
+    ]
+    for row, expected in (
+        (rows[1], VALUE),
+        (rows[2], VALUE),
+        (rows[3], VALUE),
+        (rows[4], VALUE),
+        (rows[5], many),
+        (rows[6], many),
+    ):
+        assert row.fn is not None and row.fn() == expected, f"{row.label}: not a hit"
+    return rows
+
+
+# ---------------------------------------------------------------- saves
+
+
+def ensure_database() -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as db:
+        if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
+            db.execute(f'CREATE DATABASE "{DATABASE}"')
+
+
+def time_saves(rounds: int, saves: int) -> dict[str, list[list[float]]]:
+    """In the child: [wall µs, cpu µs] per save of one Product row, with the
+    model's invalidation connected and disconnected, interleaved round by round."""
+    from django.core.management import call_command
+    from django.db import transaction
+
+    from django_tiercache.orm import invalidation
+    from tests.testapp.models import Product
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    Product.objects.filter(name__startswith="hot-").delete()
+    row = Product.objects.create(name=f"hot-{os.getpid()}")
+
+    def saves_of(atomic: bool) -> None:
+        for i in range(saves):
+            row.version = i  # a column, not what the row's tags are made of
+            if atomic:
+                with transaction.atomic():
+                    row.save()
+            else:
+                row.save()
+
+    out: dict[str, list[list[float]]] = {}
+    plan = [("plain", False), ("tc", True)]
+    for atomic in (False, True):
+        for name, _ in plan:
+            out[name + ("_atomic" if atomic else "")] = []
+        for r in range(rounds):
+            for name, connected in plan[r % 2 :] + plan[: r % 2]:
+                (invalidation.connect if connected else invalidation.disconnect)(Product)
+                cpu, wall = time.process_time(), time.perf_counter()
+                saves_of(atomic)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                key = name + ("_atomic" if atomic else "")
+                out[key].append([wall / saves * 1e6, cpu / saves * 1e6])
+    invalidation.connect(Product)
+    return out
+
+
+def save_rows(extra_ports: list[int], rounds: int, saves: int) -> list[Row]:
+    ensure_database()
+    three = [SHARED_URL] + [f"redis://127.0.0.1:{port}/{DB}" for port in extra_ports]
+    cache = {
+        "BACKEND": "django_tiercache.backend.TierCache",
+        "LOCATION": three,
+        "KEY_PREFIX": "hot-saves",
+    }
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
+        "TIERCACHE_TEST_REDIS_URL": SHARED_URL,
+        "TIERCACHE_TEST_CACHE": json.dumps(cache),
+    }
+    code = (
+        "import django, json; django.setup();"
+        "from benchmarks.bench_hot_path import time_saves;"
+        f"print(json.dumps(time_saves({rounds}, {saves})))"
+    )
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    labels = {
+        "plain": "save(), model not cached (invalidation disconnected), autocommit",
+        "tc": "save() with invalidation, 3 partitions, autocommit",
+        "plain_atomic": "save(), model not cached, in transaction.atomic()",
+        "tc_atomic": "save() with invalidation, 3 partitions, in transaction.atomic()",
+    }
+    rows = []
+    for key, label in labels.items():
+        row = Row(f"save.{key}", label)
+        row.wall_us = [w for w, _ in figures[key]]
+        row.cpu_us = [c for _, c in figures[key]]
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- report
+
+
+def flush(ports: list[int]) -> None:
+    """FLUSHDB db 15 on the shared server and on ours; never FLUSHALL."""
+    for port in [6379, *ports]:
+        client = redis.Redis(host="127.0.0.1", port=port, db=DB)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+
+def print_rows(rows: list[Row], floor: Row | None) -> None:
+    width = max(len(r.label) for r in rows)
+    print(f"{'operation':<{width}} | {'wall µs':>8} | {'CPU µs':>8} | {'CPU - floor':>11}")
+    print(f"{'-' * width}-+-{'-' * 8}-+-{'-' * 8}-+-{'-' * 11}")
+    for r in rows:
+        extra = f"{r.cpu - floor.cpu:>11.1f}" if floor and not r.key.startswith("save") else ""
+        print(f"{r.label:<{width}} | {r.wall:>8.1f} | {r.cpu:>8.1f} | {extra:>11}")
+    print()
+
+
+def print_targets(by_key: dict[str, Row]) -> None:
+    print("targets (ratio of median wall times; the CPU ratio beside it)")
+    for label, num, den, target in TARGETS:
+        if num not in by_key or den not in by_key:
+            print(f"  [n/a ] {label}: not measured (target <= {target})")
+            continue
+        ratio = by_key[num].wall / by_key[den].wall
+        cpu = by_key[num].cpu / by_key[den].cpu
+        status = "PASS" if ratio <= target else "MISS"
+        print(f"  [{status}] {label}: {ratio:.2f} (target <= {target}; CPU {cpu:.2f})")
+    print()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, help="samples per operation (default 30)")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter samples")
+    parser.add_argument("--no-saves", action="store_true", help="skip the PostgreSQL saves")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (10 if args.quick else 30)
+    sample_ms = 10 if args.quick else 25
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"django_tiercache hot path; {os.cpu_count()} CPUs; load average at start: {load}")
+    print(f"  {rounds} interleaved samples per operation of ~{sample_ms} ms; medians")
+    with redis_servers(2) as ports:
+        configure(ports)
+        flush(ports)
+        try:
+            rows = read_rows()
+            interleaved(rows, rounds, sample_ms)
+            if not args.no_saves:
+                rows += save_rows(ports, rounds=max(6, rounds // 3), saves=100)
+        finally:
+            flush(ports)
+    by_key = {r.key: r for r in rows}
+    floor = by_key["floor"]
+    print(f"  floor (raw GET + unpickle): {floor.wall:.1f} µs wall, {floor.cpu:.1f} µs CPU\n")
+    print_rows(rows, floor)
+    print_targets(by_key)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average at end: {load}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""A Redis store's idle connections: reused call after call, given back on close,
+reconnected (and the server greeted) when the server closed them meanwhile."""
+
+import gc
+import os
+import threading
+
+
+def in_use(cache) -> int:
+    return len(cache._partitions[0].store.pool._in_use_connections)
+
+
+def test_calls__reuse_one_connection_until_close_gives_it_back(clean_redis_servers, make_cache):
+    url = f"redis://127.0.0.1:{clean_redis_servers[0].port}/3"
+    cache = make_cache([url])
+    before = in_use(cache)
+    for i in range(5):
+        cache.set(f"k{i}", i)
+        assert cache.get(f"k{i}") == i
+    store = cache._partitions[0].store
+    assert len(store._idle) == 1  # one connection served all ten calls
+    assert in_use(cache) == before + 1
+    cache.close()  # Django calls this after every request
+    assert store._idle == []
+    assert in_use(cache) == before
+
+
+def test_a_thread_that_ends__gives_its_connections_back(clean_redis_servers, make_cache):
+    url = f"redis://127.0.0.1:{clean_redis_servers[0].port}/3"
+    main = make_cache([url])
+    before = in_use(main)
+    from django_tiercache.backend import TierCache
+
+    def request():  # a thread's own backend instance, never closed
+        cache = TierCache([url], {"KEY_PREFIX": main.key_prefix})
+        cache.set("k", 1)
+        assert cache.get("k") == 1
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert in_use(main) == before
+
+
+def test_a_small_pool__is_used_directly(clean_redis_servers, make_cache):
+    url = f"redis://127.0.0.1:{clean_redis_servers[0].port}/4"
+    cache = make_cache([url], CONNECTION_POOL_KWARGS={"max_connections": 4})
+    cache.set("k", 1)
+    assert cache.get("k") == 1
+    assert cache._partitions[0].store._idle == []
+    assert in_use(cache) == 0
+
+
+def test_a_server_that_restarted_while_a_connection_was_idle__is_greeted_again(
+    clean_redis_servers, make_cache
+):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.set("k", 1, tags=["t"])
+    assert cache.get("k") == 1
+    server.stop()
+    server.start()  # empty: no functions, no meta hash; the idle socket is closed
+    assert cache.get("k") is None  # a miss, not an error: the call reconnected
+    assert not cache._policy.counts  # no failed call was counted
+    cache.set("k", 2, tags=["t"])
+    assert cache.get("k") == 2
+    assert cache._partitions[0].breaker.failures == 0
+
+
+def test_an_unlock_sent_without_waiting__is_read_with_the_next_command(
+    clean_redis_servers, make_cache
+):
+    server = clean_redis_servers[0]
+    writer, reader = make_cache([server.url]), make_cache([server.url])
+    writer.lock_tags("w", ["row:1"], seconds=30)
+    reader.set("k", 1, tags=["row:1"])
+    assert reader.get("k") is None  # locked: not cached
+    writer.unlock_tags("w", ["row:1"], wait=False)
+    (conn,) = writer._partitions[0].store._idle
+    assert conn._tiercache_owed == 1  # sent; its reply not read yet
+    writer.get("anything")  # reads it first: Redis has run the unlock by now
+    assert conn._tiercache_owed == 0
+    reader.set("k", 1, tags=["row:1"])
+    assert reader.get("k") == 1
+
+
+def test_close__reads_what_an_unlock_sent_without_waiting_owes(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    writer, reader = make_cache([server.url]), make_cache([server.url])
+    before = in_use(writer)
+    writer.lock_tags("w", ["row:1"], seconds=30)
+    writer.unlock_tags("w", ["row:1"], wait=False)
+    (conn,) = writer._partitions[0].store._idle
+    writer.close()
+    assert conn._tiercache_owed == 0
+    assert in_use(writer) == before  # back in the pool, with nothing left unread
+    assert not conn.can_read()
+    reader.set("k", 1, tags=["row:1"])
+    assert reader.get("k") == 1
+
+
+def test_an_unlock_sent_without_waiting_that_fails__is_counted(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.lock_tags("w", ["row:1"], seconds=30)
+    server.stop()
+    server.start()  # no functions: the release fails ("function not found")
+    cache.unlock_tags("w", ["row:1"], wait=False)
+    assert cache.get("k") is None  # the next command still works
+    name = cache._partitions[0].name
+    assert cache._policy.counts[("error:unlock", name)] == 1
+
+
+def test_with_a_small_pool__an_unlock_is_awaited(clean_redis_servers, make_cache):
+    url = f"redis://127.0.0.1:{clean_redis_servers[0].port}/4"
+    writer = make_cache([url], CONNECTION_POOL_KWARGS={"max_connections": 4})
+    reader = make_cache([url], CONNECTION_POOL_KWARGS={"max_connections": 4})
+    writer.lock_tags("w", ["row:1"], seconds=30)
+    writer.unlock_tags("w", ["row:1"], wait=False)
+    assert in_use(writer) == 0  # nothing parked, nothing owed
+    reader.set("k", 1, tags=["row:1"])
+    assert reader.get("k") == 1
+
+
+def test_an_unlock_that_cannot_be_sent__is_counted(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.lock_tags("w", ["row:1"], seconds=30)
+    server.stop()
+    cache.unlock_tags("w", ["row:1"], wait=False)  # does not raise: the lock expires anyway
+    name = cache._partitions[0].name
+    assert cache._policy.counts[("error:unlock", name)] == 1
+    server.start()
+    assert cache.get("k") is None
+
+
+def test_a_forked_child__never_uses_the_parents_idle_connections(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.set("k", 1)
+    store = cache._partitions[0].store
+    (parents,) = store._idle
+    pid = os.fork()
+    if pid == 0:  # the child: exits 0 only if it read through a connection of its own
+        ok = cache.get("k") == 1 and parents not in store._idle and len(store._idle) == 1
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store._idle == [parents]  # the parent's own list is untouched
+    assert cache.get("k") == 1
