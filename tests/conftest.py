@@ -26,6 +26,19 @@ def redis_servers(tmp_path_factory):
 
 
 @pytest.fixture
+def sentinel_set(tmp_path):
+    """A primary, its replica and three sentinels, started for the test and stopped after it.
+
+    Function-scoped: a failover test leaves the set changed for good.
+    """
+    sentinels = servers_module.SentinelSet(tmp_path / "sentinel")
+    sentinels.start()
+    reset_circuit_breakers()
+    yield sentinels
+    sentinels.stop()
+
+
+@pytest.fixture
 def clean_redis_servers(redis_servers):
     """The four servers, each running, resumed and empty before the test.
 

@@ -223,3 +223,140 @@ def resume_all() -> None:
 @atexit.register
 def _stop_leftovers() -> None:
     stop_servers(_started)
+
+
+# --- Sentinel: one primary, one replica, three sentinels ----------------------
+
+SENTINEL_SERVICE = "tcmaster"
+# How long the sentinels wait before calling the primary down; short so that a
+# failover test takes seconds.
+SENTINEL_DOWN_AFTER_MS = 1000
+
+
+class ReplicaServer(RedisServer):
+    """A redis-server that replicates `primary` from the start."""
+
+    def __init__(self, port: int, directory: Path, primary: RedisServer):
+        super().__init__(port, directory)
+        self.primary = primary
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--replicaof", HOST, str(self.primary.port)]
+
+
+class SentinelProcess(RedisServer):
+    """A `redis-server --sentinel` watching a primary; its config file is its own."""
+
+    def __init__(self, port: int, directory: Path, primary: RedisServer):
+        super().__init__(port, directory)
+        self.primary = primary
+
+    def command(self) -> list[str]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / f"sentinel-{self.port}.conf"
+        if not config.exists():  # a sentinel rewrites its file; a restart keeps what it learnt
+            config.write_text(
+                f"port {self.port}\nbind {HOST}\ndaemonize no\n"
+                f"dir {self.directory}\nlogfile {self.logfile}\n"
+                f"sentinel monitor {SENTINEL_SERVICE} {HOST} {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {SENTINEL_SERVICE} {SENTINEL_DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {SENTINEL_SERVICE} 10000\n"
+                f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+            )
+        return [shutil.which("redis-server") or "redis-server", str(config), "--sentinel"]
+
+    def flush(self) -> None:
+        raise RuntimeError("a sentinel holds no data")
+
+
+class SentinelSet:
+    """One primary, one replica and three sentinels on free loopback ports."""
+
+    def __init__(self, directory: Path):
+        self.primary = RedisServer(free_port(), directory / "primary")
+        self.replica = ReplicaServer(free_port(), directory / "replica", self.primary)
+        self.sentinels = [
+            SentinelProcess(free_port(), directory / f"sentinel-{i}", self.primary)
+            for i in range(3)
+        ]
+
+    @property
+    def processes(self) -> list[RedisServer]:
+        return [self.primary, self.replica, *self.sentinels]
+
+    def url(self, db: int = 0) -> str:
+        hosts = ",".join(f"{HOST}:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}/{db}"
+
+    def start(self) -> None:
+        try:
+            for process in self.processes:
+                process.start()
+            self.wait_until(lambda: self._replica_in_sync() and self._sentinels_agree(), "setup")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        stop_servers(self.processes)
+
+    def current_primary_port(self) -> int | None:
+        """The primary's port as the sentinels report it (the first that answers)."""
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                continue
+            try:
+                with sentinel.client() as client:
+                    address = client.sentinel_get_master_addr_by_name(SENTINEL_SERVICE)
+            except redis.RedisError:
+                continue
+            if address:
+                return int(address[1])
+        return None
+
+    def server_on(self, port: int) -> RedisServer:
+        return next(s for s in (self.primary, self.replica) if s.port == port)
+
+    def _replica_in_sync(self) -> bool:
+        try:
+            with self.replica.client() as client:
+                info = client.info("replication")
+        except redis.RedisError:
+            return False
+        return info.get("master_link_status") == "up"
+
+    def _sentinels_agree(self) -> bool:
+        for sentinel in self.sentinels:
+            try:
+                with sentinel.client() as client:
+                    state = client.sentinel_master(SENTINEL_SERVICE)
+            except redis.RedisError:
+                return False
+            if state.get("num-other-sentinels", 0) < 2 or state.get("num-slaves", 0) < 1:
+                return False
+        return True
+
+    def wait_until(self, condition, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                logs = "\n".join(p._log_tail()[-500:] for p in self.processes)
+                raise RuntimeError(f"sentinel set: {what} did not happen in {timeout}s:\n{logs}")
+            time.sleep(0.05)
+
+    def wait_for_failover(self, old_port: int, timeout: float = 30.0) -> int:
+        """Wait until the sentinels name a primary other than `old_port`; return its port."""
+        self.wait_until(
+            lambda: self.current_primary_port() not in (None, old_port), "failover", timeout
+        )
+        port = self.current_primary_port()
+        assert port is not None
+        return port
+
+
+def crash(server: RedisServer) -> None:
+    """SIGKILL: the server dies at once, with no shutdown (and no waiting for replicas)."""
+    server.resume()
+    process = server._proc()
+    process.kill()
+    process.wait(timeout=STOP_TIMEOUT)

@@ -126,10 +126,13 @@ def _load_library(conn: Any) -> None:
 class RedisStore(Store):
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         super().__init__(url, ns, options)
-        factory = get_connection_factory(options=options)
-        self.client = factory.connect(url)
+        self.client = self._connect(url, options)
         self.pool = self.client.connection_pool
         self.channel = f"{ns}l1"  # where this namespace's changes are published (lua.py)
+
+    def _connect(self, url: str, options: dict[str, Any]) -> Any:
+        """The redis-py client whose pool the calls use (stores/sentinel.py overrides it)."""
+        return get_connection_factory(options=options).connect(url)
 
     def hello_command(self) -> tuple:
         return ("FCALL", lua.function_name("hello"), 0, self.ns, fresh_epoch(), self.horizon)
