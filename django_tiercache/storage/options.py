@@ -495,10 +495,11 @@ def parse_cluster_url(url: str) -> ClusterLocation:
 
     The hosts are where to start: redis-py's RedisCluster finds the others.
     """
-    base, _, group = url.partition("#")
+    base, _, fragment = url.partition("#")
     nodes, path, (user, password) = _hosts(base, 6379)
     if path.strip("/") not in ("", "0"):
         raise ValueError("a Redis Cluster has database 0 only")
+    group = fragment.partition("/")[0]
     if group and not group.isdigit():
         raise ValueError(f"slot group {group!r} is not a number")
     return ClusterLocation(nodes, user, password, int(group or 0))
@@ -528,6 +529,6 @@ def _cluster_options(urls: list[str], merged: dict[str, Any], problems: list[Pro
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         groups = 1  # reported by _check_values
     base = urls[0].partition("#")[0]
-    expanded = [f"{base}#{i}" for i in range(groups)]
+    expanded = [f"{base}#{i}/{groups}" for i in range(groups)]
     names = [redact(url) for url in expanded]
     return CacheOptions(urls=expanded, names=names, options=merged, problems=problems)

@@ -223,6 +223,10 @@ class RedisStore(Store):
     def release(self, name, owner):
         return self._call("release", [f"{self.ns}sf:{name}"], [owner])
 
+    def scan_keys(self, pattern: str, count: int) -> Any:
+        """The keys matching a Redis glob pattern, as str (django-redis' keys and friends)."""
+        return (key.decode() for key in self.client.scan_iter(match=pattern, count=count))
+
     def close(self):
         # Pools are shared by every thread's backend instance; keep them (as django-redis does).
         pass
