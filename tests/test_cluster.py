@@ -126,15 +126,16 @@ def _slot_of(cache, key: str) -> int:
     return cache._partition(cache.make_key(key)).store.slot
 
 
-def _move_slot(cluster, slot: int, target) -> None:
+def _move_slot(cluster, slot: int, target, batch: int = 100, pause: float = 0.0) -> None:
     """Migrate one slot, keys included, to `target` (what a resharding does slot by slot)."""
     source = cluster.node_serving(slot)
     source_id, target_id = _node_id(source), _node_id(target)
     with source.client() as src, target.client() as dst:
         dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
         src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
             src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            time.sleep(pause)
     for master in cluster.masters():
         with master.client() as client:
             client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
@@ -206,17 +207,9 @@ def test_master_failover__an_invalidation_its_replica_missed_is_never_served(
     assert cluster.node_serving(slot).port == replica.port
 
 
-@pytest.mark.django_db(transaction=True)
-def test_master_killed_mid_traffic__no_stale_reads_and_writes_come_back(
-    shared_database_env,  # noqa: F811 - the fixture
-    fresh_redis_cluster,
-    make_cache,
-    capsys,
-):
-    """Writers and readers on PostgreSQL over the cluster; a master is killed mid-run:
-    no reader goes back in time, and writes to its groups succeed again once its
-    replica is promoted."""
-    cluster = fresh_redis_cluster
+def _stress(cluster, database_env: dict, disturb, capsys, what: str) -> list[dict]:
+    """Two writers and three readers on PostgreSQL over the cluster while
+    `disturb(prefix)` runs in a thread (started 3 s in); the readers' reports."""
     prefix = f"cl-{uuid.uuid4().hex[:6]}"
     cache = {
         "BACKEND": "django_tiercache.backend.TierCache",
@@ -224,44 +217,89 @@ def test_master_killed_mid_traffic__no_stale_reads_and_writes_come_back(
         "KEY_PREFIX": prefix,
         "OPTIONS": {"TAG_LEASE": 1.0, **FAST},
     }
-    env = {**shared_database_env, "TIERCACHE_TEST_CACHE": json.dumps(cache)}
+    env = {**database_env, "TIERCACHE_TEST_CACHE": json.dumps(cache)}
     pks = [Product.objects.create(name=f"k{i}").pk for i in range(12)]
-    probe = make_cache(cluster.url(), KEY_PREFIX=prefix, RAISE_ERRORS=True, **FAST)
-    victim = cluster.node_serving(probe._partitions[0].store.slot)
-    probe_key = next(
-        f"probe-{i}"
-        for i in range(10_000)
-        if probe._partition(probe.make_key(f"probe-{i}")) is probe._partitions[0]
-    )
-    recovered: dict[str, float] = {}
+    figures: dict[str, str] = {}
 
-    def kill_then_write() -> None:
+    def later() -> None:
         time.sleep(3)
-        killed = time.monotonic()
-        crash(victim)
-        while time.monotonic() - killed < 60:
-            try:
-                probe.set(probe_key, 1)
-            except redis.RedisError:
-                time.sleep(0.02)
-                continue
-            recovered["after"] = time.monotonic() - killed
-            return
+        figures["note"] = disturb(prefix)
 
-    killer = threading.Thread(target=kill_then_write)
-    killer.start()
+    thread = threading.Thread(target=later)
+    thread.start()
     reports = stress.run(writers=2, readers=3, pks=pks, seconds=12, env=env, pause=0.02)
-    killer.join()
+    thread.join()
     commits = sum(r["operations"] for r in reports if r["role"] == "writer")
     refused = sum(r["refused"] for r in reports if r["role"] == "writer")
     reads = sum(r["reads"] for r in reports if r["role"] == "reader")
     stale = [r["stale"] for r in reports if r["role"] == "reader"]
     with capsys.disabled():
         print(  # noqa: T201 - the figures the issue asks to see
-            f"\n  cluster master killed mid-traffic: {reads} reads, {commits} commits "
-            f"({refused} refused), stale {stale}, first write to its group "
-            f"{recovered.get('after', float('nan')):.2f} s after the kill"
+            f"\n  cluster, {what}: {reads} reads, {commits} commits ({refused} refused), "
+            f"stale {stale}, {figures.get('note')}"
         )
     assert commits > 20 and reads > 300, "the race did not really run"
-    assert stale == [0, 0, 0]
+    return [r for r in reports if r["role"] == "reader"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_master_killed_mid_traffic__no_stale_reads_and_writes_come_back(
+    shared_database_env,  # noqa: F811 - the fixture
+    fresh_redis_cluster,
+    make_cache,
+    capsys,
+):
+    """A master is killed mid-run: no reader goes back in time, and writes to its
+    groups succeed again once its replica is promoted."""
+    cluster = fresh_redis_cluster
+    recovered: dict[str, float] = {}
+
+    def kill_then_write(prefix: str) -> str:
+        probe = make_cache(cluster.url(), KEY_PREFIX=prefix, RAISE_ERRORS=True, **FAST)
+        first = probe._partitions[0]
+        key = next(
+            f"p{i}" for i in range(10_000) if probe._partition(probe.make_key(f"p{i}")) is first
+        )
+        killed = time.monotonic()
+        crash(cluster.node_serving(first.store.slot))
+        while time.monotonic() - killed < 60:
+            try:
+                probe.set(key, 1)
+            except redis.RedisError:
+                time.sleep(0.02)
+                continue
+            recovered["after"] = time.monotonic() - killed
+            break
+        return (
+            f"first write to its group {recovered.get('after', float('nan')):.2f} s after the kill"
+        )
+
+    readers = _stress(cluster, shared_database_env, kill_then_write, capsys, "master killed")
+    assert [r["stale"] for r in readers] == [0, 0, 0]
     assert "after" in recovered, "no write succeeded within 60 s of the kill"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_slots_migrated_mid_traffic__no_stale_reads(
+    shared_database_env,  # noqa: F811 - the fixture
+    fresh_redis_cluster,
+    make_cache,
+    capsys,
+):
+    """Every group's slot is moved to another master mid-run (keys migrated while
+    the writers invalidate and the readers fill): no reader goes back in time."""
+    cluster = fresh_redis_cluster
+
+    def migrate_all(prefix: str) -> str:
+        probe = make_cache(cluster.url(), KEY_PREFIX=prefix, **FAST)
+        moved = 0
+        for partition in probe._partitions:
+            slot = partition.store.slot
+            source = cluster.node_serving(slot)
+            target = next(m for m in cluster.masters() if m.port != source.port)
+            _move_slot(cluster, slot, target, batch=2, pause=0.05)
+            moved += 1
+        return f"{moved} slots migrated"
+
+    readers = _stress(cluster, shared_database_env, migrate_all, capsys, "slots migrated")
+    assert [r["stale"] for r in readers] == [0, 0, 0]

@@ -86,10 +86,10 @@ def _client(seeds: str, options: dict[str, Any]) -> RedisCluster:
         return client
 
 
-def _refresh(client: RedisCluster, force: bool = False) -> None:
+def _refresh(client: RedisCluster) -> None:
     """Ask the cluster for its slot map again (not more often than REFRESH_INTERVAL)."""
     with client._tiercache_lock:  # type: ignore[attr-defined]
-        if not force and time.monotonic() - client._tiercache_refreshed < REFRESH_INTERVAL:  # type: ignore[attr-defined]
+        if time.monotonic() - client._tiercache_refreshed < REFRESH_INTERVAL:  # type: ignore[attr-defined]
             return
         client._tiercache_refreshed = time.monotonic()  # type: ignore[attr-defined]
     try:
@@ -99,8 +99,7 @@ def _refresh(client: RedisCluster, force: bool = False) -> None:
 
 
 def _moved(error: ResponseError) -> bool:
-    text = str(error)
-    return isinstance(error, MovedError) or "non local key" in text or "MOVED" in text[:6]
+    return "non local key" in str(error)
 
 
 class ClusterCall:
@@ -115,10 +114,15 @@ class ClusterCall:
     def result(self) -> Any:
         try:
             return self._call.result()
+        except MovedError as error:  # the slot's new master is named: no need to ask
+            self._store.client.nodes_manager.move_slot(error)
+            return self._store.start(self._args, self._convert).result()
         except ResponseError as error:
             if not _moved(error):
                 raise
-            _refresh(self._store.client, force=True)
+            # A script found its keys gone (the slot moved, or is moving: then
+            # asking again does not help, and the refresh is rate-limited).
+            _refresh(self._store.client)
             return self._store.start(self._args, self._convert).result()
         except (RedisConnectionError, RedisTimeoutError, OSError):
             _refresh(self._store.client)  # the master may be gone: look again next time
@@ -148,8 +152,12 @@ class ClusterStore(RedisStore):
     @property
     def pool(self) -> Any:
         """The connection pool of the master now serving the group's slot."""
+        return self._master().connection_pool
+
+    def _master(self) -> Any:
+        """A redis-py client of the master now serving the group's slot."""
         node = self.client.nodes_manager.get_node_from_slot(self.slot)
-        return node.redis_connection.connection_pool
+        return self.client.get_redis_connection(node)
 
     def start(self, args: tuple, convert: Any) -> RedisCall:
         return RedisCall(self, args, convert)
@@ -175,7 +183,7 @@ class ClusterStore(RedisStore):
 
     def scan_keys(self, pattern: str, count: int) -> Any:
         """The group's keys matching a Redis glob pattern, without the group's hashtag."""
-        server = self.client.nodes_manager.get_node_from_slot(self.slot).redis_connection
+        server = self._master()
         escaped = "".join("\\" + c if c in "*?[]\\{}" else c for c in self.key_prefix)
         cut = len(self.key_prefix)
         for key in server.scan_iter(match=escaped + pattern, count=count):
@@ -184,8 +192,7 @@ class ClusterStore(RedisStore):
     def clear(self):
         """Delete every key in the group's slot but the meta hashes (the guarantee's memory)."""
         try:
-            node = self.client.nodes_manager.get_node_from_slot(self.slot)
-            server = node.redis_connection
+            server = self._master()
             keep = f":_tc:{{{self.hashtag}}}:meta".encode()
             for _ in range(10_000):
                 keys = server.execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, 1000)
