@@ -14,6 +14,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from django_tiercache.stats.partitions import describe
 from django_tiercache.storage import options as options_module
 from django_tiercache.storage.stores import lua
 from django_tiercache.storage.stores.cluster import SLOTS, group_hashtag
@@ -84,6 +85,23 @@ def test_slot_groups__spread_over_every_master(clean_redis_cluster, make_cache):
     cache = make_cache(clean_redis_cluster.url(), **FAST)
     serving = {clean_redis_cluster.node_serving(p.store.slot).port for p in cache._partitions}
     assert serving == {m.port for m in clean_redis_cluster.masters()}
+
+
+def test_statistics__show_each_group_on_the_master_that_serves_its_slot(
+    clean_redis_cluster, make_cache
+):
+    cache = make_cache(clean_redis_cluster.url(), **FAST)
+    cache.set("k", 1)
+    for partition in cache._partitions:
+        where = describe(partition)
+        master = clean_redis_cluster.node_serving(partition.store.slot)
+        assert where["reachable"] and where["role"] == "cluster master"
+        assert (where["address"], where["slot"]) == (
+            f"127.0.0.1:{master.port}",
+            partition.store.slot,
+        )
+    with master.client() as client:
+        assert where["keys"] == client.dbsize()  # what that master holds, not a random node
 
 
 def test_invalidation__hides_entries_in_every_group(clean_redis_cluster, make_cache):

@@ -11,6 +11,7 @@ import uuid
 import pytest
 import redis
 
+from django_tiercache.stats.partitions import describe
 from django_tiercache.storage import options as options_module
 from django_tiercache.storage.options import SentinelLocation, parse_sentinel_url
 from tests import stress
@@ -58,6 +59,10 @@ def test_a_sentinel_partition__stores_and_invalidates_like_a_redis_one(sentinel_
     assert cache.get("product:1") is None
     with sentinel_set.primary.client() as client:  # it really is on the primary
         assert client.dbsize() > 0
+    where = describe(cache._partitions[0])
+    assert where["reachable"] and where["note"] == (
+        f"sentinel primary 127.0.0.1:{sentinel_set.primary.port}"
+    )
 
 
 def test_failover__an_invalidation_the_replica_missed_is_never_served(sentinel_set, make_cache):
@@ -87,6 +92,8 @@ def test_failover__an_invalidation_the_replica_missed_is_never_served(sentinel_s
         assert _tagged_values(client)  # the stale entry is there, with its old token
     assert _eventually(lambda: cache.get("plain")) == "kept"
     assert cache.get("product:1") is None
+    where = describe(cache._partitions[0])  # the statistics page follows it
+    assert (where["role"], where["address"]) == ("sentinel primary", f"127.0.0.1:{replica.port}")
     with replica.client() as client:
         ns_meta = next(k for k in client.keys("*:_tc:meta"))
         assert client.hget(ns_meta, "run").decode() == client.info("server")["run_id"]

@@ -159,6 +159,13 @@ class ClusterStore(RedisStore):
         node = self.client.nodes_manager.get_node_from_slot(self.slot)
         return self.client.get_redis_connection(node)
 
+    def server_client(self) -> Any:
+        return self._master()
+
+    def placement(self) -> dict[str, Any]:
+        node = self.client.nodes_manager.get_node_from_slot(self.slot)
+        return {"role": "cluster master", "address": node.name, "slot": self.slot}
+
     def start(self, args: tuple, convert: Any) -> RedisCall:
         return RedisCall(self, args, convert)
 

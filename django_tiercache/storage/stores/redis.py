@@ -223,6 +223,14 @@ class RedisStore(Store):
     def release(self, name, owner):
         return self._call("release", [f"{self.ns}sf:{name}"], [owner])
 
+    def server_client(self) -> Any:
+        """A redis-py client of the server that holds the partition now (statistics)."""
+        return self.client
+
+    def placement(self) -> dict[str, Any]:
+        """Where the partition lives now, beyond its URL (statistics): {} on a plain server."""
+        return {}
+
     def scan_keys(self, pattern: str, count: int) -> Any:
         """The keys matching a Redis glob pattern, as str (django-redis' keys and friends)."""
         return (key.decode() for key in self.client.scan_iter(match=pattern, count=count))

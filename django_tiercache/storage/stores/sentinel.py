@@ -66,3 +66,7 @@ class SentinelStore(RedisStore):
 
     def _connect(self, url: str, options: dict[str, Any]) -> Redis:
         return _client(url, options)
+
+    def placement(self) -> dict[str, Any]:
+        host, port = self.pool.get_master_address()  # asks the sentinels
+        return {"role": "sentinel primary", "address": f"{host}:{port}"}
