@@ -48,6 +48,16 @@ def test_bad_cluster_urls__are_tiercache_e001(location):
     assert ids_for(location) == ["tiercache.E001"]
 
 
+def test_hot_keys_on_a_cluster_without_a_location_of_their_own__are_tiercache_e003():
+    assert ids_for("redis+cluster://h1:7000/", {"HOT_KEYS": True}) == ["tiercache.E003"]
+    record = {"HOT_KEYS": {"LOCATION": "redis://h2:6379/0"}}
+    assert ids_for("redis+cluster://h1:7000/", record) == []
+
+
+def test_an_l1_tier_on_a_cluster__is_tiercache_e003():
+    assert ids_for("redis+cluster://h1:7000/", {"L1": True}) == ["tiercache.E003"]
+
+
 def test_bad_slot_group_counts__are_tiercache_e003():
     assert ids_for("redis+cluster://h1:7000/", {"CLUSTER_SLOT_GROUPS": 0}) == ["tiercache.E003"]
 
