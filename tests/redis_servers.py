@@ -418,11 +418,13 @@ class ClusterNodeServer(RedisServer):
 class RedisClusterSet:
     """Three masters and three replicas on free loopback ports, joined by redis-cli."""
 
-    def __init__(self, directory: Path, masters: int = 3):
+    MASTERS = 3
+
+    def __init__(self, directory: Path):
         self.directory = directory
         self.nodes = [
             ClusterNodeServer(free_cluster_port(), directory / f"node-{i}")
-            for i in range(masters * 2)
+            for i in range(self.MASTERS * 2)
         ]
 
     def url(self) -> str:
@@ -448,6 +450,29 @@ class RedisClusterSet:
     def stop(self) -> None:
         stop_servers(self.nodes)
 
+    def add_master(self) -> RedisServer:
+        """Start an empty node and join it to the cluster (no slots yet); return it."""
+        node = ClusterNodeServer(free_cluster_port(), self.directory / f"node-{len(self.nodes)}")
+        node.start()
+        self.nodes.append(node)
+        with self.masters()[0].client() as client:
+            client.execute_command("CLUSTER", "MEET", HOST, node.port)
+        self.wait_until(lambda: self._knows_everyone(node) and self._healthy(), "new node joined")
+        return node
+
+    def _knows_everyone(self, node: RedisServer) -> bool:
+        for other in self.nodes:
+            if not other.running:
+                continue
+            with other.client() as client:
+                known = client.execute_command("CLUSTER", "NODES")
+            text = known.decode() if isinstance(known, bytes) else str(known)
+            if len([line for line in text.splitlines() if "handshake" not in line]) < len(
+                [n for n in self.nodes if n.running]
+            ):
+                return False
+        return True
+
     def role_of(self, node: RedisServer) -> str | None:
         try:
             with node.client() as client:
@@ -472,7 +497,7 @@ class RedisClusterSet:
                 return False
             if info.get("cluster_state") != "ok" or int(info["cluster_slots_ok"]) != 16384:
                 return False
-        return len(self.masters()) == len(self.nodes) // 2
+        return len(self.masters()) >= self.MASTERS
 
     def node_serving(self, slot: int) -> RedisServer:
         with self.masters()[0].client() as client:

@@ -169,19 +169,22 @@ def _move_slot(cluster, slot: int, target, batch: int = 100, pause: float = 0.0)
             client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
 
 
-def test_a_group_slot_moved_to_another_master__is_followed_and_keeps_its_tags(
+def test_a_group_slot_moved_to_a_new_master__is_followed_and_keeps_its_tags(
     fresh_redis_cluster, make_cache
 ):
+    """A master joins the cluster and a group's slot is migrated to it: MOVED is
+    followed, the new master gets the Functions at its first call, tags still work."""
     cluster = fresh_redis_cluster
+    target = cluster.add_master()
     cache = make_cache(cluster.url(), **FAST)
     cache.set("product:1", "old", tags=["product"])
     slot = cache._partition(cache.make_key("product:1")).store.slot
     plain = next(f"plain{i}" for i in range(10_000) if _slot_of(cache, f"plain{i}") == slot)
     cache.set(plain, "kept")
-    source = cluster.node_serving(slot)
-    target = next(m for m in cluster.masters() if m.port != source.port)
     _move_slot(cluster, slot, target)
     assert cluster.node_serving(slot).port == target.port
+    with target.client() as client:
+        assert client.function_list() == []  # nothing loaded it there yet
     # The client's slot map still names the source: MOVED, a refresh, the call again.
     assert cache.get(plain) == "kept"
     # The group's meta hash moved with it and names the source's run_id: the
@@ -196,6 +199,7 @@ def test_a_group_slot_moved_to_another_master__is_followed_and_keeps_its_tags(
     assert cache.get("product:1") == "new"
     with target.client() as client:
         assert client.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) > 0
+        assert len(client.function_list()) == 1
 
 
 def test_master_failover__an_invalidation_its_replica_missed_is_never_served(

@@ -29,6 +29,9 @@ def test_sentinel_url__names_sentinels_service_database_and_credentials():
         [("s1", 26379), ("s2", 26380), ("s3", 26379)], "mymaster", 2, "u", "p@ss"
     )
     assert parse_sentinel_url("redis+sentinel://s1:26379/mymaster").db == 0
+    assert options_module.parse(url, {}).names == [
+        "redis+sentinel://u:***@s1:26379,s2:26380,s3/mymaster/2"
+    ]
 
 
 def test_sentinel_url_in_a_comma_separated_location__keeps_its_sentinels_together():
