@@ -202,6 +202,33 @@ def test_a_group_slot_moved_to_a_new_master__is_followed_and_keeps_its_tags(
         assert len(client.function_list()) == 1
 
 
+def test_an_invalidation_during_a_slot_migration__is_fenced_and_never_served_stale(
+    fresh_redis_cluster, make_cache
+):
+    """The tag's token has already moved to the importing master when the
+    invalidation arrives: the source refuses the Function (a non-local key), the
+    group is fenced on the others, and once the migration ends the entry is a miss."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), **FAST)
+    cache.set("product:1", "old", tags=["product"])
+    partition = cache._partition(cache.make_key("product:1"))
+    slot, ns = partition.store.slot, partition.store.ns
+    source = cluster.node_serving(slot)
+    target = next(m for m in cluster.masters() if m.port != source.port)
+    with source.client() as src, target.client() as dst:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", _node_id(source))
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", _node_id(target))
+        token = f"{ns}t:product"
+        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", token)
+        outcome = partition.run("drop_tags", ("product",))
+        assert "non local key" in str(outcome.error)  # what the invalidation meets
+        cache.invalidate_tags("product")  # and goes through, fencing the group
+    _move_slot(cluster, slot, target)
+    assert cache.get("product:1") is None
+    cache.set("product:1", "new", tags=["product"])
+    assert cache.get("product:1") == "new"
+
+
 def test_master_failover__an_invalidation_its_replica_missed_is_never_served(
     fresh_redis_cluster, make_cache
 ):
