@@ -290,7 +290,7 @@ def _stress(cluster, database_env: dict, disturb, capsys, what: str) -> list[dic
 
     thread = threading.Thread(target=later)
     thread.start()
-    reports = stress.run(writers=2, readers=3, pks=pks, seconds=12, env=env, pause=0.02)
+    reports = stress.run(writers=2, readers=3, pks=pks, seconds=9, env=env, pause=0.02)
     thread.join()
     commits = sum(r["operations"] for r in reports if r["role"] == "writer")
     refused = sum(r["refused"] for r in reports if r["role"] == "writer")

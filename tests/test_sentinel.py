@@ -151,7 +151,7 @@ def test_primary_killed_mid_traffic__no_stale_reads_and_writes_come_back(
 
     killer = threading.Thread(target=kill_then_write)
     killer.start()
-    reports = stress.run(writers=2, readers=3, pks=pks, seconds=12, env=env, pause=0.02)
+    reports = stress.run(writers=2, readers=3, pks=pks, seconds=9, env=env, pause=0.02)
     killer.join()
     commits = sum(r["operations"] for r in reports if r["role"] == "writer")
     reads = sum(r["reads"] for r in reports if r["role"] == "reader")
