@@ -91,6 +91,19 @@ def test_an_entry_and_its_tag_tokens__share_the_slot_of_its_group(clean_redis_cl
             assert b":t:product" in names and b":gen" in names and b":meta" in names
 
 
+def test_a_cluster_that_does_not_answer__is_an_unreachable_partition(closed_port_url, make_cache):
+    """The cache is built (Django builds caches at startup and in checks), reads miss,
+    writes are skipped, and RAISE_ERRORS shows a ConnectionError."""
+    url = closed_port_url.replace("redis://", "redis+cluster://").rsplit("/", 1)[0] + "/"
+    strict = make_cache(url, CLUSTER_SLOT_GROUPS=2, RAISE_ERRORS=True, **FAST)
+    with pytest.raises(redis.ConnectionError, match="no seed node of the cluster answered"):
+        strict.get("k")
+    cache = make_cache(url, CLUSTER_SLOT_GROUPS=2, **FAST)
+    cache.set("k", 1)
+    assert cache.get("k") is None
+    assert cache.get_many(["a", "b", "c"]) == {}
+
+
 def test_slot_groups__spread_over_every_master(clean_redis_cluster, make_cache):
     cache = make_cache(clean_redis_cluster.url(), **FAST)
     serving = {clean_redis_cluster.node_serving(p.store.slot).port for p in cache._partitions}

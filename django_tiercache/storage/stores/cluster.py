@@ -38,7 +38,13 @@ from typing import Any
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MovedError, ResponseError, SlotNotCoveredError
+from redis.exceptions import (
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..hooks import lock_horizon_ms
@@ -72,18 +78,30 @@ def _client(seeds: str, options: dict[str, Any]) -> RedisCluster:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            location = parse_cluster_url(seeds)
-            client = _clients[key] = RedisCluster(
-                startup_nodes=[ClusterNode(host, port) for host, port in location.nodes],
-                username=location.username or options.get("USERNAME"),
-                password=location.password or options.get("PASSWORD"),
-                socket_timeout=timeouts[0],
-                socket_connect_timeout=timeouts[1],
-                **dict(options.get("CONNECTION_POOL_KWARGS") or {}),
-            )
-            client._tiercache_refreshed = 0.0  # type: ignore[attr-defined]
-            client._tiercache_lock = threading.Lock()  # type: ignore[attr-defined]
+            client = _clients[key] = _connect(seeds, options)
         return client
+
+
+def _connect(seeds: str, options: dict[str, Any]) -> RedisCluster:
+    """A RedisCluster, which asks the seeds for the slot map as it is built. A cluster
+    that cannot answer yet is an unreachable partition (a ConnectionError), not an
+    error that would stop the cache from being built."""
+    timeouts = (options.get("SOCKET_TIMEOUT"), options.get("SOCKET_CONNECT_TIMEOUT"))
+    location = parse_cluster_url(seeds)
+    try:
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in location.nodes],
+            username=location.username or options.get("USERNAME"),
+            password=location.password or options.get("PASSWORD"),
+            socket_timeout=timeouts[0],
+            socket_connect_timeout=timeouts[1],
+            **dict(options.get("CONNECTION_POOL_KWARGS") or {}),
+        )
+    except (RedisClusterException, RedisError) as exc:
+        raise RedisConnectionError(f"no seed node of the cluster answered: {exc}") from exc
+    client._tiercache_refreshed = 0.0  # type: ignore[attr-defined]
+    client._tiercache_lock = threading.Lock()  # type: ignore[attr-defined]
+    return client
 
 
 def _refresh(client: RedisCluster) -> None:
@@ -140,10 +158,18 @@ class ClusterStore(RedisStore):
         self.slot = key_slot(self.hashtag.encode())
         self.ns = f"{ns}{{{self.hashtag}}}:"
         self.key_prefix = f"{{{self.hashtag}}}"
-        self.client = _client(base, options)
+        self._seeds, self._options = base, options
+        self._client: RedisCluster | None = None
         # No L1 in front of a cluster: its announcements are plain PUBLISHes,
         # which every node would relay to every other.
         self.channel = None
+
+    @property
+    def client(self) -> RedisCluster:
+        """redis-py's RedisCluster, built at the first call (the cluster may be down at startup)."""
+        if self._client is None:
+            self._client = _client(self._seeds, self._options)
+        return self._client
 
     @property
     def horizon(self) -> int:
