@@ -16,6 +16,11 @@ EXTRAS ?= test,hiredis,msgpack
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# The suites `make test` runs once more with the default cache on a Redis Cluster.
+CLUSTER_ENGINE_TESTS ?= tests/test_invalidation.py tests/test_pk_tags.py tests/test_cached.py \
+	tests/test_registry.py tests/test_warming.py tests/test_guarantees.py \
+	tests/test_stress.py::test_writers_and_readers__no_stale_reads \
+	tests/test_stress.py::test_a_save_in_another_process__is_seen_here
 TOX_ARGS ?=
 BENCH_ARGS ?=
 
@@ -165,7 +170,14 @@ test: venv services
 		echo "!!! (roles tried: $(PG_ROLES)): SKIPPING the PostgreSQL run.  " >&2
 		echo "!!! ======================================================== !!!" >&2
 	fi
+	# The model layer's suites again, with the default cache on a Redis Cluster
+	# (conftest.py starts and stops it); on PostgreSQL when it answers, so that
+	# the stress tests run too. The Django API tests run on a cluster in every run.
+	echo "=== model tests with the default cache on a Redis Cluster"
+	db_url=$$(pg_ready && pg_url || true)
+	DATABASE_URL="$$db_url" TIERCACHE_TEST_ENGINE=cluster $(VPY) -m pytest $(CLUSTER_ENGINE_TESTS) $(PYTEST_ARGS) || { cluster_rc=$$?; status=1; }
 	[ -z "$${sqlite_rc:-}" ] || echo "SQLite run failed (pytest exit $$sqlite_rc)" >&2
+	[ -z "$${cluster_rc:-}" ] || echo "Redis Cluster run failed (pytest exit $$cluster_rc)" >&2
 	[ -z "$${pg_rc:-}" ] || echo "PostgreSQL run failed (pytest exit $$pg_rc)" >&2
 	exit $$status
 

@@ -168,8 +168,8 @@ class DjangoRedisAPI:
             if isinstance(store, MemoryStore):
                 yield from _batches(_memory_keys(store, pattern), size)
             else:
-                found = store.client.scan_iter(match=pattern, count=size)  # type: ignore[attr-defined]
-                yield from _batches((k.decode() for k in found), size)
+                found = store.scan_keys(pattern, size)  # type: ignore[attr-defined]
+                yield from _batches(found, size)
         except UNREACHABLE as exc:
             partition.breaker.failed()
             self._policy.failed(operation, partition.name, exc)

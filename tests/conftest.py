@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -24,6 +28,48 @@ def redis_servers(tmp_path_factory):
     servers = servers_module.start_servers(PARTITION_COUNT, tmp_path_factory.mktemp("redis"))
     yield servers
     servers_module.stop_servers(servers)
+
+
+@pytest.fixture
+def sentinel_set(tmp_path):
+    """A primary, its replica and three sentinels, started for the test and stopped after it.
+
+    Function-scoped: a failover test leaves the set changed for good.
+    """
+    sentinels = servers_module.SentinelSet(tmp_path / "sentinel")
+    sentinels.start()
+    reset_circuit_breakers()
+    yield sentinels
+    sentinels.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """Three masters with one replica each, stopped when the session ends.
+
+    A test that kills a node should use `fresh_redis_cluster` instead.
+    """
+    cluster = servers_module.RedisClusterSet(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def clean_redis_cluster(redis_cluster):
+    redis_cluster.flush()
+    reset_circuit_breakers()
+    return redis_cluster
+
+
+@pytest.fixture
+def fresh_redis_cluster(tmp_path):
+    """A cluster of its own, for a test that kills or fails over a master."""
+    cluster = servers_module.RedisClusterSet(tmp_path / "cluster")
+    cluster.start()
+    reset_circuit_breakers()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
@@ -98,20 +144,22 @@ def make_cache():
             cache.close()
 
 
-@pytest.fixture(params=["memory", "redis", "partitioned"])
+@pytest.fixture(params=["memory", "redis", "partitioned", "cluster"])
 def any_location(request):
     """The LOCATION of each kind of TierCache the Django API tests run against."""
     if request.param == "memory":
         return f"memory://test-{uuid.uuid4().hex}"
     if request.param == "redis":
         return SHARED_REDIS_URL
+    if request.param == "cluster":
+        return request.getfixturevalue("clean_redis_cluster").url()
     servers = request.getfixturevalue("clean_redis_servers")
     return [server.url for server in servers]
 
 
 @pytest.fixture
 def any_cache(any_location, make_cache):
-    """An empty TierCache: in-process, one Redis, or four Redis partitions."""
+    """An empty TierCache: in-process, one Redis, four Redis partitions, or a Redis Cluster."""
     cache = make_cache(any_location)
     cache.clear()
     return cache
@@ -148,3 +196,27 @@ def journal_prefix(settings):
     keys = list(client.scan_iter(match="{" + prefix + "}*"))
     if keys:
         client.delete(*keys)
+
+
+# TIERCACHE_TEST_ENGINE=cluster runs the suite with the default cache on a Redis
+# Cluster of its own (the model layer, cached(), warming ... on the cluster store).
+_engine_cluster = None
+
+
+def pytest_configure(config):
+    global _engine_cluster
+    if os.environ.get("TIERCACHE_TEST_ENGINE") != "cluster":
+        return
+    from django.conf import settings
+
+    directory = Path(tempfile.mkdtemp(prefix="tiercache-cluster-"))
+    _engine_cluster = servers_module.RedisClusterSet(directory)
+    _engine_cluster.start()
+    settings.CACHES["default"]["LOCATION"] = _engine_cluster.url()
+    # Processes the tests start (tests/stress.py) read their cache from here.
+    os.environ["TIERCACHE_TEST_CACHE"] = json.dumps(settings.CACHES["default"])
+
+
+def pytest_unconfigure(config):
+    if _engine_cluster is not None:
+        _engine_cluster.stop()

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -209,7 +210,7 @@ def _start_one(directory: Path, attempts: int = 3) -> RedisServer:
     raise AssertionError("unreachable")
 
 
-def stop_servers(servers: list[RedisServer]) -> None:
+def stop_servers(servers: Sequence[RedisServer]) -> None:
     for server in servers:
         server.stop()
 
@@ -223,3 +224,297 @@ def resume_all() -> None:
 @atexit.register
 def _stop_leftovers() -> None:
     stop_servers(_started)
+
+
+# --- Sentinel: one primary, one replica, three sentinels ----------------------
+
+SENTINEL_SERVICE = "tcmaster"
+# How long the sentinels wait before calling the primary down; short so that a
+# failover test takes seconds.
+SENTINEL_DOWN_AFTER_MS = 1000
+
+
+class ReplicaServer(RedisServer):
+    """A redis-server that replicates `primary` from the start."""
+
+    def __init__(self, port: int, directory: Path, primary: RedisServer):
+        super().__init__(port, directory)
+        self.primary = primary
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--replicaof", HOST, str(self.primary.port)]
+
+
+class SentinelProcess(RedisServer):
+    """A `redis-server --sentinel` watching a primary; its config file is its own."""
+
+    def __init__(self, port: int, directory: Path, primary: RedisServer):
+        super().__init__(port, directory)
+        self.primary = primary
+
+    def command(self) -> list[str]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / f"sentinel-{self.port}.conf"
+        if not config.exists():  # a sentinel rewrites its file; a restart keeps what it learnt
+            config.write_text(
+                f"port {self.port}\nbind {HOST}\ndaemonize no\n"
+                f"dir {self.directory}\nlogfile {self.logfile}\n"
+                f"sentinel monitor {SENTINEL_SERVICE} {HOST} {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {SENTINEL_SERVICE} {SENTINEL_DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {SENTINEL_SERVICE} 10000\n"
+                f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+            )
+        return [shutil.which("redis-server") or "redis-server", str(config), "--sentinel"]
+
+    def flush(self) -> None:
+        raise RuntimeError("a sentinel holds no data")
+
+
+class SentinelSet:
+    """One primary, one replica and three sentinels on free loopback ports."""
+
+    def __init__(self, directory: Path):
+        self.primary = RedisServer(free_port(), directory / "primary")
+        self.replica = ReplicaServer(free_port(), directory / "replica", self.primary)
+        self.sentinels = [
+            SentinelProcess(free_port(), directory / f"sentinel-{i}", self.primary)
+            for i in range(3)
+        ]
+
+    @property
+    def processes(self) -> list[RedisServer]:
+        return [self.primary, self.replica, *self.sentinels]
+
+    def url(self, db: int = 0) -> str:
+        hosts = ",".join(f"{HOST}:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}/{db}"
+
+    def start(self) -> None:
+        try:
+            for process in self.processes:
+                process.start()
+            self.wait_until(lambda: self._replica_in_sync() and self._sentinels_agree(), "setup")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        stop_servers(self.processes)
+
+    def current_primary_port(self) -> int | None:
+        """The primary's port as the sentinels report it (the first that answers)."""
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                continue
+            try:
+                with sentinel.client() as client:
+                    address = client.sentinel_get_master_addr_by_name(SENTINEL_SERVICE)
+            except redis.RedisError:
+                continue
+            if address:
+                return int(address[1])
+        return None
+
+    def server_on(self, port: int) -> RedisServer:
+        return next(s for s in (self.primary, self.replica) if s.port == port)
+
+    def _replica_in_sync(self) -> bool:
+        try:
+            with self.replica.client() as client:
+                info = client.info("replication")
+        except redis.RedisError:
+            return False
+        return info.get("master_link_status") == "up"
+
+    def _sentinels_agree(self) -> bool:
+        for sentinel in self.sentinels:
+            try:
+                with sentinel.client() as client:
+                    state = client.sentinel_master(SENTINEL_SERVICE)
+            except redis.RedisError:
+                return False
+            if state.get("num-other-sentinels", 0) < 2 or state.get("num-slaves", 0) < 1:
+                return False
+        return True
+
+    def wait_until(self, condition, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                logs = "\n".join(p._log_tail()[-500:] for p in self.processes)
+                raise RuntimeError(f"sentinel set: {what} did not happen in {timeout}s:\n{logs}")
+            time.sleep(0.05)
+
+    def wait_for_failover(self, old_port: int, timeout: float = 30.0) -> int:
+        """Wait until the sentinels name a primary other than `old_port`; return its port."""
+        self.wait_until(
+            lambda: self.current_primary_port() not in (None, old_port), "failover", timeout
+        )
+        port = self.current_primary_port()
+        assert port is not None
+        return port
+
+
+def crash(server: RedisServer) -> None:
+    """SIGKILL: the server dies at once, with no shutdown (and no waiting for replicas)."""
+    server.resume()
+    process = server._proc()
+    process.kill()
+    process.wait(timeout=STOP_TIMEOUT)
+
+
+# --- Redis Cluster: three masters, one replica each ----------------------------
+
+CLUSTER_BUS_OFFSET = 10000  # a cluster node's bus listens on its port + 10000
+# How long a master may be silent before its replica takes over: short, so that
+# a failover test takes seconds.
+CLUSTER_NODE_TIMEOUT_MS = 1000
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose bus port (port + 10000) is free too and below 65536."""
+    for _ in range(1000):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET > 65535:
+            port = port % (65535 - 2 * CLUSTER_BUS_OFFSET) + CLUSTER_BUS_OFFSET
+        if _port_free(port) and _port_free(port + CLUSTER_BUS_OFFSET):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class ClusterNodeServer(RedisServer):
+    """A redis-server with cluster mode on; its node table is kept in its directory."""
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(self.directory / f"nodes-{self.port}.conf"),
+            "--cluster-node-timeout",
+            str(CLUSTER_NODE_TIMEOUT_MS),
+            # What the README recommends: the other masters' slots keep serving
+            # while one master is down (the default stops the whole cluster).
+            "--cluster-require-full-coverage",
+            "no",
+        ]
+
+    def flush(self) -> None:
+        with self.client() as client:
+            if client.info("replication")["role"] == "master":
+                client.flushall()
+
+
+class RedisClusterSet:
+    """Three masters and three replicas on free loopback ports, joined by redis-cli."""
+
+    MASTERS = 3
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.nodes = [
+            ClusterNodeServer(free_cluster_port(), directory / f"node-{i}")
+            for i in range(self.MASTERS * 2)
+        ]
+
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{HOST}:{n.port}" for n in self.nodes[:3]) + "/"
+
+    def start(self) -> None:
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"{HOST}:{n.port}" for n in self.nodes]
+            subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [shutil.which("redis-cli") or "redis-cli", "--cluster", "create", *addresses]
+                + ["--cluster-replicas", "1", "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            self.wait_until(self._healthy, "cluster ready")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        stop_servers(self.nodes)
+
+    def add_master(self) -> RedisServer:
+        """Start an empty node and join it to the cluster (no slots yet); return it."""
+        node = ClusterNodeServer(free_cluster_port(), self.directory / f"node-{len(self.nodes)}")
+        node.start()
+        self.nodes.append(node)
+        with self.masters()[0].client() as client:
+            client.execute_command("CLUSTER", "MEET", HOST, node.port)
+        self.wait_until(lambda: self._knows_everyone(node) and self._healthy(), "new node joined")
+        return node
+
+    def _knows_everyone(self, node: RedisServer) -> bool:
+        for other in self.nodes:
+            if not other.running:
+                continue
+            with other.client() as client:
+                known = client.execute_command("CLUSTER", "NODES")
+            text = known.decode() if isinstance(known, bytes) else str(known)
+            if len([line for line in text.splitlines() if "handshake" not in line]) < len(
+                [n for n in self.nodes if n.running]
+            ):
+                return False
+        return True
+
+    def role_of(self, node: RedisServer) -> str | None:
+        try:
+            with node.client() as client:
+                return client.info("replication")["role"]
+        except redis.RedisError:
+            return None
+
+    def masters(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.running and self.role_of(n) == "master"]
+
+    def _healthy(self) -> bool:
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                with node.client() as client:
+                    info = client.cluster("info")
+                    if self.role_of(node) == "slave":
+                        if client.info("replication").get("master_link_status") != "up":
+                            return False
+            except redis.RedisError:
+                return False
+            if info.get("cluster_state") != "ok" or int(info["cluster_slots_ok"]) != 16384:
+                return False
+        return len(self.masters()) >= self.MASTERS
+
+    def node_serving(self, slot: int) -> RedisServer:
+        with self.masters()[0].client() as client:
+            for low, high, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if low <= slot <= high:
+                    port = int(master[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise LookupError(slot)
+
+    def wait_until(self, condition, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                logs = "\n".join(n._log_tail()[-400:] for n in self.nodes)
+                raise RuntimeError(f"redis cluster: {what} did not happen in {timeout}s:\n{logs}")
+            time.sleep(0.05)
+
+    def flush(self) -> None:
+        for node in self.masters():
+            node.flush()

@@ -32,17 +32,27 @@ def describe(partition: Any) -> dict[str, Any]:
         "kind": "memory" if partition.url.startswith("memory:") else "redis",
         "breaker_open": partition.breaker.is_open,
     }
-    client = getattr(partition.store, "client", None)
-    if client is None:
-        return {**base, **_memory(partition.store)}
+    store = partition.store
+    if getattr(store, "client", None) is None:
+        return {**base, **_memory(store)}
     if base["breaker_open"]:
         return {**base, "reachable": False, "error": "circuit breaker open in this process"}
     try:
+        # A Sentinel primary or a cluster master: the server that holds it now.
+        client, where = store.server_client(), store.placement()
         probe = _probe(client)
     except Exception as exc:  # noqa: BLE001 - an unreachable server is a row on the page
         return {**base, "reachable": False, "error": redact_text(f"{type(exc).__name__}: {exc}")}
     db = client.connection_pool.connection_kwargs.get("db", 0)
-    return {**base, **_redis(probe, db)}
+    return {**base, **_placed(where), **_redis(probe, db)}
+
+
+def _placed(where: dict[str, Any]) -> dict[str, Any]:
+    """Role, address and slot of a Sentinel or cluster partition, and the page's note on it."""
+    if not where:
+        return {}
+    slot = f", slot {where['slot']}" if where.get("slot") is not None else ""
+    return {**where, "note": f"{where['role']} {where['address']}{slot}"}
 
 
 def _probe(client: Any) -> dict[str, Any]:

@@ -195,16 +195,26 @@ def _partitions(scrapes: list[Scrape]) -> Iterator[Any]:
         "The server's eviction policy and persistence (rdb: CONFIG GET save, or unknown).",
         labels=labels,
     )
+    server = InfoMetricFamily(
+        "tiercache_partition_server",
+        "Where a Sentinel or Redis Cluster partition lives now: role, address, hash slot.",
+        labels=labels,
+    )
     for found in scrapes:
         for info in found.partitions:
             names = [found.alias, info["name"]]
             up.add_metric(names, 1 if info.get("reachable") else 0)
+            if info.get("role"):
+                where = {k: str(info.get(k, "")) for k in ("role", "address", "slot")}
+                server.add_metric(names, where)
             for name, family in families.items():
                 if info.get(name) is not None:
                     family.add_metric(names, info[name])
             if info.get("kind") == "redis" and info.get("reachable"):
                 config.add_metric(names, _config_labels(info))
     yield from (up, *families.values(), config)
+    if server.samples:
+        yield server
 
 
 def _config_labels(info: dict[str, Any]) -> dict[str, str]:

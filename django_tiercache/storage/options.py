@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 MEMORY_SCHEME = "memory"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Schemes whose URL names several hosts (host:port,host:port): urlsplit cannot read their port.
+SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 
 SERIALIZER_ALIASES = {
     "pickle": "django_redis.serializers.pickle.PickleSerializer",
@@ -65,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     # True (the defaults), False (off) or a dict of SINGLE_FLIGHT_DEFAULTS' keys:
     # one loader per missed key across threads and processes (storage/single_flight.py).
     "SINGLE_FLIGHT": True,
+    # A redis+cluster:// LOCATION is spread over this many slot groups, each a
+    # partition of its own in one hash slot (storage/stores/cluster.py).
+    "CLUSTER_SLOT_GROUPS": 8,
 }
 
 SINGLE_FLIGHT_DEFAULTS: dict[str, Any] = {
@@ -87,7 +93,7 @@ HOT_KEYS_DEFAULTS: dict[str, Any] = {
 }
 
 POSITIVE_NUMBERS = ("SOCKET_TIMEOUT", "SOCKET_CONNECT_TIMEOUT", "BREAKER_COOLDOWN", "TAG_LEASE")
-POSITIVE_INTEGERS = ("BREAKER_FAILURES", "MEMORY_MAX_ENTRIES")
+POSITIVE_INTEGERS = ("BREAKER_FAILURES", "MEMORY_MAX_ENTRIES", "CLUSTER_SLOT_GROUPS")
 BOOLEANS = ("SIGNED", "RAISE_ERRORS")
 WITNESS_ALIASES = {"database": "django_tiercache.orm.witness.DatabaseWitness"}
 INVALIDATION_FAILURES = ("raise", "log")
@@ -151,6 +157,8 @@ def parse(location: Any, options: dict[str, Any] | None) -> CacheOptions:
     if isinstance(merged["WITNESS"], str):
         merged["WITNESS"] = WITNESS_ALIASES.get(merged["WITNESS"], merged["WITNESS"])
     _check_values(merged, problems)
+    if any(_scheme(url) == CLUSTER_SCHEME for url in urls):
+        return _cluster_options(urls, merged, problems)
     names = _partition_names(urls, merged["PARTITION_NAMES"], problems)
     return CacheOptions(urls=urls, names=names, options=merged, problems=problems)
 
@@ -166,7 +174,7 @@ def _unknown_option(key: str) -> Problem:
 
 def _parse_location(location: Any, problems: list[Problem]) -> list[str]:
     if isinstance(location, str):
-        urls = [part.strip() for part in location.split(",") if part.strip()]
+        urls = _split_location(location)
     elif isinstance(location, (list, tuple)):
         urls = list(location)
     else:
@@ -195,13 +203,33 @@ def _parse_location(location: Any, problems: list[Problem]) -> list[str]:
     return [str(url) for url in urls]
 
 
+def _split_location(location: str) -> list[str]:
+    """A comma-separated LOCATION, keeping the host lists of sentinel and cluster URLs whole."""
+    urls: list[str] = []
+    for part in filter(None, (p.strip() for p in location.split(","))):
+        multi_host = urls and _scheme(urls[-1]) in (SENTINEL_SCHEME, CLUSTER_SCHEME)
+        if multi_host and "://" not in part and "/" not in urls[-1].partition("://")[2]:
+            urls[-1] += "," + part
+        else:
+            urls.append(part)
+    return urls
+
+
 def _url_problem(url: Any) -> Problem | None:
     hint = (
         "Each LOCATION entry is a URL: redis://host:port/db, rediss://..., "
-        "unix:///path/to/socket or memory://name."
+        "unix:///path/to/socket, memory://name, "
+        "redis+sentinel://host:port[,host:port...]/service/db or "
+        "redis+cluster://host:port[,host:port...]/."
     )
     if not isinstance(url, str):
         return Problem("E001", f"LOCATION entry {url!r} is not a string.", hint)
+    if _scheme(url) in (SENTINEL_SCHEME, CLUSTER_SCHEME):
+        try:
+            parse_sentinel_url(url) if _scheme(url) == SENTINEL_SCHEME else parse_cluster_url(url)
+        except ValueError as exc:
+            return Problem("E001", f"LOCATION entry {url!r} is not valid: {exc}.", hint)
+        return None
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -460,3 +488,123 @@ def redact(url: str) -> str:
 def _redact_parameter(parameter: str) -> str:
     name, equals, _ = parameter.partition("=")
     return f"{name}=***" if equals and name.lower() == "password" else parameter
+
+
+def _scheme(url: Any) -> str:
+    return url.partition("://")[0].lower() if isinstance(url, str) else ""
+
+
+@dataclass(frozen=True)
+class SentinelLocation:
+    """What a redis+sentinel:// URL names."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterLocation:
+    """What a redis+cluster:// URL names; group is the slot group of one partition."""
+
+    nodes: list[tuple[str, int]]
+    username: str | None = None
+    password: str | None = None
+    group: int = 0
+
+
+def _hosts(url: str, default_port: int) -> tuple[list[tuple[str, int]], str, Any]:
+    """(host, port) pairs, path and credentials of a multi-host URL; ValueError if bad."""
+    rest = url.partition("://")[2]
+    netloc, _, path = rest.partition("/")
+    credentials, _, hosts = netloc.rpartition("@")
+    pairs = []
+    for item in filter(None, (h.strip() for h in hosts.split(","))):
+        host, colon, port = item.rpartition(":") if ":" in item else (item, "", "")
+        if not host or (colon and not port.isdigit()) or not 0 < int(port or default_port) < 65536:
+            raise ValueError(f"{item!r} is not host:port")
+        pairs.append((host, int(port or default_port)))
+    if not pairs:
+        raise ValueError("it names no host")
+    user, _, password = credentials.partition(":")
+    return pairs, path, (unquote(user) or None, unquote(password) or None)
+
+
+def parse_sentinel_url(url: str) -> SentinelLocation:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``
+
+    The credentials are the primary's; the sentinels are reached without.
+    """
+    sentinels, path, (user, password) = _hosts(url.partition("#")[0], 26379)
+    service, _, db = path.partition("/")
+    if not service:
+        raise ValueError("it names no service (the name the sentinels monitor)")
+    if db.strip("/") and not db.strip("/").isdigit():
+        raise ValueError(f"database {db!r} is not a number")
+    return SentinelLocation(sentinels, service, int(db.strip("/") or 0), user, password)
+
+
+def parse_cluster_url(url: str) -> ClusterLocation:
+    """``redis+cluster://[user:password@]host:port[,host:port...]/[#group]``
+
+    The hosts are where to start: redis-py's RedisCluster finds the others.
+    """
+    base, _, fragment = url.partition("#")
+    nodes, path, (user, password) = _hosts(base, 6379)
+    if path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has database 0 only")
+    group = fragment.partition("/")[0]
+    if group and not group.isdigit():
+        raise ValueError(f"slot group {group!r} is not a number")
+    return ClusterLocation(nodes, user, password, int(group or 0))
+
+
+def _cluster_options(urls: list[str], merged: dict[str, Any], problems: list[Problem]) -> Any:
+    """A cluster LOCATION becomes CLUSTER_SLOT_GROUPS partitions, one per slot group."""
+    if len(urls) > 1:
+        problems.append(
+            Problem(
+                "E001",
+                f"LOCATION mixes a Redis Cluster with other partitions: {urls!r}.",
+                "A redis+cluster:// URL makes the whole cluster the cache's storage: give it "
+                "alone (list several seed nodes inside it: redis+cluster://h1:7000,h2:7000/), "
+                "or use plain redis:// partitions without it.",
+            )
+        )
+    if merged["PARTITION_NAMES"] is not None:
+        problems.append(
+            Problem(
+                "E004",
+                "PARTITION_NAMES cannot be given for a redis+cluster:// LOCATION.",
+                "Leave it out: the partitions are the cluster's slot groups, named after it.",
+            )
+        )
+    hot = merged["HOT_KEYS"]
+    if hot and not (isinstance(hot, dict) and hot.get("LOCATION")):
+        # The record's keys are spread over slots; a cluster refuses such scripts.
+        problems.append(
+            Problem(
+                "E003",
+                "OPTIONS['HOT_KEYS'] on a redis+cluster:// LOCATION needs a LOCATION of its own.",
+                "Keep the hot-key record on a plain Redis server: OPTIONS['HOT_KEYS'] = "
+                "{'LOCATION': 'redis://host:6379/0'}, or leave HOT_KEYS off.",
+            )
+        )
+    if merged["L1"]:
+        problems.append(
+            Problem(
+                "E003",
+                "OPTIONS['L1'] is not available on a redis+cluster:// LOCATION.",
+                "Leave L1 off for this cache: its coherence channel would be relayed to every "
+                "node of the cluster on every write.",
+            )
+        )
+    groups = merged["CLUSTER_SLOT_GROUPS"]
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        groups = 1  # reported by _check_values
+    base = urls[0].partition("#")[0]
+    expanded = [f"{base}#{i}/{groups}" for i in range(groups)]
+    names = [redact(url) for url in expanded]
+    return CacheOptions(urls=expanded, names=names, options=merged, problems=problems)

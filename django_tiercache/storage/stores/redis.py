@@ -145,8 +145,7 @@ class RedisStore(Store):
 
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         super().__init__(url, ns, options)
-        factory = get_connection_factory(options=options)
-        self.client = factory.connect(url)
+        self.client = self._connect(url, options)
         self.pool = self.client.connection_pool
         self.channel = f"{ns}l1"  # where this namespace's changes are published (lua.py)
         limit = getattr(self.pool, "max_connections", None) or 0
@@ -195,6 +194,10 @@ class RedisStore(Store):
             self._idle.append(conn)
         else:
             self.pool.release(conn)
+
+    def _connect(self, url: str, options: dict[str, Any]) -> Any:
+        """The redis-py client whose pool the calls use (stores/sentinel.py overrides it)."""
+        return get_connection_factory(options=options).connect(url)
 
     def hello_command(self) -> tuple:
         return ("FCALL", lua.function_name("hello"), 0, self.ns, fresh_epoch(), self.horizon)
@@ -287,6 +290,18 @@ class RedisStore(Store):
 
     def release(self, name, owner):
         return self._call("release", [f"{self.ns}sf:{name}"], [owner])
+
+    def server_client(self) -> Any:
+        """A redis-py client of the server that holds the partition now (statistics)."""
+        return self.client
+
+    def placement(self) -> dict[str, Any]:
+        """Where the partition lives now, beyond its URL (statistics): {} on a plain server."""
+        return {}
+
+    def scan_keys(self, pattern: str, count: int) -> Any:
+        """The keys matching a Redis glob pattern, as str (django-redis' keys and friends)."""
+        return (key.decode() for key in self.client.scan_iter(match=pattern, count=count))
 
     def close(self):
         # Pools are shared by every thread's backend instance; keep them (as

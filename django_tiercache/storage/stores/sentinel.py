@@ -1,0 +1,72 @@
+"""A partition on a Sentinel-managed primary, through redis-py's Sentinel support.
+
+``redis+sentinel://[user:password@]s1:26379,s2:26379/<service>/<db>`` names the
+sentinels, the service they watch and the database. Every new connection asks
+the sentinels where the primary is, so after a failover the partition follows
+the promoted replica by itself; until Sentinel names one, calls fail as they
+do on a dead partition (the breaker opens, reads miss, nothing stale is read).
+
+A failover is treated as a partition that may have missed invalidations.
+Replication is asynchronous: the promoted replica may lack the last tag
+drops and locks its old primary acknowledged. It also holds a copy of the old
+primary's meta hash, whose ``run`` is the old primary's run_id; the ``hello``
+greeting every new connection sends first (stores/redis.py, stores/lua.py)
+finds a different run_id and starts the hash over: a new generation (every
+tagged entry dropped), no lease, a new epoch (so the other partitions fence
+it at its next lease) and no fills under tags for the write-lock horizon.
+Untagged entries survive; like any write Redis acknowledged but did not
+replicate, the last writes to them before the failover may be lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from redis import Redis
+from redis.sentinel import Sentinel
+
+from ..options import SentinelLocation, parse_sentinel_url
+from .redis import RedisStore
+
+# One Sentinel client (and so one pool of connections to the primary) per
+# location and connection options, shared by every thread's backend, as
+# django-redis shares its pools.
+_clients: dict[tuple, Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(url: str, options: dict[str, Any]) -> Redis:
+    timeouts = (options.get("SOCKET_TIMEOUT"), options.get("SOCKET_CONNECT_TIMEOUT"))
+    key = (url, timeouts, options.get("PASSWORD"), options.get("USERNAME"))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = _connect(parse_sentinel_url(url), options)
+        return client
+
+
+def _connect(location: SentinelLocation, options: dict[str, Any]) -> Redis:
+    timeouts = {
+        "socket_timeout": options.get("SOCKET_TIMEOUT"),
+        "socket_connect_timeout": options.get("SOCKET_CONNECT_TIMEOUT"),
+    }
+    credentials = {
+        "username": location.username or options.get("USERNAME"),
+        "password": location.password or options.get("PASSWORD"),
+    }
+    # The sentinels themselves take the timeouts; the primary, timeouts and credentials.
+    sentinel = Sentinel(location.sentinels, sentinel_kwargs=dict(timeouts), **timeouts)
+    pool_kwargs = dict(options.get("CONNECTION_POOL_KWARGS") or {})
+    return sentinel.master_for(location.service, db=location.db, **credentials, **pool_kwargs)
+
+
+class SentinelStore(RedisStore):
+    """A RedisStore whose connections go to whichever server Sentinel names primary."""
+
+    def _connect(self, url: str, options: dict[str, Any]) -> Redis:
+        return _client(url, options)
+
+    def placement(self) -> dict[str, Any]:
+        host, port = self.pool.get_master_address()  # asks the sentinels
+        return {"role": "sentinel primary", "address": f"{host}:{port}"}
