@@ -107,6 +107,19 @@ def run(
     return reports
 
 
+def summary(reports: list[dict]) -> dict:
+    """The figures a run's reports add up to: commits, refused saves, reads, and
+    the stale reads of each reader."""
+    writers = [r for r in reports if r["role"] == "writer"]
+    readers = [r for r in reports if r["role"] == "reader"]
+    return {
+        "commits": sum(r["operations"] for r in writers),
+        "refused": sum(r.get("refused", 0) for r in writers),
+        "reads": sum(r["reads"] for r in readers),
+        "stale": [r["stale"] for r in readers],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=["writer", "reader"])

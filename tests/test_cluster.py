@@ -305,10 +305,8 @@ def _stress(cluster, database_env: dict, disturb, capsys, what: str) -> list[dic
     thread.start()
     reports = stress.run(writers=2, readers=3, pks=pks, seconds=9, env=env, pause=0.02)
     thread.join()
-    commits = sum(r["operations"] for r in reports if r["role"] == "writer")
-    refused = sum(r["refused"] for r in reports if r["role"] == "writer")
-    reads = sum(r["reads"] for r in reports if r["role"] == "reader")
-    stale = [r["stale"] for r in reports if r["role"] == "reader"]
+    totals = stress.summary(reports)
+    commits, refused, reads, stale = (totals[k] for k in ("commits", "refused", "reads", "stale"))
     with capsys.disabled():
         print(  # noqa: T201 - the figures the issue asks to see
             f"\n  cluster, {what}: {reads} reads, {commits} commits ({refused} refused), "

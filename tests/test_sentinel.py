@@ -153,9 +153,8 @@ def test_primary_killed_mid_traffic__no_stale_reads_and_writes_come_back(
     killer.start()
     reports = stress.run(writers=2, readers=3, pks=pks, seconds=9, env=env, pause=0.02)
     killer.join()
-    commits = sum(r["operations"] for r in reports if r["role"] == "writer")
-    reads = sum(r["reads"] for r in reports if r["role"] == "reader")
-    stale = [r["stale"] for r in reports if r["role"] == "reader"]
+    totals = stress.summary(reports)
+    commits, reads, stale = (totals[k] for k in ("commits", "reads", "stale"))
     with capsys.disabled():
         print(  # noqa: T201 - the figures the issue asks to see
             f"\n  sentinel failover mid-traffic: {reads} reads, {commits} commits, stale "

@@ -95,10 +95,8 @@ def test_losing_metadata_restarts_and_full_servers__no_stale_reads(
     pks = [Product.objects.create(name=f"c{i}").pk for i in range(12)]
     with Chaos(servers, cache["KEY_PREFIX"], actions=actions) as chaos:
         reports = stress.run(writers=2, readers=3, pks=pks, seconds=10, env=env, pause=0.02)
-    commits = sum(r["operations"] for r in reports if r["role"] == "writer")
-    refused = sum(r["refused"] for r in reports if r["role"] == "writer")
-    reads = sum(r["reads"] for r in reports if r["role"] == "reader")
-    stale = [r["stale"] for r in reports if r["role"] == "reader"]
+    totals = stress.summary(reports)
+    commits, refused, reads, stale = (totals[k] for k in ("commits", "refused", "reads", "stale"))
     with capsys.disabled():
         print(  # noqa: T201 - the figures the issue asks to see
             f"\n  chaos over {partitions} partitions: {reads} reads, {commits} commits "
