@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import weakref
-from time import monotonic
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from django_redis.pool import get_connection_factory
