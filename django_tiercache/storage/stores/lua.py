@@ -140,6 +140,15 @@ local function extend(key, ttl)
   elseif left < ttl then redis.call('PEXPIRE', key, with_slack(ttl)) end
 end
 
+-- The partition's generation token, made if missing. It never expires, so
+-- unlike a tag token it needs no PTTL.
+local function generation(ns, fresh)
+  local gen = redis.call('GET', ns .. 'gen')
+  if gen then return gen end
+  redis.call('SET', ns .. 'gen', fresh)
+  return fresh
+end
+
 local function token(key, fresh, ttl)
   local tok = redis.call('GET', key)
   if tok then extend(key, ttl); return tok end
@@ -179,10 +188,12 @@ local function ensure_meta(ns, epoch, horizon)
 end
 
 -- The write locks on a tag still in force: a list of "until writer".
+-- `now` may be now_ms itself, called only if the tag has locks.
 local function holders(meta, tag, now, except)
   local v = redis.call('HGET', meta, 'l:' .. tag)
   local live = {}
   if v then
+    if type(now) == 'function' then now = now() end
     for until_ms, writer in string.gmatch(v, '(%d+) (%S+)') do
       if tonumber(until_ms) > now and writer ~= except then
         live[#live + 1] = until_ms .. ' ' .. writer
@@ -210,7 +221,9 @@ local function fills_allowed(ns, epoch, horizon, now)
     fields[2] = redis.call('HGET', ns .. 'meta', 'quiet')
   end
   local quiet = fields[2]
-  return not quiet or tonumber(quiet) <= now
+  if not quiet then return true end
+  if type(now) == 'function' then now = now() end
+  return tonumber(quiet) <= now
 end
 
 -- The tag's token, or false while a writer holds the tag locked.
@@ -312,13 +325,13 @@ local function write(keys, args)
     end
     if ok == 1 and n > 0 then
       if allowed == nil then
-        now = now_ms()
+        now = now_ms  -- read from the server only if a lock or a quiet period needs it
         allowed = leased_now(ns, leased) and (fills_allowed(ns, fresh, horizon, now) or 0)
       end
       if not allowed then ok = -1 elseif allowed == 0 then ok = 0 end
     end
     if ok == 1 and n > 0 then
-      local gen = token(ns .. 'gen', fresh, nil)
+      local gen = generation(ns, fresh)
       if snap and snap[1] ~= gen then ok = 0 end
       local parts = {n, '\n', gen, '\n'}
       for j = 1, n do
@@ -365,9 +378,9 @@ end
 local function snapshot(keys, args)
   local ns, fresh, ttl, horizon = args[1], args[2], tonumber(args[3]), tonumber(args[4])
   if not leased_now(ns, args[5] == '1') then return {} end
-  local now = now_ms()
+  local now = now_ms  -- read from the server only if a lock or a quiet period needs it
   local allowed = fills_allowed(ns, fresh, horizon, now)
-  local out = {token(ns .. 'gen', fresh, nil)}
+  local out = {generation(ns, fresh)}
   for i = 6, #args do
     out[#out + 1] = allowed and tag_token(ns, args[i], fresh, ttl, now) or '!'
   end
