@@ -8,7 +8,9 @@ value plus pickle.loads. Then the ratios the project holds itself to, each
 against its target. Samples of all operations are interleaved round by round,
 so a burst of noise from other work on the machine falls on every row alike;
 ratios are of medians. The load average is printed at the start and the end:
-figures taken under load are not comparable with quiet ones.
+figures taken under load are not comparable with quiet ones. Last, where
+the microseconds go (benchmarks/_where.py): each Function's time on the server
+against the plain command, and the client's steps of one get.
 
 Redis: db 15 on the shared server at 127.0.0.1:6379 (flushed before and after)
 and two redis-server processes of its own on free ports (the 3-partition
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis  # noqa: E402
 from _servers import redis_servers  # noqa: E402
+from _where import measure, print_where  # noqa: E402
 
 DB = 15
 SHARED_URL = f"redis://127.0.0.1:6379/{DB}"
@@ -360,6 +363,10 @@ def main(argv: list[str] | None = None) -> None:
             interleaved(rows, rounds, sample_ms)
             if not args.no_saves:
                 rows += save_rows(ports, rounds=max(6, rounds // 3), saves=100)
+            from django.core.cache import caches
+
+            body = caches["tc"]._codec.encode("where", VALUE)
+            where = measure(ports[0], body, caches["tc"], "k")
         finally:
             flush(ports)
     by_key = {r.key: r for r in rows}
@@ -367,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  floor (raw GET + unpickle): {floor.wall:.1f} µs wall, {floor.cpu:.1f} µs CPU\n")
     print_rows(rows, floor)
     print_targets(by_key)
+    print_where(where)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average at end: {load}")
 
