@@ -158,9 +158,11 @@ class RedisStore(Store):
         limit = getattr(self.pool, "max_connections", None) or 0
         self._idle_max = min(IDLE_CONNECTIONS, limit // IDLE_SHARE)
         self._idle: list[Any] = []
+        self._releasing: list[Any] = []  # the connection releases go on (unlock_later)
         self._idle_pid = os.getpid()
-        # A thread's backend instance dies with its thread; its idle connections go back.
-        weakref.finalize(self, _give_all_back, self.pool, self._idle, self._idle_pid, _ignore)
+        # A thread's backend instance dies with its thread; its connections go back.
+        for kept in (self._idle, self._releasing):
+            weakref.finalize(self, _give_all_back, self.pool, kept, self._idle_pid, _ignore)
 
     def take(self) -> Any:
         """A connection for one call: an idle one of this store's, else the pool's."""
@@ -172,23 +174,38 @@ class RedisStore(Store):
                 except IndexError:
                     pass
                 else:
-                    if conn.__dict__.get("_tiercache_owed"):
-                        _read_owed(conn, self.later_failed)
                     if monotonic() - conn._tiercache_idle_since < RECHECK_AFTER:
                         return conn
                     return _ready(conn)
-            else:  # a forked child: the parent's sockets are not ours to use
-                self._idle, self._idle_pid = [], os.getpid()
+            else:
+                self._forked()
         return self.pool.get_connection()
 
+    def _forked(self) -> None:
+        """In a forked child: the parent's sockets are not ours to use."""
+        self._idle, self._releasing, self._idle_pid = [], [], os.getpid()
+
     def unlock_later(self, tags, writer):
-        """Send the unlock now and read its reply when the connection is next
-        taken (or given back to the pool): the caller waits for no round trip.
-        A lock whose release fails expires by itself, so nobody needs the reply."""
-        if self._idle_max == 0:  # no idle list to park the connection in
+        """Send the unlock now and read its reply at the next release (or when
+        the store is closed): the caller waits for no round trip. A lock whose
+        release fails expires by itself, so nobody needs the reply.
+
+        Releases go on a connection of their own. The next call after a release
+        is most often the next write's lock: on the same connection it would
+        first wait for the release's reply, which may not have arrived yet; by
+        the next release it has, and reading it costs no wait.
+        """
+        if self._idle_max == 0:  # no list to park the connection in
             super().unlock_later(tags, writer)
             return
-        conn = self.take()
+        if self._idle_pid != os.getpid():
+            self._forked()
+        try:
+            conn = self._releasing.pop()  # atomic: two threads never get the same one
+        except IndexError:
+            conn = self.pool.get_connection()
+        else:
+            _read_owed(conn, self.later_failed)
         try:
             conn.send_command(*self._command("unlock", [], [writer, *tags]))
         except BaseException:
@@ -196,7 +213,10 @@ class RedisStore(Store):
             self.pool.release(conn)
             raise
         conn._tiercache_owed = conn.__dict__.get("_tiercache_owed", 0) + 1
-        self.give_back(conn)
+        if self._releasing:  # another thread parked one meanwhile: keep one only
+            _give_all_back(self.pool, [conn], self._idle_pid, self.later_failed)
+        else:
+            self._releasing.append(conn)
 
     def give_back(self, conn: Any) -> None:
         """Keep a connection whose reply was read whole for the next call, or
@@ -318,7 +338,8 @@ class RedisStore(Store):
     def close(self):
         # Pools are shared by every thread's backend instance; keep them (as
         # django-redis does), but give back this instance's idle connections.
-        _give_all_back(self.pool, self._idle, self._idle_pid, self.later_failed)
+        for kept in (self._idle, self._releasing):
+            _give_all_back(self.pool, kept, self._idle_pid, self.later_failed)
 
 
 def _ready(conn: Any) -> Any:
