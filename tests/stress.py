@@ -233,10 +233,10 @@ class Probe:
         return self._written_since_marked and self._failing_since is None
 
     def figures(self) -> str:
-        return (
-            f"probe: {self.failures} of {self.writes} writes failed, for {self.error_time:.2f} s"
-            + ("" if self.recovered else " (not recovered)")
-        )
+        line = f"probe: {self.failures} of {self.writes} writes failed, for {self.error_time:.2f} s"
+        if self._failing_since is not None:
+            line += f", still failing {time.monotonic() - self._failing_since:.2f} s on"
+        return line
 
     def disturbed(self, since: float | None = None) -> None:
         """The disturbance is done (a kill) or over (a migration). With `since` (a
