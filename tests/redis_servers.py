@@ -362,6 +362,18 @@ class SentinelSet:
         return port
 
 
+def cut_off_replica(primary: RedisServer, replica: RedisServer) -> None:
+    """Once `replica` has everything `primary` holds, make it miss what comes next:
+    frozen, and its link cut (bytes already sent would wait in its socket and
+    still arrive). Resume it to let it take over with what it has."""
+    with primary.client() as client:
+        if client.wait(1, 2000) != 1:
+            raise RuntimeError(f"the replica of {primary} did not catch up within 2 s")
+    replica.pause()
+    with primary.client() as client:
+        client.client_kill_filter(_type="replica")
+
+
 def crash(server: RedisServer) -> None:
     """SIGKILL: the server dies at once, with no shutdown (and no waiting for replicas)."""
     server.resume()

@@ -17,7 +17,7 @@ from django_tiercache.storage import options as options_module
 from django_tiercache.storage.stores import lua
 from django_tiercache.storage.stores.cluster import SLOTS, group_hashtag
 from tests import stress
-from tests.redis_servers import crash
+from tests.redis_servers import crash, cut_off_replica
 from tests.test_checks import ids_for
 from tests.testapp.models import Product
 
@@ -254,11 +254,8 @@ def test_master_failover__an_invalidation_its_replica_missed_is_never_served(
     master = cluster.node_serving(slot)
     with master.client() as client:
         replicas = client.info("replication")
-        assert client.wait(1, 2000) == 1
     replica = next(n for n in cluster.nodes if n.port == int(replicas["slave0"]["port"]))
-    replica.pause()
-    with master.client() as client:
-        client.client_kill_filter(_type="replica")
+    cut_off_replica(master, replica)
     cache.invalidate_tags("product")
     assert cache.get("product:1") is None
     crash(master)

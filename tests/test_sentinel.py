@@ -13,7 +13,7 @@ from django_tiercache.stats.partitions import describe
 from django_tiercache.storage import options as options_module
 from django_tiercache.storage.options import SentinelLocation, parse_sentinel_url
 from tests import stress
-from tests.redis_servers import crash
+from tests.redis_servers import crash, cut_off_replica
 from tests.test_checks import ids_for
 from tests.testapp.models import Product
 
@@ -73,13 +73,7 @@ def test_failover__an_invalidation_the_replica_missed_is_never_served(sentinel_s
     cache.set("product:1", "old", tags=["product"])
     cache.set("plain", "kept")
     primary, replica = sentinel_set.primary, sentinel_set.replica
-    with primary.client() as client:
-        assert client.wait(1, 2000) == 1  # the replica has both entries
-    # From here on the replica misses what the primary does: frozen, and its
-    # link cut (bytes already sent would wait in its socket and still arrive).
-    replica.pause()
-    with primary.client() as client:
-        client.client_kill_filter(_type="replica")
+    cut_off_replica(primary, replica)  # it has both entries, and misses what follows
     cache.invalidate_tags("product")
     assert cache.get("product:1") is None
     crash(primary)
