@@ -6,9 +6,7 @@ kills or moves something gets a cluster of its own (fresh_redis_cluster).
 """
 
 import json
-import threading
 import time
-import uuid
 
 import pytest
 import redis
@@ -19,12 +17,11 @@ from django_tiercache.storage import options as options_module
 from django_tiercache.storage.stores import lua
 from django_tiercache.storage.stores.cluster import SLOTS, group_hashtag
 from tests import stress
-from tests.redis_servers import crash
+from tests.redis_servers import crash, cut_off_replica
 from tests.test_checks import ids_for
-from tests.test_stress import shared_database_env  # noqa: F401 - a fixture
 from tests.testapp.models import Product
 
-FAST = {"SOCKET_TIMEOUT": 0.25, "SOCKET_CONNECT_TIMEOUT": 0.25, "BREAKER_COOLDOWN": 0.3}
+FAST = stress.FAST
 
 
 def test_a_cluster_location__becomes_one_partition_per_slot_group():
@@ -257,11 +254,8 @@ def test_master_failover__an_invalidation_its_replica_missed_is_never_served(
     master = cluster.node_serving(slot)
     with master.client() as client:
         replicas = client.info("replication")
-        assert client.wait(1, 2000) == 1
     replica = next(n for n in cluster.nodes if n.port == int(replicas["slave0"]["port"]))
-    replica.pause()
-    with master.client() as client:
-        client.client_kill_filter(_type="replica")
+    cut_off_replica(master, replica)
     cache.invalidate_tags("product")
     assert cache.get("product:1") is None
     crash(master)
@@ -283,97 +277,67 @@ def _writes(cache, key: str) -> bool:
     return True
 
 
-def _stress(cluster, database_env: dict, disturb, capsys, what: str) -> list[dict]:
-    """Two writers and three readers on PostgreSQL over the cluster while
-    `disturb(prefix)` runs in a thread (started 3 s in); the readers' reports."""
-    prefix = f"cl-{uuid.uuid4().hex[:6]}"
-    cache = {
-        "BACKEND": "django_tiercache.backend.TierCache",
-        "LOCATION": cluster.url(),
-        "KEY_PREFIX": prefix,
-        "OPTIONS": {"TAG_LEASE": 1.0, **FAST},
-    }
-    env = {**database_env, "TIERCACHE_TEST_CACHE": json.dumps(cache)}
+def _key_in(cache, partition) -> str:
+    """A key of the cache that lives in `partition` (a slot group)."""
+    return next(
+        f"p{i}" for i in range(10_000) if cache._partition(cache.make_key(f"p{i}")) is partition
+    )
+
+
+def _disturbed_run(cluster, database_env: dict, make_cache, disturb) -> tuple[dict, stress.Probe]:
+    """Writers and readers on PostgreSQL over the cluster (tests/stress.py) while
+    `disturb(cache)` runs 3 s in, with `cache` a RAISE_ERRORS cache of the same
+    prefix for its stress.Probe, which it returns: the run's summary and the probe."""
+    setting = stress.cache_setting(cluster.url(), "cl")
+    env = {**database_env, "TIERCACHE_TEST_CACHE": json.dumps(setting)}
     pks = [Product.objects.create(name=f"k{i}").pk for i in range(12)]
-    figures: dict[str, str] = {}
-
-    def later() -> None:
-        time.sleep(3)
-        figures["note"] = disturb(prefix)
-
-    thread = threading.Thread(target=later)
-    thread.start()
-    reports = stress.run(writers=2, readers=3, pks=pks, seconds=9, env=env, pause=0.02)
-    thread.join()
-    totals = stress.summary(reports)
-    commits, refused, reads, stale = (totals[k] for k in ("commits", "refused", "reads", "stale"))
-    with capsys.disabled():
-        print(  # noqa: T201 - the figures the issue asks to see
-            f"\n  cluster, {what}: {reads} reads, {commits} commits ({refused} refused), "
-            f"stale {stale}, {figures.get('note')}"
-        )
-    assert commits > 20 and reads > 300, "the race did not really run"
-    return [r for r in reports if r["role"] == "reader"]
+    cache = make_cache(
+        cluster.url(), KEY_PREFIX=setting["KEY_PREFIX"], RAISE_ERRORS=True, **stress.FAST
+    )
+    return stress.run_disturbed(env, pks, lambda: disturb(cache))
 
 
 @pytest.mark.django_db(transaction=True)
 def test_master_killed_mid_traffic__no_stale_reads_and_writes_come_back(
-    shared_database_env,  # noqa: F811 - the fixture
-    fresh_redis_cluster,
-    make_cache,
-    capsys,
+    shared_database_env, fresh_redis_cluster, make_cache, capsys
 ):
     """A master is killed mid-run: no reader goes back in time, and writes to its
-    groups succeed again once its replica is promoted."""
+    group fail only until its replica is promoted."""
     cluster = fresh_redis_cluster
-    recovered: dict[str, float] = {}
 
-    def kill_then_write(prefix: str) -> str:
-        probe = make_cache(cluster.url(), KEY_PREFIX=prefix, RAISE_ERRORS=True, **FAST)
-        first = probe._partitions[0]
-        key = next(
-            f"p{i}" for i in range(10_000) if probe._partition(probe.make_key(f"p{i}")) is first
-        )
-        killed = time.monotonic()
-        crash(cluster.node_serving(first.store.slot))
-        while time.monotonic() - killed < 60:
-            try:
-                probe.set(key, 1)
-            except redis.RedisError:
-                time.sleep(0.02)
-                continue
-            recovered["after"] = time.monotonic() - killed
-            break
-        return (
-            f"first write to its group {recovered.get('after', float('nan')):.2f} s after the kill"
-        )
+    def kill(cache) -> stress.Probe:
+        group = cache._partitions[0]
+        with stress.Probe(cache, [_key_in(cache, group)]) as probe:
+            killed = time.monotonic()
+            crash(cluster.node_serving(group.store.slot))
+            probe.disturbed(since=killed)
+        return probe
 
-    readers = _stress(cluster, shared_database_env, kill_then_write, capsys, "master killed")
-    assert [r["stale"] for r in readers] == [0, 0, 0]
-    assert "after" in recovered, "no write succeeded within 60 s of the kill"
+    totals, probe = _disturbed_run(cluster, shared_database_env, make_cache, kill)
+    stress.show(capsys, stress.describe("cluster, master killed", totals, probe.figures()))
+    stress.assert_no_stale_reads_and_bounded_errors(totals, probe)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_slots_migrated_mid_traffic__no_stale_reads(
-    shared_database_env,  # noqa: F811 - the fixture
-    fresh_redis_cluster,
-    make_cache,
-    capsys,
+    shared_database_env, fresh_redis_cluster, make_cache, capsys
 ):
     """Every group's slot is moved to another master mid-run (keys migrated while
-    the writers invalidate and the readers fill): no reader goes back in time."""
+    the writers invalidate and the readers fill): no reader goes back in time, and
+    writes to the groups fail, if at all, for a bounded time."""
     cluster = fresh_redis_cluster
 
-    def migrate_all(prefix: str) -> str:
-        probe = make_cache(cluster.url(), KEY_PREFIX=prefix, **FAST)
-        moved = 0
-        for partition in probe._partitions:
-            slot = partition.store.slot
-            source = cluster.node_serving(slot)
-            target = next(m for m in cluster.masters() if m.port != source.port)
-            _move_slot(cluster, slot, target, batch=2, pause=0.05)
-            moved += 1
-        return f"{moved} slots migrated"
+    def migrate_all(cache) -> stress.Probe:
+        keys = [_key_in(cache, group) for group in cache._partitions]
+        with stress.Probe(cache, keys) as probe:
+            for group in cache._partitions:
+                source = cluster.node_serving(group.store.slot)
+                target = next(m for m in cluster.masters() if m.port != source.port)
+                _move_slot(cluster, group.store.slot, target, batch=2, pause=0.05)
+            probe.disturbed()
+        return probe
 
-    readers = _stress(cluster, shared_database_env, migrate_all, capsys, "slots migrated")
-    assert [r["stale"] for r in readers] == [0, 0, 0]
+    totals, probe = _disturbed_run(cluster, shared_database_env, make_cache, migrate_all)
+    note = f"{len(probe.keys)} slots migrated, {probe.figures()}"
+    stress.show(capsys, stress.describe("cluster, slots migrated", totals, note))
+    stress.assert_no_stale_reads_and_bounded_errors(totals, probe)
