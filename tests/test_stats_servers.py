@@ -116,14 +116,16 @@ def test_cluster__every_node_with_its_role_slots_and_slot_groups(
     rows = server_rows(page)
     assert set(rows) == set(nodes)
     for address in masters:
-        assert f'data-role="master"' in rows[address]
+        assert 'data-role="master"' in rows[address]
         assert f'data-figure="slots">{nodes[address]["slots"]:,}<' in rows[address]
     assert 'data-figure="slots-served">16,384<' in page
 
     found = samples(client)
     slots = {s.labels["server"]: s.value for s in found if s.name == "tiercache_server_slots"}
     assert sum(slots.values()) == 16384 and set(slots) == set(nodes)
-    roles = {s.labels["server"]: s.labels["role"] for s in found if s.name == "tiercache_server_info"}
+    roles = {
+        s.labels["server"]: s.labels["role"] for s in found if s.name == "tiercache_server_info"
+    }
     assert roles == {address: row["role"] for address, row in nodes.items()}
 
 
@@ -156,9 +158,10 @@ def test_cluster_scrape__probes_each_node_once_whatever_the_number_of_slot_group
                 node[command] = calls
         node["info"] -= 1  # the INFO commandstats of `after`
         asked_nodes += node.pop("cluster|nodes", 0)
-        assert +node in (Counter(time=1, info=1, **{"config|get": 1}), Counter(
-            time=1, info=1, hgetall=1, **{"config|get": 1}
-        ))
+        assert +node in (
+            Counter(time=1, info=1, **{"config|get": 1}),
+            Counter(time=1, info=1, hgetall=1, **{"config|get": 1}),
+        )
         ran.update(node)
     assert asked_nodes == 1
     assert ran == Counter(time=6, info=6, hgetall=1, **{"config|get": 6})
@@ -200,7 +203,9 @@ def test_cluster_master_failed_over__its_replica_shows_as_master_and_the_page_an
     assert ">fail<" in rows[old] and "unreachable" in rows[old]
 
     found = samples(client)
-    roles = {s.labels["server"]: s.labels["role"] for s in found if s.name == "tiercache_server_info"}
+    roles = {
+        s.labels["server"]: s.labels["role"] for s in found if s.name == "tiercache_server_info"
+    }
     assert roles[replica] == "master"
     up = {s.labels["server"]: s.value for s in found if s.name == "tiercache_server_up"}
     assert up[old] == 0 and up[replica] == 1

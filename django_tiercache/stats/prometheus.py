@@ -72,7 +72,11 @@ SERVER_GAUGES = (
     ("used_memory", "tiercache_server_memory_used_bytes", "Memory the server uses."),
     ("connected_clients", "tiercache_server_connected_clients", "Clients connected."),
     ("ops_per_second", "tiercache_server_ops_per_second", "The server's operations/s."),
-    ("lag_s", "tiercache_server_replication_lag_seconds", "A replica's lag, as its primary sees it."),
+    (
+        "lag_s",
+        "tiercache_server_replication_lag_seconds",
+        "A replica's lag, as its primary sees it.",
+    ),
 )
 
 
@@ -236,12 +240,13 @@ def _servers(scrapes: list[Scrape]) -> Iterator[Any]:
     labels = ["cache", "server"]
     families = {k: GaugeMetricFamily(n, h, labels=labels) for k, n, h in SERVER_GAUGES}
     up = GaugeMetricFamily(
-        "tiercache_server_up", "1 if the server answered (replicas of a Sentinel primary are not asked).",
+        "tiercache_server_up",
+        "1 if the server answered (replicas of a Sentinel primary are not asked).",
         labels=labels,
     )
     about = InfoMetricFamily(
         "tiercache_server",
-        "A server's role, its primary (replicas), cluster flags and link, and the slot groups on it.",
+        "A server's role, its primary (replicas), cluster flags, link and slot groups.",
         labels=labels,
     )
     for found in scrapes:
@@ -253,9 +258,9 @@ def _servers(scrapes: list[Scrape]) -> Iterator[Any]:
             for name, family in families.items():
                 if node.get(name) is not None:
                     family.add_metric(names, node[name])
-    for family in (up, about, *families.values()):
-        if family.samples:
-            yield family
+    for metric in (up, about, *families.values()):
+        if metric.samples:
+            yield metric
 
 
 def _server_labels(node: dict[str, Any]) -> dict[str, str]:
