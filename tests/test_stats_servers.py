@@ -254,9 +254,16 @@ def test_sentinel_failover__failovers_seen_goes_to_one_on_the_page_and_in_promet
     def counted() -> bool:
         # The first call on the new primary counts the failover; the sentinels that did
         # not run it name the new primary a moment later.
+        # The old primary is listed once it has rejoined as the new one's replica.
         cache.set("after", 1)
-        row = primary_row(report_of(client))
-        return row["address"] == f"127.0.0.1:{replica.port}" and row["failovers_seen"] == 1
+        report = report_of(client)
+        row = primary_row(report)
+        rejoined = [r["address"] for r in report["nodes"] if r["role"] == "replica"]
+        return (row["address"], row["failovers_seen"], rejoined) == (
+            f"127.0.0.1:{replica.port}",
+            1,
+            [f"127.0.0.1:{primary.port}"],
+        )
 
     eventually(counted, "the failover seen on the new primary")
     with replica.client() as server:  # kept with the data, where every process reads it
@@ -268,6 +275,9 @@ def test_sentinel_failover__failovers_seen_goes_to_one_on_the_page_and_in_promet
     assert 'data-figure="failovers-seen">1<' in page
     rows = server_rows(page)
     assert 'data-role="primary"' in rows[f"127.0.0.1:{replica.port}"]
+    # The old primary, now its replica, is listed, not probed: no figure of its own.
+    assert 'data-role="replica"' in rows[f"127.0.0.1:{primary.port}"]
+    assert "dict_keys" not in rows[f"127.0.0.1:{primary.port}"]
     assert failovers_metric(client) == 1
 
 

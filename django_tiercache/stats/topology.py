@@ -178,7 +178,8 @@ def _sentinel_rows(info: dict[str, Any]) -> list[dict[str, Any]]:
             "replication": replica["state"],
             "lag_s": replica["lag_s"],
             "bytes_behind": replica["bytes_behind"],
-            "reachable": None,  # not probed: its primary's word
+            "keys": None,  # not probed: what its primary says of it
+            "reachable": None,
         }
         for replica in info.get("replicas", [])
     ]
