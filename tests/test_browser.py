@@ -70,7 +70,7 @@ def log_in(page, url):
 MISALIGNED_CELLS = """() => {
   const wrong = [];
   document.querySelectorAll('.tc-partitions, .tc-servers').forEach((table, t) => {
-    const heads = [...table.querySelectorAll('thead th')].map(th => th.getBoundingClientRect().left);
+    const heads = [...table.querySelectorAll('thead th')].map(h => h.getBoundingClientRect().left);
     table.querySelectorAll('tbody tr.tc-partition, tbody tr.tc-server').forEach((row, r) => {
       let column = 0;
       for (const cell of row.cells) {
