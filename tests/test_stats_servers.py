@@ -90,6 +90,7 @@ def test_cluster__every_node_with_its_role_slots_and_slot_groups(
     client, admin_user, clean_redis_cluster, cluster_cache
 ):
     cluster = clean_redis_cluster
+    eventually(lambda: replicas_caught_up(cluster), "the replicas receiving the writes")
     client.force_login(admin_user)
     report = report_of(client)
     nodes = {row["address"]: row for row in report["nodes"]}
@@ -127,6 +128,18 @@ def test_cluster__every_node_with_its_role_slots_and_slot_groups(
         s.labels["server"]: s.labels["role"] for s in found if s.name == "tiercache_server_info"
     }
     assert roles == {address: row["role"] for address, row in nodes.items()}
+
+
+def replicas_caught_up(cluster) -> bool:
+    """Every replica holds as many keys as its master (replication is asynchronous)."""
+    sizes, masters = {}, {}
+    for node in cluster.nodes:
+        with node.client() as server:
+            sizes[node.port] = server.dbsize()
+            info = server.info("replication")
+        if info["role"] == "slave":
+            masters[node.port] = info["master_port"]
+    return all(sizes[replica] == sizes[master] for replica, master in masters.items())
 
 
 @pytest.mark.parametrize("cluster_cache", [True], indirect=True)
@@ -302,3 +315,39 @@ def test_sentinel_servers__what_redis_reports_is_escaped_on_the_page(
     page = client.get(PAGE).content.decode()
     assert "&lt;i&gt;x&lt;/i&gt;" in page
     assert evil not in page
+
+
+# -- outages --
+
+
+def test_a_cluster_that_does_not_answer__the_page_json_and_metrics_still_answer(
+    client, admin_user, settings, closed_port_url
+):
+    port = closed_port_url.rpartition(":")[2].split("/")[0]
+    use_cache(settings, f"redis+cluster://127.0.0.1:{port}/", CLUSTER_SLOT_GROUPS=2)
+    client.force_login(admin_user)
+    report = report_of(client)
+    assert report["nodes"] == [] and "no seed node" in report["nodes_error"]
+    response = client.get(PAGE)
+    assert response.status_code == 200
+    assert "The cluster did not say which nodes it has" in response.content.decode()
+    up = [s.value for s in samples(client) if s.name == "tiercache_partition_up"]
+    assert up == [0, 0]
+
+
+def test_a_sentinel_partition_whose_servers_are_all_down__is_a_partition_down(
+    client, admin_user, settings, sentinel_set
+):
+    use_cache(settings, sentinel_set.url())
+    caches["default"].set("k", 1)
+    sentinel_set.replica.stop()
+    sentinel_set.primary.stop()
+    client.force_login(admin_user)
+    report = report_of(client)
+    assert report["down"] == [report["partitions"][0]["name"]] and report["nodes"] == []
+    response = client.get(PAGE)
+    assert response.status_code == 200
+    assert "Partitions down:" in response.content.decode()
+    found = samples(client)
+    assert [s.value for s in found if s.name == "tiercache_partition_up"] == [0]
+    assert not [s for s in found if s.name == "tiercache_partition_failovers_seen_total"]

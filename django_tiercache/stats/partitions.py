@@ -41,7 +41,9 @@ def describe(partition: Any, probes: dict[tuple, Any] | None = None) -> dict[str
         "breaker_open": partition.breaker.is_open,
     }
     store = partition.store
-    if getattr(store, "client", None) is None:
+    # Not getattr(store, "client"): a cluster's client is made at first use, and raises
+    # while the cluster is down.
+    if base["kind"] == "memory":
         return {**base, **_memory(store)}
     if base["breaker_open"]:
         return {**base, "reachable": False, "error": "circuit breaker open in this process"}
