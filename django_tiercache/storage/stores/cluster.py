@@ -208,6 +208,24 @@ class ClusterStore(RedisStore):
         node = self.client.nodes_manager.get_node_from_slot(self.slot)
         return {"role": "cluster master", "address": node.name, "slot": self.slot}
 
+    def node_addresses(self) -> list[str]:
+        """The "host:port" of every node in redis-py's slot map (statistics)."""
+        return list(self.client.nodes_manager.nodes_cache)
+
+    def node_client(self, address: str) -> Any:
+        """A redis-py client of the node at "host:port", a replica or a master without
+        slots included (statistics; the latter's are kept beside the slot map's)."""
+        client = self.client
+        node = client.get_node(node_name=address)
+        if node is None:
+            with client._tiercache_lock:  # type: ignore[attr-defined]
+                others = client.__dict__.setdefault("_tiercache_other_nodes", {})
+                host, _, port = address.rpartition(":")
+                node = others.setdefault(address, ClusterNode(host, int(port)))
+        if node.redis_connection is None:
+            client.nodes_manager.create_redis_connections([node])
+        return node.redis_connection
+
     def start(self, args: tuple, convert: Any) -> RedisCall:
         return RedisCall(self, args, convert)
 

@@ -12,6 +12,9 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
   - ``epoch``      random, new whenever this hash is started over (memory lost)
   - ``born``       server ms when it was started over (grants before it are unknown)
   - ``quiet``      server ms until which nothing may be cached under tags
+  - ``switches``   how often ``hello`` found the hash on a server other than the one
+                   it was last checked on (a failover, a moved slot, a restart that
+                   kept the data); carried over when the hash is started over
   - ``l:<tag>``    write locks: "until writer ..." (transactions changing the tag's data)
   - ``f:<id>``     invalidations partition <id> missed (kept on the OTHER partitions)
   - ``g:<id>``     the latest lease deadline granted to partition <id>, server ms
@@ -245,6 +248,8 @@ local function hello(keys, args)
   local run = server_info('run_id')
   local seen = redis.call('HGET', meta, 'run')
   if seen == run then return 0 end
+  -- Another server's hash (not a new or lost one): the statistics count these.
+  local switches = seen and tonumber(redis.call('HGET', meta, 'switches') or '0') + 1
   local quiet = horizon
   if redis.call('EXISTS', meta) == 0 and redis.call('EXISTS', ns .. 'gen') == 0 then
     -- Nothing of this namespace here: new, or lost in a restart. Locks held
@@ -253,6 +258,7 @@ local function hello(keys, args)
     quiet = math.max(0, horizon - uptime)
   end
   new_meta(ns, fresh, quiet)
+  if switches then redis.call('HSET', meta, 'switches', switches) end
   return 1
 end
 

@@ -331,6 +331,10 @@ class RedisStore(Store):
         """Where the partition lives now, beyond its URL (statistics): {} on a plain server."""
         return {}
 
+    def meta_key(self) -> str:
+        """The namespace's meta hash (stores/lua.py); the statistics read its ``switches``."""
+        return f"{self.ns}meta"
+
     def scan_keys(self, pattern: str, count: int) -> Any:
         """The keys matching a Redis glob pattern, as str (django-redis' keys and friends)."""
         return (key.decode() for key in self.client.scan_iter(match=pattern, count=count))
