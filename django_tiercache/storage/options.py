@@ -592,15 +592,6 @@ def _cluster_options(urls: list[str], merged: dict[str, Any], problems: list[Pro
                 "{'LOCATION': 'redis://host:6379/0'}, or leave HOT_KEYS off.",
             )
         )
-    if merged["L1"]:
-        problems.append(
-            Problem(
-                "E003",
-                "OPTIONS['L1'] is not available on a redis+cluster:// LOCATION.",
-                "Leave L1 off for this cache: its coherence channel would be relayed to every "
-                "node of the cluster on every write.",
-            )
-        )
     groups = merged["CLUSTER_SLOT_GROUPS"]
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         groups = 1  # reported by _check_values
