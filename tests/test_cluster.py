@@ -304,7 +304,8 @@ def test_a_call_on_keys_split_by_a_migration__is_retried_on_tryagain_then_fails_
     _migrate_keys(source, target, [prefix + cache.make_key(keys[0]), f"{ns}t:product"])
     before = redirections.snapshot().get("tryagain", 0)
     assert cache.get_many(keys) == {}  # one call for the group: retried, then a miss
-    assert redirections.snapshot().get("tryagain", 0) - before == len(TRYAGAIN_PAUSES)
+    retried = redirections.snapshot().get("tryagain", 0) - before
+    assert retried == len(TRYAGAIN_PAUSES) and retried > 0  # bounded, and retried
     outcome = partition.run("drop_tags", ("product", "shop"))  # tokens on both masters
     assert isinstance(outcome.error, redis.exceptions.TryAgainError)
     cache.invalidate_tags("product", "shop")  # goes through: the group is fenced
