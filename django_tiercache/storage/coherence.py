@@ -49,9 +49,14 @@ _subscribers_lock = threading.Lock()
 class Subscriber:
     """A daemon thread listening on one partition's channel for its L1 slots."""
 
-    def __init__(self, locate: Callable[[bool], Any], channel: str, sharded: bool = False):
+    def __init__(
+        self, locate: Callable[[bool], Any], channel: str, sharded: bool = False, cut: int = 0
+    ):
         # locate(failed) -> the connection pool of the server to listen on now.
         self.locate, self.channel, self.sharded = locate, channel, sharded
+        # Announced keys start with this many characters L1 does not see (a
+        # slot group's "{hashtag}").
+        self.cut = cut
         self.listeners: list[tuple[L1, int]] = []
         self.live = False
         self.lock = threading.Lock()
@@ -136,6 +141,8 @@ class Subscriber:
             kind, items = "*", []
         else:
             kind, items = chr(data[0]), json.loads(data[1:])
+            if self.cut and kind == "k":
+                items = [key[self.cut :] for key in items]
         with self.lock:
             listeners = list(self.listeners)
         for l1, slot in listeners:
@@ -174,7 +181,8 @@ def listen(l1: L1, partitions: list[Any]) -> None:
                 locate = lambda failed, pool=pool: pool  # noqa: E731 - one server, always
             subscriber = _subscribers.get(identity)
             if subscriber is None:
-                subscriber = Subscriber(locate, store.channel, store.sharded_channel)
+                cut = len(store.key_prefix) if store.sharded_channel else 0
+                subscriber = Subscriber(locate, store.channel, store.sharded_channel, cut)
                 _subscribers[identity] = subscriber
             subscriber.add(l1, index)
         l1.listening_pid = pid
