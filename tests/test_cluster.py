@@ -53,10 +53,32 @@ def test_bad_cluster_urls__are_tiercache_e001(location):
     assert ids_for(location) == ["tiercache.E001"]
 
 
-def test_hot_keys_on_a_cluster_without_a_location_of_their_own__are_tiercache_e003():
-    assert ids_for("redis+cluster://h1:7000/", {"HOT_KEYS": True}) == ["tiercache.E003"]
-    record = {"HOT_KEYS": {"LOCATION": "redis://h2:6379/0"}}
-    assert ids_for("redis+cluster://h1:7000/", record) == []
+def test_hot_keys_on_a_cluster__are_accepted():
+    assert ids_for("redis+cluster://h1:7000/", {"HOT_KEYS": True}) == []
+
+
+def test_the_hot_key_record_on_a_cluster__is_kept_by_every_slot_group(
+    clean_redis_cluster, make_cache
+):
+    """Each group keeps a copy in its own slot (the script's keys share it), on the
+    master serving it; the ranking reads them all."""
+    from django_tiercache.hotkeys.record import record_of
+
+    cache = make_cache(clean_redis_cluster.url(), HOT_KEYS={"SAMPLE": 1.0, "FLUSH": 3600}, **FAST)
+    for _ in range(3):
+        cache.get("a")
+    cache.get_many(["a", "b"])
+    record = record_of(cache)
+    record.flush()
+    assert record.top() == [(cache.make_key("a"), 4.0), (cache.make_key("b"), 1.0)]
+    for partition in cache._partitions:
+        master = clean_redis_cluster.node_serving(partition.store.slot)
+        with master.client() as client:
+            assert client.zscore(f"{partition.store.ns}hot", cache.make_key("a")) == 4.0
+    record.remember({cache.make_key("a"): json.dumps(["model", "shop.product", "a", 1])})
+    assert record.origins([cache.make_key("a")]) == {
+        cache.make_key("a"): ["model", "shop.product", "a", 1]
+    }
 
 
 def test_an_l1_tier_on_a_cluster__is_accepted():
