@@ -184,6 +184,43 @@ def test_functions__are_loaded_on_a_master_that_lacks_them(clean_redis_cluster, 
         assert lua.CLUSTER_LIBRARY_NAME.encode() in libraries
 
 
+def _fcalls(node) -> int:
+    with node.client() as client:
+        return int(client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0))
+
+
+def test_a_multi_key_read__sends_every_group_its_call_before_reading_any_reply(
+    fresh_redis_cluster, make_cache
+):
+    """get_many over two groups on two masters, the first group's master frozen: the
+    second master receives its call while the first reply cannot have come yet."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), SOCKET_TIMEOUT=30, BREAKER_COOLDOWN=0.3)
+    first = cache._partitions[0]
+    frozen = cluster.node_serving(first.store.slot)
+    other = next(p for p in cache._partitions if cluster.node_serving(p.store.slot) != frozen)
+    keys = [
+        next(f"k{i}" for i in range(10_000) if cache._partition(cache.make_key(f"k{i}")) is p)
+        for p in (first, other)
+    ]
+    cache.get_many(keys)  # connections made and greeted
+    answering = cluster.node_serving(other.store.slot)
+    before = _fcalls(answering)
+    frozen.pause()
+    reader = threading.Thread(target=cache.get_many, args=(keys,))
+    try:
+        reader.start()
+        cluster.wait_until(
+            lambda: _fcalls(answering) > before,
+            "the second group's call arrived",
+            timeout=10,
+        )
+        assert reader.is_alive()  # still waiting for the frozen master's reply
+    finally:
+        frozen.resume()
+        reader.join(40)
+
+
 def _node_id(node) -> str:
     with node.client() as client:
         answer = client.execute_command("CLUSTER", "MYID")
