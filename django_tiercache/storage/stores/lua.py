@@ -44,7 +44,10 @@ parse is treated as invalid, never as an error that would fail the whole call.
 Functions (Redis 7) rather than EVAL scripts: the helpers below are compiled
 once per server instead of on every call. They touch keys they do not
 declare; that is fine on a standalone Redis server, which is what a partition
-is. Each function's first argument is ns. Functions that keep the guarantee
+is. A Redis Cluster runs a variant (``CLUSTER_LIBRARY``, at the end: SPUBLISH,
+and ``write`` announcing first), and stores/cluster.py declares the keys a
+call may touch, which the Functions ignore, so that a slot migration's ASK and
+TRYAGAIN rules cover them. Each function's first argument is ns. Functions that keep the guarantee
 (locks, fences, leases) may run on a full server (``allow-oom``); cache fills
 may not.
 """
