@@ -406,8 +406,8 @@ class ClusterStore(RedisStore):
         return ("FCALL", name, 1, self.ns + "meta", self.ns, fresh_epoch(), self.horizon)
 
     def _call(self, function, keys, args, convert=_same):
-        if function is None:  # a plain command, e.g. ["SET", key, ...], keys already in the slot
-            return self._send((*keys, *args), convert, askable=True, changes=True)
+        if function is None:  # a single-flight claim (SET NX PX), its key already in the slot
+            return self._send((*keys, *args), convert, askable=True, changes=False)
         if keys:
             keys = [self.key_prefix + key for key in keys]
         else:
@@ -428,7 +428,7 @@ class ClusterStore(RedisStore):
     def release(self, name, owner):
         key = f"{self.ns}sf:{name}"  # already in the group's slot
         name_ = lua.cluster_function_name("release")
-        return self._send(("FCALL", name_, 1, key, self.ns, owner), _same, True, True)
+        return self._send(("FCALL", name_, 1, key, self.ns, owner), _same, True, False)
 
     def announce_on_source(self) -> None:
         """Tell the group's subscribers, still on the master our slot map names,
