@@ -321,6 +321,8 @@ def test_calls_during_a_slot_migration__follow_ask_to_the_importing_master(
     source, target = _start_migration(cluster, slot)
     _migrate_keys(source, target, [partition.store.key_prefix + cache.make_key(k) for k in moved])
     _migrate_keys(source, target, [f"{ns}t:product"])
+    with target.client() as client:
+        client.function_flush()  # as on a master that joined for the resharding
     before = redirections.snapshot().get("ask", 0)
 
     assert [cache.get(k) for k in moved] == ["v1"] * 3  # read on the target
@@ -335,6 +337,8 @@ def test_calls_during_a_slot_migration__follow_ask_to_the_importing_master(
     assert outcome.error is None
     assert cache.get("product:1") is None
     assert redirections.snapshot().get("ask", 0) - before >= 8
+    with target.client() as client:  # loaded there by the first call sent with ASKING
+        assert [lib[1] for lib in client.function_list()] == [lua.CLUSTER_LIBRARY_NAME.encode()]
     cache.set("product:1", "new", tags=["product"])  # tagged: not sent to the target
     assert cache.get("product:1") is None
 
