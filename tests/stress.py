@@ -9,7 +9,7 @@ tests/test_sentinel.py (run_disturbed, Probe), and at full size by
 benchmarks/bench_invalidation.py.
 
     python -m tests.stress writer|reader --seconds 5 --pks 1,2,3
-prints one JSON line: {"role", "operations", "stale", "reads"}.
+prints one JSON line: {"role", "operations", "stale", "reads", "redirections"}.
 """
 
 from __future__ import annotations
@@ -130,6 +130,10 @@ def summary(reports: list[dict]) -> dict:
         "refused": sum(r.get("refused", 0) for r in writers),
         "reads": sum(r["reads"] for r in readers),
         "stale": [r["stale"] for r in readers],
+        "redirections": {
+            kind: sum(r.get("redirections", {}).get(kind, 0) for r in reports)
+            for kind in sorted({k for r in reports for k in r.get("redirections", {})})
+        },
     }
 
 
@@ -176,6 +180,8 @@ def describe(what: str, totals: dict, note: Any = None) -> str:
         f"{what}: {totals['reads']} reads, {totals['commits']} commits "
         f"({totals['refused']} saves refused), stale {totals['stale']}"
     )
+    if totals.get("redirections"):
+        line += f", redirections followed {totals['redirections']}"
     return f"{line}, {note}" if note else line
 
 
@@ -299,7 +305,11 @@ def main() -> None:
     django.setup()
     pks = [int(pk) for pk in options.pks.split(",")]
     work = writer if options.role == "writer" else reader
-    print(json.dumps(work(pks, options.seconds, options.limit, options.pause)))  # noqa: T201
+    report = work(pks, options.seconds, options.limit, options.pause)
+    from django_tiercache.storage.stores.cluster import redirections
+
+    report["redirections"] = redirections.snapshot()  # MOVED, ASK ... followed on a cluster
+    print(json.dumps(report))  # noqa: T201
 
 
 if __name__ == "__main__":

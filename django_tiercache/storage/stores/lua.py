@@ -47,7 +47,10 @@ parse is treated as invalid, never as an error that would fail the whole call.
 Functions (Redis 7) rather than EVAL scripts: the helpers below are compiled
 once per server instead of on every call. They touch keys they do not
 declare; that is fine on a standalone Redis server, which is what a partition
-is. Each function's first argument is ns. Functions that keep the guarantee
+is. A Redis Cluster runs a variant (``CLUSTER_LIBRARY``, at the end: SPUBLISH,
+and ``write`` announcing first), and stores/cluster.py declares the keys a
+call may touch, which the Functions ignore, so that a slot migration's ASK and
+TRYAGAIN rules cover them. Each function's first argument is ns. Functions that keep the guarantee
 (locks, fences, leases) may run on a full server (``allow-oom``); cache fills
 may not.
 """
@@ -642,7 +645,7 @@ def function_name(name: str) -> str:
     return f"tc_{VERSION}_{name}"
 
 
-def _registration(name: str) -> str:
+def _registration(name: str, function_name=function_name) -> str:
     if name in READ_ONLY:
         flags = "{'no-writes'}"
     elif name in ALLOW_OOM:
@@ -656,3 +659,50 @@ def _registration(name: str) -> str:
 
 
 LIBRARY = "\n".join([f"#!lua name={LIBRARY_NAME}", LIBRARY_BODY, *map(_registration, FUNCTIONS)])
+
+
+# -- the variant a Redis Cluster runs (stores/cluster.py) --
+#
+# Two differences. Announcements are SPUBLISHed: the channel ``ns l1`` carries
+# the slot group's hashtag, so a sharded message goes to the subscribers of
+# the group's shard only, where a PUBLISH would be relayed to every node of
+# the cluster. And ``write`` announces every key it was given before it
+# changes anything: during a slot migration a Function can fail halfway (a
+# key it touches has already moved: "non local key"), and a change must never
+# stay unannounced; a key announced but not written only costs L1 a copy.
+
+
+def _swapped(text: str, swaps: list[tuple[str, str, int]]) -> str:
+    for old, new, count in swaps:
+        if text.count(old) != count:
+            raise AssertionError(f"the cluster variant no longer matches the library: {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+CLUSTER_LIBRARY_BODY = _swapped(
+    LIBRARY_BODY,
+    [
+        ("redis.call('PUBLISH', ns .. 'l1'", "redis.call('SPUBLISH', ns .. 'l1'", 2),
+        ("  local changed = {}\n", "  announce(ns, 'k', keys)\n", 1),
+        ("      changed[#changed + 1] = k\n", "", 1),
+        ("  announce(ns, 'k', changed)\n", "", 1),
+    ],
+)
+CLUSTER_VERSION = hashlib.blake2b(
+    repr((CLUSTER_LIBRARY_BODY, FUNCTIONS, READ_ONLY, ALLOW_OOM)).encode(), digest_size=4
+).hexdigest()
+CLUSTER_LIBRARY_NAME = f"tiercache_cluster_{CLUSTER_VERSION}"
+
+
+def cluster_function_name(name: str) -> str:
+    return f"tcc_{CLUSTER_VERSION}_{name}"
+
+
+CLUSTER_LIBRARY = "\n".join(
+    [
+        f"#!lua name={CLUSTER_LIBRARY_NAME}",
+        CLUSTER_LIBRARY_BODY,
+        *(_registration(name, cluster_function_name) for name in FUNCTIONS),
+    ]
+)

@@ -103,7 +103,7 @@ class RedisCall:
             except ResponseError as error:
                 if not _missing_function(error):
                     raise
-                _load_library(conn)
+                _load_library(conn, self._store.library)
                 self._send()
                 reply = self._read()
         except ResponseError:  # an error reply leaves the connection in a clean state
@@ -129,8 +129,8 @@ class _Greeted(set):
         self.clear()
 
 
-def _load_library(conn: Any) -> None:
-    conn.send_command("FUNCTION", "LOAD", lua.LIBRARY)
+def _load_library(conn: Any, library: str) -> None:
+    conn.send_command("FUNCTION", "LOAD", library)
     try:
         conn.read_response()
     except ResponseError as error:
@@ -149,6 +149,8 @@ class RedisStore(Store):
     is used (nearly) directly, so that idle lists never hold the connections its
     limit means for others.
     """
+
+    library = lua.LIBRARY  # what FUNCTION LOAD sends to a server that lacks it
 
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         super().__init__(url, ns, options)
