@@ -12,9 +12,10 @@ figures taken under load are not comparable with quiet ones. Last, where
 the microseconds go (benchmarks/_where.py): each Function's time on the server
 against the plain command, and the client's steps of one get.
 
-Redis: db 15 on the shared server at 127.0.0.1:6379 (flushed before and after)
-and two redis-server processes of its own on free ports (the 3-partition
-cache). PostgreSQL (the save figures): the database "tiercache_bench_hot",
+Redis: three redis-server processes of its own on free ports (db 15): the
+one-server caches use the first, the 3-partition cache all three. None is the
+shared server at 127.0.0.1:6379, whose other clients would add their load to
+the figures. PostgreSQL (the save figures): the database "tiercache_bench_hot",
 created if missing; saves run in a child process with the test settings, on a
 cache of the same three partitions.
 """
@@ -44,7 +45,7 @@ from _servers import redis_servers  # noqa: E402
 from _where import measure, print_where  # noqa: E402
 
 DB = 15
-SHARED_URL = f"redis://127.0.0.1:6379/{DB}"
+ONE_SERVER_URL = ""  # the first of the benchmark's own servers (set by main)
 DATABASE = "tiercache_bench_hot"
 MANY = 100
 TAGS = ["t1", "t2"]
@@ -143,7 +144,7 @@ def configure(extra_ports: list[int]) -> None:
     import django
     from django.conf import settings
 
-    three = [SHARED_URL] + [f"redis://127.0.0.1:{port}/{DB}" for port in extra_ports]
+    three = [ONE_SERVER_URL] + [f"redis://127.0.0.1:{port}/{DB}" for port in extra_ports]
     tier = {"BACKEND": "django_tiercache.backend.TierCache", "TIMEOUT": 600}
     settings.configure(
         SECRET_KEY="benchmark-only-not-secret",  # noqa: S106
@@ -153,11 +154,11 @@ def configure(extra_ports: list[int]) -> None:
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
             "djr": {
                 "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": SHARED_URL,
+                "LOCATION": ONE_SERVER_URL,
                 "KEY_PREFIX": "hot-djr",
                 "TIMEOUT": 600,
             },
-            "tc": {**tier, "LOCATION": SHARED_URL, "KEY_PREFIX": "hot-tc"},
+            "tc": {**tier, "LOCATION": ONE_SERVER_URL, "KEY_PREFIX": "hot-tc"},
             "tc3": {**tier, "LOCATION": three, "KEY_PREFIX": "hot-tc3"},
         },
     )
@@ -186,7 +187,7 @@ def _raw_get(raw: redis.Redis) -> Any:
 def read_rows() -> list[Row]:
     from django.core.cache import caches
 
-    raw = redis.Redis.from_url(SHARED_URL)
+    raw = redis.Redis.from_url(ONE_SERVER_URL)
     raw.set("hot-raw", pickle.dumps(VALUE, pickle.HIGHEST_PROTOCOL))
     djr, tc, tc3 = caches["djr"], caches["tc"], caches["tc3"]
     quiet = without_statistics("tc")
@@ -277,7 +278,7 @@ def save_rows(extra_ports: list[int], rounds: int, saves: int) -> list[Row]:
     """The saves on the 3-partition cache (the targets), then on one partition
     (what each further partition adds)."""
     ensure_database()
-    three = [SHARED_URL] + [f"redis://127.0.0.1:{port}/{DB}" for port in extra_ports]
+    three = [ONE_SERVER_URL] + [f"redis://127.0.0.1:{port}/{DB}" for port in extra_ports]
     rows = _save_rows(three, rounds, saves, "")
     one = _save_rows([three[1]], rounds, saves, "1")
     return rows + one
@@ -293,7 +294,7 @@ def _save_rows(location: list[str], rounds: int, saves: int, suffix: str) -> lis
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-        "TIERCACHE_TEST_REDIS_URL": SHARED_URL,
+        "TIERCACHE_TEST_REDIS_URL": ONE_SERVER_URL,
         "TIERCACHE_TEST_CACHE": json.dumps(cache),
     }
     code = (
@@ -333,8 +334,8 @@ def _save_rows(location: list[str], rounds: int, saves: int, suffix: str) -> lis
 
 
 def flush(ports: list[int]) -> None:
-    """FLUSHDB db 15 on the shared server and on ours; never FLUSHALL."""
-    for port in [6379, *ports]:
+    """FLUSHDB db 15 on the benchmark's own servers."""
+    for port in ports:
         client = redis.Redis(host="127.0.0.1", port=port, db=DB)
         try:
             client.flushdb()
@@ -380,9 +381,11 @@ def main(argv: list[str] | None = None) -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"django_tiercache hot path; {os.cpu_count()} CPUs; load average at start: {load}")
     print(f"  {rounds} interleaved samples per operation of ~{sample_ms} ms; medians")
-    with redis_servers(2) as ports:
+    global ONE_SERVER_URL
+    with redis_servers(3) as servers:
+        ONE_SERVER_URL, ports = f"redis://127.0.0.1:{servers[0]}/{DB}", servers[1:]
         configure(ports)
-        flush(ports)
+        flush(servers)
         try:
             rows = read_rows()
             interleaved(rows, rounds, sample_ms)
@@ -393,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
             body = caches["tc"]._codec.encode("where", VALUE)
             where = measure(ports[0], body, caches["tc"], "k")
         finally:
-            flush(ports)
+            flush(servers)
     by_key = {r.key: r for r in rows}
     floor = by_key["floor"]
     print(f"  floor (raw GET + unpickle): {floor.wall:.1f} µs wall, {floor.cpu:.1f} µs CPU\n")
