@@ -203,10 +203,17 @@ def journal_prefix(settings):
 _engine_cluster = None
 
 
+def _xdist_controller(config) -> bool:
+    """True in the pytest-xdist process that only hands tests to its workers."""
+    if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
+        return False
+    return config.getoption("dist", "no") != "no"
+
+
 def pytest_configure(config):
     global _engine_cluster
-    if os.environ.get("TIERCACHE_TEST_ENGINE") != "cluster":
-        return
+    if os.environ.get("TIERCACHE_TEST_ENGINE") != "cluster" or _xdist_controller(config):
+        return  # each xdist worker starts a cluster of its own: clear() flushes it all
     from django.conf import settings
 
     directory = Path(tempfile.mkdtemp(prefix="tiercache-cluster-"))
@@ -220,3 +227,35 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _engine_cluster is not None:
         _engine_cluster.stop()
+
+
+# TIERCACHE_TEST_DATABASE_ONLY=1 (make test's PostgreSQL run) keeps only the
+# tests that use the database: the others ran on SQLite already, and there is
+# nothing for them to find on another database. pytest-django lets a test reach
+# the database only through these, so none is missed. (A process a test starts
+# inherits DATABASE_URL, the non-test database: those that query rows are handed
+# the test database by their test, which has the marker.)
+DATABASE_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_reset_sequences",
+    "django_db_serialized_rollback",
+    "live_server",
+    "shared_database_env",  # processes of the test's own on its database (test_stress.py)
+}
+
+
+def uses_database(item) -> bool:
+    return item.get_closest_marker("django_db") is not None or bool(
+        DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("TIERCACHE_TEST_DATABASE_ONLY") != "1":
+        return
+    kept = [item for item in items if uses_database(item)]
+    deselected = [item for item in items if not uses_database(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
