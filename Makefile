@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # cores pay. TEST_WORKERS=0 runs each run in one process.
 TEST_WORKERS ?= 4
 # The cluster run: every worker starts a Redis Cluster of its own (six servers).
-CLUSTER_TEST_WORKERS ?= 2
+CLUSTER_TEST_WORKERS ?= $(if $(filter 0,$(TEST_WORKERS)),0,2)
 # The suites `make test` runs once more with the default cache on a Redis Cluster.
 CLUSTER_ENGINE_TESTS ?= tests/test_invalidation.py tests/test_pk_tags.py tests/test_cached.py \
 	tests/test_registry.py tests/test_warming.py tests/test_guarantees.py \
