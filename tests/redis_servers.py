@@ -138,7 +138,7 @@ class RedisServer:
         return redis.Redis(host=HOST, port=self.port, db=0, **kwargs)
 
     def start(self) -> None:
-        """Start (again) on the same port and return once it answers PING."""
+        """Start (again) on the same port and return once it answers as itself."""
         if self.running:
             self.resume()
             return
@@ -169,7 +169,7 @@ class RedisServer:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(
-            f"redis-server on port {self.port} did not answer PING "
+            f"redis-server on port {self.port} did not answer "
             f"within {START_TIMEOUT}s: {self._log_tail()}"
         )
 
