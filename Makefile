@@ -1,6 +1,6 @@
 # Developer entry points for django_tiercache. GNU make.
 #   make run     example project on http://127.0.0.1:8000/ (local use only)
-#   make test    test suite on SQLite, its database tests on PostgreSQL, the model suites on a Redis Cluster
+#   make test    test suite on SQLite, its database tests on PostgreSQL, the model suites on Cluster and Sentinel
 #   make lint    ruff + mypy + import-linter;  make tox  the Python x Django matrix and the wheel;  make bench
 
 SHELL := bash
@@ -20,13 +20,31 @@ PYTEST_ARGS ?=
 # database of its own); many tests wait on sockets and sleeps, so more than the
 # cores pay. TEST_WORKERS=0 runs each run in one process.
 TEST_WORKERS ?= 4
-# The cluster run: every worker starts a Redis Cluster of its own (six servers).
-CLUSTER_TEST_WORKERS ?= $(if $(filter 0,$(TEST_WORKERS)),0,2)
-# The suites `make test` runs once more with the default cache on a Redis Cluster.
-CLUSTER_ENGINE_TESTS ?= tests/test_invalidation.py tests/test_pk_tags.py tests/test_cached.py \
+# The engine runs: every worker starts a Redis Cluster (six servers) or a
+# Sentinel set (five) of its own.
+ENGINE_TEST_WORKERS ?= $(if $(filter 0,$(TEST_WORKERS)),0,2)
+# The backend and model suites: `make test` runs them once more with the default
+# cache on a Redis Cluster, and once more on a Sentinel-managed primary
+# (TIERCACHE_TEST_ENGINE, tests/conftest.py starts and stops the servers): model
+# invalidation, cached(), warming, guarantees, write-behind, the stress runs and
+# Django's wiring of the default alias. Left out, since they never touch the
+# default cache and so would run the same tests again: the Django API, tags,
+# timeouts, codec and counter suites (their any_location fixture already runs
+# them on a cluster and on Sentinel in every pass); suites that build their own
+# caches over explicit partitions or the shared Redis (breaker, connections,
+# failures, fencing, partitioning, L1, single flight, observers, hot keys, the
+# chaos stress run; test_cluster and test_sentinel, which start their own
+# servers); the statistics and admin pages (their own CACHES); checks,
+# admission, layout, packaging (newcomer) and the browser.
+ENGINE_TESTS ?= tests/test_invalidation.py tests/test_pk_tags.py tests/test_cached.py \
 	tests/test_registry.py tests/test_warming.py tests/test_guarantees.py \
+	tests/test_write_behind.py tests/test_write_behind_refill.py tests/test_write_through.py \
+	tests/test_write_behind_failures.py tests/test_write_behind_commands.py \
+	tests/test_write_behind_celery.py \
 	tests/test_stress.py::test_writers_and_readers__no_stale_reads \
-	tests/test_stress.py::test_a_save_in_another_process__is_seen_here
+	tests/test_stress.py::test_a_save_in_another_process__is_seen_here \
+	tests/test_django_api.py::test_django_caches__default_alias_is_a_tiercache \
+	tests/test_django_api.py::test_django_caches__params_from_settings_reach_the_backend
 TOX_ARGS ?=
 BENCH_ARGS ?=
 
@@ -50,7 +68,7 @@ TOX_PATH := $(subst $(space),:,$(strip $(PYENV_BINS) $(abspath $(VENV))/bin))
 help:
 	@echo "make run      create .venv, migrate, seed and serve the example project"
 	echo "make test     run the tests on SQLite, those that use the database on PostgreSQL,"
-	echo "              the model suites on a Redis Cluster (PYTEST_ARGS=..., TEST_WORKERS=4)"
+	echo "              the model suites on Redis Cluster and Sentinel (PYTEST_ARGS=..., TEST_WORKERS=4)"
 	echo "make services start Redis and PostgreSQL if they are not answering"
 	echo "make lint     ruff check, ruff format --check, mypy, import-linter (the layers)"
 	echo "make tox      the tox matrix (Python 3.10-3.13 x Django 4.2/5.2/6.0 on PostgreSQL,"
@@ -179,14 +197,18 @@ test: venv services
 		echo "!!! (roles tried: $(PG_ROLES)): SKIPPING the PostgreSQL run.  " >&2
 		echo "!!! ======================================================== !!!" >&2
 	fi
-	# The model layer's suites again, with the default cache on a Redis Cluster
-	# (conftest.py starts and stops it); on PostgreSQL when it answers, so that
-	# the stress tests run too. The Django API tests run on a cluster in every run.
-	echo "=== model tests with the default cache on a Redis Cluster"
+	# The backend and model suites again, with the default cache on a Redis
+	# Cluster, then on a Sentinel-managed primary (conftest.py starts and stops
+	# them); on PostgreSQL when it answers, so that the stress tests run too.
+	# The Django API tests run on both stores in every run (any_location).
 	db_url=$$(pg_ready && pg_url || true)
-	DATABASE_URL="$$db_url" TIERCACHE_TEST_ENGINE=cluster $(VPY) -m pytest -n $(CLUSTER_TEST_WORKERS) $(CLUSTER_ENGINE_TESTS) $(PYTEST_ARGS) || { cluster_rc=$$?; status=1; }
+	echo "=== backend and model tests with the default cache on a Redis Cluster"
+	DATABASE_URL="$$db_url" TIERCACHE_TEST_ENGINE=cluster $(VPY) -m pytest -n $(ENGINE_TEST_WORKERS) $(ENGINE_TESTS) $(PYTEST_ARGS) || { cluster_rc=$$?; status=1; }
+	echo "=== backend and model tests with the default cache on a Sentinel-managed primary"
+	DATABASE_URL="$$db_url" TIERCACHE_TEST_ENGINE=sentinel $(VPY) -m pytest -n $(ENGINE_TEST_WORKERS) $(ENGINE_TESTS) $(PYTEST_ARGS) || { sentinel_rc=$$?; status=1; }
 	[ -z "$${sqlite_rc:-}" ] || echo "SQLite run failed (pytest exit $$sqlite_rc)" >&2
 	[ -z "$${cluster_rc:-}" ] || echo "Redis Cluster run failed (pytest exit $$cluster_rc)" >&2
+	[ -z "$${sentinel_rc:-}" ] || echo "Redis Sentinel run failed (pytest exit $$sentinel_rc)" >&2
 	[ -z "$${pg_rc:-}" ] || echo "PostgreSQL run failed (pytest exit $$pg_rc)" >&2
 	exit $$status
 

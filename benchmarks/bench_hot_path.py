@@ -8,11 +8,14 @@ value plus pickle.loads. Then the ratios the project holds itself to, each
 against its target. Samples of all operations are interleaved round by round,
 so a burst of noise from other work on the machine falls on every row alike;
 ratios are of medians. The load average is printed at the start and the end:
-figures taken under load are not comparable with quiet ones.
+figures taken under load are not comparable with quiet ones. Last, where
+the microseconds go (benchmarks/_where.py): each Function's time on the server
+against the plain command, and the client's steps of one get.
 
-Redis: db 15 on the shared server at 127.0.0.1:6379 (flushed before and after)
-and two redis-server processes of its own on free ports (the 3-partition
-cache). PostgreSQL (the save figures): the database "tiercache_bench_hot",
+Redis: three redis-server processes of its own on free ports (db 15): the
+one-server caches use the first, the 3-partition cache all three. None is the
+shared server at 127.0.0.1:6379, whose other clients would add their load to
+the figures. PostgreSQL (the save figures): the database "tiercache_bench_hot",
 created if missing; saves run in a child process with the test settings, on a
 cache of the same three partitions.
 """
@@ -39,9 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis  # noqa: E402
 from _servers import redis_servers  # noqa: E402
+from _where import measure, print_where  # noqa: E402
 
 DB = 15
-SHARED_URL = f"redis://127.0.0.1:6379/{DB}"
+ONE_SERVER_URL = ""  # the first of the benchmark's own servers (set by main)
 DATABASE = "tiercache_bench_hot"
 MANY = 100
 TAGS = ["t1", "t2"]
@@ -75,6 +79,17 @@ TARGETS = [
         "save.tc_atomic",
         "save.plain_atomic",
         1.3,
+    ),
+]
+
+# What the same saves cost on a cache of one partition (no target: each
+# partition adds one lock call before the query and one release after it).
+ONE_PARTITION = [
+    ("save() with invalidation / plain save(), 1 partition, autocommit", "save.tc1", "save.plain1"),
+    (
+        "save() with invalidation / plain save(), 1 partition, in a transaction",
+        "save.tc_atomic1",
+        "save.plain_atomic1",
     ),
 ]
 
@@ -129,7 +144,7 @@ def configure(extra_ports: list[int]) -> None:
     import django
     from django.conf import settings
 
-    three = [SHARED_URL] + [f"redis://127.0.0.1:{port}/{DB}" for port in extra_ports]
+    three = [ONE_SERVER_URL] + [f"redis://127.0.0.1:{port}/{DB}" for port in extra_ports]
     tier = {"BACKEND": "django_tiercache.backend.TierCache", "TIMEOUT": 600}
     settings.configure(
         SECRET_KEY="benchmark-only-not-secret",  # noqa: S106
@@ -139,11 +154,11 @@ def configure(extra_ports: list[int]) -> None:
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
             "djr": {
                 "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": SHARED_URL,
+                "LOCATION": ONE_SERVER_URL,
                 "KEY_PREFIX": "hot-djr",
                 "TIMEOUT": 600,
             },
-            "tc": {**tier, "LOCATION": SHARED_URL, "KEY_PREFIX": "hot-tc"},
+            "tc": {**tier, "LOCATION": ONE_SERVER_URL, "KEY_PREFIX": "hot-tc"},
             "tc3": {**tier, "LOCATION": three, "KEY_PREFIX": "hot-tc3"},
         },
     )
@@ -172,7 +187,7 @@ def _raw_get(raw: redis.Redis) -> Any:
 def read_rows() -> list[Row]:
     from django.core.cache import caches
 
-    raw = redis.Redis.from_url(SHARED_URL)
+    raw = redis.Redis.from_url(ONE_SERVER_URL)
     raw.set("hot-raw", pickle.dumps(VALUE, pickle.HIGHEST_PROTOCOL))
     djr, tc, tc3 = caches["djr"], caches["tc"], caches["tc3"]
     quiet = without_statistics("tc")
@@ -260,18 +275,26 @@ def time_saves(rounds: int, saves: int) -> dict[str, list[list[float]]]:
 
 
 def save_rows(extra_ports: list[int], rounds: int, saves: int) -> list[Row]:
+    """The saves on the 3-partition cache (the targets), then on one partition
+    (what each further partition adds)."""
     ensure_database()
-    three = [SHARED_URL] + [f"redis://127.0.0.1:{port}/{DB}" for port in extra_ports]
+    three = [ONE_SERVER_URL] + [f"redis://127.0.0.1:{port}/{DB}" for port in extra_ports]
+    rows = _save_rows(three, rounds, saves, "")
+    one = _save_rows([three[1]], rounds, saves, "1")
+    return rows + one
+
+
+def _save_rows(location: list[str], rounds: int, saves: int, suffix: str) -> list[Row]:
     cache = {
         "BACKEND": "django_tiercache.backend.TierCache",
-        "LOCATION": three,
+        "LOCATION": location,
         "KEY_PREFIX": "hot-saves",
     }
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-        "TIERCACHE_TEST_REDIS_URL": SHARED_URL,
+        "TIERCACHE_TEST_REDIS_URL": ONE_SERVER_URL,
         "TIERCACHE_TEST_CACHE": json.dumps(cache),
     }
     code = (
@@ -290,15 +313,17 @@ def save_rows(extra_ports: list[int], rounds: int, saves: int) -> list[Row]:
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     figures = json.loads(done.stdout.strip().splitlines()[-1])
+    n = len(location)
+    partitions = f"{n} partition{'s' if n > 1 else ''}"
     labels = {
         "plain": "save(), model not cached (invalidation disconnected), autocommit",
-        "tc": "save() with invalidation, 3 partitions, autocommit",
+        "tc": f"save() with invalidation, {partitions}, autocommit",
         "plain_atomic": "save(), model not cached, in transaction.atomic()",
-        "tc_atomic": "save() with invalidation, 3 partitions, in transaction.atomic()",
+        "tc_atomic": f"save() with invalidation, {partitions}, in transaction.atomic()",
     }
     rows = []
     for key, label in labels.items():
-        row = Row(f"save.{key}", label)
+        row = Row(f"save.{key}{suffix}", label + (" (1-partition run)" if suffix else ""))
         row.wall_us = [w for w, _ in figures[key]]
         row.cpu_us = [c for _, c in figures[key]]
         rows.append(row)
@@ -309,8 +334,8 @@ def save_rows(extra_ports: list[int], rounds: int, saves: int) -> list[Row]:
 
 
 def flush(ports: list[int]) -> None:
-    """FLUSHDB db 15 on the shared server and on ours; never FLUSHALL."""
-    for port in [6379, *ports]:
+    """FLUSHDB db 15 on the benchmark's own servers."""
+    for port in ports:
         client = redis.Redis(host="127.0.0.1", port=port, db=DB)
         try:
             client.flushdb()
@@ -338,6 +363,10 @@ def print_targets(by_key: dict[str, Row]) -> None:
         cpu = by_key[num].cpu / by_key[den].cpu
         status = "PASS" if ratio <= target else "MISS"
         print(f"  [{status}] {label}: {ratio:.2f} (target <= {target}; CPU {cpu:.2f})")
+    for label, num, den in ONE_PARTITION:
+        if num in by_key and den in by_key:
+            ratio, cpu = by_key[num].wall / by_key[den].wall, by_key[num].cpu / by_key[den].cpu
+            print(f"  [info] {label}: {ratio:.2f} (CPU {cpu:.2f})")
     print()
 
 
@@ -352,21 +381,28 @@ def main(argv: list[str] | None = None) -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"django_tiercache hot path; {os.cpu_count()} CPUs; load average at start: {load}")
     print(f"  {rounds} interleaved samples per operation of ~{sample_ms} ms; medians")
-    with redis_servers(2) as ports:
+    global ONE_SERVER_URL
+    with redis_servers(3) as servers:
+        ONE_SERVER_URL, ports = f"redis://127.0.0.1:{servers[0]}/{DB}", servers[1:]
         configure(ports)
-        flush(ports)
+        flush(servers)
         try:
             rows = read_rows()
             interleaved(rows, rounds, sample_ms)
             if not args.no_saves:
                 rows += save_rows(ports, rounds=max(6, rounds // 3), saves=100)
+            from django.core.cache import caches
+
+            body = caches["tc"]._codec.encode("where", VALUE)
+            where = measure(ports[0], body, caches["tc"], "k")
         finally:
-            flush(ports)
+            flush(servers)
     by_key = {r.key: r for r in rows}
     floor = by_key["floor"]
     print(f"  floor (raw GET + unpickle): {floor.wall:.1f} µs wall, {floor.cpu:.1f} µs CPU\n")
     print_rows(rows, floor)
     print_targets(by_key)
+    print_where(where)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average at end: {load}")
 

@@ -135,7 +135,13 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         return self._read([key]).get(key, default)
 
     def get_many(self, keys: Iterable[str], version: int | None = None) -> dict[str, Any]:
-        made = {self.make_and_validate_key(k, version=version): k for k in keys}
+        # make_and_validate_key inlined: it is a tenth of a get_many's client CPU.
+        key_func, prefix = self.key_func, self.key_prefix
+        version = self.version if version is None else version
+        made = {key_func(k, prefix, version): k for k in keys}
+        for key in made:
+            if len(key) > MEMCACHE_MAX_KEY_LENGTH or _UNPORTABLE(key):
+                super().validate_key(key)
         return {made[k]: v for k, v in self._read(list(made)).items()}
 
     def has_key(self, key: str, version: int | None = None) -> bool:

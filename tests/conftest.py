@@ -15,6 +15,9 @@ import redis
 from tests import redis_servers as servers_module
 from tests.redis_servers import SHARED_REDIS_URL
 
+# Tests call the checks of tests/stress.py: pytest explains their failures too.
+pytest.register_assert_rewrite("tests.stress")
+
 # Keys of a TierCache's params that Django reads at the top level; every other
 # keyword given to make_cache() goes into OPTIONS.
 TOP_LEVEL_PARAMS = ("TIMEOUT", "KEY_PREFIX", "VERSION", "KEY_FUNCTION")
@@ -41,6 +44,22 @@ def sentinel_set(tmp_path):
     reset_circuit_breakers()
     yield sentinels
     sentinels.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_sentinel_set(tmp_path_factory):
+    """A primary, its replica and three sentinels for the session (no failover on it)."""
+    sentinels = servers_module.SentinelSet(tmp_path_factory.mktemp("shared-sentinel"))
+    sentinels.start()
+    yield sentinels
+    sentinels.stop()
+
+
+@pytest.fixture
+def clean_sentinel_set(shared_sentinel_set):
+    shared_sentinel_set.primary.flush()
+    reset_circuit_breakers()
+    return shared_sentinel_set
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +122,22 @@ def reset_circuit_breakers():
 
 
 @pytest.fixture
+def shared_database_env():
+    """Environment for subprocesses that use the test database this test sees
+    (tests/stress.py): PostgreSQL only, since processes cannot share SQLite's memory."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL): the processes share one database")
+    db = connection.settings_dict
+    url = (
+        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    return {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+
+
+@pytest.fixture
 def closed_port_url():
     """A redis:// URL on a free port with nothing listening."""
     return servers_module.closed_port_url()
@@ -144,7 +179,7 @@ def make_cache():
             cache.close()
 
 
-@pytest.fixture(params=["memory", "redis", "partitioned", "cluster"])
+@pytest.fixture(params=["memory", "redis", "partitioned", "cluster", "sentinel"])
 def any_location(request):
     """The LOCATION of each kind of TierCache the Django API tests run against."""
     if request.param == "memory":
@@ -153,13 +188,16 @@ def any_location(request):
         return SHARED_REDIS_URL
     if request.param == "cluster":
         return request.getfixturevalue("clean_redis_cluster").url()
+    if request.param == "sentinel":
+        return request.getfixturevalue("clean_sentinel_set").url()
     servers = request.getfixturevalue("clean_redis_servers")
     return [server.url for server in servers]
 
 
 @pytest.fixture
 def any_cache(any_location, make_cache):
-    """An empty TierCache: in-process, one Redis, four Redis partitions, or a Redis Cluster."""
+    """An empty TierCache: in-process, one Redis, four Redis partitions, a Redis Cluster,
+    or a Sentinel-managed primary."""
     cache = make_cache(any_location)
     cache.clear()
     return cache
@@ -185,6 +223,7 @@ def journal_prefix(settings):
         **settings.TIERCACHE,
         "WRITE_BEHIND": {
             "KEY_PREFIX": prefix,
+            "REDIS_URL": servers_module.JOURNAL_REDIS_URL,
             "TRIGGER": False,
             "RETRY_BACKOFF": 0,
             "MAX_RETRIES": 2,
@@ -198,9 +237,11 @@ def journal_prefix(settings):
         client.delete(*keys)
 
 
-# TIERCACHE_TEST_ENGINE=cluster runs the suite with the default cache on a Redis
-# Cluster of its own (the model layer, cached(), warming ... on the cluster store).
-_engine_cluster = None
+# TIERCACHE_TEST_ENGINE=cluster (or sentinel) runs the suite with the default cache
+# on a Redis Cluster (or a Sentinel-managed primary with a replica and three
+# sentinels) of its own: the model layer, cached(), warming ... on that store.
+# The Makefile's ENGINE_TESTS says which suites `make test` runs so.
+_engine_servers: servers_module.RedisClusterSet | servers_module.SentinelSet | None = None
 
 
 def _xdist_controller(config) -> bool:
@@ -211,22 +252,30 @@ def _xdist_controller(config) -> bool:
 
 
 def pytest_configure(config):
-    global _engine_cluster
-    if os.environ.get("TIERCACHE_TEST_ENGINE") != "cluster" or _xdist_controller(config):
-        return  # each xdist worker starts a cluster of its own: clear() flushes it all
+    global _engine_servers
+    engine = servers_module.TEST_ENGINE
+    if not engine:
+        return
+    engines = {"cluster": servers_module.RedisClusterSet, "sentinel": servers_module.SentinelSet}
+    if engine not in engines:
+        raise pytest.UsageError(
+            f"TIERCACHE_TEST_ENGINE={engine!r}: use one of {sorted(engines)}, or leave it unset"
+        )
+    if _xdist_controller(config):
+        return  # each xdist worker starts servers of its own: clear() flushes them all
     from django.conf import settings
 
-    directory = Path(tempfile.mkdtemp(prefix="tiercache-cluster-"))
-    _engine_cluster = servers_module.RedisClusterSet(directory)
-    _engine_cluster.start()
-    settings.CACHES["default"]["LOCATION"] = _engine_cluster.url()
+    directory = Path(tempfile.mkdtemp(prefix=f"tiercache-{engine}-"))
+    _engine_servers = engines[engine](directory)
+    _engine_servers.start()
+    settings.CACHES["default"]["LOCATION"] = _engine_servers.url()
     # Processes the tests start (tests/stress.py) read their cache from here.
     os.environ["TIERCACHE_TEST_CACHE"] = json.dumps(settings.CACHES["default"])
 
 
 def pytest_unconfigure(config):
-    if _engine_cluster is not None:
-        _engine_cluster.stop()
+    if _engine_servers is not None:
+        _engine_servers.stop()
 
 
 # TIERCACHE_TEST_DATABASE_ONLY=1 (make test's PostgreSQL run) keeps only the
@@ -241,7 +290,7 @@ DATABASE_FIXTURES = {
     "django_db_reset_sequences",
     "django_db_serialized_rollback",
     "live_server",
-    "shared_database_env",  # processes of the test's own on its database (test_stress.py)
+    "shared_database_env",  # processes of the test's own on its database (tests/stress.py)
 }
 
 

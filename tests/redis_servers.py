@@ -59,6 +59,13 @@ def _shared_redis_url() -> str:
 # The shared server: tests use one numbered database (one per xdist worker) and
 # flush only that one.
 SHARED_REDIS_URL = _shared_redis_url()
+# "cluster" or "sentinel": the default cache is on a store of that kind (conftest.py
+# starts it); empty: on SHARED_REDIS_URL.
+TEST_ENGINE = os.environ.get("TIERCACHE_TEST_ENGINE", "")
+# The write-behind tests' journal: the first Redis partition of the default cache
+# (None), or with an engine, the shared Redis: a journal takes a plain Redis URL
+# only (tiercache.E011), and the engine passes test the cache, not the journal.
+JOURNAL_REDIS_URL = SHARED_REDIS_URL if TEST_ENGINE else None
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
@@ -408,6 +415,18 @@ class SentinelSet:
         port = self.current_primary_port()
         assert port is not None
         return port
+
+
+def cut_off_replica(primary: RedisServer, replica: RedisServer) -> None:
+    """Once `replica` has everything `primary` holds, make it miss what comes next:
+    frozen, and its link cut (bytes already sent would wait in its socket and
+    still arrive). Resume it to let it take over with what it has."""
+    with primary.client() as client:
+        if client.wait(1, 2000) != 1:
+            raise RuntimeError(f"the replica of {primary} did not catch up within 2 s")
+    replica.pause()
+    with primary.client() as client:
+        client.client_kill_filter(_type="replica")
 
 
 def crash(server: RedisServer) -> None:

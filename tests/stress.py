@@ -4,10 +4,12 @@ Writers bump Product.version in transactions. Readers read each product in
 turn through get_object() and cached_queryset(), and straight from the
 database; a read is *stale* when it returns a version older than one the same
 reader has already seen (from the database or the cache). Used at a small size
-by tests/test_stress.py and at full size by benchmarks/bench_invalidation.py.
+by tests/test_stress.py, under failures by tests/test_cluster.py and
+tests/test_sentinel.py (run_disturbed, Probe), and at full size by
+benchmarks/bench_invalidation.py.
 
     python -m tests.stress writer|reader --seconds 5 --pks 1,2,3
-prints one JSON line: {"role", "operations", "stale", "reads"}.
+prints one JSON line: {"role", "operations", "stale", "reads", "redirections"}.
 """
 
 from __future__ import annotations
@@ -17,10 +19,21 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Options of the caches the failure runs use: errors are noticed fast.
+FAST = {"SOCKET_TIMEOUT": 0.25, "SOCKET_CONNECT_TIMEOUT": 0.25, "BREAKER_COOLDOWN": 0.3}
+# How long writes to a disturbed partition (a master or a primary killed, a slot
+# migrated) may fail before a failure test fails: a generous bound on recovery,
+# not a speed figure (the runs print what they measured; the README quotes it).
+ERROR_TIME_BOUND = 30.0
 
 
 def writer(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> dict:
@@ -117,7 +130,165 @@ def summary(reports: list[dict]) -> dict:
         "refused": sum(r.get("refused", 0) for r in writers),
         "reads": sum(r["reads"] for r in readers),
         "stale": [r["stale"] for r in readers],
+        "redirections": {
+            kind: sum(r.get("redirections", {}).get(kind, 0) for r in reports)
+            for kind in sorted({k for r in reports for k in r.get("redirections", {})})
+        },
     }
+
+
+def cache_setting(location: Any, stem: str) -> dict:
+    """The writers' and readers' cache over `location`: failing fast, a short tag lease,
+    a KEY_PREFIX of its own."""
+    return {
+        "BACKEND": "django_tiercache.backend.TierCache",
+        "LOCATION": location,
+        "KEY_PREFIX": f"{stem}-{uuid.uuid4().hex[:6]}",
+        "OPTIONS": {"TAG_LEASE": 1.0, **FAST},
+    }
+
+
+def run_disturbed(
+    env: dict, pks: list[int], disturb: Callable[[], Any], seconds: float = 9, after: float = 3
+) -> tuple[dict, Any]:
+    """Two writers and three readers (`run`, 20 ms between commits) while `disturb()`
+    runs in a thread started `after` seconds in: the run's summary and what
+    disturb() returned (what it raised is raised here)."""
+    outcome: dict[str, Any] = {}
+
+    def later() -> None:
+        time.sleep(after)
+        try:
+            outcome["note"] = disturb()
+        except BaseException as exc:  # noqa: BLE001 - raised in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    try:
+        reports = run(writers=2, readers=3, pks=pks, seconds=seconds, env=env, pause=0.02)
+    finally:
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return summary(reports), outcome.get("note")
+
+
+def describe(what: str, totals: dict, note: Any = None) -> str:
+    """One line of a run's figures, for the test's output."""
+    line = (
+        f"{what}: {totals['reads']} reads, {totals['commits']} commits "
+        f"({totals['refused']} saves refused), stale {totals['stale']}"
+    )
+    if totals.get("redirections"):
+        line += f", redirections followed {totals['redirections']}"
+    return f"{line}, {note}" if note else line
+
+
+def assert_no_stale_reads_and_bounded_errors(totals: dict, probe: Probe) -> None:
+    """What a failure run must show: it really ran, no reader went back in time, and
+    the probe's writes failed for less than ERROR_TIME_BOUND in all."""
+    assert totals["commits"] > 20 and totals["reads"] > 300, "the race did not really run"
+    assert totals["stale"] == [0] * len(totals["stale"])
+    assert probe.recovered, f"no write succeeded within {ERROR_TIME_BOUND} s of the failure"
+    assert probe.error_time < ERROR_TIME_BOUND
+
+
+def show(capsys: Any, line: str) -> None:
+    """Print a run's figures past pytest's capture (the figures the issue asks to see)."""
+    with capsys.disabled():
+        print("\n  " + line)  # noqa: T201
+
+
+class Probe:
+    """Writes `keys` through `cache` (built with RAISE_ERRORS) every 20 ms in a
+    thread while a disturbance runs, and adds up how long writes failed: each
+    failure lasts from its first failed write to the next write that succeeds.
+
+        with Probe(cache, keys) as probe:
+            killed = time.monotonic()
+            crash(master)
+            probe.disturbed(since=killed)
+        # probe.error_time: from the kill to the first write that succeeded after it
+
+    Leaving the block waits (ERROR_TIME_BOUND at most) for a write begun after
+    disturbed() to succeed: `recovered` says whether one did.
+    """
+
+    def __init__(self, cache: Any, keys: list[str]):
+        self.cache, self.keys = cache, keys
+        self.writes = self.failures = 0
+        self.error_time = 0.0
+        self._failing_since: float | None = None
+        self._marked = 0.0  # when disturbed() was called
+        self._written_since_marked = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    @property
+    def recovered(self) -> bool:
+        """Has a write begun after disturbed() succeeded, with no failure since?"""
+        return self._written_since_marked and self._failing_since is None
+
+    def figures(self) -> str:
+        line = f"probe: {self.failures} of {self.writes} writes failed, for {self.error_time:.2f} s"
+        if self._failing_since is not None:
+            line += f", still failing {time.monotonic() - self._failing_since:.2f} s on"
+        return line
+
+    def disturbed(self, since: float | None = None) -> None:
+        """The disturbance is done (a kill) or over (a migration). With `since` (a
+        time.monotonic()), writes count as failing from then on, until one begun
+        after this call succeeds: a kill stops writes even before one fails."""
+        with self._lock:
+            self._marked, self._written_since_marked = time.monotonic(), False
+            if since is not None:
+                self._failing_since = min(since, self._failing_since or since)
+
+    def stop(self, bound: float = ERROR_TIME_BOUND) -> None:
+        """Stop once writes succeed again, waiting `bound` seconds at most."""
+        deadline = time.monotonic() + bound
+        while not self.recovered and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            written = self._write()
+            now = time.monotonic()
+            with self._lock:
+                self._count(started, now, written)
+            self._stop.wait(0.02)
+
+    def _count(self, started: float, now: float, written: bool) -> None:
+        self.writes += 1
+        if not written:
+            self.failures += 1
+            if self._failing_since is None:
+                self._failing_since = started
+        elif started >= self._marked:  # begun before disturbed(): it tells nothing
+            self._written_since_marked = True
+            if self._failing_since is not None:
+                self.error_time += now - self._failing_since
+                self._failing_since = None
+
+    def _write(self) -> bool:
+        from redis.exceptions import RedisError
+
+        try:
+            return not self.cache.set_many(dict.fromkeys(self.keys, 1))
+        except RedisError:
+            return False
 
 
 def main() -> None:
@@ -134,7 +305,11 @@ def main() -> None:
     django.setup()
     pks = [int(pk) for pk in options.pks.split(",")]
     work = writer if options.role == "writer" else reader
-    print(json.dumps(work(pks, options.seconds, options.limit, options.pause)))  # noqa: T201
+    report = work(pks, options.seconds, options.limit, options.pause)
+    from django_tiercache.storage.stores.cluster import redirections
+
+    report["redirections"] = redirections.snapshot()  # MOVED, ASK ... followed on a cluster
+    print(json.dumps(report))  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -65,18 +65,20 @@ def log_in(page, url):
     page.wait_for_url(url)
 
 
-# Cells whose left edge is not under the header cell of their column, as "row/column".
+# Cells of the partitions' and servers' tables whose left edge is not under the header
+# cell of their column, as "table/row/column".
 MISALIGNED_CELLS = """() => {
-  const table = document.querySelector('.tc-partitions');
-  const heads = [...table.querySelectorAll('thead th')].map(th => th.getBoundingClientRect().left);
   const wrong = [];
-  table.querySelectorAll('tbody tr.tc-partition').forEach((row, r) => {
-    let column = 0;
-    for (const cell of row.cells) {
-      const left = cell.getBoundingClientRect().left;
-      if (Math.abs(left - heads[column]) > 1) wrong.push(r + '/' + column);
-      column += cell.colSpan;
-    }
+  document.querySelectorAll('.tc-partitions, .tc-servers').forEach((table, t) => {
+    const heads = [...table.querySelectorAll('thead th')].map(h => h.getBoundingClientRect().left);
+    table.querySelectorAll('tbody tr.tc-partition, tbody tr.tc-server').forEach((row, r) => {
+      let column = 0;
+      for (const cell of row.cells) {
+        const left = cell.getBoundingClientRect().left;
+        if (Math.abs(left - heads[column]) > 1) wrong.push(t + '/' + r + '/' + column);
+        column += cell.colSpan;
+      }
+    });
   });
   return wrong;
 }"""
@@ -210,6 +212,45 @@ def test_stats_page__reads_well_in_both_themes_at_1280_and_800_px_and_with_a_par
     assert "Partitions down: beta" in page.text_content("#content-main")
     down = page.locator(".tc-partition[data-partition=beta] td.tc-down")
     assert "unreachable" in down.text_content()
+
+
+def test_stats_page__cluster_nodes_and_a_sentinel_primary_in_both_themes(
+    live_server, oncall, clean_redis_cluster, sentinel_set, browser_page, settings
+):
+    """One cache on a Redis Cluster, one on a Sentinel-managed primary: every node with its
+    role and slots, the primary with its replica and the failovers it has seen."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_tiercache.backend.TierCache",
+            "LOCATION": clean_redis_cluster.url(),
+            "KEY_PREFIX": f"nodes-{uuid.uuid4().hex[:8]}",
+        },
+        "sessions": {
+            "BACKEND": "django_tiercache.backend.TierCache",
+            "LOCATION": sentinel_set.url(),
+            "KEY_PREFIX": f"nodes-{uuid.uuid4().hex[:8]}",
+        },
+    }
+    for alias in settings.CACHES:
+        cache = caches[alias]
+        cache.set_many({f"product:{n}": n for n in range(200)}, tags=["shop.product"])
+        cache.get_many([f"product:{n}" for n in range(250)])
+    page = browser_page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_in(page, f"{live_server.url}/admin/django_tiercache/stats/")
+    cluster, sentinel = page.locator(".tc-cache").all()
+    assert cluster.locator(".tc-server[data-role=master]").count() == 3
+    assert cluster.locator(".tc-server[data-role=replica]").count() == 3
+    assert cluster.locator('[data-figure="slots-served"]').text_content() == "16,384"
+    primary = sentinel.locator(".tc-server[data-role=primary]")
+    assert primary.get_attribute("data-server") == f"127.0.0.1:{sentinel_set.primary.port}"
+    assert primary.locator('[data-figure="failovers-seen"]').text_content() == "0"
+    assert sentinel.locator(".tc-server[data-role=replica]").count() == 1
+    for theme in ("light", "dark"):
+        for width in (1280, 800):
+            look(page, theme, width, "servers")
+    for alias in settings.CACHES:
+        caches[alias].clear()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ kills or moves something gets a cluster of its own (fresh_redis_cluster).
 import json
 import threading
 import time
-import uuid
 
 import pytest
 import redis
@@ -17,14 +16,18 @@ from redis.crc import key_slot
 from django_tiercache.stats.partitions import describe
 from django_tiercache.storage import options as options_module
 from django_tiercache.storage.stores import lua
-from django_tiercache.storage.stores.cluster import SLOTS, group_hashtag
+from django_tiercache.storage.stores.cluster import (
+    SLOTS,
+    TRYAGAIN_PAUSES,
+    group_hashtag,
+    redirections,
+)
 from tests import stress
-from tests.redis_servers import crash
+from tests.redis_servers import crash, cut_off_replica
 from tests.test_checks import ids_for
-from tests.test_stress import shared_database_env  # noqa: F401 - a fixture
 from tests.testapp.models import Product
 
-FAST = {"SOCKET_TIMEOUT": 0.25, "SOCKET_CONNECT_TIMEOUT": 0.25, "BREAKER_COOLDOWN": 0.3}
+FAST = stress.FAST
 
 
 def test_a_cluster_location__becomes_one_partition_per_slot_group():
@@ -48,14 +51,36 @@ def test_bad_cluster_urls__are_tiercache_e001(location):
     assert ids_for(location) == ["tiercache.E001"]
 
 
-def test_hot_keys_on_a_cluster_without_a_location_of_their_own__are_tiercache_e003():
-    assert ids_for("redis+cluster://h1:7000/", {"HOT_KEYS": True}) == ["tiercache.E003"]
-    record = {"HOT_KEYS": {"LOCATION": "redis://h2:6379/0"}}
-    assert ids_for("redis+cluster://h1:7000/", record) == []
+def test_hot_keys_on_a_cluster__are_accepted():
+    assert ids_for("redis+cluster://h1:7000/", {"HOT_KEYS": True}) == []
 
 
-def test_an_l1_tier_on_a_cluster__is_tiercache_e003():
-    assert ids_for("redis+cluster://h1:7000/", {"L1": True}) == ["tiercache.E003"]
+def test_the_hot_key_record_on_a_cluster__is_kept_by_every_slot_group(
+    clean_redis_cluster, make_cache
+):
+    """Each group keeps a copy in its own slot (the script's keys share it), on the
+    master serving it; the ranking reads them all."""
+    from django_tiercache.hotkeys.record import record_of
+
+    cache = make_cache(clean_redis_cluster.url(), HOT_KEYS={"SAMPLE": 1.0, "FLUSH": 3600}, **FAST)
+    for _ in range(3):
+        cache.get("a")
+    cache.get_many(["a", "b"])
+    record = record_of(cache)
+    record.flush()
+    assert record.top() == [(cache.make_key("a"), 4.0), (cache.make_key("b"), 1.0)]
+    for partition in cache._partitions:
+        master = clean_redis_cluster.node_serving(partition.store.slot)
+        with master.client() as client:
+            assert client.zscore(f"{partition.store.ns}hot", cache.make_key("a")) == 4.0
+    record.remember({cache.make_key("a"): json.dumps(["model", "shop.product", "a", 1])})
+    assert record.origins([cache.make_key("a")]) == {
+        cache.make_key("a"): ["model", "shop.product", "a", 1]
+    }
+
+
+def test_an_l1_tier_on_a_cluster__is_accepted():
+    assert ids_for("redis+cluster://h1:7000/", {"L1": True}) == []
 
 
 def test_bad_slot_group_counts__are_tiercache_e003():
@@ -154,7 +179,44 @@ def test_functions__are_loaded_on_a_master_that_lacks_them(clean_redis_cluster, 
                 dict(zip(lib[::2], lib[1::2], strict=True))[b"library_name"]
                 for lib in client.function_list()
             ]
-        assert lua.LIBRARY_NAME.encode() in libraries
+        assert lua.CLUSTER_LIBRARY_NAME.encode() in libraries
+
+
+def _fcalls(node) -> int:
+    with node.client() as client:
+        return int(client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0))
+
+
+def test_a_multi_key_read__sends_every_group_its_call_before_reading_any_reply(
+    fresh_redis_cluster, make_cache
+):
+    """get_many over two groups on two masters, the first group's master frozen: the
+    second master receives its call while the first reply cannot have come yet."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), SOCKET_TIMEOUT=30, BREAKER_COOLDOWN=0.3)
+    first = cache._partitions[0]
+    frozen = cluster.node_serving(first.store.slot)
+    other = next(p for p in cache._partitions if cluster.node_serving(p.store.slot) != frozen)
+    keys = [
+        next(f"k{i}" for i in range(10_000) if cache._partition(cache.make_key(f"k{i}")) is p)
+        for p in (first, other)
+    ]
+    cache.get_many(keys)  # connections made and greeted
+    answering = cluster.node_serving(other.store.slot)
+    before = _fcalls(answering)
+    frozen.pause()
+    reader = threading.Thread(target=cache.get_many, args=(keys,))
+    try:
+        reader.start()
+        cluster.wait_until(
+            lambda: _fcalls(answering) > before,
+            "the second group's call arrived",
+            timeout=10,
+        )
+        assert reader.is_alive()  # still waiting for the frozen master's reply
+    finally:
+        frozen.resume()
+        reader.join(40)
 
 
 def _node_id(node) -> str:
@@ -215,31 +277,102 @@ def test_a_group_slot_moved_to_a_new_master__is_followed_and_keeps_its_tags(
         assert len(client.function_list()) == 1
 
 
-def test_an_invalidation_during_a_slot_migration__is_fenced_and_never_served_stale(
-    fresh_redis_cluster, make_cache
-):
-    """The tag's token has already moved to the importing master when the
-    invalidation arrives: the source refuses the Function (a non-local key), the
-    group is fenced on the others, and once the migration ends the entry is a miss."""
-    cluster = fresh_redis_cluster
-    cache = make_cache(cluster.url(), **FAST)
-    cache.set("product:1", "old", tags=["product"])
-    partition = cache._partition(cache.make_key("product:1"))
-    slot, ns = partition.store.slot, partition.store.ns
+def _start_migration(cluster, slot: int, target=None):
+    """Open a slot's migration (IMPORTING on the target, MIGRATING on the source)."""
     source = cluster.node_serving(slot)
-    target = next(m for m in cluster.masters() if m.port != source.port)
+    target = target or next(m for m in cluster.masters() if m.port != source.port)
     with source.client() as src, target.client() as dst:
         dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", _node_id(source))
         src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", _node_id(target))
-        token = f"{ns}t:product"
-        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", token)
-        outcome = partition.run("drop_tags", ("product",))
-        assert "non local key" in str(outcome.error)  # what the invalidation meets
-        cache.invalidate_tags("product")  # and goes through, fencing the group
-    _move_slot(cluster, slot, target)
+    return source, target
+
+
+def _migrate_keys(source, target, keys: list[str]) -> None:
+    with source.client() as src:
+        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+
+
+def _same_group(cache, key: str, prefix: str, count: int) -> list[str]:
+    slot = _slot_of(cache, key)
+    return [k for k in (f"{prefix}{i}" for i in range(10_000)) if _slot_of(cache, k) == slot][
+        :count
+    ]
+
+
+def test_calls_during_a_slot_migration__follow_ask_to_the_importing_master(
+    fresh_redis_cluster, make_cache
+):
+    """Half a group's keys and its tag token have moved: reads, untagged writes, deletes
+    and the invalidation of the moved token go through ASK (counted); a tagged write,
+    which would create keys the source may still hold, is skipped; nothing is stale."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), **FAST)
+    moved, kept = (
+        _same_group(cache, "product:1", "p", 6)[:3],
+        _same_group(cache, "product:1", "p", 6)[3:],
+    )
+    for key in moved + kept:
+        cache.set(key, "v1")
+    cache.set("product:1", "old", tags=["product"])
+    partition = cache._partition(cache.make_key("product:1"))
+    slot, ns = partition.store.slot, partition.store.ns
+    source, target = _start_migration(cluster, slot)
+    _migrate_keys(source, target, [partition.store.key_prefix + cache.make_key(k) for k in moved])
+    _migrate_keys(source, target, [f"{ns}t:product"])
+    with target.client() as client:
+        client.function_flush()  # as on a master that joined for the resharding
+    before = redirections.snapshot().get("ask", 0)
+
+    assert [cache.get(k) for k in moved] == ["v1"] * 3  # read on the target
+    assert [cache.get(k) for k in kept] == ["v1"] * 3  # read on the source
+    cache.set(moved[0], "v2")  # written on the target
+    new = _same_group(cache, "product:1", "n", 1)[0]
+    cache.set(new, "fresh")  # a new key goes to the target
+    cache.delete(moved[1])
+    assert cache.get(moved[0]) == "v2" and cache.get(new) == "fresh"
+    assert cache.get(moved[1]) is None
+    outcome = partition.run("drop_tags", ("product",))  # the token is on the target
+    assert outcome.error is None
+    assert cache.get("product:1") is None
+    assert redirections.snapshot().get("ask", 0) - before >= 8
+    with target.client() as client:  # loaded there by the first call sent with ASKING
+        assert [lib[1] for lib in client.function_list()] == [lua.CLUSTER_LIBRARY_NAME.encode()]
+    cache.set("product:1", "new", tags=["product"])  # tagged: not sent to the target
+    assert cache.get("product:1") is None
+
+    _move_slot(cluster, slot, target)  # the rest of the slot, and the slot itself
+    assert cache.get(moved[0]) == "v2" and cache.get(new) == "fresh"
+    assert cache.get(moved[1]) is None and cache.get(kept[0]) == "v1"
     assert cache.get("product:1") is None
     cache.set("product:1", "new", tags=["product"])
     assert cache.get("product:1") == "new"
+
+
+def test_a_call_on_keys_split_by_a_migration__is_retried_on_tryagain_then_fails_safe(
+    fresh_redis_cluster, make_cache
+):
+    """Several keys of one group, some moved and some not: the target answers TRYAGAIN,
+    the call is sent again a bounded number of times, then fails (misses; an
+    invalidation so split is fenced and never served stale)."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), **FAST)
+    keys = _same_group(cache, "product:1", "p", 4)
+    cache.set_many(dict.fromkeys(keys, "v"))
+    cache.set("product:1", "old", tags=["product", "shop"])
+    partition = cache._partition(cache.make_key("product:1"))
+    slot, ns, prefix = partition.store.slot, partition.store.ns, partition.store.key_prefix
+    source, target = _start_migration(cluster, slot)
+    _migrate_keys(source, target, [prefix + cache.make_key(keys[0]), f"{ns}t:product"])
+    before = redirections.snapshot().get("tryagain", 0)
+    assert cache.get_many(keys) == {}  # one call for the group: retried, then a miss
+    retried = redirections.snapshot().get("tryagain", 0) - before
+    assert retried == len(TRYAGAIN_PAUSES) and retried > 0  # bounded, and retried
+    outcome = partition.run("drop_tags", ("product", "shop"))  # tokens on both masters
+    assert isinstance(outcome.error, redis.exceptions.TryAgainError)
+    cache.invalidate_tags("product", "shop")  # goes through: the group is fenced
+    _move_slot(cluster, slot, target)
+    assert cache.get("product:1") is None
+    assert cache.get_many(keys) == dict.fromkeys(keys, "v")
 
 
 def test_master_failover__an_invalidation_its_replica_missed_is_never_served(
@@ -257,11 +390,8 @@ def test_master_failover__an_invalidation_its_replica_missed_is_never_served(
     master = cluster.node_serving(slot)
     with master.client() as client:
         replicas = client.info("replication")
-        assert client.wait(1, 2000) == 1
     replica = next(n for n in cluster.nodes if n.port == int(replicas["slave0"]["port"]))
-    replica.pause()
-    with master.client() as client:
-        client.client_kill_filter(_type="replica")
+    cut_off_replica(master, replica)
     cache.invalidate_tags("product")
     assert cache.get("product:1") is None
     crash(master)
@@ -283,97 +413,69 @@ def _writes(cache, key: str) -> bool:
     return True
 
 
-def _stress(cluster, database_env: dict, disturb, capsys, what: str) -> list[dict]:
-    """Two writers and three readers on PostgreSQL over the cluster while
-    `disturb(prefix)` runs in a thread (started 3 s in); the readers' reports."""
-    prefix = f"cl-{uuid.uuid4().hex[:6]}"
-    cache = {
-        "BACKEND": "django_tiercache.backend.TierCache",
-        "LOCATION": cluster.url(),
-        "KEY_PREFIX": prefix,
-        "OPTIONS": {"TAG_LEASE": 1.0, **FAST},
-    }
-    env = {**database_env, "TIERCACHE_TEST_CACHE": json.dumps(cache)}
+def _key_in(cache, partition) -> str:
+    """A key of the cache that lives in `partition` (a slot group)."""
+    return next(
+        f"p{i}" for i in range(10_000) if cache._partition(cache.make_key(f"p{i}")) is partition
+    )
+
+
+def _disturbed_run(cluster, database_env: dict, make_cache, disturb) -> tuple[dict, stress.Probe]:
+    """Writers and readers on PostgreSQL over the cluster (tests/stress.py) while
+    `disturb(cache)` runs 3 s in, with `cache` a RAISE_ERRORS cache of the same
+    prefix for its stress.Probe, which it returns: the run's summary and the probe."""
+    setting = stress.cache_setting(cluster.url(), "cl")
+    env = {**database_env, "TIERCACHE_TEST_CACHE": json.dumps(setting)}
     pks = [Product.objects.create(name=f"k{i}").pk for i in range(12)]
-    figures: dict[str, str] = {}
-
-    def later() -> None:
-        time.sleep(3)
-        figures["note"] = disturb(prefix)
-
-    thread = threading.Thread(target=later)
-    thread.start()
-    reports = stress.run(writers=2, readers=3, pks=pks, seconds=9, env=env, pause=0.02)
-    thread.join()
-    totals = stress.summary(reports)
-    commits, refused, reads, stale = (totals[k] for k in ("commits", "refused", "reads", "stale"))
-    with capsys.disabled():
-        print(  # noqa: T201 - the figures the issue asks to see
-            f"\n  cluster, {what}: {reads} reads, {commits} commits ({refused} refused), "
-            f"stale {stale}, {figures.get('note')}"
-        )
-    assert commits > 20 and reads > 300, "the race did not really run"
-    return [r for r in reports if r["role"] == "reader"]
+    cache = make_cache(
+        cluster.url(), KEY_PREFIX=setting["KEY_PREFIX"], RAISE_ERRORS=True, **stress.FAST
+    )
+    return stress.run_disturbed(env, pks, lambda: disturb(cache))
 
 
 @pytest.mark.django_db(transaction=True)
 def test_master_killed_mid_traffic__no_stale_reads_and_writes_come_back(
-    shared_database_env,  # noqa: F811 - the fixture
-    fresh_redis_cluster,
-    make_cache,
-    capsys,
+    shared_database_env, fresh_redis_cluster, make_cache, capsys
 ):
     """A master is killed mid-run: no reader goes back in time, and writes to its
-    groups succeed again once its replica is promoted."""
+    group fail only until its replica is promoted."""
     cluster = fresh_redis_cluster
-    recovered: dict[str, float] = {}
 
-    def kill_then_write(prefix: str) -> str:
-        probe = make_cache(cluster.url(), KEY_PREFIX=prefix, RAISE_ERRORS=True, **FAST)
-        first = probe._partitions[0]
-        key = next(
-            f"p{i}" for i in range(10_000) if probe._partition(probe.make_key(f"p{i}")) is first
-        )
-        killed = time.monotonic()
-        crash(cluster.node_serving(first.store.slot))
-        while time.monotonic() - killed < 60:
-            try:
-                probe.set(key, 1)
-            except redis.RedisError:
-                time.sleep(0.02)
-                continue
-            recovered["after"] = time.monotonic() - killed
-            break
-        return (
-            f"first write to its group {recovered.get('after', float('nan')):.2f} s after the kill"
-        )
+    def kill(cache) -> stress.Probe:
+        group = cache._partitions[0]
+        with stress.Probe(cache, [_key_in(cache, group)]) as probe:
+            killed = time.monotonic()
+            crash(cluster.node_serving(group.store.slot))
+            probe.disturbed(since=killed)
+        return probe
 
-    readers = _stress(cluster, shared_database_env, kill_then_write, capsys, "master killed")
-    assert [r["stale"] for r in readers] == [0, 0, 0]
-    assert "after" in recovered, "no write succeeded within 60 s of the kill"
+    totals, probe = _disturbed_run(cluster, shared_database_env, make_cache, kill)
+    stress.show(capsys, stress.describe("cluster, master killed", totals, probe.figures()))
+    stress.assert_no_stale_reads_and_bounded_errors(totals, probe)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_slots_migrated_mid_traffic__no_stale_reads(
-    shared_database_env,  # noqa: F811 - the fixture
-    fresh_redis_cluster,
-    make_cache,
-    capsys,
+    shared_database_env, fresh_redis_cluster, make_cache, capsys
 ):
     """Every group's slot is moved to another master mid-run (keys migrated while
-    the writers invalidate and the readers fill): no reader goes back in time."""
+    the writers invalidate and the readers fill): calls follow ASK to the importing
+    masters (counted), no reader goes back in time, and writes to the groups fail,
+    if at all, for a bounded time."""
     cluster = fresh_redis_cluster
 
-    def migrate_all(prefix: str) -> str:
-        probe = make_cache(cluster.url(), KEY_PREFIX=prefix, **FAST)
-        moved = 0
-        for partition in probe._partitions:
-            slot = partition.store.slot
-            source = cluster.node_serving(slot)
-            target = next(m for m in cluster.masters() if m.port != source.port)
-            _move_slot(cluster, slot, target, batch=2, pause=0.05)
-            moved += 1
-        return f"{moved} slots migrated"
+    def migrate_all(cache) -> stress.Probe:
+        keys = [_key_in(cache, group) for group in cache._partitions]
+        with stress.Probe(cache, keys) as probe:
+            for group in cache._partitions:
+                source = cluster.node_serving(group.store.slot)
+                target = next(m for m in cluster.masters() if m.port != source.port)
+                _move_slot(cluster, group.store.slot, target, batch=2, pause=0.05)
+            probe.disturbed()
+        return probe
 
-    readers = _stress(cluster, shared_database_env, migrate_all, capsys, "slots migrated")
-    assert [r["stale"] for r in readers] == [0, 0, 0]
+    totals, probe = _disturbed_run(cluster, shared_database_env, make_cache, migrate_all)
+    note = f"{len(probe.keys)} slots migrated, {probe.figures()}"
+    stress.show(capsys, stress.describe("cluster, slots migrated", totals, note))
+    stress.assert_no_stale_reads_and_bounded_errors(totals, probe)
+    assert totals["redirections"].get("ask", 0) > 0, "no call met the migrations halfway"

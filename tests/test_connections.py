@@ -68,7 +68,7 @@ def test_a_server_that_restarted_while_a_connection_was_idle__is_greeted_again(
     assert cache._partitions[0].breaker.failures == 0
 
 
-def test_an_unlock_sent_without_waiting__is_read_with_the_next_command(
+def test_an_unlock_sent_without_waiting__is_read_at_the_next_release_and_delays_no_other_call(
     clean_redis_servers, make_cache
 ):
     server = clean_redis_servers[0]
@@ -77,12 +77,18 @@ def test_an_unlock_sent_without_waiting__is_read_with_the_next_command(
     reader.set("k", 1, tags=["row:1"])
     assert reader.get("k") is None  # locked: not cached
     writer.unlock_tags("w", ["row:1"], wait=False)
-    (conn,) = writer._partitions[0].store._idle
+    store = writer._partitions[0].store
+    (conn,) = store._releasing
     assert conn._tiercache_owed == 1  # sent; its reply not read yet
-    writer.get("anything")  # reads it first: Redis has run the unlock by now
-    assert conn._tiercache_owed == 0
-    reader.set("k", 1, tags=["row:1"])
-    assert reader.get("k") == 1
+    writer.lock_tags("w2", ["row:2"], seconds=30)  # on another connection: no wait
+    assert store._idle and conn not in store._idle
+    assert conn._tiercache_owed == 1
+    writer.unlock_tags("w2", ["row:2"], wait=False)  # reads the first reply, sends its own
+    assert store._releasing == [conn]
+    assert conn._tiercache_owed == 1
+    for tag in ("row:1", "row:2"):
+        reader.set(tag, 1, tags=[tag])
+        assert reader.get(tag) == 1
 
 
 def test_close__reads_what_an_unlock_sent_without_waiting_owes(clean_redis_servers, make_cache):
@@ -91,7 +97,7 @@ def test_close__reads_what_an_unlock_sent_without_waiting_owes(clean_redis_serve
     before = in_use(writer)
     writer.lock_tags("w", ["row:1"], seconds=30)
     writer.unlock_tags("w", ["row:1"], wait=False)
-    (conn,) = writer._partitions[0].store._idle
+    (conn,) = writer._partitions[0].store._releasing
     writer.close()
     assert conn._tiercache_owed == 0
     assert in_use(writer) == before  # back in the pool, with nothing left unread
@@ -108,6 +114,7 @@ def test_an_unlock_sent_without_waiting_that_fails__is_counted(clean_redis_serve
     server.start()  # no functions: the release fails ("function not found")
     cache.unlock_tags("w", ["row:1"], wait=False)
     assert cache.get("k") is None  # the next command still works
+    cache.close()  # reads what the release owes
     name = cache._partitions[0].name
     assert cache._policy.counts[("error:unlock", name)] == 1
 

@@ -19,12 +19,11 @@ from decimal import Decimal
 import pytest
 import redis
 from asgiref.sync import async_to_sync
-from django.conf import settings
 from django.core import signals
 from django.core.cache import CacheKeyWarning, cache, caches
 from django.test import override_settings
 
-from tests.redis_servers import SHARED_REDIS_URL
+from tests.redis_servers import SHARED_REDIS_URL, TEST_ENGINE
 
 MISSING = object()
 THIRTY_DAYS = 60 * 60 * 24 * 30
@@ -1006,9 +1005,9 @@ def test_django_caches__default_alias_is_a_tiercache():
         cache.set(key, {"via": "django.core.cache"})
         assert caches["default"].get(key) == {"via": "django.core.cache"}
         made = cache.make_key(key)
-        if str(settings.CACHES["default"]["LOCATION"]).startswith("redis+cluster://"):
-            store = cache._partition(made).store  # TIERCACHE_TEST_ENGINE=cluster
-            client, made = store.client, store.key_prefix + made
+        if TEST_ENGINE:  # the default cache is on a cluster or a Sentinel primary
+            store = cache._partition(made).store
+            client, made = store.client, getattr(store, "key_prefix", "") + made
         else:
             client = raw_shared_redis()
         assert client.exists(made) == 1

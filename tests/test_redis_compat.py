@@ -256,7 +256,8 @@ def test_lock__lives_on_the_partition_of_its_key(any_location, make_cache):
     try:
         for key in keys:
             url = cache.partition_for(key)
-            if url.startswith("redis+cluster://"):  # redis-py's RedisCluster routes it
+            if url.startswith(("redis+cluster://", "redis+sentinel://")):
+                # redis-py's RedisCluster routes it; Sentinel names the primary.
                 client = cache._partition(cache.make_key(key)).store.client
             else:
                 client = redis.Redis.from_url(url)

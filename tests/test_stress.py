@@ -2,29 +2,14 @@
 
 import json
 import os
-import uuid
 
 import pytest
-from django.db import connection
 
 from tests import stress
 from tests.chaos import ACTIONS, Chaos
 from tests.testapp.models import Product
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def shared_database_env():
-    """Environment for subprocesses that use the test database this test sees."""
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (DATABASE_URL): the processes share one database")
-    settings = connection.settings_dict
-    url = (
-        f"postgres://{settings['USER'] or 'postgres'}@{settings['HOST'] or '127.0.0.1'}:"
-        f"{settings['PORT'] or 5432}/{settings['NAME']}"
-    )
-    return {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings"}
 
 
 def test_writers_and_readers__no_stale_reads(shared_database_env):
@@ -63,21 +48,6 @@ def test_a_save_in_another_process__is_seen_here(shared_database_env):
     assert get_object(Product, product.pk).version == 5
 
 
-def chaos_cache(servers):
-    """The writers' and readers' cache: the throw-away servers, failing fast."""
-    return {
-        "BACKEND": "django_tiercache.backend.TierCache",
-        "LOCATION": [s.url for s in servers],
-        "KEY_PREFIX": f"chaos-{uuid.uuid4().hex[:6]}",
-        "OPTIONS": {
-            "TAG_LEASE": 1.0,
-            "SOCKET_TIMEOUT": 0.25,
-            "SOCKET_CONNECT_TIMEOUT": 0.25,
-            "BREAKER_COOLDOWN": 0.3,
-        },
-    }
-
-
 @pytest.mark.parametrize("partitions", [1, 2, 3])
 def test_losing_metadata_restarts_and_full_servers__no_stale_reads(
     shared_database_env, clean_redis_servers, partitions, capsys
@@ -89,23 +59,19 @@ def test_losing_metadata_restarts_and_full_servers__no_stale_reads(
     TIERCACHE_CHAOS (comma-separated actions, see tests/chaos.py) runs a subset.
     """
     servers = clean_redis_servers[:partitions]
-    cache = chaos_cache(servers)
+    cache = stress.cache_setting([s.url for s in servers], "chaos")
     env = {**shared_database_env, "TIERCACHE_TEST_CACHE": json.dumps(cache)}
     actions = os.environ.get("TIERCACHE_CHAOS", ",".join(ACTIONS)).split(",")
     pks = [Product.objects.create(name=f"c{i}").pk for i in range(12)]
     with Chaos(servers, cache["KEY_PREFIX"], actions=actions) as chaos:
         reports = stress.run(writers=2, readers=3, pks=pks, seconds=10, env=env, pause=0.02)
     totals = stress.summary(reports)
-    commits, refused, reads, stale = (totals[k] for k in ("commits", "refused", "reads", "stale"))
-    with capsys.disabled():
-        print(  # noqa: T201 - the figures the issue asks to see
-            f"\n  chaos over {partitions} partitions: {reads} reads, {commits} commits "
-            f"({refused} saves refused), stale {stale}, actions {dict(chaos.done)}"
-        )
-    assert commits > 20 and reads > 300, "the race did not really run"
+    note = f"actions {dict(chaos.done)}"
+    stress.show(capsys, stress.describe(f"chaos over {partitions} partitions", totals, note))
+    assert totals["commits"] > 20 and totals["reads"] > 300, "the race did not really run"
     assert sum(chaos.done.values()) >= 5, "the chaos loop did not really run"
-    assert stale == [0, 0, 0]
+    assert totals["stale"] == [0, 0, 0]
     if partitions > 1 or not {"restart", "restore"} & set(actions):
         # Only a lone partition that is down refuses saves (they raise before
         # committing); a full one, or one of several, must not.
-        assert refused == 0
+        assert totals["refused"] == 0

@@ -5,6 +5,7 @@ They share the test's database (WB_DB_NAME) and journal (WB_KEY_PREFIX).
 
 import os
 
+from tests.redis_servers import JOURNAL_REDIS_URL
 from tests.settings import *  # noqa: F403
 from tests.settings import DATABASES, TIERCACHE
 
@@ -14,6 +15,7 @@ TIERCACHE = {
     **TIERCACHE,
     "WRITE_BEHIND": {
         "KEY_PREFIX": os.environ["WB_KEY_PREFIX"],
+        "REDIS_URL": JOURNAL_REDIS_URL,
         "TRIGGER": False,
         "BATCH_SIZE": int(os.environ.get("WB_BATCH_SIZE", "500")),
         "CLAIM_TIMEOUT": float(os.environ.get("WB_CLAIM_TIMEOUT", "60")),

@@ -16,7 +16,9 @@ One script call per flush adds the counts, multiplies every score by
 so many processes do not decay it more) and trims the set to the ``SIZE``
 hottest keys, dropping the origins of the keys it removes. The record lives on
 every Redis partition (one restarted partition does not lose it), or on the
-server ``LOCATION`` names, which can outlive a flush of the cache itself.
+server ``LOCATION`` names, which can outlive a flush of the cache itself. On a
+Redis Cluster every slot group keeps a copy below its own namespace
+(``<prefix>:_tc:{<hashtag>}:hot``...), so that a script's three keys share a slot.
 
 Origins are written by warming: a warmer that writes a key that is hot at the
 time records itself as that key's producer. ``warm_cache --hot``
@@ -93,10 +95,11 @@ return 1
 
 
 class _Target:
-    """One Redis server holding a copy of the record."""
+    """One Redis server (or cluster slot group) holding a copy of the record, below ns."""
 
-    def __init__(self, name: str, client: Any, breaker: Any = None):
+    def __init__(self, name: str, client: Any, ns: str, breaker: Any = None):
         self.name, self.client, self.breaker = name, client, breaker
+        self.keys = [f"{ns}hot", f"{ns}hot:decayed", f"{ns}hot:origin"]
         self.flush = client.register_script(FLUSH_SCRIPT)
         self.remember = client.register_script(REMEMBER_SCRIPT)
 
@@ -107,13 +110,12 @@ class _Target:
 class HotKeys(Observer):
     """The hot-key record of one cache, shared by every thread of a process."""
 
-    def __init__(self, targets: list[_Target], ns: str, setting: dict[str, Any], policy: Any):
+    def __init__(self, targets: list[_Target], setting: dict[str, Any], policy: Any):
         self.targets, self.policy = targets, policy
         self.rate = float(setting["SAMPLE"])
         self.size = int(setting["SIZE"])
         self.half_life_ms = int(setting["HALF_LIFE"] * 1000)
         self.flush_every = float(setting["FLUSH"])
-        self.keys = [f"{ns}hot", f"{ns}hot:decayed", f"{ns}hot:origin"]
         self._pending: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._flushing = False
@@ -157,7 +159,7 @@ class HotKeys(Observer):
         for key, count in pending.most_common(MAX_KEYS_PER_FLUSH):
             args += [key, count / self.rate]  # an estimate of the reads, not of the samples
         for target in self.targets:
-            self._call(target, "flush", lambda t: t.flush(keys=self.keys, args=args))
+            self._call(target, "flush", lambda t: t.flush(keys=t.keys, args=args))
 
     # -- reading (warm_cache --hot) --
 
@@ -167,7 +169,7 @@ class HotKeys(Observer):
         stop = (limit or self.size) - 1
         for target in self.targets:
             found = self._call(
-                target, "read", lambda t: t.client.zrevrange(self.keys[0], 0, stop, withscores=True)
+                target, "read", lambda t: t.client.zrevrange(t.keys[0], 0, stop, withscores=True)
             )
             for member, score in found or ():
                 key = member.decode()
@@ -186,7 +188,7 @@ class HotKeys(Observer):
             if not todo:
                 break
             values = self._call(
-                target, "read", lambda t, todo=todo: t.client.hmget(self.keys[2], todo)
+                target, "read", lambda t, todo=todo: t.client.hmget(t.keys[2], todo)
             )
             for key, value in zip(todo, values or (), strict=False):
                 if value is not None:
@@ -198,7 +200,7 @@ class HotKeys(Observer):
         args = [part for item in origins.items() for part in item]
         for target in self.targets:
             self._call(
-                target, "origin", lambda t: t.remember(keys=[self.keys[0], self.keys[2]], args=args)
+                target, "origin", lambda t: t.remember(keys=[t.keys[0], t.keys[2]], args=args)
             )
 
     def _call(self, target: _Target, what: str, call: Any) -> Any:
@@ -237,9 +239,8 @@ def hot_keys_for(building: Building, value: Any) -> HotKeys:
     with _records_lock:
         record = _records.get(identity)
         if record is None:
-            targets = _targets(partitions, setting["LOCATION"])
-            ns = f"{prefix}:_tc:"
-            record = _records[identity] = HotKeys(targets, ns, setting, building.policy)
+            targets = _targets(partitions, setting["LOCATION"], f"{prefix}:_tc:")
+            record = _records[identity] = HotKeys(targets, setting, building.policy)
         return record
 
 
@@ -261,12 +262,15 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _targets(partitions: Iterable[Any], location: str | None) -> list[_Target]:
+def _targets(partitions: Iterable[Any], location: str | None, ns: str) -> list[_Target]:
     if location is not None:
         client = redis.Redis.from_url(location, socket_timeout=1.0, socket_connect_timeout=0.5)
-        return [_Target(redact(location), client)]  # the name is logged and shown
+        return [_Target(redact(location), client, ns)]  # the name is logged and shown
+    # A partition's namespace is ns itself, or ns and a slot group's "{hashtag}:".
     targets = [
-        _Target(p.name, p.store.client, p.breaker) for p in partitions if hasattr(p.store, "client")
+        _Target(p.name, p.store.client, p.store.ns, p.breaker)
+        for p in partitions
+        if hasattr(p.store, "client")
     ]
     if not targets:
         raise ImproperlyConfigured(

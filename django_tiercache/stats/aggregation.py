@@ -18,7 +18,7 @@ from typing import Any
 from django.core.cache import caches
 
 from . import partitions as partitions_module
-from . import recent
+from . import recent, topology
 from .collection import bucket_bounds, recorder_of, tiercache_aliases
 from .conf import get_config
 from .publishing import MINUTES, Snapshot, current_minute, field_name, process_key, publish
@@ -242,11 +242,12 @@ def own_snapshot(recorder: Any) -> Snapshot:
 def report(alias: str) -> dict[str, Any]:
     """Everything the page shows about one cache; kept a moment for the JSON view."""
     cache = caches[alias]
-    infos = [partitions_module.describe(p) for p in getattr(cache, "_partitions", [])]
+    infos, nodes = describe_servers(cache)
     base: dict[str, Any] = {
         "alias": alias,
         "generated_at": time.time(),
         "down": [info["name"] for info in infos if not info.get("reachable")],
+        **nodes,
     }
     recorder = recorder_of(cache)
     if recorder.sink is None:
@@ -265,6 +266,13 @@ def report(alias: str) -> dict[str, Any]:
         found = {**base, **_figures_report(snapshot, infos)}  # type: ignore[arg-type]
     recent.remember(("report", alias, recorder), found)
     return found
+
+
+def describe_servers(cache: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The partitions' rows, and the servers behind them (cluster nodes, Sentinel replicas)."""
+    partitions = getattr(cache, "_partitions", [])
+    infos, probes = partitions_module.describe_all(partitions)
+    return infos, topology.servers(partitions, infos, probes)
 
 
 def recent_report(alias: str) -> dict[str, Any]:
@@ -360,12 +368,13 @@ class Scrape:
     shared_up: bool | None  # the shared figures were read; None: the cache shares none
     own: Figures | None  # this process's counters, when the shared ones could not be read
     partitions: list[dict[str, Any]]
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # cluster nodes, Sentinel servers
 
 
 def scrape(alias: str) -> Scrape:
     """The totals and the partitions, read at most once per STATS_INTERVAL per process.
 
-    No publication and no minute hashes: one HGETALL and one probe per partition.
+    No publication and no minute hashes: one HGETALL and one probe per server.
     """
     cache = caches[alias]
     recorder = recorder_of(cache)
@@ -375,13 +384,15 @@ def scrape(alias: str) -> Scrape:
 
 def _scrape(alias: str) -> Scrape:
     cache = caches[alias]
-    infos = [partitions_module.describe(p) for p in getattr(cache, "_partitions", [])]
+    infos, servers = describe_servers(cache)
+    nodes = servers["nodes"]
     recorder = recorder_of(cache)
     if recorder.sink is None:
-        return Scrape(alias, Figures(), None, None, infos)
+        return Scrape(alias, Figures(), None, None, infos, nodes)
     try:
         totals = recorder.sink.read_totals()
     except Exception as exc:  # noqa: BLE001 - this process's counters stand in for them
         logger.warning("statistics of cache %r unreadable: %s", alias, redact_text(repr(exc)))
-        return Scrape(alias, Figures(), False, parse(own_fields(recorder)), infos)
-    return Scrape(alias, parse(totals), True if recorder.sink.shared else None, None, infos)
+        return Scrape(alias, Figures(), False, parse(own_fields(recorder)), infos, nodes)
+    shared = True if recorder.sink.shared else None
+    return Scrape(alias, parse(totals), shared, None, infos, nodes)

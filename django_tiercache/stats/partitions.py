@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from ..storage.options import SENTINEL_SCHEME
 from .advice import eviction_warning, skew_warning
 from .redaction import redact_text
 
@@ -26,25 +27,56 @@ BALANCED_MAX_OVER_MEAN = 1.25
 MIN_KEYS_FOR_SPREAD = 100
 
 
-def describe(partition: Any) -> dict[str, Any]:
+def describe_all(partitions: list[Any]) -> tuple[list[dict[str, Any]], dict[tuple, Any]]:
+    """Every partition described, each server probed once (a cluster's slot groups share
+    their masters); with the probes by (address, meta key), which topology.py reuses."""
+    probes: dict[tuple, Any] = {}
+    return [describe(partition, probes) for partition in partitions], probes
+
+
+def describe(partition: Any, probes: dict[tuple, Any] | None = None) -> dict[str, Any]:
     base = {
         "name": redact_text(partition.name),
         "kind": "memory" if partition.url.startswith("memory:") else "redis",
         "breaker_open": partition.breaker.is_open,
     }
     store = partition.store
-    if getattr(store, "client", None) is None:
+    # Not getattr(store, "client"): a cluster's client is made at first use, and raises
+    # while the cluster is down.
+    if base["kind"] == "memory":
         return {**base, **_memory(store)}
     if base["breaker_open"]:
         return {**base, "reachable": False, "error": "circuit breaker open in this process"}
     try:
         # A Sentinel primary or a cluster master: the server that holds it now.
         client, where = store.server_client(), store.placement()
-        probe = _probe(client)
+        # A Sentinel partition also tells how many failovers its namespace has seen.
+        meta = store.meta_key() if partition.url.startswith(f"{SENTINEL_SCHEME}:") else None
+        probe = probe_once(client, where.get("address"), meta, {} if probes is None else probes)
     except Exception as exc:  # noqa: BLE001 - an unreachable server is a row on the page
-        return {**base, "reachable": False, "error": redact_text(f"{type(exc).__name__}: {exc}")}
+        return {**base, "reachable": False, "error": failure(exc)}
     db = client.connection_pool.connection_kwargs.get("db", 0)
-    return {**base, **_placed(where), **_redis(probe, db)}
+    return {**base, **_placed(where), **server_figures(probe, db)}
+
+
+def failure(exc: BaseException) -> str:
+    return redact_text(f"{type(exc).__name__}: {exc}")
+
+
+def probe_once(client: Any, address: str | None, meta: str | None, probes: dict) -> dict:
+    """_probe(), once per server and report; a failure is remembered too (and raised)."""
+    if address is None:
+        return _probe(client, meta)
+    key = (address, meta)
+    if key not in probes:
+        try:
+            probes[key] = _probe(client, meta)
+        except Exception as exc:  # noqa: BLE001 - raised again below, and for the next group
+            probes[key] = exc
+    found = probes[key]
+    if isinstance(found, Exception):
+        raise found
+    return found
 
 
 def _placed(where: dict[str, Any]) -> dict[str, Any]:
@@ -55,18 +87,22 @@ def _placed(where: dict[str, Any]) -> dict[str, Any]:
     return {**where, "note": f"{where['role']} {where['address']}{slot}"}
 
 
-def _probe(client: Any) -> dict[str, Any]:
-    """TIME alone (timed, to place it on our clock), then INFO and CONFIG GET save together."""
+def _probe(client: Any, meta: str | None = None) -> dict[str, Any]:
+    """TIME alone (timed, to place it on our clock), then INFO and CONFIG GET save together
+    (and the meta hash's ``switches``, when `meta` names it)."""
     sent = time.time()
     seconds, microseconds = client.time()
     received = time.time()
     pipe = client.pipeline(transaction=False)
     pipe.info()
     pipe.config_get("save")
-    info, save = pipe.execute(raise_on_error=False)
+    if meta is not None:
+        pipe.hget(meta, "switches")
+    info, save, *switches = pipe.execute(raise_on_error=False)
     if isinstance(info, Exception):
         raise info
     return {
+        "switches": _count(switches[0]) if switches else None,
         "info": info,
         # The server read its clock somewhere in the round trip; the midpoint is the best guess.
         "skew": seconds + microseconds / 1e6 - (sent + received) / 2,
@@ -75,12 +111,18 @@ def _probe(client: Any) -> dict[str, Any]:
     }
 
 
-def _redis(probe: dict[str, Any], db: int) -> dict[str, Any]:
+def _count(value: Any) -> int | None:
+    """A counter read from a hash: absent is 0, an error reply unknown."""
+    return None if isinstance(value, Exception) else int(value or 0)
+
+
+def server_figures(probe: dict[str, Any], db: int) -> dict[str, Any]:
+    """What the page shows of one server: its INFO, configuration, clock and replication."""
     info = probe["info"]
     keyspace = info.get(f"db{db}") or {}
     policy = info.get("maxmemory_policy")
     skew = round(probe["skew"], 3)
-    return {
+    found = {
         "reachable": True,
         "version": info.get("redis_version"),
         "keys": int(keyspace.get("keys", 0)),
@@ -98,6 +140,41 @@ def _redis(probe: dict[str, Any], db: int) -> dict[str, Any]:
         "clock_skew_s": skew,
         "clock_uncertainty_s": round(probe["round_trip"] / 2, 4),
         "clock_warning": skew_warning(skew),
+        **replication(info),
+    }
+    if probe.get("switches") is not None:
+        found["failovers_seen"] = probe["switches"]
+    return found
+
+
+def replication(info: dict[str, Any]) -> dict[str, Any]:
+    """The server's role, and its replicas (a primary) or the link to its primary (a replica)."""
+    if info.get("role") != "slave":
+        offset = info.get("master_repl_offset")
+        replicas = [
+            _replica(info[f"slave{i}"], offset)
+            for i in range(int(info.get("connected_slaves") or 0))
+            if isinstance(info.get(f"slave{i}"), dict)
+        ]
+        return {"server_role": "primary", "replicas": replicas}
+    return {
+        "server_role": "replica",
+        "primary": f"{info.get('master_host')}:{info.get('master_port')}",
+        "primary_link": info.get("master_link_status"),
+        "primary_last_io_s": info.get("master_last_io_seconds_ago"),
+    }
+
+
+def _replica(entry: dict[str, Any], offset: Any) -> dict[str, Any]:
+    """One ``slaveN`` line of INFO replication: address, state, lag and bytes behind."""
+    behind = None
+    if isinstance(offset, int) and isinstance(entry.get("offset"), int):
+        behind = max(0, offset - entry["offset"])
+    return {
+        "address": f"{entry.get('ip')}:{entry.get('port')}",
+        "state": entry.get("state"),
+        "lag_s": entry.get("lag"),
+        "bytes_behind": behind,
     }
 
 
@@ -145,8 +222,14 @@ def spread(infos: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def server_totals(infos: list[dict[str, Any]]) -> dict[str, Any]:
-    """Keys, memory and evictions added over the reachable partitions."""
-    reachable = [info for info in infos if info.get("reachable")]
+    """Keys, memory and evictions added over the reachable partitions' servers (each once:
+    a cluster's slot groups share their masters)."""
+    reachable, seen = [], set()
+    for info in infos:
+        address = info.get("address")
+        if info.get("reachable") and (address is None or address not in seen):
+            reachable.append(info)
+            seen.add(address)
 
     def total(name: str) -> int | None:
         values = [info[name] for info in reachable if info.get(name) is not None]
@@ -157,5 +240,5 @@ def server_totals(infos: list[dict[str, Any]]) -> dict[str, Any]:
         "used_memory": total("used_memory"),
         "evicted_keys": total("evicted_keys"),
         "expired_keys": total("expired_keys"),
-        "unreachable": len(infos) - len(reachable),
+        "unreachable": len([info for info in infos if not info.get("reachable")]),
     }

@@ -59,6 +59,24 @@ INFO_GAUGES = (
 INFO_COUNTERS = (
     ("evicted_keys", "tiercache_partition_evicted_keys", "Keys evicted by the server."),
     ("expired_keys", "tiercache_partition_expired_keys", "Keys expired on the server."),
+    (
+        "failovers_seen",
+        "tiercache_partition_failovers_seen",
+        "Times a Sentinel partition's data was found on a new primary (counted in Redis).",
+    ),
+)
+# The servers behind the partitions: a cluster's nodes, a Sentinel primary and its replicas.
+SERVER_GAUGES = (
+    ("slots", "tiercache_server_slots", "Hash slots a cluster master serves."),
+    ("keys", "tiercache_server_keys", "Keys in the server's database (all of them)."),
+    ("used_memory", "tiercache_server_memory_used_bytes", "Memory the server uses."),
+    ("connected_clients", "tiercache_server_connected_clients", "Clients connected."),
+    ("ops_per_second", "tiercache_server_ops_per_second", "The server's operations/s."),
+    (
+        "lag_s",
+        "tiercache_server_replication_lag_seconds",
+        "A replica's lag, as its primary sees it.",
+    ),
 )
 
 
@@ -76,6 +94,7 @@ class StatsCollector:
             yield from _latency(own, "tiercache_process_")
         yield _shared_up(scrapes)
         yield from _partitions(scrapes)
+        yield from _servers(scrapes)
         yield from _write_behind()
 
 
@@ -215,6 +234,43 @@ def _partitions(scrapes: list[Scrape]) -> Iterator[Any]:
     yield from (up, *families.values(), config)
     if server.samples:
         yield server
+
+
+def _servers(scrapes: list[Scrape]) -> Iterator[Any]:
+    labels = ["cache", "server"]
+    families = {k: GaugeMetricFamily(n, h, labels=labels) for k, n, h in SERVER_GAUGES}
+    up = GaugeMetricFamily(
+        "tiercache_server_up",
+        "1 if the server answered (replicas of a Sentinel primary are not asked).",
+        labels=labels,
+    )
+    about = InfoMetricFamily(
+        "tiercache_server",
+        "A server's role, its primary (replicas), cluster flags, link and slot groups.",
+        labels=labels,
+    )
+    for found in scrapes:
+        for node in found.nodes:
+            names = [found.alias, node["address"]]
+            about.add_metric(names, _server_labels(node))
+            if node.get("reachable") is not None:
+                up.add_metric(names, 1 if node["reachable"] else 0)
+            for name, family in families.items():
+                if node.get(name) is not None:
+                    family.add_metric(names, node[name])
+    for metric in (up, about, *families.values()):
+        if metric.samples:
+            yield metric
+
+
+def _server_labels(node: dict[str, Any]) -> dict[str, str]:
+    return {
+        "role": node["role"],
+        "primary": node.get("primary") or "",
+        "flags": ",".join(node.get("flags") or ()),
+        "link": node.get("link") or "",
+        "groups": ",".join(map(str, node.get("groups") or ())),
+    }
 
 
 def _config_labels(info: dict[str, Any]) -> dict[str, str]:

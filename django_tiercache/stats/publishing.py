@@ -116,9 +116,14 @@ class RedisSink:
 
     def __init__(self, partition: Any, alias: str):
         self.partition = partition
-        self.client = partition.store.client
         self.base = f"{partition.store.ns}stats:{alias}:"
         self._apply: Any = None
+
+    @property
+    def client(self) -> Any:
+        # Asked for at each use, never while the cache is built: a cluster's client is
+        # made at its first call (it asks the cluster for the slot map, which may be down).
+        return self.partition.store.client
 
     def add(self, batch: Batch) -> bool:
         """Apply the batch unless it was applied before; True when applied now."""

@@ -11,6 +11,13 @@ messages: the slots are told at once (they flush and bypass L1), the thread
 connects again with a short backoff, and the slots serve again only once the
 server confirmed the new subscription. redis-py's own reconnect-and-resubscribe
 is turned off on this connection, since it would hide the gap.
+
+A slot group of a Redis Cluster (stores/cluster.py) announces on a sharded
+channel: the thread SSUBSCRIBEs on the master serving the group's slot, asking
+the store where that is at every (re)connect. A master that gives the slot up
+(resharding, failover) ends the subscription with ``sunsubscribe``: that is a
+lost channel like any other. redis-py's ClusterPubSub is not used, because it
+moves subscriptions to the new master by itself, hiding the gap too.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -41,11 +49,14 @@ _subscribers_lock = threading.Lock()
 class Subscriber:
     """A daemon thread listening on one partition's channel for its L1 slots."""
 
-    def __init__(self, pool: Any, channel: str):
-        self.channel = channel
-        self.kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
-        self.kwargs.pop("retry_on_error", None)
-        self.connection_class = pool.connection_class
+    def __init__(
+        self, locate: Callable[[bool], Any], channel: str, sharded: bool = False, cut: int = 0
+    ):
+        # locate(failed) -> the connection pool of the server to listen on now.
+        self.locate, self.channel, self.sharded = locate, channel, sharded
+        # Announced keys start with this many characters L1 does not see (a
+        # slot group's "{hashtag}").
+        self.cut = cut
         self.listeners: list[tuple[L1, int]] = []
         self.live = False
         self.lock = threading.Lock()
@@ -69,7 +80,7 @@ class Subscriber:
         failures = 0
         while not self.stopped.is_set():
             try:
-                self._listen()
+                self._listen(failures > 0)
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - any failure: flush, reconnect
                 if failures == 0:
@@ -81,13 +92,19 @@ class Subscriber:
             failures += 1
             self.stopped.wait(delay)
 
-    def _listen(self) -> None:
-        pool = redis.ConnectionPool(connection_class=self.connection_class, **self.kwargs)
+    def _listen(self, failed: bool) -> None:
+        source = self.locate(failed)
+        kwargs = {**source.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+        kwargs.pop("retry_on_error", None)
+        pool = redis.ConnectionPool(connection_class=source.connection_class, **kwargs)
         client = redis.Redis(connection_pool=pool)
         pubsub = client.pubsub()
         self.client = pubsub
         try:
-            pubsub.subscribe(self.channel)
+            if self.sharded:
+                pubsub.ssubscribe(self.channel)
+            else:
+                pubsub.subscribe(self.channel)
             self._receive(pubsub)
         finally:
             self.client = None
@@ -103,14 +120,16 @@ class Subscriber:
             if message is not None:
                 last_seen = now
                 kind = message["type"]
-                if kind == "message":
+                if kind in ("message", "smessage"):
                     self._dispatch(message["data"])
-                elif kind == "subscribe":
+                elif kind in ("subscribe", "ssubscribe"):
                     if message["channel"] in confirmed:  # resubscribed behind our back
                         raise redis.ConnectionError("subscription was renewed")
                     confirmed.add(message["channel"])
                     if len(confirmed) == 1:
                         self._set_live(True)
+                elif kind == "sunsubscribe":  # the server gave the channel's slot up
+                    raise redis.ConnectionError("the shard channel's slot moved")
             if now - last_ping >= PING_EVERY:
                 pubsub.ping()
                 last_ping = now
@@ -122,6 +141,8 @@ class Subscriber:
             kind, items = "*", []
         else:
             kind, items = chr(data[0]), json.loads(data[1:])
+            if self.cut and kind == "k":
+                items = [key[self.cut :] for key in items]
         with self.lock:
             listeners = list(self.listeners)
         for l1, slot in listeners:
@@ -151,11 +172,18 @@ def listen(l1: L1, partitions: list[Any]) -> None:
             store = partition.store
             if store.channel is None:
                 continue
-            pool = store.pool
-            identity = (repr(sorted(pool.connection_kwargs.items(), key=str)), store.channel)
+            if store.sharded_channel:  # where it is served is asked at every connect
+                identity: tuple = (store.url, store.channel)
+                locate = store.channel_pool
+            else:
+                pool = store.pool
+                identity = (repr(sorted(pool.connection_kwargs.items(), key=str)), store.channel)
+                locate = lambda failed, pool=pool: pool  # noqa: E731 - one server, always
             subscriber = _subscribers.get(identity)
             if subscriber is None:
-                subscriber = _subscribers[identity] = Subscriber(pool, store.channel)
+                cut = len(store.key_prefix) if store.sharded_channel else 0
+                subscriber = Subscriber(locate, store.channel, store.sharded_channel, cut)
+                _subscribers[identity] = subscriber
             subscriber.add(l1, index)
         l1.listening_pid = pid
 

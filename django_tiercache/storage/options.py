@@ -581,26 +581,6 @@ def _cluster_options(urls: list[str], merged: dict[str, Any], problems: list[Pro
                 "Leave it out: the partitions are the cluster's slot groups, named after it.",
             )
         )
-    hot = merged["HOT_KEYS"]
-    if hot and not (isinstance(hot, dict) and hot.get("LOCATION")):
-        # The record's keys are spread over slots; a cluster refuses such scripts.
-        problems.append(
-            Problem(
-                "E003",
-                "OPTIONS['HOT_KEYS'] on a redis+cluster:// LOCATION needs a LOCATION of its own.",
-                "Keep the hot-key record on a plain Redis server: OPTIONS['HOT_KEYS'] = "
-                "{'LOCATION': 'redis://host:6379/0'}, or leave HOT_KEYS off.",
-            )
-        )
-    if merged["L1"]:
-        problems.append(
-            Problem(
-                "E003",
-                "OPTIONS['L1'] is not available on a redis+cluster:// LOCATION.",
-                "Leave L1 off for this cache: its coherence channel would be relayed to every "
-                "node of the cluster on every write.",
-            )
-        )
     groups = merged["CLUSTER_SLOT_GROUPS"]
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         groups = 1  # reported by _check_values

@@ -46,6 +46,11 @@ class RendezvousPartitioner(Partitioner):
     def index(self, key: str) -> int:
         return self._owner[key_slot(key.encode())]
 
+    @property
+    def owner_of_slot(self) -> tuple[int, ...]:
+        """The partition index of each slot, for callers that hash keys themselves."""
+        return self._owner
+
 
 @lru_cache(maxsize=32)
 def slot_owners(names: tuple[str, ...]) -> tuple[int, ...]:

@@ -62,6 +62,9 @@ class Store:
     # (stores/lua.py), or None: such a store is never fronted by an L1 tier
     # (an in-process store is as fast as one).
     channel: str | None = None
+    # True when the channel is a Redis Cluster shard channel (SSUBSCRIBE), whose
+    # server the store names at every connect (channel_pool; stores/cluster.py).
+    sharded_channel = False
 
     @property
     def horizon(self) -> int:

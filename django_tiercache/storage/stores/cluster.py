@@ -17,15 +17,40 @@ range, so the groups spread over the masters evenly.
 
 Calls go straight to the node that serves the group's slot, on that node's
 pooled connections (the same greeting and lazy ``FUNCTION LOAD`` as a
-standalone partition, stores/redis.py), so a call to every group is sent to
-every node before any reply is read. A ``MOVED`` reply, or a script told its
-keys are no longer local (the slot moved), refreshes redis-py's slot map and
-sends the call once more; ``ASK`` and ``TRYAGAIN`` (a slot being migrated)
-fail the call, which the policy turns into a miss, a skipped write or a
+standalone partition, stores/redis.py, but of the cluster variant of the
+library, lua.CLUSTER_LIBRARY), so a call to every group is sent to every node
+before any reply is read. A ``MOVED`` reply, or a script told its keys are no
+longer local, refreshes redis-py's slot map and sends the call once more.
+
+While a slot migrates, its keys are split between two masters: the source
+answers ``ASK`` for a key it no longer holds, the importing target serves a
+call preceded by ``ASKING``, and answers ``TRYAGAIN`` to a call on several
+keys it does not all hold yet. That makes a call safe on the target only if
+it declares every key whose absence it acts on (Redis checks declared keys;
+a key a Function reaches undeclared would read as missing on the target while
+it still sits on the source). So every Function call declares the keys of
+the group it may create, delete or trust (``_declared``), which the
+Functions themselves ignore; ``ASK`` is then followed (``ASKING`` and the call
+on the target, as redis-py's RedisCluster does, without the greeting: a
+target learns the group's ``run_id`` once the slot is its own) and
+``TRYAGAIN`` retried a few times (``TRYAGAIN_PAUSES``) before the call fails.
+A tagged write is the one call that creates keys it cannot declare (the tag
+tokens and the generation it reads from its header); it is not sent to a
+target and fails as a skipped write. A change made on the target is
+announced on the target's shard while the group's subscribers still listen
+on the source: the call then announces ``*`` for the group on the source too.
+
+A call that fails keeps the failure policy: a miss, a skipped write or a
 fence. A dead master fails the group's calls until the cluster promotes its
 replica and the slot map says so; the promoted replica's greeting finds a new
 run_id and drops the group's tagged entries (what the old master acknowledged
 may not have been replicated).
+
+The group's L1 channel (``<ns>l1``) carries its hashtag: the Functions
+SPUBLISH there, inside the group's shard, and coherence.py SSUBSCRIBEs on the
+master serving the slot now (``channel_pool``). A master that gives the slot
+up ends the subscription (``sunsubscribe``), which L1 takes as a lost
+channel: the group's copies are flushed until the new master confirms.
 """
 
 from __future__ import annotations
@@ -38,26 +63,33 @@ from typing import Any
 
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
+    AskError,
     MovedError,
     RedisClusterException,
     RedisError,
     ResponseError,
     SlotNotCoveredError,
+    TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..hooks import lock_horizon_ms
 from ..options import parse_cluster_url
 from . import lua
 from .base import Done
-from .redis import RedisCall, RedisStore, _same
+from .redis import RedisCall, RedisStore, _load_library, _missing_function, _same, fresh_epoch
 
 SLOTS = 16384
 # Refresh the slot map at most this often after failures (a dead master fails
 # every call until its replica is promoted).
 REFRESH_INTERVAL = 0.1
+# Pauses before sending again a call refused with TRYAGAIN (several keys of a
+# slot being migrated, not all on the target yet); then the call fails.
+TRYAGAIN_PAUSES = (0.01, 0.02, 0.05)
+# Redirections (MOVED, ASK) one call follows at most.
+MAX_REDIRECTIONS = 5
 
 _clients: dict[tuple, RedisCluster] = {}
 _clients_lock = threading.Lock()
@@ -121,35 +153,187 @@ def _moved(error: ResponseError) -> bool:
     return "non local key" in str(error)
 
 
-class ClusterCall:
-    """A RedisCall to the node serving a group's slot, sent once more after a MOVED."""
+class Redirections:
+    """How many redirections the cluster stores of this process followed (tests,
+    diagnostics): moved, ask, tryagain, and announce_failed (the ``*`` on the
+    source after a change on the target could not be sent)."""
 
-    __slots__ = ("_store", "_args", "_convert", "_call")
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
 
-    def __init__(self, store: ClusterStore, args: tuple, convert: Any):
-        self._store, self._args, self._convert = store, args, convert
-        self._call = store.start(args, convert)
+    def count(self, kind: str) -> None:
+        with self._lock:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+redirections = Redirections()
+
+
+def _declared(ns: str, function: str, args: list) -> list[str]:
+    """The keys a Function that takes none (it reads its arguments) may create,
+    delete or trust, declared to Redis so that a migration's ASK and TRYAGAIN
+    rules cover them (see the module docstring). The Functions ignore them."""
+    meta = ns + "meta"
+    if function == "drop_tags":
+        return [ns + "t:" + tag for tag in args]
+    if function == "snapshot":  # fresh, ttl, horizon, leased, tag*
+        return [meta, ns + "gen", *(ns + "t:" + tag for tag in args[4:])]
+    if function == "lock":  # fresh, horizon, writer, lock_ms, tag*
+        return [meta, *(ns + "t:" + tag for tag in args[4:])]
+    if function == "unlock":  # writer, tag*
+        return [meta, *(ns + "t:" + tag for tag in args[1:])]
+    if function == "lease_activate":  # nonce, ...
+        return [meta, ns + "gen", ns + "lease", ns + "lease:" + str(args[0])]
+    return [meta]  # hello, fences, lease_prepare: the meta hash is what they stand on
+
+
+def _tagged(args: list) -> bool:
+    """Does WRITE's argument list (stores/redis.py) hold a tagged entry?"""
+    a = 4  # fresh, nx, horizon, leased; then per entry: ttl, n, tag*n, snapshot, body
+    while a < len(args):
+        if int(args[a + 1]):
+            return True
+        a += 2
+        a += 2 if args[a] == "1" else 1  # an untagged snapshot is the generation alone
+        a += 1
+    return False
+
+
+class GreetingFailed(ResponseError):
+    """The greeting sent before a call failed while the call itself ran: sending it
+    again elsewhere could run it twice, so the call fails."""
+
+
+class SlotCall(RedisCall):
+    """A RedisCall that tells a failed greeting from a failed call."""
+
+    __slots__ = ()
+
+    def _read(self) -> Any:
+        greeting_error = None
+        if self._greeting:
+            try:
+                self._conn.read_response()
+            except ResponseError as error:
+                greeting_error = error
+                self._conn._tiercache_greeted.discard(self._store.ns)
+        reply = self._conn.read_response()  # the call's own error, if any, wins
+        if greeting_error is not None:
+            raise GreetingFailed(f"the greeting failed: {greeting_error}")
+        return reply
+
+
+class AskedCall:
+    """A call sent with ASKING to the master importing the group's slot."""
+
+    __slots__ = ("_store", "_node", "_args", "_convert")
+
+    def __init__(self, store: ClusterStore, error: AskError, args: tuple, convert: Any):
+        client = store.client
+        node = client.get_node(host=error.host, port=error.port)
+        if node is None:  # a master our slot map does not know yet
+            _refresh(client)
+            node = client.get_node(host=error.host, port=error.port)
+            if node is None:
+                raise error
+        self._store, self._node, self._args, self._convert = store, node, args, convert
 
     def result(self) -> Any:
+        pool = self._store.client.get_redis_connection(self._node).connection_pool
+        conn = pool.get_connection()
         try:
-            return self._call.result()
-        except MovedError as error:  # the slot's new master is named: no need to ask
-            self._store.client.nodes_manager.move_slot(error)
-            return self._store.start(self._args, self._convert).result()
-        except ResponseError as error:
-            if not _moved(error):
-                raise
-            # A script found its keys gone (the slot moved, or is moving: then
-            # asking again does not help, and the refresh is rate-limited).
-            _refresh(self._store.client)
-            return self._store.start(self._args, self._convert).result()
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            _refresh(self._store.client)  # the master may be gone: look again next time
+            try:
+                reply = self._send(conn)
+            except ResponseError as error:
+                if not _missing_function(error):
+                    raise
+                _load_library(conn, self._store.library)
+                reply = self._send(conn)
+        except ResponseError:  # the connection is in a clean state
+            pool.release(conn)
             raise
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        pool.release(conn)
+        return self._convert(reply)
+
+    def _send(self, conn: Any) -> Any:
+        conn.send_packed_command(conn.pack_commands([("ASKING",), self._args]))
+        conn.read_response()
+        return conn.read_response()
+
+
+class ClusterCall:
+    """A call to the node serving a group's slot, following MOVED, ASK and
+    TRYAGAIN (see the module docstring)."""
+
+    __slots__ = ("_store", "_args", "_convert", "_call", "_askable", "_changes")
+
+    def __init__(
+        self, store: ClusterStore, args: tuple, convert: Any, askable: bool, changes: bool
+    ):
+        self._store, self._args, self._convert = store, args, convert
+        self._askable, self._changes = askable, changes
+        self._call: Any = store.start(args, convert)
+
+    def result(self) -> Any:
+        store, call = self._store, self._call
+        pauses, refreshed, asked = list(TRYAGAIN_PAUSES), False, False
+        for _ in range(MAX_REDIRECTIONS + len(TRYAGAIN_PAUSES)):
+            try:
+                reply = call.result()
+            except MovedError as error:  # the slot's new master is named: no need to ask
+                redirections.count("moved")
+                store.client.nodes_manager.move_slot(error)
+            except AskError as error:
+                if not self._askable:
+                    raise
+                redirections.count("ask")
+                call, asked = AskedCall(store, error, self._args, self._convert), True
+                continue
+            except TryAgainError:
+                if not pauses:
+                    raise
+                redirections.count("tryagain")
+                time.sleep(pauses.pop(0))
+            except GreetingFailed:
+                raise
+            except ResponseError as error:
+                # A script found its keys gone: the slot moved (the refresh finds
+                # it) or is moving (a key it reaches undeclared is on the target).
+                if not _moved(error) or refreshed:
+                    raise
+                refreshed = True
+                _refresh(store.client)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                _refresh(store.client)  # the master may be gone: look again next time
+                raise
+            else:
+                if asked and self._changes:
+                    store.announce_on_source()
+                return reply
+            call = self._again()
+        return call.result()
+
+    def _again(self) -> Any:
+        try:
+            return self._store.start(self._args, self._convert)
+        except SlotNotCoveredError as exc:  # no master serves the slot now: unreachable
+            return Done(error=RedisConnectionError(str(exc)))
 
 
 class ClusterStore(RedisStore):
     """One slot group of a Redis Cluster (see the module docstring)."""
+
+    library = lua.CLUSTER_LIBRARY
+    sharded_channel = True
 
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         base, _, fragment = url.partition("#")
@@ -161,10 +345,9 @@ class ClusterStore(RedisStore):
         self.key_prefix = f"{{{self.hashtag}}}"
         self._seeds, self._options = base, options
         self._client: RedisCluster | None = None
-        # No L1 in front of a cluster: its announcements are plain PUBLISHes,
-        # which every node would relay to every other.
-        self.channel = None
-        # No idle connections kept either (RedisStore keeps some per store): the
+        # The group's changes are SPUBLISHed here, in the group's slot (lua.py).
+        self.channel = f"{self.ns}l1"
+        # No idle connections kept (RedisStore keeps some per store): the
         # master serving the slot, and so the pool, can change between calls.
         self._idle_max, self._idle, self._idle_pid = 0, [], os.getpid()
 
@@ -196,6 +379,13 @@ class ClusterStore(RedisStore):
         """The connection pool of the master now serving the group's slot."""
         return self._master().connection_pool
 
+    def channel_pool(self, failed: bool = False) -> Any:
+        """Where to SSUBSCRIBE to the group's channel now (after a failure, the
+        slot map is fetched again first: the slot may have moved)."""
+        if failed:
+            _refresh(self.client)
+        return self.pool
+
     def _master(self) -> Any:
         """A redis-py client of the master now serving the group's slot."""
         node = self.client.nodes_manager.get_node_from_slot(self.slot)
@@ -208,19 +398,46 @@ class ClusterStore(RedisStore):
         node = self.client.nodes_manager.get_node_from_slot(self.slot)
         return {"role": "cluster master", "address": node.name, "slot": self.slot}
 
+    def node_addresses(self) -> list[str]:
+        """The "host:port" of every node in redis-py's slot map (statistics)."""
+        return list(self.client.nodes_manager.nodes_cache)
+
+    def node_client(self, address: str) -> Any:
+        """A redis-py client of the node at "host:port", a replica or a master without
+        slots included (statistics; the latter's are kept beside the slot map's)."""
+        client = self.client
+        node = client.get_node(node_name=address)
+        if node is None:
+            with client._tiercache_lock:  # type: ignore[attr-defined]
+                others = client.__dict__.setdefault("_tiercache_other_nodes", {})
+                host, _, port = address.rpartition(":")
+                node = others.setdefault(address, ClusterNode(host, int(port)))
+        if node.redis_connection is None:
+            client.nodes_manager.create_redis_connections([node])
+        return node.redis_connection
+
     def start(self, args: tuple, convert: Any) -> RedisCall:
-        return RedisCall(self, args, convert)
+        return SlotCall(self, args, convert)
+
+    def hello_command(self) -> tuple:
+        name = lua.cluster_function_name("hello")
+        return ("FCALL", name, 1, self.ns + "meta", self.ns, fresh_epoch(), self.horizon)
 
     def _call(self, function, keys, args, convert=_same):
-        if function is None:  # a plain command, e.g. ["SET", key, ...], keys already in the slot
-            return self._send((*keys, *args), convert)
-        keys = [self.key_prefix + key for key in keys]
-        name = lua.function_name(function)
-        return self._send(("FCALL", name, len(keys), *keys, self.ns, *args), convert)
+        if function is None:  # a single-flight claim (SET NX PX), its key already in the slot
+            return self._send((*keys, *args), convert, askable=True, changes=False)
+        if keys:
+            keys = [self.key_prefix + key for key in keys]
+        else:
+            keys = _declared(self.ns, function, args)
+        askable = function != "write" or not _tagged(args)
+        name = lua.cluster_function_name(function)
+        command = ("FCALL", name, len(keys), *keys, self.ns, *args)
+        return self._send(command, convert, askable, function not in lua.READ_ONLY)
 
-    def _send(self, command: tuple, convert: Any) -> Any:
+    def _send(self, command: tuple, convert: Any, askable: bool, changes: bool) -> Any:
         try:
-            return ClusterCall(self, command, convert)
+            return ClusterCall(self, command, convert, askable, changes)
         except SlotNotCoveredError as exc:  # no master serves the slot now: unreachable
             return Done(error=RedisConnectionError(str(exc)))
         except Exception as exc:  # noqa: BLE001 - reported by result()
@@ -228,7 +445,19 @@ class ClusterStore(RedisStore):
 
     def release(self, name, owner):
         key = f"{self.ns}sf:{name}"  # already in the group's slot
-        return self._send(("FCALL", lua.function_name("release"), 1, key, self.ns, owner), _same)
+        name_ = lua.cluster_function_name("release")
+        return self._send(("FCALL", name_, 1, key, self.ns, owner), _same, True, False)
+
+    def announce_on_source(self) -> None:
+        """Tell the group's subscribers, still on the master our slot map names,
+        that anything may have changed: a change was just made on the master
+        importing the slot, whose shard they do not listen to yet."""
+        try:
+            self._master().execute_command("SPUBLISH", self.channel, "*")
+        except RedisError:
+            # The source gave the slot up meanwhile, which ended its
+            # subscriptions (their copies are flushed), or it is down.
+            redirections.count("announce_failed")
 
     def scan_keys(self, pattern: str, count: int) -> Any:
         """The group's keys matching a Redis glob pattern, without the group's hashtag."""
@@ -239,7 +468,8 @@ class ClusterStore(RedisStore):
             yield key.decode()[cut:]
 
     def clear(self):
-        """Delete every key in the group's slot but the meta hashes (the guarantee's memory)."""
+        """Delete every key in the group's slot but the meta hashes (the guarantee's
+        memory), then tell the group's L1 copies everywhere."""
         try:
             server = self._master()
             keep = f":_tc:{{{self.hashtag}}}:meta".encode()
@@ -249,6 +479,7 @@ class ClusterStore(RedisStore):
                 if not doomed:
                     break
                 server.delete(*doomed)
+            server.execute_command("SPUBLISH", self.channel, "*")
             return Done(1)
         except Exception as exc:  # noqa: BLE001 - reported by result()
             return Done(error=exc)

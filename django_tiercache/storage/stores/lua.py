@@ -12,6 +12,9 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
   - ``epoch``      random, new whenever this hash is started over (memory lost)
   - ``born``       server ms when it was started over (grants before it are unknown)
   - ``quiet``      server ms until which nothing may be cached under tags
+  - ``switches``   how often ``hello`` found the hash on a server other than the one
+                   it was last checked on (a failover, a moved slot, a restart that
+                   kept the data); carried over when the hash is started over
   - ``l:<tag>``    write locks: "until writer ..." (transactions changing the tag's data)
   - ``f:<id>``     invalidations partition <id> missed (kept on the OTHER partitions)
   - ``g:<id>``     the latest lease deadline granted to partition <id>, server ms
@@ -44,7 +47,10 @@ parse is treated as invalid, never as an error that would fail the whole call.
 Functions (Redis 7) rather than EVAL scripts: the helpers below are compiled
 once per server instead of on every call. They touch keys they do not
 declare; that is fine on a standalone Redis server, which is what a partition
-is. Each function's first argument is ns. Functions that keep the guarantee
+is. A Redis Cluster runs a variant (``CLUSTER_LIBRARY``, at the end: SPUBLISH,
+and ``write`` announcing first), and stores/cluster.py declares the keys a
+call may touch, which the Functions ignore, so that a slot migration's ASK and
+TRYAGAIN rules cover them. Each function's first argument is ns. Functions that keep the guarantee
 (locks, fences, leases) may run on a full server (``allow-oom``); cache fills
 may not.
 """
@@ -140,6 +146,15 @@ local function extend(key, ttl)
   elseif left < ttl then redis.call('PEXPIRE', key, with_slack(ttl)) end
 end
 
+-- The partition's generation token, made if missing. It never expires, so
+-- unlike a tag token it needs no PTTL.
+local function generation(ns, fresh)
+  local gen = redis.call('GET', ns .. 'gen')
+  if gen then return gen end
+  redis.call('SET', ns .. 'gen', fresh)
+  return fresh
+end
+
 local function token(key, fresh, ttl)
   local tok = redis.call('GET', key)
   if tok then extend(key, ttl); return tok end
@@ -179,10 +194,12 @@ local function ensure_meta(ns, epoch, horizon)
 end
 
 -- The write locks on a tag still in force: a list of "until writer".
+-- `now` may be now_ms itself, called only if the tag has locks.
 local function holders(meta, tag, now, except)
   local v = redis.call('HGET', meta, 'l:' .. tag)
   local live = {}
   if v then
+    if type(now) == 'function' then now = now() end
     for until_ms, writer in string.gmatch(v, '(%d+) (%S+)') do
       if tonumber(until_ms) > now and writer ~= except then
         live[#live + 1] = until_ms .. ' ' .. writer
@@ -210,7 +227,9 @@ local function fills_allowed(ns, epoch, horizon, now)
     fields[2] = redis.call('HGET', ns .. 'meta', 'quiet')
   end
   local quiet = fields[2]
-  return not quiet or tonumber(quiet) <= now
+  if not quiet then return true end
+  if type(now) == 'function' then now = now() end
+  return tonumber(quiet) <= now
 end
 
 -- The tag's token, or false while a writer holds the tag locked.
@@ -232,6 +251,8 @@ local function hello(keys, args)
   local run = server_info('run_id')
   local seen = redis.call('HGET', meta, 'run')
   if seen == run then return 0 end
+  -- Another server's hash (not a new or lost one): the statistics count these.
+  local switches = seen and tonumber(redis.call('HGET', meta, 'switches') or '0') + 1
   local quiet = horizon
   if redis.call('EXISTS', meta) == 0 and redis.call('EXISTS', ns .. 'gen') == 0 then
     -- Nothing of this namespace here: new, or lost in a restart. Locks held
@@ -240,6 +261,7 @@ local function hello(keys, args)
     quiet = math.max(0, horizon - uptime)
   end
   new_meta(ns, fresh, quiet)
+  if switches then redis.call('HSET', meta, 'switches', switches) end
   return 1
 end
 
@@ -312,13 +334,13 @@ local function write(keys, args)
     end
     if ok == 1 and n > 0 then
       if allowed == nil then
-        now = now_ms()
+        now = now_ms  -- read from the server only if a lock or a quiet period needs it
         allowed = leased_now(ns, leased) and (fills_allowed(ns, fresh, horizon, now) or 0)
       end
       if not allowed then ok = -1 elseif allowed == 0 then ok = 0 end
     end
     if ok == 1 and n > 0 then
-      local gen = token(ns .. 'gen', fresh, nil)
+      local gen = generation(ns, fresh)
       if snap and snap[1] ~= gen then ok = 0 end
       local parts = {n, '\n', gen, '\n'}
       for j = 1, n do
@@ -365,9 +387,9 @@ end
 local function snapshot(keys, args)
   local ns, fresh, ttl, horizon = args[1], args[2], tonumber(args[3]), tonumber(args[4])
   if not leased_now(ns, args[5] == '1') then return {} end
-  local now = now_ms()
+  local now = now_ms  -- read from the server only if a lock or a quiet period needs it
   local allowed = fills_allowed(ns, fresh, horizon, now)
-  local out = {token(ns .. 'gen', fresh, nil)}
+  local out = {generation(ns, fresh)}
   for i = 6, #args do
     out[#out + 1] = allowed and tag_token(ns, args[i], fresh, ttl, now) or '!'
   end
@@ -623,7 +645,7 @@ def function_name(name: str) -> str:
     return f"tc_{VERSION}_{name}"
 
 
-def _registration(name: str) -> str:
+def _registration(name: str, function_name=function_name) -> str:
     if name in READ_ONLY:
         flags = "{'no-writes'}"
     elif name in ALLOW_OOM:
@@ -637,3 +659,50 @@ def _registration(name: str) -> str:
 
 
 LIBRARY = "\n".join([f"#!lua name={LIBRARY_NAME}", LIBRARY_BODY, *map(_registration, FUNCTIONS)])
+
+
+# -- the variant a Redis Cluster runs (stores/cluster.py) --
+#
+# Two differences. Announcements are SPUBLISHed: the channel ``ns l1`` carries
+# the slot group's hashtag, so a sharded message goes to the subscribers of
+# the group's shard only, where a PUBLISH would be relayed to every node of
+# the cluster. And ``write`` announces every key it was given before it
+# changes anything: during a slot migration a Function can fail halfway (a
+# key it touches has already moved: "non local key"), and a change must never
+# stay unannounced; a key announced but not written only costs L1 a copy.
+
+
+def _swapped(text: str, swaps: list[tuple[str, str, int]]) -> str:
+    for old, new, count in swaps:
+        if text.count(old) != count:
+            raise AssertionError(f"the cluster variant no longer matches the library: {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+CLUSTER_LIBRARY_BODY = _swapped(
+    LIBRARY_BODY,
+    [
+        ("redis.call('PUBLISH', ns .. 'l1'", "redis.call('SPUBLISH', ns .. 'l1'", 2),
+        ("  local changed = {}\n", "  announce(ns, 'k', keys)\n", 1),
+        ("      changed[#changed + 1] = k\n", "", 1),
+        ("  announce(ns, 'k', changed)\n", "", 1),
+    ],
+)
+CLUSTER_VERSION = hashlib.blake2b(
+    repr((CLUSTER_LIBRARY_BODY, FUNCTIONS, READ_ONLY, ALLOW_OOM)).encode(), digest_size=4
+).hexdigest()
+CLUSTER_LIBRARY_NAME = f"tiercache_cluster_{CLUSTER_VERSION}"
+
+
+def cluster_function_name(name: str) -> str:
+    return f"tcc_{CLUSTER_VERSION}_{name}"
+
+
+CLUSTER_LIBRARY = "\n".join(
+    [
+        f"#!lua name={CLUSTER_LIBRARY_NAME}",
+        CLUSTER_LIBRARY_BODY,
+        *(_registration(name, cluster_function_name) for name in FUNCTIONS),
+    ]
+)

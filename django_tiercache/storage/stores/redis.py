@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from django_redis.pool import get_connection_factory
@@ -19,6 +20,12 @@ from .base import Store, Write
 # default of 100 allows 6; a pool of fewer than 16 is always used directly).
 IDLE_CONNECTIONS = 8
 IDLE_SHARE = 16
+# An idle connection given back less than this many seconds ago is taken
+# without asking the kernel whether its server closed it (a syscall of about
+# 1 µs, a few per cent of a call). A server restarted within that window costs
+# the next call on that connection an error (a miss, or a fence), never a read
+# from an ungreeted server: a new server means a new socket, which is greeted.
+RECHECK_AFTER = 0.01
 
 
 def _same(value: Any) -> Any:
@@ -96,7 +103,7 @@ class RedisCall:
             except ResponseError as error:
                 if not _missing_function(error):
                     raise
-                _load_library(conn)
+                _load_library(conn, self._store.library)
                 self._send()
                 reply = self._read()
         except ResponseError:  # an error reply leaves the connection in a clean state
@@ -122,8 +129,8 @@ class _Greeted(set):
         self.clear()
 
 
-def _load_library(conn: Any) -> None:
-    conn.send_command("FUNCTION", "LOAD", lua.LIBRARY)
+def _load_library(conn: Any, library: str) -> None:
+    conn.send_command("FUNCTION", "LOAD", library)
     try:
         conn.read_response()
     except ResponseError as error:
@@ -143,6 +150,8 @@ class RedisStore(Store):
     limit means for others.
     """
 
+    library = lua.LIBRARY  # what FUNCTION LOAD sends to a server that lacks it
+
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         super().__init__(url, ns, options)
         self.client = self._connect(url, options)
@@ -151,9 +160,11 @@ class RedisStore(Store):
         limit = getattr(self.pool, "max_connections", None) or 0
         self._idle_max = min(IDLE_CONNECTIONS, limit // IDLE_SHARE)
         self._idle: list[Any] = []
+        self._releasing: list[Any] = []  # the connection releases go on (unlock_later)
         self._idle_pid = os.getpid()
-        # A thread's backend instance dies with its thread; its idle connections go back.
-        weakref.finalize(self, _give_all_back, self.pool, self._idle, self._idle_pid, _ignore)
+        # A thread's backend instance dies with its thread; its connections go back.
+        for kept in (self._idle, self._releasing):
+            weakref.finalize(self, _give_all_back, self.pool, kept, self._idle_pid, _ignore)
 
     def take(self) -> Any:
         """A connection for one call: an idle one of this store's, else the pool's."""
@@ -165,19 +176,38 @@ class RedisStore(Store):
                 except IndexError:
                     pass
                 else:
-                    return _ready(conn, self.later_failed)
-            else:  # a forked child: the parent's sockets are not ours to use
-                self._idle, self._idle_pid = [], os.getpid()
+                    if monotonic() - conn._tiercache_idle_since < RECHECK_AFTER:
+                        return conn
+                    return _ready(conn)
+            else:
+                self._forked()
         return self.pool.get_connection()
 
+    def _forked(self) -> None:
+        """In a forked child: the parent's sockets are not ours to use."""
+        self._idle, self._releasing, self._idle_pid = [], [], os.getpid()
+
     def unlock_later(self, tags, writer):
-        """Send the unlock now and read its reply when the connection is next
-        taken (or given back to the pool): the caller waits for no round trip.
-        A lock whose release fails expires by itself, so nobody needs the reply."""
-        if self._idle_max == 0:  # no idle list to park the connection in
+        """Send the unlock now and read its reply at the next release (or when
+        the store is closed): the caller waits for no round trip. A lock whose
+        release fails expires by itself, so nobody needs the reply.
+
+        Releases go on a connection of their own. The next call after a release
+        is most often the next write's lock: on the same connection it would
+        first wait for the release's reply, which may not have arrived yet; by
+        the next release it has, and reading it costs no wait.
+        """
+        if self._idle_max == 0:  # no list to park the connection in
             super().unlock_later(tags, writer)
             return
-        conn = self.take()
+        if self._idle_pid != os.getpid():
+            self._forked()
+        try:
+            conn = self._releasing.pop()  # atomic: two threads never get the same one
+        except IndexError:
+            conn = self.pool.get_connection()
+        else:
+            _read_owed(conn, self.later_failed)
         try:
             conn.send_command(*self._command("unlock", [], [writer, *tags]))
         except BaseException:
@@ -185,12 +215,16 @@ class RedisStore(Store):
             self.pool.release(conn)
             raise
         conn._tiercache_owed = conn.__dict__.get("_tiercache_owed", 0) + 1
-        self.give_back(conn)
+        if self._releasing:  # another thread parked one meanwhile: keep one only
+            _give_all_back(self.pool, [conn], self._idle_pid, self.later_failed)
+        else:
+            self._releasing.append(conn)
 
     def give_back(self, conn: Any) -> None:
         """Keep a connection whose reply was read whole for the next call, or
         return it to the pool."""
         if len(self._idle) < self._idle_max and self._idle_pid == os.getpid():
+            conn._tiercache_idle_since = monotonic()
             self._idle.append(conn)
         else:
             self.pool.release(conn)
@@ -299,6 +333,10 @@ class RedisStore(Store):
         """Where the partition lives now, beyond its URL (statistics): {} on a plain server."""
         return {}
 
+    def meta_key(self) -> str:
+        """The namespace's meta hash (stores/lua.py); the statistics read its ``switches``."""
+        return f"{self.ns}meta"
+
     def scan_keys(self, pattern: str, count: int) -> Any:
         """The keys matching a Redis glob pattern, as str (django-redis' keys and friends)."""
         return (key.decode() for key in self.client.scan_iter(match=pattern, count=count))
@@ -306,15 +344,13 @@ class RedisStore(Store):
     def close(self):
         # Pools are shared by every thread's backend instance; keep them (as
         # django-redis does), but give back this instance's idle connections.
-        _give_all_back(self.pool, self._idle, self._idle_pid, self.later_failed)
+        for kept in (self._idle, self._releasing):
+            _give_all_back(self.pool, kept, self._idle_pid, self.later_failed)
 
 
-def _ready(conn: Any, failed: Callable[[BaseException], None]) -> Any:
-    """An idle connection: the replies it still owes read (see unlock_later), and
-    reconnected if its server closed it meanwhile (as redis-py's pool checks
-    too: a restarted server must be greeted anew)."""
-    if conn.__dict__.get("_tiercache_owed"):
-        _read_owed(conn, failed)
+def _ready(conn: Any) -> Any:
+    """An idle connection, reconnected if its server closed it meanwhile (as
+    redis-py's pool checks too), so that a restarted server costs no error."""
     try:
         closed = conn.can_read()  # nothing is owed on an idle connection: data means EOF
     except (RedisError, OSError):
