@@ -1,6 +1,6 @@
 # Developer entry points for django_tiercache. GNU make.
 #   make run     example project on http://127.0.0.1:8000/ (local use only)
-#   make test    test suite on SQLite, then on PostgreSQL
+#   make test    test suite on SQLite, its database tests on PostgreSQL, the model suites on Cluster and Sentinel
 #   make lint    ruff + mypy + import-linter;  make tox  the Python x Django matrix and the wheel;  make bench
 
 SHELL := bash
@@ -16,6 +16,13 @@ EXTRAS ?= test,hiredis,msgpack
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# Test processes per run (pytest-xdist, each with a Redis database and a test
+# database of its own); many tests wait on sockets and sleeps, so more than the
+# cores pay. TEST_WORKERS=0 runs each run in one process.
+TEST_WORKERS ?= 4
+# The engine runs: every worker starts a Redis Cluster (six servers) or a
+# Sentinel set (five) of its own.
+ENGINE_TEST_WORKERS ?= $(if $(filter 0,$(TEST_WORKERS)),0,2)
 # The backend and model suites: `make test` runs them once more with the default
 # cache on a Redis Cluster, and once more on a Sentinel-managed primary
 # (TIERCACHE_TEST_ENGINE, tests/conftest.py starts and stops the servers): model
@@ -60,7 +67,8 @@ TOX_PATH := $(subst $(space),:,$(strip $(PYENV_BINS) $(abspath $(VENV))/bin))
 
 help:
 	@echo "make run      create .venv, migrate, seed and serve the example project"
-	echo "make test     run the tests on SQLite and on PostgreSQL (PYTEST_ARGS=...)"
+	echo "make test     run the tests on SQLite, those that use the database on PostgreSQL,"
+	echo "              the model suites on Redis Cluster and Sentinel (PYTEST_ARGS=..., TEST_WORKERS=4)"
 	echo "make services start Redis and PostgreSQL if they are not answering"
 	echo "make lint     ruff check, ruff format --check, mypy, import-linter (the layers)"
 	echo "make tox      the tox matrix (Python 3.10-3.13 x Django 4.2/5.2/6.0 on PostgreSQL,"
@@ -177,10 +185,12 @@ test: venv services
 	status=0
 	echo "=== tests on SQLite"
 	# Coverage is measured on the SQLite run; its floor (setup.cfg) only goes up.
-	env -u DATABASE_URL $(VPY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS) || { sqlite_rc=$$?; status=1; }
+	env -u DATABASE_URL $(VPY) -m pytest -n $(TEST_WORKERS) --cov --cov-report=term:skip-covered $(PYTEST_ARGS) || { sqlite_rc=$$?; status=1; }
 	if pg_ready && url=$$(pg_url); then
-		echo "=== tests on PostgreSQL ($$url)"
-		DATABASE_URL="$$url" $(VPY) -m pytest $(PYTEST_ARGS) || { pg_rc=$$?; status=1; }
+		# Only the tests that use the database (conftest.py picks them): the
+		# others ran on SQLite and have nothing to find on another database.
+		echo "=== tests that use the database, on PostgreSQL ($$url)"
+		DATABASE_URL="$$url" TIERCACHE_TEST_DATABASE_ONLY=1 $(VPY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS) || { pg_rc=$$?; status=1; }
 	else
 		echo "!!! ======================================================== !!!" >&2
 		echo "!!! PostgreSQL is not available on $(PG_HOST):$(PG_PORT)       " >&2
@@ -193,9 +203,9 @@ test: venv services
 	# The Django API tests run on both stores in every run (any_location).
 	db_url=$$(pg_ready && pg_url || true)
 	echo "=== backend and model tests with the default cache on a Redis Cluster"
-	DATABASE_URL="$$db_url" TIERCACHE_TEST_ENGINE=cluster $(VPY) -m pytest $(ENGINE_TESTS) $(PYTEST_ARGS) || { cluster_rc=$$?; status=1; }
+	DATABASE_URL="$$db_url" TIERCACHE_TEST_ENGINE=cluster $(VPY) -m pytest -n $(ENGINE_TEST_WORKERS) $(ENGINE_TESTS) $(PYTEST_ARGS) || { cluster_rc=$$?; status=1; }
 	echo "=== backend and model tests with the default cache on a Sentinel-managed primary"
-	DATABASE_URL="$$db_url" TIERCACHE_TEST_ENGINE=sentinel $(VPY) -m pytest $(ENGINE_TESTS) $(PYTEST_ARGS) || { sentinel_rc=$$?; status=1; }
+	DATABASE_URL="$$db_url" TIERCACHE_TEST_ENGINE=sentinel $(VPY) -m pytest -n $(ENGINE_TEST_WORKERS) $(ENGINE_TESTS) $(PYTEST_ARGS) || { sentinel_rc=$$?; status=1; }
 	[ -z "$${sqlite_rc:-}" ] || echo "SQLite run failed (pytest exit $$sqlite_rc)" >&2
 	[ -z "$${cluster_rc:-}" ] || echo "Redis Cluster run failed (pytest exit $$cluster_rc)" >&2
 	[ -z "$${sentinel_rc:-}" ] || echo "Redis Sentinel run failed (pytest exit $$sentinel_rc)" >&2

@@ -244,6 +244,13 @@ def journal_prefix(settings):
 _engine_servers: servers_module.RedisClusterSet | servers_module.SentinelSet | None = None
 
 
+def _xdist_controller(config) -> bool:
+    """True in the pytest-xdist process that only hands tests to its workers."""
+    if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
+        return False
+    return config.getoption("dist", "no") != "no"
+
+
 def pytest_configure(config):
     global _engine_servers
     engine = servers_module.TEST_ENGINE
@@ -254,6 +261,8 @@ def pytest_configure(config):
         raise pytest.UsageError(
             f"TIERCACHE_TEST_ENGINE={engine!r}: use one of {sorted(engines)}, or leave it unset"
         )
+    if _xdist_controller(config):
+        return  # each xdist worker starts servers of its own: clear() flushes them all
     from django.conf import settings
 
     directory = Path(tempfile.mkdtemp(prefix=f"tiercache-{engine}-"))
@@ -267,3 +276,35 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _engine_servers is not None:
         _engine_servers.stop()
+
+
+# TIERCACHE_TEST_DATABASE_ONLY=1 (make test's PostgreSQL run) keeps only the
+# tests that use the database: the others ran on SQLite already, and there is
+# nothing for them to find on another database. pytest-django lets a test reach
+# the database only through these, so none is missed. (A process a test starts
+# inherits DATABASE_URL, the non-test database: those that query rows are handed
+# the test database by their test, which has the marker.)
+DATABASE_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_reset_sequences",
+    "django_db_serialized_rollback",
+    "live_server",
+    "shared_database_env",  # processes of the test's own on its database (tests/stress.py)
+}
+
+
+def uses_database(item) -> bool:
+    return item.get_closest_marker("django_db") is not None or bool(
+        DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("TIERCACHE_TEST_DATABASE_ONLY") != "1":
+        return
+    kept = [item for item in items if uses_database(item)]
+    deselected = [item for item in items if not uses_database(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept

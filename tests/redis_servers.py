@@ -16,11 +16,49 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-# The shared server: tests use one numbered database and flush only that one.
-SHARED_REDIS_URL = os.environ.get("TIERCACHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+DEFAULT_SHARED_REDIS_URL = "redis://127.0.0.1:6379/9"
+REDIS_DATABASES = 16  # redis-server's default `databases`
+
+
+def worker_redis_url(url: str, worker: int) -> str:
+    """The database of pytest-xdist worker number `worker`: the one after `url`'s, `worker` times.
+
+    Workers must not share a database: the default cache's clear() is a FLUSHDB.
+    """
+    parts = urlsplit(url)
+    db = int(parts.path.strip("/") or 0) + worker
+    if db >= REDIS_DATABASES:
+        raise ValueError(
+            f"TIERCACHE_TEST_REDIS_URL={url} leaves no database for xdist worker {worker} "
+            f"(it would need db {db}; Redis has 0-{REDIS_DATABASES - 1}): pick a lower "
+            "database or fewer workers (-n)"
+        )
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def _shared_redis_url() -> str:
+    """TIERCACHE_TEST_REDIS_URL, moved to a database of its own in each xdist worker.
+
+    The worker writes its URL back to the environment, so the processes its tests
+    start (which inherit PYTEST_XDIST_WORKER too) use the same database.
+    """
+    url = os.environ.get("TIERCACHE_TEST_REDIS_URL", DEFAULT_SHARED_REDIS_URL)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1 ...
+    if not worker or os.environ.get("TIERCACHE_TEST_REDIS_WORKER") == worker:
+        return url
+    url = worker_redis_url(url, int(worker.removeprefix("gw")))
+    os.environ["TIERCACHE_TEST_REDIS_URL"] = url
+    os.environ["TIERCACHE_TEST_REDIS_WORKER"] = worker
+    return url
+
+
+# The shared server: tests use one numbered database (one per xdist worker) and
+# flush only that one.
+SHARED_REDIS_URL = _shared_redis_url()
 # "cluster" or "sentinel": the default cache is on a store of that kind (conftest.py
 # starts it); empty: on SHARED_REDIS_URL.
 TEST_ENGINE = os.environ.get("TIERCACHE_TEST_ENGINE", "")
@@ -107,7 +145,7 @@ class RedisServer:
         return redis.Redis(host=HOST, port=self.port, db=0, **kwargs)
 
     def start(self) -> None:
-        """Start (again) on the same port and return once it answers PING."""
+        """Start (again) on the same port and return once it answers as itself."""
         if self.running:
             self.resume()
             return
@@ -129,13 +167,16 @@ class RedisServer:
                 raise RuntimeError(f"redis-server on port {self.port} exited: {self._log_tail()}")
             try:
                 with self.client(socket_timeout=0.5, socket_connect_timeout=0.2) as client:
-                    if client.ping():
+                    # Our own process, not a server another test process started on
+                    # the port meanwhile (ours then exits: the port is taken).
+                    if client.info("server")["process_id"] == self.pid:
                         return
             except redis.RedisError:
-                time.sleep(0.02)
+                pass
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(
-            f"redis-server on port {self.port} did not answer PING "
+            f"redis-server on port {self.port} did not answer "
             f"within {START_TIMEOUT}s: {self._log_tail()}"
         )
 
@@ -215,6 +256,20 @@ def _start_one(directory: Path, attempts: int = 3) -> RedisServer:
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def start_on_a_free_port(server: RedisServer, pick_port=free_port, attempts: int = 3) -> None:
+    """Start `server`; if it cannot (another process took its port meanwhile, as
+    parallel test processes may), again on another free port."""
+    for attempt in range(attempts):
+        try:
+            server.start()
+            return
+        except RuntimeError:
+            server.stop()
+            if attempt == attempts - 1:
+                raise
+            server.port = pick_port()
 
 
 def stop_servers(servers: Sequence[RedisServer]) -> None:
@@ -298,8 +353,8 @@ class SentinelSet:
 
     def start(self) -> None:
         try:
-            for process in self.processes:
-                process.start()
+            for process in self.processes:  # the primary first: the others name its port
+                start_on_a_free_port(process)
             self.wait_until(lambda: self._replica_in_sync() and self._sentinels_agree(), "setup")
         except BaseException:
             self.stop()
@@ -452,7 +507,7 @@ class RedisClusterSet:
     def start(self) -> None:
         try:
             for node in self.nodes:
-                node.start()
+                start_on_a_free_port(node, free_cluster_port)
             addresses = [f"{HOST}:{n.port}" for n in self.nodes]
             subprocess.run(  # noqa: S603 - fixed argv, no shell
                 [shutil.which("redis-cli") or "redis-cli", "--cluster", "create", *addresses]
@@ -472,7 +527,7 @@ class RedisClusterSet:
     def add_master(self) -> RedisServer:
         """Start an empty node and join it to the cluster (no slots yet); return it."""
         node = ClusterNodeServer(free_cluster_port(), self.directory / f"node-{len(self.nodes)}")
-        node.start()
+        start_on_a_free_port(node, free_cluster_port)
         self.nodes.append(node)
         with self.masters()[0].client() as client:
             client.execute_command("CLUSTER", "MEET", HOST, node.port)

@@ -3,7 +3,8 @@
 The database is SQLite in memory unless DATABASE_URL names a PostgreSQL
 server, e.g. ``DATABASE_URL=postgres://postgres@127.0.0.1:5432/test``.
 The shared Redis the default cache uses can be moved with
-TIERCACHE_TEST_REDIS_URL (tests flush only that database, never the server).
+TIERCACHE_TEST_REDIS_URL (tests flush only that database, never the server;
+under pytest-xdist, worker n uses the n-th database after it: tests/redis_servers.py).
 """
 
 import json

@@ -315,6 +315,9 @@ def test_channel_down_in_another_process__l1_is_bypassed_until_resubscribed(
     writer = make_cache(server.url, KEY_PREFIX=prefix)
     reader = workers(server.url, prefix, {"L1": L1})
     writer.set("k", "v1")
+    # Every message already sent heard: a late one (a "start over") would drop
+    # the copy as the lost channel does, and wait_gone would not wait for that.
+    settle(server.url, prefix, lambda: reader("wait_heard", "marker"))
     assert reader("in_l1", "k")
     raw = server.client()
     # Kill its subscription and keep it from subscribing again (the server
