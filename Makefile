@@ -63,7 +63,7 @@ empty :=
 space := $(empty) $(empty)
 TOX_PATH := $(subst $(space),:,$(strip $(PYENV_BINS) $(abspath $(VENV))/bin))
 
-.PHONY: help venv services test run lint tox bench bench-backend bench-invalidation clean
+.PHONY: help venv services browser test run lint tox bench bench-backend bench-invalidation clean
 
 help:
 	@echo "make run      create .venv, migrate, seed and serve the example project"
@@ -179,7 +179,18 @@ pg_url() {
 }
 endef
 
-test: venv services
+# tests/test_browser.py drives Debian's Chromium through Playwright, which cannot
+# download browsers of its own here: installed with apt-get when missing, so
+# that `make test` alone runs the whole suite (the test is skipped only where
+# that fails, and says so).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then
+		echo "chromium: not installed, installing it with apt-get (for the browser test)"
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+			|| echo "chromium: could not be installed; tests/test_browser.py will be skipped" >&2
+	fi
+
+test: venv services browser
 	@$(pg_ready)
 	$(pg_url)
 	status=0
