@@ -303,3 +303,51 @@ def test_get_object_or_404__returns_the_row_or_raises_http404(django_assert_num_
         django_tiercache.get_object_or_404(Product, 4243)
     with django_assert_num_queries(0), pytest.raises(Http404):
         django_tiercache.get_object_or_404(Product, 4243)  # the miss is cached too
+
+
+def test_an_explicit_invalidation_in_autocommit__is_made_before_it_returns(
+    settings, clean_redis_servers
+):
+    """invalidate_model() after raw SQL is the tags' only invalidation: it must be
+    done in Redis when it returns (a release sent without waiting could still be
+    on its way when the caller reads again). With the server frozen, it waits."""
+    import threading
+    import time
+
+    server = clean_redis_servers[0]
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_tiercache.backend.TierCache",
+            "LOCATION": server.url,
+            "KEY_PREFIX": "explicit",
+            "OPTIONS": {"SOCKET_TIMEOUT": 10},
+        }
+    }
+    product = Product.objects.create(name="raw")
+    assert get_object(Product, product.pk).version == 0
+    ready, go, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def caller():
+        # This thread's cache built and connected, a release already sent (a
+        # save's): an invalidation sent without waiting would need no new socket.
+        product.save()
+        get_object(Product, product.pk)
+        time.sleep(0.05)
+        ready.set()
+        go.wait(10)
+        django_tiercache.invalidate_model(Product)
+        returned.set()
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert ready.wait(10)
+    server.pause()
+    try:
+        go.set()
+        assert not returned.wait(0.5), "returned before Redis could have made it"
+    finally:
+        server.resume()
+    assert returned.wait(10)
+    thread.join()
+    Product.objects.filter(pk=product.pk).update(version=9)
+    assert get_object(Product, product.pk).version == 9

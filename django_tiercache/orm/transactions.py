@@ -166,7 +166,17 @@ def _flush(state: Writes, using: str) -> None:
         for alias, event_tags in event.tags.items():
             tags[alias] |= event_tags
     for alias, alias_tags in tags.items():
-        tier_cache(alias).unlock_tags(state.writer, alias_tags, wait=False)
+        cache, locked = tier_cache(alias), state.locked.get(alias, set())
+        fresh = alias_tags - locked
+        if fresh:
+            # Not locked before the write (invalidate_now after raw SQL): this is
+            # their only invalidation, so it is made, and fenced where missed,
+            # before the caller goes on; a release sent without waiting could
+            # still be on its way when the caller reads them again.
+            cache.invalidate_tags(*fresh)
+        if locked:
+            # Invalidated when they were locked: the release needs no reply.
+            cache.unlock_tags(state.writer, locked, wait=False)
     committed = state.committed
     _local.writes.pop(using, None)
     for event in committed:
