@@ -5,6 +5,8 @@ import gc
 import os
 import threading
 
+import pytest
+
 
 def in_use(cache) -> int:
     return len(cache._partitions[0].store.pool._in_use_connections)
@@ -156,3 +158,22 @@ def test_a_forked_child__never_uses_the_parents_idle_connections(clean_redis_ser
     assert os.waitstatus_to_exitcode(status) == 0
     assert store._idle == [parents]  # the parent's own list is untouched
     assert cache.get("k") == 1
+
+
+def test_a_plain_command_whose_greeting_fails__runs_once_and_fails(clean_redis_servers, make_cache):
+    """After a restart the greeting fails (no Functions yet) while a plain command
+    sent behind it runs: sent again, it would run twice (a claim would find
+    itself already taken). It fails instead; the next call greets and works."""
+    from django_tiercache.storage.stores.redis import GreetingFailed
+
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.get("k")  # greeted, the Functions loaded
+    server.stop()
+    server.start()  # empty: no Functions
+    store = cache._partitions[0].store
+    with pytest.raises(GreetingFailed):
+        store.claim("name", "me", 5000).result()
+    assert server.client().get(f"{store.ns}sf:name") == b"me"  # it ran, once
+    assert cache.get("k") is None  # greeted again: a miss, not an error
+    assert store.claim("other", "me", 5000).result() is True

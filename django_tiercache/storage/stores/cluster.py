@@ -79,7 +79,15 @@ from ..hooks import lock_horizon_ms
 from ..options import parse_cluster_url
 from . import lua
 from .base import Done
-from .redis import RedisCall, RedisStore, _load_library, _missing_function, _same, fresh_epoch
+from .redis import (
+    GreetingFailed,
+    RedisCall,
+    RedisStore,
+    _load_library,
+    _missing_function,
+    _same,
+    fresh_epoch,
+)
 
 SLOTS = 16384
 # Refresh the slot map at most this often after failures (a dead master fails
@@ -202,30 +210,6 @@ def _tagged(args: list) -> bool:
         a += 2 if args[a] == "1" else 1  # an untagged snapshot is the generation alone
         a += 1
     return False
-
-
-class GreetingFailed(ResponseError):
-    """The greeting sent before a call failed while the call itself ran: sending it
-    again elsewhere could run it twice, so the call fails."""
-
-
-class SlotCall(RedisCall):
-    """A RedisCall that tells a failed greeting from a failed call."""
-
-    __slots__ = ()
-
-    def _read(self) -> Any:
-        greeting_error = None
-        if self._greeting:
-            try:
-                self._conn.read_response()
-            except ResponseError as error:
-                greeting_error = error
-                self._conn._tiercache_greeted.discard(self._store.ns)
-        reply = self._conn.read_response()  # the call's own error, if any, wins
-        if greeting_error is not None:
-            raise GreetingFailed(f"the greeting failed: {greeting_error}")
-        return reply
 
 
 class AskedCall:
@@ -417,7 +401,7 @@ class ClusterStore(RedisStore):
         return node.redis_connection
 
     def start(self, args: tuple, convert: Any) -> RedisCall:
-        return SlotCall(self, args, convert)
+        return RedisCall(self, args, convert)
 
     def hello_command(self) -> tuple:
         name = lua.cluster_function_name("hello")

@@ -88,9 +88,9 @@ class RedisCall:
             except ResponseError as error:
                 greeting_error = error
                 self._conn._tiercache_greeted.discard(self._store.ns)
-        reply = self._conn.read_response()
+        reply = self._conn.read_response()  # the call's own error, if any, wins
         if greeting_error is not None:
-            raise greeting_error
+            raise GreetingFailed(f"the greeting failed: {greeting_error}")
         return reply
 
     def result(self) -> Any:
@@ -104,6 +104,8 @@ class RedisCall:
                 if not _missing_function(error):
                     raise
                 _load_library(conn, self._store.library)
+                if isinstance(error, GreetingFailed):
+                    raise  # the call itself ran (a plain command): sent again, it would run twice
                 self._send()
                 reply = self._read()
         except ResponseError:  # an error reply leaves the connection in a clean state
@@ -118,6 +120,11 @@ class RedisCall:
     def _release(self) -> None:
         self._store.give_back(self._conn)
         self._conn = None
+
+
+class GreetingFailed(ResponseError):
+    """The greeting sent before a call failed while the call itself ran: sending
+    the call again could run it twice, so it fails (the next call greets again)."""
 
 
 class _Greeted(set):
