@@ -16,9 +16,14 @@ import pytest
 
 from tests.redis_servers import crash
 from tests.test_cluster import FAST, _migrate_keys, _move_slot, _start_migration
-from tests.test_l1 import L1, TAG, workers  # noqa: F401 - a fixture
-
-CHANGES = ["set", "delete", "invalidate", "lock", "incr", "touch", "clear"]
+from tests.test_l1 import (  # noqa: F401 - workers is a fixture
+    AFTER_CHANGE,
+    CHANGES,
+    L1,
+    TAG,
+    make_change,
+    workers,
+)
 
 
 @pytest.fixture
@@ -85,22 +90,9 @@ def test_change_in_another_process__is_not_served_once_heard(
     writer.set("k", 1, tags=[TAG])
     _settle(writer, reader, "k")
     assert reader("in_l1", "k")
-    if change == "set":
-        writer.set("k", 2)
-    elif change == "delete":
-        writer.delete("k")
-    elif change == "invalidate":
-        writer.invalidate_tags(TAG)
-    elif change == "lock":
-        writer.lock_tags("writer-1", [TAG], 5)
-    elif change == "incr":
-        writer.incr("k")
-    elif change == "touch":
-        writer.touch("k", 0)
-    else:
-        writer.clear()
+    make_change(writer, change)
     _settle(writer, reader, "k")
-    assert reader("get", "k") == {"set": 2, "incr": 2}.get(change)
+    assert reader("get", "k") == AFTER_CHANGE.get(change)
     if change == "lock":
         writer.unlock_tags("writer-1", [TAG])
 

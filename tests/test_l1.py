@@ -230,15 +230,12 @@ def test_memory_partitions__behave_the_same_with_l1_on(make_cache):
 # -- across processes --
 
 CHANGES = ["set", "delete", "invalidate", "lock", "incr", "touch", "clear"]
+# What "k" (1, tagged TAG) reads as after each change; a lock is released by the test.
+AFTER_CHANGE = {"set": 2, "incr": 2}
 
 
-@pytest.mark.parametrize("change", CHANGES)
-def test_change_in_another_process__is_not_served_once_heard(workers, make_cache, prefix, change):
-    writer = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix)
-    reader = workers(SHARED_REDIS_URL, prefix, {"L1": L1})
-    writer.set("k", 1, tags=[TAG])
-    assert reader("get", "k") == 1
-    assert reader("in_l1", "k")
+def make_change(writer, change: str) -> None:
+    """One of CHANGES to "k", made through `writer`."""
     if change == "set":
         writer.set("k", 2)
     elif change == "delete":
@@ -253,9 +250,19 @@ def test_change_in_another_process__is_not_served_once_heard(workers, make_cache
         writer.touch("k", 0)
     else:
         writer.clear()
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_change_in_another_process__is_not_served_once_heard(workers, make_cache, prefix, change):
+    writer = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix)
+    reader = workers(SHARED_REDIS_URL, prefix, {"L1": L1})
+    writer.set("k", 1, tags=[TAG])
+    assert reader("get", "k") == 1
+    assert reader("in_l1", "k")
+    make_change(writer, change)
     announce_marker(SHARED_REDIS_URL, prefix)
     assert reader("wait_heard", "marker")
-    assert reader("get", "k") == {"set": 2, "incr": 2}.get(change)
+    assert reader("get", "k") == AFTER_CHANGE.get(change)
     if change == "lock":
         writer.unlock_tags("writer-1", [TAG])
 
