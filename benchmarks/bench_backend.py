@@ -53,17 +53,7 @@ MANY_KEYS = 100
 FILL_BATCH = 1000
 TIMEOUT = 600  # long enough to outlive the slowest fill
 
-# Small payload, ~200 bytes once pickled; the same object for every backend.
-VALUE = {
-    "id": 48213,
-    "username": "ada.lovelace",
-    "email": "ada@example.org",
-    "is_staff": False,
-    "groups": ["editors", "reviewers"],
-    "score": 97.25,
-    "last_login": "2024-05-17T09:42:11Z",
-    "flags": {"beta": True, "newsletter": False},
-}
+from _sample import VALUE  # noqa: E402
 
 # ---------------------------------------------------------------- timing
 

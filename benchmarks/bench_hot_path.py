@@ -49,17 +49,7 @@ ONE_SERVER_URL = ""  # the first of the benchmark's own servers (set by main)
 DATABASE = "tiercache_bench_hot"
 MANY = 100
 TAGS = ["t1", "t2"]
-# The value of bench_backend.py: a dict of about 200 bytes pickled.
-VALUE = {
-    "id": 48213,
-    "username": "ada.lovelace",
-    "email": "ada@example.org",
-    "is_staff": False,
-    "groups": ["editors", "reviewers"],
-    "score": 97.25,
-    "last_login": "2024-05-17T09:42:11Z",
-    "flags": {"beta": True, "newsletter": False},
-}
+from _sample import VALUE  # noqa: E402
 
 # (label, numerator, denominator, target): ratios of median wall time per call.
 TARGETS = [

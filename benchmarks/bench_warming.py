@@ -37,22 +37,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import django  # noqa: E402
+from _sample import VALUE  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 URL = "redis://127.0.0.1:6379/14"
 DB = 14
-
-# About 200 bytes once pickled, like the values of bench_backend.py.
-VALUE = {
-    "id": 48213,
-    "username": "ada.lovelace",
-    "email": "ada@example.org",
-    "is_staff": False,
-    "groups": ["editors", "reviewers"],
-    "score": 97.25,
-    "last_login": "2024-05-17T09:42:11Z",
-    "flags": {"beta": True, "newsletter": False},
-}
 
 
 def configure() -> None:
