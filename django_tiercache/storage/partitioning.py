@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+from binascii import crc_hqx
 from functools import lru_cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+SLOT_MASK = REDIS_CLUSTER_HASH_SLOTS - 1  # 16,384 slots: the CRC16 modulo, as a mask
 
 
 class Partitioner:
@@ -44,12 +47,10 @@ class RendezvousPartitioner(Partitioner):
         self._owner = slot_owners(tuple(self.names))
 
     def index(self, key: str) -> int:
-        return self._owner[key_slot(key.encode())]
-
-    @property
-    def owner_of_slot(self) -> tuple[int, ...]:
-        """The partition index of each slot, for callers that hash keys themselves."""
-        return self._owner
+        if "{" in key:  # a hash tag: redis-py finds the part that is hashed
+            return self._owner[key_slot(key.encode())]
+        # Most keys have none: CRC16 of the whole key (a fifth of get_many's routing).
+        return self._owner[crc_hqx(key.encode(), 0) & SLOT_MASK]
 
 
 @lru_cache(maxsize=32)

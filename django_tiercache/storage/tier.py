@@ -10,7 +10,6 @@ in-process L1 tier (storage/front.py), when a cache has one, sits in front of
 
 from __future__ import annotations
 
-from binascii import crc_hqx
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +23,6 @@ from .stores.redis import is_out_of_memory
 from .tags import entry_tags, fresh_token
 
 NOT_FOUND = object()
-SLOT_MASK = 16383  # Redis Cluster's 16,384 slots: CRC16 of the key, modulo
 
 
 class PartitionedStorage:
@@ -49,13 +47,8 @@ class PartitionedStorage:
             return {self._partitions[0]: keys} if keys else {}
         groups: dict[Partition, list[str]] = {}
         partitions, index = self._partitions, self._partitioner.index
-        owner = getattr(self._partitioner, "owner_of_slot", None)
         for key in made_keys:
-            if owner is not None and "{" not in key:
-                # A key without a hash tag: its slot inlined (a fifth of the routing).
-                partition = partitions[owner[crc_hqx(key.encode(), 0) & SLOT_MASK]]
-            else:
-                partition = partitions[index(key)]
+            partition = partitions[index(key)]
             group = groups.get(partition)
             if group is None:
                 groups[partition] = [key]
