@@ -8,6 +8,7 @@ partitions it touches.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -157,3 +158,21 @@ class Store:
 
 def _unheard(error: BaseException) -> None:
     raise error
+
+
+class SharedClients:
+    """redis-py clients kept one per location and connection options, shared by
+    every thread's backend instance (as django-redis shares its pools)."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, location: str, options: dict[str, Any], connect: Callable[[], Any]) -> Any:
+        timeouts = (options.get("SOCKET_TIMEOUT"), options.get("SOCKET_CONNECT_TIMEOUT"))
+        key = (location, timeouts, options.get("PASSWORD"), options.get("USERNAME"))
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = connect()
+            return client

@@ -78,7 +78,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..hooks import lock_horizon_ms
 from ..options import parse_cluster_url
 from . import lua
-from .base import Done
+from .base import Done, SharedClients
 from .redis import (
     GreetingFailed,
     RedisCall,
@@ -99,8 +99,7 @@ TRYAGAIN_PAUSES = (0.01, 0.02, 0.05)
 # Redirections (MOVED, ASK) one call follows at most.
 MAX_REDIRECTIONS = 5
 
-_clients: dict[tuple, RedisCluster] = {}
-_clients_lock = threading.Lock()
+_clients = SharedClients()
 
 
 @lru_cache(maxsize=1024)
@@ -114,13 +113,7 @@ def group_hashtag(group: int, groups: int) -> str:
 
 
 def _client(seeds: str, options: dict[str, Any]) -> RedisCluster:
-    timeouts = (options.get("SOCKET_TIMEOUT"), options.get("SOCKET_CONNECT_TIMEOUT"))
-    key = (seeds, timeouts, options.get("PASSWORD"), options.get("USERNAME"))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = _connect(seeds, options)
-        return client
+    return _clients.get(seeds, options, lambda: _connect(seeds, options))
 
 
 def _connect(seeds: str, options: dict[str, Any]) -> RedisCluster:

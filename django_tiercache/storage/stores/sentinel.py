@@ -20,30 +20,23 @@ replicate, the last writes to them before the failover may be lost.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from redis import Redis
 from redis.sentinel import Sentinel
 
 from ..options import SentinelLocation, parse_sentinel_url
+from .base import SharedClients
 from .redis import RedisStore
 
 # One Sentinel client (and so one pool of connections to the primary) per
 # location and connection options, shared by every thread's backend, as
 # django-redis shares its pools.
-_clients: dict[tuple, Redis] = {}
-_clients_lock = threading.Lock()
+_clients = SharedClients()
 
 
 def _client(url: str, options: dict[str, Any]) -> Redis:
-    timeouts = (options.get("SOCKET_TIMEOUT"), options.get("SOCKET_CONNECT_TIMEOUT"))
-    key = (url, timeouts, options.get("PASSWORD"), options.get("USERNAME"))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = _connect(parse_sentinel_url(url), options)
-        return client
+    return _clients.get(url, options, lambda: _connect(parse_sentinel_url(url), options))
 
 
 def _connect(location: SentinelLocation, options: dict[str, Any]) -> Redis:
