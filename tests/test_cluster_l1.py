@@ -9,12 +9,13 @@ copies until the new master confirms the subscription.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
 import pytest
 
-from tests.redis_servers import RedisClusterSet, crash
+from tests.redis_servers import crash
 from tests.test_cluster import FAST, _migrate_keys, _move_slot, _start_migration
 from tests.test_l1 import (  # noqa: F401 - workers is a fixture
     AFTER_CHANGE,
@@ -24,22 +25,6 @@ from tests.test_l1 import (  # noqa: F401 - workers is a fixture
     make_change,
     workers,
 )
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory):
-    """A cluster of this module's own, in place of the session's shared one.
-
-    The cross-process change tests failed now and then (a reader still served
-    its copy after a delete or a lock: 2 times in about 12 runs) when other
-    modules had used the shared cluster in the same process, never when this
-    module ran alone. The cause is not understood yet; a cluster of its own
-    keeps them apart meanwhile.
-    """
-    cluster = RedisClusterSet(tmp_path_factory.mktemp("cluster-l1"))
-    cluster.start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture
@@ -53,10 +38,15 @@ def _store(cache, key: str):
     return cache._partition(cache.make_key(key)).store
 
 
+_markers = itertools.count()
+
+
 def _marker(cache, key: str) -> str:
-    """A key of the same slot group as `key`: its channel is the same."""
+    """A key of the same slot group as `key` (its channel is the same), never
+    announced before: the reader's log still holds the earlier markers, and
+    waiting for one of those would wait for nothing."""
     group = _store(cache, key)
-    return next(f"marker{i}" for i in range(10_000) if _store(cache, f"marker{i}") is group)
+    return next(f"marker{i}" for i in _markers if _store(cache, f"marker{i}") is group)
 
 
 def _settle(cache, reader, key: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -87,10 +88,19 @@ def wait_live(cache):
         time.sleep(0.005)
 
 
-def announce_marker(url, prefix):
+_markers = itertools.count()
+
+
+def announce_marker(url, prefix) -> str:
     """Publish a change to a marker key after a change: messages on a channel
-    arrive in order, so a reader that heard the marker heard the change too."""
-    redis.Redis.from_url(url).publish(f"{prefix}:_tc:l1", "k" + json.dumps([f"{prefix}:1:marker"]))
+    arrive in order, so a reader that heard the marker heard the change too.
+
+    Each call announces a marker of its own (returned): a reader's log still
+    holds the earlier ones, and waiting for one of those would wait for nothing."""
+    marker = f"marker{next(_markers)}"
+    announced = "k" + json.dumps([f"{prefix}:1:{marker}"])
+    redis.Redis.from_url(url).publish(f"{prefix}:_tc:l1", announced)
+    return marker
 
 
 def heard(cache, key):
@@ -103,10 +113,11 @@ def heard(cache, key):
 def settle(url, prefix, heard_marker):
     """Wait until every message already sent on the channel was heard (a marker
     sent after them arrives after them): a late one, such as the "start over"
-    a namespace's first greeting announces, would flush a copy kept meanwhile."""
-    announce_marker(url, prefix)
+    a namespace's first greeting announces, would flush a copy kept meanwhile.
+    heard_marker(marker) says whether that marker was heard."""
+    marker = announce_marker(url, prefix)
     deadline = time.monotonic() + 10
-    while not heard_marker():
+    while not heard_marker(marker):
         assert time.monotonic() < deadline, "the marker never arrived"
         time.sleep(0.005)
 
@@ -114,7 +125,7 @@ def settle(url, prefix, heard_marker):
 def read_into_l1(cache, key):
     """get() until L1 keeps a copy: a fill is dropped while the message of the
     write that made the value may still be on its way (it could be a newer change)."""
-    settle(SHARED_REDIS_URL, cache.key_prefix, lambda: heard(cache, "marker"))
+    settle(SHARED_REDIS_URL, cache.key_prefix, lambda marker: heard(cache, marker))
     deadline = time.monotonic() + 10
     while True:
         value = cache.get(key)
@@ -260,8 +271,7 @@ def test_change_in_another_process__is_not_served_once_heard(workers, make_cache
     assert reader("get", "k") == 1
     assert reader("in_l1", "k")
     make_change(writer, change)
-    announce_marker(SHARED_REDIS_URL, prefix)
-    assert reader("wait_heard", "marker")
+    assert reader("wait_heard", announce_marker(SHARED_REDIS_URL, prefix))
     assert reader("get", "k") == AFTER_CHANGE.get(change)
     if change == "lock":
         writer.unlock_tags("writer-1", [TAG])
@@ -283,9 +293,9 @@ def test_fill_racing_an_invalidation__is_dropped(workers, l1_cache, prefix):
     try:
         assert l1_gate.entered.wait(10)  # Redis answered "old"; not yet in L1
         invalidator("invalidate", TAG)
-        announce_marker(SHARED_REDIS_URL, prefix)
+        marker = announce_marker(SHARED_REDIS_URL, prefix)
         deadline = time.monotonic() + 10
-        while not heard(l1_cache, "marker"):
+        while not heard(l1_cache, marker):
             assert time.monotonic() < deadline
             time.sleep(0.005)
     finally:
@@ -303,7 +313,7 @@ def test_killed_channel__flushes_the_other_process_l1(workers, make_cache, prefi
     reader = workers(server.url, prefix, {"L1": L1})
     writer.set("k", "v")
     assert reader("live")  # subscribed: what it reads from now on, L1 may keep
-    settle(server.url, prefix, lambda: reader("wait_heard", "marker"))
+    settle(server.url, prefix, lambda marker: reader("wait_heard", marker))
     assert reader("in_l1", "k")  # once the set's own message has been heard
     raw = server.client()
     raw.delete(writer.make_key("k"))  # behind L1's back: no message
@@ -324,7 +334,7 @@ def test_channel_down_in_another_process__l1_is_bypassed_until_resubscribed(
     writer.set("k", "v1")
     # Every message already sent heard: a late one (a "start over") would drop
     # the copy as the lost channel does, and wait_gone would not wait for that.
-    settle(server.url, prefix, lambda: reader("wait_heard", "marker"))
+    settle(server.url, prefix, lambda marker: reader("wait_heard", marker))
     assert reader("in_l1", "k")
     raw = server.client()
     # Kill its subscription and keep it from subscribing again (the server
@@ -356,7 +366,7 @@ def test_evicted_tag_token__is_no_invalidation_and_a_later_one_still_reaches_l1(
     writer = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix)
     reader = workers(SHARED_REDIS_URL, prefix, {"L1": L1})
     writer.set("k", 1, tags=[TAG])
-    settle(SHARED_REDIS_URL, prefix, lambda: reader("wait_heard", "marker"))
+    settle(SHARED_REDIS_URL, prefix, lambda marker: reader("wait_heard", marker))
     assert reader("in_l1", "k")
     raw = redis.Redis.from_url(SHARED_REDIS_URL)
     tokens = list(raw.scan_iter(match=f"{prefix}:*t:{TAG}"))
@@ -365,6 +375,5 @@ def test_evicted_tag_token__is_no_invalidation_and_a_later_one_still_reaches_l1(
     assert writer.get("k") is None  # Redis no longer vouches for the entry ...
     assert reader("get", "k") == 1  # ... the copy, made before any change, is still served
     writer.invalidate_tags(TAG)
-    announce_marker(SHARED_REDIS_URL, prefix)
-    assert reader("wait_heard", "marker")
+    assert reader("wait_heard", announce_marker(SHARED_REDIS_URL, prefix))
     assert reader("get", "k") is None
