@@ -83,6 +83,16 @@ MISALIGNED_CELLS = """() => {
   return wrong;
 }"""
 
+# Warnings and the partitions' health columns (breaker, errors, calls, p95) that lie
+# beyond the right edge of their cache's box: a wide table scrolls, and what must be
+# seen at a glance must not be what scrolls out of view.
+OUT_OF_VIEW = """() => [...document.querySelectorAll('.tc-cache')].flatMap(box => {
+  const edge = box.getBoundingClientRect().right + 1;
+  return [...box.querySelectorAll('.tc-advice, .tc-partitions .tc-health')]
+    .filter(el => el.getBoundingClientRect().right > edge)
+    .map(el => el.textContent.trim().slice(0, 40));
+})"""
+
 # WCAG contrast of an element's text against the first opaque background behind it.
 CONTRAST = r"""(el) => {
   const rgba = c => {
@@ -172,13 +182,15 @@ def look(page, theme, width, state):
     page.emulate_media(color_scheme=theme)
     page.set_viewport_size({"width": width, "height": 1000})
     page.reload()
+    # Saved first, so that a page that fails a check below is there to look at.
+    page.screenshot(path=str(ARTIFACTS / f"stats-{theme}-{width}-{state}.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     assert page.evaluate(CLIPPED_TABLES) == []
     assert page.evaluate(CROWDED_CHART_HEADS) == []
     assert page.evaluate(MISALIGNED_CELLS) == []
+    assert page.evaluate(OUT_OF_VIEW) == []
     for text in page.locator(".tc-cache caption .tc-muted, .tc-cache .tc-muted").all():
         assert text.evaluate(CONTRAST) >= 4.5, f"{theme}: {text.text_content()!r} is hard to read"
-    page.screenshot(path=str(ARTIFACTS / f"stats-{theme}-{width}-{state}.png"), full_page=True)
 
 
 def test_stats_page__reads_well_in_both_themes_at_1280_and_800_px_and_with_a_partition_down(
@@ -200,6 +212,9 @@ def test_stats_page__reads_well_in_both_themes_at_1280_and_800_px_and_with_a_par
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log_in(page, f"{live_server.url}/admin/django_tiercache/stats/")
     assert "balanced" in page.text_content(".tc-partitions caption")  # the summary is shown
+    # Both on noeviction: one warning for both, below the table, kept in view.
+    assert page.locator('[data-advice="policy"]').count() == 1
+    assert "noeviction on every partition" in page.text_content('[data-advice="policy"]')
 
     for theme in ("light", "dark"):
         for width in (1280, 800):
