@@ -20,7 +20,9 @@ from tests import l1_gate
 from tests.redis_servers import SHARED_REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
-L1 = {"MAX_ENTRIES": 1000, "MAX_BYTES": 2**20, "TIMEOUT": 30}
+# MAX_LAG well above any scheduling delay of a loaded CI machine: these tests are about
+# what the messages do; the lag bound has tests of its own, with a small one.
+L1 = {"MAX_ENTRIES": 1000, "MAX_BYTES": 2**20, "TIMEOUT": 30, "MAX_LAG": 10}
 TAG = "shop.product:7"
 
 
@@ -228,6 +230,64 @@ def test_l1_option__is_validated(make_cache):
         make_cache(SHARED_REDIS_URL, L1={"SIZE": 10})
     with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*L1"):
         make_cache(SHARED_REDIS_URL, L1="yes")
+    for lag in (0, -1, "1", True):
+        with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*MAX_LAG.*None"):
+            make_cache(SHARED_REDIS_URL, L1={"MAX_LAG": lag})
+    assert make_cache(SHARED_REDIS_URL, L1={"MAX_LAG": None})._l1.max_lag is None
+    assert make_cache(SHARED_REDIS_URL, L1={"MAX_LAG": 0.25})._l1.max_lag == 0.25
+
+
+def _subscriber_of(cache):
+    from django_tiercache.storage.coherence import subscribers
+
+    (partition,) = cache._partitions
+    return next(s for s in subscribers() if s.channel == partition.store.channel)
+
+
+def _behind(cache, key, value):
+    """Make the cache's subscriber fall behind (its thread blocks on its lock at
+    the next ping reply), with a copy of key in L1 and key deleted from Redis
+    behind L1's back: get() now answers `value` from L1, None from Redis."""
+    cache.set(key, value)
+    assert read_into_l1(cache, key) == value
+    subscriber = _subscriber_of(cache)
+    subscriber.lock.acquire()
+    redis.Redis.from_url(SHARED_REDIS_URL).delete(cache.make_key(key))
+    return subscriber
+
+
+def test_a_subscriber_behind_by_more_than_max_lag__l1_is_bypassed_until_it_catches_up(
+    make_cache, prefix
+):
+    cache = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix, L1={**L1, "MAX_LAG": 0.2})
+    wait_live(cache)
+    subscriber = _behind(cache, "k", "v")
+    try:
+        deadline = time.monotonic() + 10
+        while cache.get("k") == "v":  # served from L1 while the proof is recent ...
+            assert time.monotonic() < deadline, "L1 went on serving a subscriber that fell behind"
+            time.sleep(0.01)
+        assert cache.get("k") is None  # ... then from Redis
+        assert cache.make_key("k") in cache._l1.entries  # the copy is kept meanwhile
+    finally:
+        subscriber.lock.release()
+    deadline = time.monotonic() + 10
+    while cache.get("k") is None:  # caught up: the kept copy is served again
+        assert time.monotonic() < deadline, "L1 never served again after catching up"
+        time.sleep(0.01)
+    assert cache.get("k") == "v"
+
+
+def test_with_no_lag_bound__l1_serves_however_far_behind_its_subscriber_is(make_cache, prefix):
+    """What MAX_LAG changes: without it, a copy is served while the subscriber is stuck."""
+    cache = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix, L1={**L1, "MAX_LAG": None})
+    wait_live(cache)
+    subscriber = _behind(cache, "k", "v")
+    try:
+        time.sleep(1.5)  # several pings unanswered (no timing is asserted)
+        assert cache.get("k") == "v"
+    finally:
+        subscriber.lock.release()
 
 
 def test_memory_partitions__behave_the_same_with_l1_on(make_cache):

@@ -5,6 +5,11 @@ on its namespace's channel inside the same atomic call (stores/lua.py), so no
 change can happen without its message. Each process subscribes once per
 partition and applies what it hears to the L1 slots listening there.
 
+The thread pings the server every ``PING_EVERY`` seconds, more often when an
+L1 bounds its lag (``MAX_LAG``, a quarter of it): a ping's reply travels
+behind every message published before the ping reached the server, so when it
+comes back the slots know they are no more behind than its send time.
+
 A subscription that drops (the connection is killed, the server restarts or
 fails over, or pings go unanswered for ``DEAD_AFTER``) may have missed
 messages: the slots are told at once (they flush and bypass L1), the thread
@@ -27,6 +32,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +45,7 @@ from .l1 import L1, forget_all
 logger = logging.getLogger("django_tiercache.l1")
 
 PING_EVERY = 1.0  # seconds between pings on a quiet subscription
+MIN_PING_EVERY = 0.005  # however small a MAX_LAG, pings no more often than this
 DEAD_AFTER = 3.0  # seconds without any reply after which it is taken as lost
 RECONNECT_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -59,6 +66,7 @@ class Subscriber:
         self.cut = cut
         self.listeners: list[tuple[L1, int]] = []
         self.live = False
+        self.subscribed_at = 0.0  # monotonic() when the live subscription was asked for
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.client: Any = None  # the connection, for tests that kill it
@@ -71,7 +79,13 @@ class Subscriber:
         with self.lock:
             self.listeners.append((l1, slot))
             if self.live:
-                l1.connected(slot)
+                # Heard up to now? Not proven: the next ping's reply says it.
+                l1.connected(slot, since=self.subscribed_at)
+
+    def ping_every(self) -> float:
+        """Seconds between pings: a quarter of the smallest MAX_LAG listening."""
+        lags = [l1.max_lag for l1, _ in self.listeners if l1.max_lag is not None]
+        return max(MIN_PING_EVERY, min([PING_EVERY, *(lag / 4 for lag in lags)]))
 
     def stop(self) -> None:
         self.stopped.set()
@@ -101,36 +115,43 @@ class Subscriber:
         pubsub = client.pubsub()
         self.client = pubsub
         try:
+            asked = time.monotonic()
             if self.sharded:
                 pubsub.ssubscribe(self.channel)
             else:
                 pubsub.subscribe(self.channel)
-            self._receive(pubsub)
+            self._receive(pubsub, asked)
         finally:
             self.client = None
             pubsub.close()
             pool.disconnect()
 
-    def _receive(self, pubsub: Any) -> None:
+    def _receive(self, pubsub: Any, asked: float) -> None:
         confirmed: set[bytes] = set()
+        pings: deque[float] = deque()  # when each ping not yet answered was sent
         last_seen = last_ping = time.monotonic()
         while not self.stopped.is_set():
-            message = pubsub.get_message(timeout=PING_EVERY)
+            every = self.ping_every()
+            message = pubsub.get_message(timeout=every)
             now = time.monotonic()
             if message is not None:
                 last_seen = now
                 kind = message["type"]
                 if kind in ("message", "smessage"):
                     self._dispatch(message["data"])
+                elif kind == "pong":
+                    if pings:
+                        self._heard(pings.popleft())
                 elif kind in ("subscribe", "ssubscribe"):
                     if message["channel"] in confirmed:  # resubscribed behind our back
                         raise redis.ConnectionError("subscription was renewed")
                     confirmed.add(message["channel"])
                     if len(confirmed) == 1:
-                        self._set_live(True)
+                        self._set_live(True, since=asked)
                 elif kind == "sunsubscribe":  # the server gave the channel's slot up
                     raise redis.ConnectionError("the shard channel's slot moved")
-            if now - last_ping >= PING_EVERY:
+            if now - last_ping >= every:
+                pings.append(time.monotonic())  # taken before the ping leaves
                 pubsub.ping()
                 last_ping = now
             if now - last_seen > DEAD_AFTER:
@@ -148,14 +169,20 @@ class Subscriber:
         for l1, slot in listeners:
             l1.changed(slot, kind, items)
 
-    def _set_live(self, live: bool) -> None:
+    def _heard(self, until: float) -> None:
+        with self.lock:
+            for l1, slot in self.listeners:
+                l1.heard(slot, until)
+
+    def _set_live(self, live: bool, since: float = 0.0) -> None:
         with self.lock:
             if self.live == live and not live:
                 return
             self.live = live
+            self.subscribed_at = since
             for l1, slot in self.listeners:
                 if live:
-                    l1.connected(slot)
+                    l1.connected(slot, since)
                 else:
                     l1.lost(slot)
 

@@ -35,6 +35,7 @@ def l1_for(identity: tuple, settings: dict[str, Any], partitions: list, loads: A
                 settings["MAX_BYTES"],
                 settings["TIMEOUT"],
                 loads,
+                settings["MAX_LAG"],
             )
     return l1
 

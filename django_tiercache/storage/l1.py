@@ -10,9 +10,15 @@ deleted, a tag dropped, locked or unlocked, the generation dropped.
 Copies are kept per partition *slot*. A slot serves only while its channel
 subscription is live; when the subscription drops, its copies are flushed and
 the slot is bypassed until it is back, since changes announced meanwhile were
-not heard. Every change a slot hears is numbered; a read from Redis takes the
-number first (its *ticket*) and may fill L1 only if no change to its key or
-tags was heard since: an entry read just before an invalidation, whose
+not heard. A live slot also serves only while it is known to be at most
+``MAX_LAG`` seconds behind its partition: its subscriber pings the server, and
+a reply proves that every message published before the ping was sent has been
+applied (they travel ahead of it on one connection). While the last such proof
+is older than MAX_LAG, its copies are kept but not served.
+
+Every change a slot hears is numbered; a read from Redis takes the number
+first (its *ticket*) and may fill L1 only if no change to its key or tags was
+heard since: an entry read just before an invalidation, whose
 message arrives before the copy is stored, is never stored.
 
 A hit returns a value of its own: mutable values are kept as the verified,
@@ -61,11 +67,14 @@ class Copy:
 class Slot:
     """One partition as L1 sees it: is its channel live, and what changed lately."""
 
-    __slots__ = ("index", "live", "seq", "log", "keys")
+    __slots__ = ("index", "live", "heard", "seq", "log", "keys")
 
     def __init__(self, index: int):
         self.index = index
         self.live = False
+        # monotonic() when the last ping was sent whose reply came back: every
+        # change published before then has been applied to this slot.
+        self.heard = 0.0
         self.seq = 0
         self.log: deque[tuple[int, str, frozenset]] = deque(maxlen=CHANGE_LOG)
         self.keys: set[str] = set()
@@ -96,8 +105,11 @@ class L1:
         max_bytes: int,
         timeout: float,
         loads: Callable[[bytes], Any],
+        max_lag: float | None = None,
     ):
         self.timeout = timeout
+        # None: copies are served whatever the subscriber's delay.
+        self.max_lag = max_lag
         self.loads = loads
         self.lock = threading.Lock()
         self.entries = WTinyLFU(max_entries, max_bytes)
@@ -118,6 +130,8 @@ class L1:
             if copy.expires <= now or not copy.slot.live:
                 self._remove(key, copy)
                 return MISS
+            if self.max_lag is not None and now - copy.slot.heard > self.max_lag:
+                return MISS  # kept: the messages it waits for will drop it or not
         return copy.value if copy.data is None else self.loads(copy.data)
 
     def ticket(self, slot: int) -> int | None:
@@ -176,10 +190,18 @@ class L1:
                 for tag in items:
                     self._drop(s, list(self.tag_keys.get(tag, ())))
 
-    def connected(self, slot: int) -> None:
-        """The slot's channel is (again) subscribed: changes are heard from now on."""
+    def connected(self, slot: int, since: float = 0.0) -> None:
+        """The slot's channel is (again) subscribed, by a request sent at `since`
+        (monotonic): changes are heard from then on."""
         self.changed(slot, "*")
+        self.slots[slot].heard = since
         self.slots[slot].live = True
+
+    def heard(self, slot: int, until: float) -> None:
+        """Every change published before `until` (monotonic) has been applied."""
+        s = self.slots[slot]
+        if until > s.heard:
+            s.heard = until
 
     def lost(self, slot: int) -> None:
         """The slot's channel dropped: forget its copies, bypass it until it is back."""

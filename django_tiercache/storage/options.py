@@ -82,6 +82,9 @@ L1_DEFAULTS: dict[str, Any] = {
     "MAX_ENTRIES": 10_000,  # copies kept per process
     "MAX_BYTES": 64 * 2**20,  # their serialized size, roughly
     "TIMEOUT": 5.0,  # seconds a copy lives at most, whatever its Redis timeout
+    # Seconds a partition's subscriber may be proven behind it before its copies
+    # stop being served (storage/l1.py); None: no bound.
+    "MAX_LAG": 1.0,
 }
 
 HOT_KEYS_DEFAULTS: dict[str, Any] = {
@@ -337,7 +340,7 @@ def _check_hot_keys(value: Any, problems: list[Problem]) -> None:
 def _check_l1(value: Any, problems: list[Problem]) -> None:
     hint = (
         "Set OPTIONS['L1'] to False (off), True (the defaults), or a dict such as "
-        "{'MAX_ENTRIES': 10000, 'MAX_BYTES': 64 * 2**20, 'TIMEOUT': 5}."
+        "{'MAX_ENTRIES': 10000, 'MAX_BYTES': 64 * 2**20, 'TIMEOUT': 5, 'MAX_LAG': 1.0}."
     )
     if isinstance(value, bool):
         return
@@ -345,8 +348,8 @@ def _check_l1(value: Any, problems: list[Problem]) -> None:
         problems.append(Problem("E003", f"OPTIONS['L1'] = {value!r} is not valid.", hint))
         return
     for key, item in value.items():
-        whole = key != "TIMEOUT"
-        ok = (
+        whole = key not in ("TIMEOUT", "MAX_LAG")
+        ok = (key == "MAX_LAG" and item is None) or (
             key in L1_DEFAULTS
             and not isinstance(item, bool)
             and isinstance(item, int if whole else (int, float))
@@ -354,6 +357,8 @@ def _check_l1(value: Any, problems: list[Problem]) -> None:
         )
         if not ok:
             what = "a positive integer" if whole else "a positive number of seconds"
+            if key == "MAX_LAG":
+                what += " or None (no bound)"
             if key not in L1_DEFAULTS:
                 what = f"one of {', '.join(L1_DEFAULTS)}"
             problems.append(
