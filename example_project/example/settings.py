@@ -72,7 +72,9 @@ CACHES = {
         "BACKEND": "django_tiercache.backend.TierCache",
         "LOCATION": cache_location(),
         "TIMEOUT": 300,
-        "OPTIONS": {},
+        # On Redis, each process also keeps what it read (L1, coherent across
+        # processes); memory:// partitions have no L1, they are one.
+        "OPTIONS": {"L1": True},
     }
 }
 
