@@ -257,7 +257,7 @@ def _behind(cache, key, value):
 
 
 def test_a_subscriber_behind_by_more_than_max_lag__l1_is_bypassed_until_it_catches_up(
-    make_cache, prefix
+    make_cache, prefix, caplog
 ):
     cache = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix, L1={**L1, "MAX_LAG": 0.2})
     wait_live(cache)
@@ -276,6 +276,9 @@ def test_a_subscriber_behind_by_more_than_max_lag__l1_is_bypassed_until_it_catch
         assert time.monotonic() < deadline, "L1 never served again after catching up"
         time.sleep(0.01)
     assert cache.get("k") == "v"
+    # ... and the process said it had fallen behind.
+    said = [r.getMessage() for r in caplog.records if r.name == "django_tiercache.l1"]
+    assert any(subscriber.channel in m and "behind" in m for m in said), said
 
 
 def test_with_no_lag_bound__l1_serves_however_far_behind_its_subscriber_is(make_cache, prefix):

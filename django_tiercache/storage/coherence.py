@@ -46,6 +46,7 @@ logger = logging.getLogger("django_tiercache.l1")
 
 PING_EVERY = 1.0  # seconds between pings on a quiet subscription
 MIN_PING_EVERY = 0.005  # however small a MAX_LAG, pings no more often than this
+REPORT_BEHIND_EVERY = 60.0  # seconds between two warnings that a channel fell behind
 DEAD_AFTER = 3.0  # seconds without any reply after which it is taken as lost
 RECONNECT_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -67,6 +68,8 @@ class Subscriber:
         self.listeners: list[tuple[L1, int]] = []
         self.live = False
         self.subscribed_at = 0.0  # monotonic() when the live subscription was asked for
+        self.heard_until = 0.0  # what the last ping reply proved (see _heard)
+        self._reported_behind = -REPORT_BEHIND_EVERY
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.client: Any = None  # the connection, for tests that kill it
@@ -82,10 +85,15 @@ class Subscriber:
                 # Heard up to now? Not proven: the next ping's reply says it.
                 l1.connected(slot, since=self.subscribed_at)
 
+    def max_lag(self) -> float | None:
+        """The smallest MAX_LAG of the L1s listening, None when none is bounded."""
+        lags = [l1.max_lag for l1, _ in self.listeners if l1.max_lag is not None]
+        return min(lags) if lags else None
+
     def ping_every(self) -> float:
         """Seconds between pings: a quarter of the smallest MAX_LAG listening."""
-        lags = [l1.max_lag for l1, _ in self.listeners if l1.max_lag is not None]
-        return max(MIN_PING_EVERY, min([PING_EVERY, *(lag / 4 for lag in lags)]))
+        lag = self.max_lag()
+        return max(MIN_PING_EVERY, PING_EVERY if lag is None else min(PING_EVERY, lag / 4))
 
     def stop(self) -> None:
         self.stopped.set()
@@ -171,15 +179,28 @@ class Subscriber:
 
     def _heard(self, until: float) -> None:
         with self.lock:
+            now = time.monotonic()  # the slots were unproven from heard_until until now
+            lag, behind = self.max_lag(), now - self.heard_until
+            self.heard_until = until
             for l1, slot in self.listeners:
                 l1.heard(slot, until)
+        if lag is not None and behind > lag and now - self._reported_behind > REPORT_BEHIND_EVERY:
+            # Said once a minute at most: a starved process would say it on every ping.
+            self._reported_behind = now
+            logger.warning(
+                "L1 channel %s was %.2f s behind (MAX_LAG %.2f s): its copies were not "
+                "served meanwhile (a process short of CPU, or a server slow to deliver)",
+                self.channel,
+                behind,
+                lag,
+            )
 
     def _set_live(self, live: bool, since: float = 0.0) -> None:
         with self.lock:
             if self.live == live and not live:
                 return
             self.live = live
-            self.subscribed_at = since
+            self.subscribed_at = self.heard_until = since
             for l1, slot in self.listeners:
                 if live:
                     l1.connected(slot, since)
