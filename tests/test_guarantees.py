@@ -13,11 +13,12 @@ import time
 
 import pytest
 from django.core.cache import caches
-from django.db import transaction
+from django.db import connection, transaction
 from redis.exceptions import OutOfMemoryError
 
 from django_tiercache import get_object
 from django_tiercache.exceptions import InvalidationIncomplete
+from django_tiercache.orm.registry import instance_tag
 from django_tiercache.storage.hooks import declare_lock_horizon
 from tests.test_failures import FAST, keys_on, policy_count
 from tests.testapp.models import Product
@@ -257,6 +258,66 @@ def test_a_save_that_cannot_lock_its_only_partition__fails_before_the_query(mode
     assert Product.objects.get(pk=product.pk).version == 1  # nothing committed
     time.sleep(FAST["BREAKER_COOLDOWN"])
     assert get_object(Product, product.pk).version == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_autocommit_save__finds_its_lock_in_redis_when_its_query_runs(model_cache):
+    """The lock is sent at pre_save and awaited just before the query (its round
+    trip overlaps Django building the query): however slow the lock, the query
+    runs only once it is in place. Redis holds writes back for a moment; when
+    the UPDATE reaches the database, the lock has already dropped the row's token."""
+    (server,) = model_cache(1)
+    product = Product.objects.create(name="slow-lock", version=1)
+    assert get_object(Product, product.pk).version == 1  # the row's tag has a token
+    client = server.client()
+    pattern = f"guarantee:_tc:t:{instance_tag(product)}"  # the tag's token
+    assert list(client.scan_iter(match=pattern))
+    tokens_at_update = []
+
+    def look(execute, sql, params, many, context):
+        if sql.startswith("UPDATE"):
+            tokens_at_update.append(list(client.scan_iter(match=pattern)))  # a read: not held
+        return execute(sql, params, many, context)
+
+    client.execute_command("CLIENT", "PAUSE", 100, "WRITE")  # the lock waits 100 ms
+    product.version = 2
+    with connection.execute_wrapper(look):
+        product.save()
+    assert tokens_at_update == [[]]
+    assert get_object(Product, product.pk).version == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_that_raises_before_its_query__leaves_the_projects_query_wrappers_as_they_were(
+    model_cache,
+):
+    """The wrapper that awaits the lock goes first in the connection's list, so a
+    project's ``with connection.execute_wrapper(...)`` pops its own wrapper even
+    when a save raised before its query ran (ours was still in the list then)."""
+    from django.db.models.signals import pre_save
+
+    model_cache(1)
+    product = Product.objects.create(name="raising", version=1)
+
+    def refuse(sender, instance, **kwargs):
+        raise RuntimeError("refused by a later pre_save receiver")
+
+    def project_wrapper(execute, sql, params, many, context):
+        return execute(sql, params, many, context)
+
+    pre_save.connect(refuse, sender=Product, dispatch_uid="test-refuse")
+    try:
+        with connection.execute_wrapper(project_wrapper):
+            with pytest.raises(RuntimeError, match="refused"):
+                product.save()
+    finally:
+        pre_save.disconnect(sender=Product, dispatch_uid="test-refuse")
+    assert project_wrapper not in connection.execute_wrappers
+    assert Product.objects.get(pk=product.pk).version == 1  # the next query clears ours
+    assert connection.execute_wrappers == []
+    product.version = 2
+    product.save()  # and the next write goes through as usual
+    assert get_object(Product, product.pk).version == 2
 
 
 @pytest.mark.django_db(transaction=True)

@@ -56,6 +56,7 @@ class Writes:
     flush_hook: Any = None
     in_transaction: bool = False  # False: an autocommit write is under way
     unconfirmed: list[Any] = field(default_factory=list)  # locks sent, replies not read
+    confirm_hook: Any = None  # the execute wrapper that confirms them before the next query
 
 
 def _writes(using: str, starting: bool = False) -> Writes:
@@ -65,7 +66,7 @@ def _writes(using: str, starting: bool = False) -> Writes:
         states = _local.writes = {}
     state = states.get(using)
     if state is not None and _abandoned(state, using, starting):
-        _release(state)
+        _release(state, using)
         state = None
     if state is None:
         state = states[using] = Writes()
@@ -105,19 +106,54 @@ def _confirm(state: Writes) -> None:
         state.unconfirmed.pop(0)()
 
 
+def _confirm_before_next_query(state: Writes, using: str) -> None:
+    """Wait for the locks just before the next SQL statement on `using` runs.
+
+    In autocommit that statement commits as it runs, so the locks must be in
+    place first; between the signal and the statement Django still builds and
+    compiles the query, and the locks' round trip overlaps that work. The
+    wrapper goes first in the list: it runs outermost (before the project's
+    own wrappers see the query), and a ``with connection.execute_wrapper()``
+    block, which pops the list's last entry when it ends, never pops it.
+    """
+    if state.confirm_hook is not None:
+        return
+    connection = connections[using]
+
+    def confirm_then_execute(execute: Any, sql: Any, params: Any, many: Any, context: Any) -> Any:
+        _stop_confirming(state, using)
+        _confirm(state)
+        return execute(sql, params, many, context)
+
+    state.confirm_hook = confirm_then_execute
+    connection.execute_wrappers.insert(0, confirm_then_execute)
+
+
+def _stop_confirming(state: Writes, using: str) -> None:
+    hook, state.confirm_hook = state.confirm_hook, None
+    if hook is not None:
+        wrappers = connections[using].execute_wrappers
+        if hook in wrappers:
+            wrappers.remove(hook)
+
+
 def before(model: Any, tags: dict[str, set[str]], using: str) -> None:
     """A write to `model` touching `tags` is about to reach the database.
 
     In autocommit the query commits as it runs, so the lock must be in place
-    first. In a transaction nobody sees the query before the commit: the lock
-    is sent now and confirmed in ``after``, its round trip overlapping the query.
+    first: it is sent now and awaited just before the query is (see
+    ``_confirm_before_next_query``). In a transaction nobody sees the query
+    before the commit: the lock is sent now and confirmed in ``after``, its
+    round trip overlapping the query.
     """
     state = _writes(using, starting=True)
     in_transaction = connections[using].in_atomic_block
     if in_transaction:
         _ensure_flush(state, using)
     state.dirty_models.add(model._meta.label_lower)
-    _lock(state, tags, wait=not in_transaction)
+    _lock(state, tags, wait=False)
+    if not in_transaction and state.unconfirmed:
+        _confirm_before_next_query(state, using)
 
 
 def after(model: Any, tags: dict[str, set[str]], using: str) -> None:
@@ -158,6 +194,7 @@ def _queue(state: Writes, event: Event, using: str) -> None:
 
 def _flush(state: Writes, using: str) -> None:
     """Unlock and invalidate everything the writes touched; announce the committed ones."""
+    _stop_confirming(state, using)
     _confirm(state)
     tags: dict[str, set[str]] = defaultdict(set)
     for alias, locked in state.locked.items():
@@ -184,7 +221,8 @@ def _flush(state: Writes, using: str) -> None:
             tags_invalidated.send(sender=event.model, tags=frozenset(event_tags), cache_alias=alias)
 
 
-def _release(state: Writes) -> None:
+def _release(state: Writes, using: str) -> None:
+    _stop_confirming(state, using)
     _confirm(state)
     for alias, locked in state.locked.items():
         if locked:
