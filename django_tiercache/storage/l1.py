@@ -11,10 +11,11 @@ Copies are kept per partition *slot*. A slot serves only while its channel
 subscription is live; when the subscription drops, its copies are flushed and
 the slot is bypassed until it is back, since changes announced meanwhile were
 not heard. A live slot also serves only while it is known to be at most
-``MAX_LAG`` seconds behind its partition: its subscriber pings the server, and
-a reply proves that every message published before the ping was sent has been
-applied (they travel ahead of it on one connection). While the last such proof
-is older than MAX_LAG, its copies are kept but not served.
+``MAX_LAG`` seconds behind the server its subscriber listens to: the subscriber
+pings that server, and a reply proves that every message it published before
+the ping was sent has been applied (they travel ahead of it on one connection).
+While the last such proof is older than MAX_LAG, its copies are kept but not
+served. (It proves nothing about another server: a Cluster slot mid-migration.)
 
 Every change a slot hears is numbered; a read from Redis takes the number
 first (its *ticket*) and may fill L1 only if no change to its key or tags was

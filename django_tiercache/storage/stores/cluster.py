@@ -432,8 +432,12 @@ class ClusterStore(RedisStore):
         try:
             self._master().execute_command("SPUBLISH", self.channel, "*")
         except RedisError:
-            # The source gave the slot up meanwhile, which ended its
-            # subscriptions (their copies are flushed), or it is down.
+            # Mostly the source gave the slot up meanwhile, which ended its
+            # subscriptions (their copies are flushed), or it is down. If it
+            # refused the message or timed out while still holding them, other
+            # processes keep the group's copies until the hand-over or the L1
+            # TIMEOUT; their MAX_LAG pings, answered by the source, do not
+            # catch it (README, "Scaling out").
             redirections.count("announce_failed")
 
     def scan_keys(self, pattern: str, count: int) -> Any:
