@@ -109,6 +109,8 @@ def settle(
     if cache._fencing.needs_renewal(lease) or any(type(b) is int for b in bodies):
         bodies = cache._renew_and_reread(outcome.partition, keys, bodies)
         ticket = None  # what the renewal changed may not be heard yet
+    if outcome.partition.store.elsewhere_at >= started:
+        ticket = None  # answered by a server whose changes this process does not hear
     leased = cache._fencing.enabled
     for key, body, pttl, key_tags in zip(keys, bodies, pttls, tags, strict=True):
         if type(body) is not bytes:

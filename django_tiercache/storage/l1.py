@@ -15,7 +15,9 @@ not heard. A live slot also serves only while it is known to be at most
 pings that server, and a reply proves that every message it published before
 the ping was sent has been applied (they travel ahead of it on one connection).
 While the last such proof is older than MAX_LAG, its copies are kept but not
-served. (It proves nothing about another server: a Cluster slot mid-migration.)
+served. (It proves nothing about another server: a Cluster slot mid-migration,
+where stores/cluster.py announces on the source first and keeps nothing read
+from the importing master.)
 
 Every change a slot hears is numbered; a read from Redis takes the number
 first (its *ticket*) and may fill L1 only if no change to its key or tags was

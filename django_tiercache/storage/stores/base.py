@@ -66,6 +66,10 @@ class Store:
     # True when the channel is a Redis Cluster shard channel (SSUBSCRIBE), whose
     # server the store names at every connect (channel_pool; stores/cluster.py).
     sharded_channel = False
+    # monotonic() when a call last reached a server the store's channel is not
+    # on (a cluster slot's importing master): what such a read answers, L1 may
+    # not keep, since changes made there are not announced where it listens.
+    elsewhere_at = 0.0
 
     @property
     def horizon(self) -> int:

@@ -38,7 +38,9 @@ A tagged write is the one call that creates keys it cannot declare (the tag
 tokens and the generation it reads from its header); it is not sent to a
 target and fails as a skipped write. A change made on the target is
 announced on the target's shard while the group's subscribers still listen
-on the source: the call then announces ``*`` for the group on the source too.
+on the source: the call first announces ``*`` for the group on the source,
+and is not sent if that fails; what is read from the target is not kept in
+L1 (``elsewhere_at``), since changes there are not announced where L1 hears.
 
 A call that fails keeps the failure policy: a miss, a skipped write or a
 fence. A dead master fails the group's calls until the cluster promotes its
@@ -262,7 +264,7 @@ class ClusterCall:
 
     def result(self) -> Any:
         store, call = self._store, self._call
-        pauses, refreshed, asked = list(TRYAGAIN_PAUSES), False, False
+        pauses, refreshed = list(TRYAGAIN_PAUSES), False
         for _ in range(MAX_REDIRECTIONS + len(TRYAGAIN_PAUSES)):
             try:
                 reply = call.result()
@@ -273,7 +275,12 @@ class ClusterCall:
                 if not self._askable:
                     raise
                 redirections.count("ask")
-                call, asked = AskedCall(store, error, self._args, self._convert), True
+                # Before, not after: a change the source's subscribers were not
+                # told of must not be made (see announce_on_source).
+                if self._changes:
+                    store.announce_on_source()
+                store.elsewhere_at = time.monotonic()
+                call = AskedCall(store, error, self._args, self._convert)
                 continue
             except TryAgainError:
                 if not pauses:
@@ -293,8 +300,6 @@ class ClusterCall:
                 _refresh(store.client)  # the master may be gone: look again next time
                 raise
             else:
-                if asked and self._changes:
-                    store.announce_on_source()
                 return reply
             call = self._again()
         return call.result()
@@ -427,18 +432,19 @@ class ClusterStore(RedisStore):
 
     def announce_on_source(self) -> None:
         """Tell the group's subscribers, still on the master our slot map names,
-        that anything may have changed: a change was just made on the master
-        importing the slot, whose shard they do not listen to yet."""
+        that anything may change: a change is about to be made on the master
+        importing the slot, whose shard they do not listen to yet.
+
+        Sent before the change, and the change is not made if it fails: once
+        told, a process keeps no copy of what it reads from the importing master
+        (``elsewhere_at``), so nothing it holds can miss the change, and the
+        source's answers to its MAX_LAG pings still prove what they claim.
+        """
         try:
             self._master().execute_command("SPUBLISH", self.channel, "*")
         except RedisError:
-            # Mostly the source gave the slot up meanwhile, which ended its
-            # subscriptions (their copies are flushed), or it is down. If it
-            # refused the message or timed out while still holding them, other
-            # processes keep the group's copies until the hand-over or the L1
-            # TIMEOUT; their MAX_LAG pings, answered by the source, do not
-            # catch it (README, "Scaling out").
             redirections.count("announce_failed")
+            raise
 
     def scan_keys(self, pattern: str, count: int) -> Any:
         """The group's keys matching a Redis glob pattern, without the group's hashtag."""
