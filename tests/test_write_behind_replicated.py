@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from django.core.checks import run_checks
 
 from django_tiercache import write_behind
@@ -202,6 +203,7 @@ def test_primary_killed__no_save_that_returned_is_lost_and_saves_come_back(
     assert sentinel_set.current_primary_port() == replica.port
     for _ in range(20):
         assert save_new_row()
+    sentinel_set.wait_until(lambda: _in_sync(primary), "the restarted server syncs", RECOVERY_BOUND)
     write_behind.flush()
     found = dict(Counter.objects.filter(pk__in=expected).values_list("pk", "hits"))
     lost = sorted(set(expected) - set(found))
@@ -213,3 +215,11 @@ def test_primary_killed__no_save_that_returned_is_lost_and_saves_come_back(
         )
     assert lost == [] and found == expected
     assert write_behind.stats()["pending"] == 0
+
+
+def _in_sync(server) -> bool:
+    try:
+        with server.client() as client:
+            return client.info("replication").get("master_link_status") == "up"
+    except redis.RedisError:
+        return False
