@@ -6,6 +6,7 @@ the system check tiercache.E010 (checks.py), which reports the same problems.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -106,7 +107,13 @@ def _url_ok(url: Any) -> bool:
     """None, or one URL the cache's own parser takes, of a kind that can hold a journal."""
     if url is None:
         return True
-    if not isinstance(url, str) or scheme(url) not in JOURNAL_SCHEMES:
+    return isinstance(url, str) and _journal_url_ok(url)
+
+
+@functools.lru_cache(maxsize=64)
+def _journal_url_ok(url: str) -> bool:
+    # Cached: the settings are validated at every read, so at every save.
+    if scheme(url) not in JOURNAL_SCHEMES:
         return False
     parsed = parse_cache_options(url, {})
     servers = {u.partition("#")[0] for u in parsed.urls}  # a cluster: one per slot group
