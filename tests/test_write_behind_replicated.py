@@ -137,6 +137,26 @@ def test_replica_not_confirming__save_follows_on_unavailable_and_nothing_older_l
     assert write_behind.stats()["pending"] == 0
 
 
+def test_replica_not_confirming__a_refused_write_is_still_refused(
+    sentinel_set, journal_prefix, settings
+):
+    """An update of a row whose pending write deletes it queues nothing: it is refused
+    as InvalidWrite whether or not a replica answers, never written "at once"."""
+    on_journal(settings, sentinel_set.url())
+    row = Counter.objects.create(name="gone")
+    write_behind.delete(row)
+    sentinel_set.replica.pause()
+    try:
+        row.hits = 4
+        with pytest.raises(write_behind.InvalidWrite, match="deletes it"):
+            write_behind.save(row, update_fields=["hits"])
+    finally:
+        sentinel_set.replica.resume()
+    assert in_db(row.pk) == (0, "")
+    write_behind.flush()
+    assert in_db(row.pk) is None
+
+
 def test_replica_not_confirming__a_drain_stops_after_its_unconfirmed_batch(
     sentinel_set, journal_prefix, settings
 ):

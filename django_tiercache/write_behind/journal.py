@@ -24,7 +24,7 @@ from ..storage.hooks import keep_on_clear
 from ..storage.options import parse as parse_cache_options
 from . import rows, scripts
 from . import settings as wb_settings
-from .server import JOURNAL_SCHEMES, Server, connect, default_replicas, scheme
+from .server import JOURNAL_SCHEMES, NotReplicated, Server, connect, default_replicas, scheme
 
 logger = logging.getLogger("django_tiercache.write_behind")
 
@@ -124,8 +124,13 @@ class Journal:
         ]
         flat = [item for pair in fields.items() for item in pair]
         # Replicated: a caller told "queued" must not lose it in a failover (server.py).
-        # A refusal (-1, -2) wrote nothing worth waiting for, but costs no more.
-        version, count, *epoch = self._run("ENQUEUE", keys, [row, op, max_pending, *flat], True)
+        try:
+            reply = self._run("ENQUEUE", keys, [row, op, max_pending, *flat], replicated=True)
+        except NotReplicated as exc:
+            if int(exc.reply[0]) >= 0:
+                raise
+            reply = exc.reply  # a refusal (-1, -2) queued nothing that a failover could lose
+        version, count, *epoch = reply
         if epoch:
             self._check_epoch(epoch[0])
         return int(version), int(count)
