@@ -72,6 +72,34 @@ def test_journal_on_a_cluster__lives_in_one_slot_and_drains(
     assert write_behind.stats()["pending"] == 0
 
 
+def test_journal_on_a_cluster__a_replica_not_confirming_makes_the_save_direct(
+    fresh_redis_cluster, journal_prefix, settings
+):
+    """The WAIT goes to the master holding the journal's slot, on the enqueue's own
+    connection: with that master's replica frozen, the save is written at once."""
+    on_journal(settings, fresh_redis_cluster.url())
+    row = Counter.objects.create(name="cluster-frozen")
+    row.hits = 1
+    assert write_behind.save(row)
+    master = fresh_redis_cluster.node_serving(get_journal().server.slot)  # type: ignore[attr-defined]
+    (replica,) = [n for n in fresh_redis_cluster.nodes if _replica_of(n) == master.port]
+    replica.pause()
+    try:
+        row.hits = 2
+        assert write_behind.save(row) is None
+        assert in_db(row.pk) == (2, "")
+    finally:
+        replica.resume()
+    assert write_behind.flush() == 0
+    assert in_db(row.pk) == (2, "")
+
+
+def _replica_of(node) -> int | None:
+    with node.client() as client:
+        info = client.info("replication")
+    return int(info["master_port"]) if info["role"] == "slave" else None
+
+
 def test_journal_url__a_sentinel_or_cluster_cache_holds_the_journal(settings):
     sentinel = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/tcmaster/2"
     cluster = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001/"
