@@ -62,10 +62,10 @@ SHARED_REDIS_URL = _shared_redis_url()
 # "cluster" or "sentinel": the default cache is on a store of that kind (conftest.py
 # starts it); empty: on SHARED_REDIS_URL.
 TEST_ENGINE = os.environ.get("TIERCACHE_TEST_ENGINE", "")
-# The write-behind tests' journal: the first Redis partition of the default cache
-# (None), or with an engine, the shared Redis: a journal takes a plain Redis URL
-# only (tiercache.E011), and the engine passes test the cache, not the journal.
-JOURNAL_REDIS_URL = SHARED_REDIS_URL if TEST_ENGINE else None
+# The write-behind tests' journal: the first Redis partition of the default cache,
+# so with an engine, on the Sentinel-managed primary or the cluster (each enqueue
+# then waits for a replica, REPLICAS defaulting to 1 there).
+JOURNAL_REDIS_URL = None
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0

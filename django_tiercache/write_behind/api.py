@@ -25,13 +25,14 @@ from . import settings as wb_settings
 from .drain import Outcome, drain
 from .exceptions import InvalidWrite, NotWriteBehind, WriteBehindUnavailable
 from .journal import get_journal
+from .server import NotReplicated
 
 logger = logging.getLogger("django_tiercache.write_behind")
 
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 # Counted here because the journal cannot be reached when they happen.
-_local_counts = {"fallback_saves": 0}
+_local_counts = {"fallback_saves": 0, "not_replicated": 0}
 _counts_lock = threading.Lock()
 
 
@@ -39,8 +40,9 @@ def save(obj: models.Model, update_fields: Any = None) -> int | None:
     """Queue `obj`'s state (or only `update_fields`) for the database; returns its version.
 
     The database gets it when a drain runs (the Celery task, or ``flush()``);
-    until then ``get_object`` returns this state. When the journal is unreachable
-    or holds MAX_PENDING rows, the row is saved at once and None is returned (or
+    until then ``get_object`` returns this state. When the journal is unreachable,
+    holds MAX_PENDING rows, or fewer than REPLICAS replicas confirm the entry within
+    REPLICA_TIMEOUT, the row is saved at once and None is returned (or
     WriteBehindUnavailable raised, with ON_UNAVAILABLE = "raise").
 
     Raises NotWriteBehind (a NotRegistered) for a model not registered with
@@ -81,9 +83,11 @@ def flush(timeout: float | None = None) -> int:
 
 def stats() -> dict[str, Any]:
     """Figures: pending, oldest_pending_age (s), in_flight, retrying, dead_letters,
-    written, failed, and counters of queued writes, backpressure and fallbacks."""
+    written, failed, and counters of queued writes, backpressure and fallbacks
+    (fallback_saves; not_replicated: enqueues no replica confirmed, in this process)."""
     figures = get_journal().stats()
     figures["fallback_saves"] = _local_counts["fallback_saves"]
+    figures["not_replicated"] = _local_counts["not_replicated"]
     return figures
 
 
@@ -108,6 +112,17 @@ def _enqueue(obj: models.Model, op: str, fields: dict[str, str], direct: Any) ->
     row = rows.row_id(type(obj), obj.pk)
     try:
         version, pending = get_journal().enqueue(row, op, fields, config["MAX_PENDING"])
+    except NotReplicated as exc:
+        # The primary holds the entry anyway. With "save", direct() is a plain
+        # Model.save()/delete(), whose pre_save hook (mixed.py) takes the row's
+        # pending state from the journal, writes it first and its own state on
+        # top: the entry can never land after it. With "raise", it stays pending
+        # on the primary: a later drain writes it (a newer save or direct write of
+        # the row lands after it, as always), unless a failover loses it.
+        with _counts_lock:
+            _local_counts["not_replicated"] += 1
+        _unavailable(config, direct, f"journal entry not confirmed by a replica ({exc})", exc)
+        return None
     except REDIS_ERRORS as exc:
         _unavailable(config, direct, f"journal unreachable ({exc})")
         return None
@@ -124,8 +139,16 @@ def _enqueue(obj: models.Model, op: str, fields: dict[str, str], direct: Any) ->
     return version
 
 
-def _unavailable(config: dict, direct: Any, why: str) -> None:
+def _unavailable(
+    config: dict, direct: Any, why: str, unreplicated: NotReplicated | None = None
+) -> None:
     if config["ON_UNAVAILABLE"] == "raise":
+        if unreplicated is not None:
+            raise WriteBehindUnavailable(
+                f"write-behind: {why}; the database was not written, and the entry stands "
+                f"unconfirmed on the journal's primary: a drain may still write it, a failover "
+                f"may lose it"
+            ) from unreplicated
         raise WriteBehindUnavailable(f"write-behind: {why}; nothing was written")
     logger.warning("write-behind: %s; writing to the database at once", why)
     with _counts_lock:

@@ -39,6 +39,7 @@ from django.db import models as db_models
 from . import refill, rows
 from . import settings as wb_settings
 from .journal import Claimed, Journal, get_journal
+from .server import NotReplicated
 
 logger = logging.getLogger("django_tiercache.write_behind")
 
@@ -97,13 +98,34 @@ def apply(journal: Journal, token: str, claimed: list[Claimed], config: dict) ->
             journal.count("db_unavailable")
             outcome.unavailable = exc
             continue
-        outcome.written += journal.ack(token, good)
+        outcome.written += _acknowledge(journal, token, good, outcome)
         refill.put_back(cached, (item.row for item in good))
         for item, error in bad:
             journal.fail(token, item, error, config["RETRY_BACKOFF"], config["MAX_RETRIES"])
             outcome.failures.append((item.row, error))
         outcome.failed += len(bad)
     return outcome
+
+
+def _acknowledge(journal: Journal, token: str, good: list[Claimed], outcome: Outcome) -> int:
+    """ACK the written rows, waiting for REPLICAS replicas to confirm it.
+
+    An ACK a failover loses puts rows back to pending on the promoted replica, and
+    a later drain writes the same states again: harmless by itself (values, not
+    increments), but a direct write that read the journal after the ACK and
+    committed before the failover would be overwritten by the older state. WAIT
+    cannot undo that (the database has committed); what it can do is stop the
+    drain when no replica confirms, as if the journal were unreachable, so that at
+    most one batch's ACKs stand unconfirmed (the next drain tries again). Claims
+    are not waited for: a lost claim lets another drain write the same state, and
+    confirm() inside the transaction keeps the two apart.
+    """
+    try:
+        return journal.ack(token, good, replicated=True)
+    except NotReplicated as exc:
+        logger.error("write-behind drain: %s; stopping this drain", exc)
+        outcome.unavailable = exc
+        return int(exc.reply)
 
 
 def _by_database(claimed: Iterable[Claimed]) -> dict[str, list[Claimed]]:

@@ -14,22 +14,22 @@ import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from redis.commands.core import Script
 
 from ..storage.hooks import keep_on_clear
 from ..storage.options import parse as parse_cache_options
 from . import rows, scripts
 from . import settings as wb_settings
+from .server import JOURNAL_SCHEMES, NotReplicated, Server, connect, default_replicas, scheme
 
 logger = logging.getLogger("django_tiercache.write_behind")
 
-_clients: dict[str, redis.Redis] = {}
-_clients_lock = threading.Lock()
-_journals: dict[tuple[str, str], Journal] = {}
+_journals_lock = threading.Lock()
+_journals: dict[tuple[str, str, int, float], Journal] = {}
 _seen_epochs: dict[str, bytes] = {}
 
 
@@ -56,26 +56,35 @@ keep_on_clear(_journal_keys)
 
 
 def journal_url(config: dict[str, Any]) -> str:
-    """The journal's Redis: REDIS_URL, else the first Redis partition of CACHE."""
+    """The journal's Redis: REDIS_URL, else the first Redis partition of CACHE (a plain
+    Redis, a Sentinel-managed primary, or the cluster a redis+cluster:// cache is on)."""
     if config["REDIS_URL"]:
         return str(config["REDIS_URL"])
     cache: dict[str, Any] = django_settings.CACHES.get(config["CACHE"], {})
     urls = parse_cache_options(cache.get("LOCATION", ""), cache.get("OPTIONS")).urls
     for url in urls:
-        if urlsplit(url).scheme in ("redis", "rediss", "unix"):
-            return url
+        if scheme(url) in JOURNAL_SCHEMES:
+            return url.partition("#")[0]  # a cluster's slot group: the journal has its own slot
     raise ImproperlyConfigured(
         f"tiercache.E011: write-behind needs a Redis for its journal, and "
-        f"CACHES[{config['CACHE']!r}] has no Redis partition. HINT: set "
-        f"TIERCACHE['WRITE_BEHIND']['REDIS_URL'] or ['CACHE'] to a cache on Redis."
+        f"CACHES[{config['CACHE']!r}] has no Redis partition (memory:// is one process's "
+        f"memory and cannot hold it). HINT: set TIERCACHE['WRITE_BEHIND']['REDIS_URL'] to a "
+        f"redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL, or "
+        f"['CACHE'] to a cache on one of those."
     )
+
+
+def replicas(config: dict[str, Any], url: str) -> int:
+    """How many replicas must confirm an enqueue (REPLICAS; None: by the URL's kind)."""
+    given = config["REPLICAS"]
+    return default_replicas(url) if given is None else int(given)
 
 
 class Journal:
     """The pending writes on one Redis, under one key prefix."""
 
-    def __init__(self, client: redis.Redis, prefix: str):
-        self.client = client
+    def __init__(self, server: Server, prefix: str):
+        self.server = server
         self.base = "{" + prefix + "}"
         self.keys = {
             name: f"{self.base}:{name}"
@@ -83,11 +92,18 @@ class Journal:
                 "state pending inflight owner since attempts errors dead seq counters epoch"
             ).split()
         }
+        names = "ENQUEUE CLAIM CLAIM_ROWS CONFIRM ACK RELEASE FAIL RETRY_DEAD".split()
         self._scripts = {
-            name: client.register_script(getattr(scripts, name))
-            for name in ("ENQUEUE", "CLAIM", "CLAIM_ROWS", "CONFIRM", "ACK", "RELEASE", "FAIL")
+            name: Script(server.scripting_client, getattr(scripts, name)) for name in names
         }
-        self._scripts["RETRY_DEAD"] = client.register_script(scripts.RETRY_DEAD)
+
+    @property
+    def client(self) -> redis.Redis:
+        """A client of the server that holds the journal now."""
+        return self.server.client()
+
+    def _run(self, name: str, keys: list[str], args: list, replicated: bool = False) -> Any:
+        return self.server.run(self._scripts[name], keys, args, replicated)
 
     def fields_key(self, row: str) -> str:
         return f"{self.base}:f:{row}"
@@ -107,18 +123,29 @@ class Journal:
             *self._k("pending", "inflight", "since", "seq", "counters", "epoch"),
         ]
         flat = [item for pair in fields.items() for item in pair]
-        version, count, *epoch = self._scripts["ENQUEUE"](keys, [row, op, max_pending, *flat])
+        # Replicated: a caller told "queued" must not lose it in a failover (server.py).
+        try:
+            reply = self._run("ENQUEUE", keys, [row, op, max_pending, *flat], replicated=True)
+        except NotReplicated as exc:
+            if int(exc.reply[0]) >= 0:
+                raise
+            reply = exc.reply  # a refusal (-1, -2) queued nothing that a failover could lose
+        version, count, *epoch = reply
         if epoch:
             self._check_epoch(epoch[0])
         return int(version), int(count)
 
     def latest(self, rows: list[str]) -> dict[str, tuple[str, dict[str, str]]]:
         """{row: (op, fields)} for the rows with pending state, in one round trip."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hmget(self.keys["state"], rows)
-        for row in rows:
-            pipe.hgetall(self.fields_key(row))
-        states, *fields = pipe.execute()
+
+        def read(client: redis.Redis) -> list:
+            pipe = client.pipeline(transaction=True)
+            pipe.hmget(self.keys["state"], rows)
+            for row in rows:
+                pipe.hgetall(self.fields_key(row))
+            return pipe.execute()
+
+        states, *fields = self.server.call(read)
         found = {}
         for row, state, values in zip(rows, states, fields, strict=True):
             if state is not None:
@@ -130,19 +157,22 @@ class Journal:
         """Every row of `model` with pending state (a scan: used before QuerySet.update())."""
         prefix = rows.row_id(model, 0).rsplit(":", 1)[0]
         match = prefix.replace("[", "\\[").replace("*", "\\*").replace("?", "\\?") + ":*"
-        return [k.decode() for k, _ in self.client.hscan_iter(self.keys["state"], match=match)]
+        found = self.server.call(lambda c: list(c.hscan_iter(self.keys["state"], match=match)))
+        return [k.decode() for k, _ in found]
 
     # -- drainers --
 
     def claim(self, token: str, limit: int, lease_seconds: float) -> list[Claimed]:
-        reply = self._scripts["CLAIM"](
+        reply = self._run(
+            "CLAIM",
             self._k("pending", "inflight", "owner", "state"),
             [token, limit, int(lease_seconds * 1000), f"{self.base}:f:"],
         )
         return [_claimed(item) for item in reply]
 
     def claim_rows(self, token: str, rows: list[str], lease_seconds: float) -> list[Claimed]:
-        reply = self._scripts["CLAIM_ROWS"](
+        reply = self._run(
+            "CLAIM_ROWS",
             self._k("pending", "inflight", "owner", "state"),
             [token, int(lease_seconds * 1000), f"{self.base}:f:", *rows],
         )
@@ -150,20 +180,26 @@ class Journal:
 
     def confirm(self, token: str, claimed: list[Claimed]) -> set[str]:
         args = [token, *(x for c in claimed for x in (c.row, c.version))]
-        return {row.decode() for row in self._scripts["CONFIRM"]([self.keys["owner"]], args)}
+        return {row.decode() for row in self._run("CONFIRM", [self.keys["owner"]], args)}
 
-    def ack(self, token: str, claimed: list[Claimed]) -> int:
+    def ack(self, token: str, claimed: list[Claimed], replicated: bool = False) -> int:
+        """The rows' states are in the database: drop them (unless written again since).
+
+        With `replicated`, NotReplicated when the replicas did not confirm it (its
+        `reply` is the count); see drain.py for why the drain waits and a direct
+        write (mixed.py) does not.
+        """
         if not claimed:
             return 0
         keys = self._k("state", "pending", "inflight", "owner", "since", "attempts", "errors")
         args = [token, f"{self.base}:f:", *(x for c in claimed for x in (c.row, c.version))]
-        return int(self._scripts["ACK"]([*keys, self.keys["counters"]], args))
+        return int(self._run("ACK", [*keys, self.keys["counters"]], args, replicated))
 
     def release(self, token: str, claimed: list[Claimed], delay_seconds: float = 0) -> None:
         if claimed:
             args: list[str | int] = [token, int(delay_seconds * 1000)]
             args += [x for c in claimed for x in (c.row, c.version)]
-            self._scripts["RELEASE"](self._k("state", "pending", "inflight", "owner"), args)
+            self._run("RELEASE", self._k("state", "pending", "inflight", "owner"), args)
 
     def fail(self, token: str, item: Claimed, error: str, backoff: float, max_retries: int) -> int:
         """Record a failed attempt: the attempts so far, 0 if it became a dead letter."""
@@ -174,12 +210,12 @@ class Journal:
         keys += self._k("dead", "counters")
         args: list[str | int] = [token, item.row, item.version, error]
         args += [int(backoff * 1000), max_retries, letter, self.fields_key(item.row)]
-        return int(self._scripts["FAIL"](keys, args))
+        return int(self._run("FAIL", keys, args))
 
     # -- dead letters --
 
     def dead_letters(self) -> dict[str, dict[str, Any]]:
-        raw: dict[bytes, bytes] = self.client.hgetall(self.keys["dead"])  # type: ignore[assignment]
+        raw: dict[bytes, bytes] = self.server.call(lambda c: c.hgetall(self.keys["dead"]))  # type: ignore[arg-type, return-value]
         return {k.decode(): json.loads(v) for k, v in sorted(raw.items())}
 
     def retry_dead(self, rows: list[str] | None = None) -> int:
@@ -187,29 +223,19 @@ class Journal:
         if not rows:
             return 0
         keys = self._k("state", "pending", "since", "seq", "dead", "counters")
-        return int(self._scripts["RETRY_DEAD"](keys, [f"{self.base}:f:", *rows]))
+        return int(self._run("RETRY_DEAD", keys, [f"{self.base}:f:", *rows]))
 
     def drop_dead(self, rows: list[str] | None = None) -> int:
         rows = list(self.dead_letters()) if rows is None else rows
-        return int(self.client.hdel(self.keys["dead"], *rows)) if rows else 0
+        if not rows:
+            return 0
+        return int(self.server.call(lambda c: c.hdel(self.keys["dead"], *rows)))
 
     # -- figures --
 
     def stats(self) -> dict[str, Any]:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hlen(self.keys["state"])
-        pipe.zrange(self.keys["since"], 0, 0, withscores=True)
-        pipe.zcard(self.keys["inflight"])
-        pipe.hlen(self.keys["attempts"])
-        pipe.hlen(self.keys["dead"])
-        pipe.hgetall(self.keys["counters"])
-        pipe.time()
-        pending, oldest, in_flight, retrying, dead, counters, (sec, usec) = pipe.execute()
-        now_ms = sec * 1000 + usec // 1000
-        minute = now_ms // 60000
-        this, last = self.client.mget(
-            [f"{self.keys['counters']}:minute:{m}" for m in (minute, minute - 1)]
-        )
+        figures = self.server.call(self._figures)
+        pending, oldest, in_flight, retrying, dead, counters, this, last, now_ms = figures
         elapsed = 60 + (now_ms % 60000) / 1000
         counts = {k.decode(): int(v) for k, v in counters.items()}
         return {
@@ -226,14 +252,32 @@ class Journal:
             "drain_rate": round((int(this or 0) + int(last or 0)) / elapsed, 2),
         }
 
+    def _figures(self, client: redis.Redis) -> tuple:
+        pipe = client.pipeline(transaction=True)
+        pipe.hlen(self.keys["state"])
+        pipe.zrange(self.keys["since"], 0, 0, withscores=True)
+        pipe.zcard(self.keys["inflight"])
+        pipe.hlen(self.keys["attempts"])
+        pipe.hlen(self.keys["dead"])
+        pipe.hgetall(self.keys["counters"])
+        pipe.time()
+        pending, oldest, in_flight, retrying, dead, counters, (sec, usec) = pipe.execute()
+        now_ms = sec * 1000 + usec // 1000
+        minute = now_ms // 60000
+        this, last = client.mget(
+            [f"{self.keys['counters']}:minute:{m}" for m in (minute, minute - 1)]
+        )
+        return pending, oldest, in_flight, retrying, dead, counters, this, last, now_ms
+
     def count(self, name: str, by: int = 1) -> None:
-        self.client.hincrby(self.keys["counters"], name, by)
+        self.server.call(lambda c: c.hincrby(self.keys["counters"], name, by))
 
     def health(self) -> dict[str, Any]:
         """The server settings the journal's guarantees depend on (see the README)."""
-        policy = self.client.config_get("maxmemory-policy").get("maxmemory-policy")
-        appendonly = self.client.config_get("appendonly").get("appendonly")
-        fsync = self.client.config_get("appendfsync").get("appendfsync")
+        client = self.client
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+        appendonly = client.config_get("appendonly").get("appendonly")
+        fsync = client.config_get("appendfsync").get("appendfsync")
         return {
             "maxmemory_policy": policy,
             "appendonly": appendonly,
@@ -261,16 +305,13 @@ def _claimed(item: list) -> Claimed:
 
 
 def get_journal() -> Journal:
-    """The journal the settings name, with one client per process and URL."""
+    """The journal the settings name, with one client per process and location."""
     config = wb_settings.get()
     url = journal_url(config)
-    with _clients_lock:
-        journal = _journals.get((url, config["KEY_PREFIX"]))
+    key = (url, config["KEY_PREFIX"], replicas(config, url), float(config["REPLICA_TIMEOUT"]))
+    with _journals_lock:
+        journal = _journals.get(key)
         if journal is None:
-            client = _clients.get(url)
-            if client is None:
-                client = _clients[url] = redis.Redis.from_url(
-                    url, socket_timeout=5, socket_connect_timeout=2
-                )
-            journal = _journals[url, config["KEY_PREFIX"]] = Journal(client, config["KEY_PREFIX"])
+            server = connect(url, "{" + key[1] + "}", key[2], key[3])
+            journal = _journals[key] = Journal(server, key[1])
     return journal

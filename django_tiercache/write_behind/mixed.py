@@ -75,6 +75,8 @@ def _write_first(journal: Any, token: str, claimed: list[Claimed], using: str) -
     for item, error in bad:
         journal.fail(token, item, f"{error} (before a direct write)", 0, 0)
     if good:
+        # Not waited for (drain.py waits): the direct write has committed and
+        # nothing stops after it, so a WAIT would only add a round trip.
         transaction.on_commit(lambda: journal.ack(token, good), using=using)
 
 

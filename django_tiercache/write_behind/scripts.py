@@ -33,7 +33,9 @@ ENQUEUE = (
     _NOW
     + """
 local row, op, max_pending = ARGV[1], ARGV[2], tonumber(ARGV[3])
-redis.call('SETNX', KEYS[8], now)
+-- The epoch in microseconds: a journal lost and begun again within the same
+-- millisecond as the first one (a fast test, a fast flush) still shows a new epoch.
+redis.call('SETNX', KEYS[8], t[1] .. string.format('%06d', tonumber(t[2])))
 local previous = redis.call('HGET', KEYS[1], row)
 local count = redis.call('HLEN', KEYS[1])
 if not previous and max_pending > 0 and count >= max_pending then

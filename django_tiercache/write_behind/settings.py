@@ -6,13 +6,15 @@ the system check tiercache.E010 (checks.py), which reports the same problems.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
 from .. import conf
+from ..storage.options import parse as parse_cache_options
+from .server import JOURNAL_SCHEMES, SOCKET_TIMEOUT, scheme
 
 DEFAULTS: dict[str, Any] = {
     # Rows one drain transaction writes at most; reaching this many pending
@@ -32,11 +34,17 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a drainer holds the rows it claimed; after that (the worker died)
     # another drainer takes them again.
     "CLAIM_TIMEOUT": 60.0,
-    # Where the journal lives: a redis:// URL, or None for the first Redis
-    # partition of the CACHE alias; the keys' prefix (a Redis hash tag).
+    # Where the journal lives: a redis://, rediss://, unix://, redis+sentinel://
+    # or redis+cluster:// URL, or None for the first Redis partition of the CACHE
+    # alias; the keys' prefix (a Redis hash tag).
     "REDIS_URL": None,
     "CACHE": "default",
     "KEY_PREFIX": "tiercache:wb",
+    # Replicas that must confirm an enqueue (Redis WAIT) before write_behind.save()
+    # returns, else ON_UNAVAILABLE is taken; None: 1 on Sentinel and Cluster, 0 on
+    # a plain Redis. Seconds to wait for them (below the journal's 5 s socket timeout).
+    "REPLICAS": None,
+    "REPLICA_TIMEOUT": 0.5,
     # Send a Celery drain trigger when BATCH_SIZE writes are pending (needs a
     # configured Celery app with a broker).
     "TRIGGER": True,
@@ -84,14 +92,43 @@ def problems() -> list[str]:
     if config["ON_UNAVAILABLE"] not in ("save", "raise"):
         found.append(_bad("ON_UNAVAILABLE", config["ON_UNAVAILABLE"], "'save' or 'raise'"))
     url = config["REDIS_URL"]
-    if url is not None and (
-        not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix")
-    ):
-        found.append(_bad("REDIS_URL", url, "a redis://, rediss:// or unix:// URL, or None"))
+    if not _url_ok(url):
+        wanted = "a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL"
+        found.append(_bad("REDIS_URL", url, wanted + ", or None"))
+    found += _replica_problems(config)
     if not isinstance(config["KEY_PREFIX"], str) or not config["KEY_PREFIX"]:
         found.append(_bad("KEY_PREFIX", config["KEY_PREFIX"], "a non-empty string"))
     if url is None and config["CACHE"] not in getattr(django_settings, "CACHES", {}):
         found.append(_bad("CACHE", config["CACHE"], "an alias in CACHES (or set REDIS_URL)"))
+    return found
+
+
+def _url_ok(url: Any) -> bool:
+    """None, or one URL the cache's own parser takes, of a kind that can hold a journal."""
+    if url is None:
+        return True
+    return isinstance(url, str) and _journal_url_ok(url)
+
+
+@functools.lru_cache(maxsize=64)
+def _journal_url_ok(url: str) -> bool:
+    # Cached: the settings are validated at every read, so at every save.
+    if scheme(url) not in JOURNAL_SCHEMES:
+        return False
+    parsed = parse_cache_options(url, {})
+    servers = {u.partition("#")[0] for u in parsed.urls}  # a cluster: one per slot group
+    return not any(problem.is_error for problem in parsed.problems) and len(servers) == 1
+
+
+def _replica_problems(config: dict[str, Any]) -> list[str]:
+    found = []
+    given = config["REPLICAS"]
+    if given is not None and (not _is_int(given) or given < 0):
+        found.append(_bad("REPLICAS", given, "an integer >= 0, or None (1 on Sentinel/Cluster)"))
+    timeout = config["REPLICA_TIMEOUT"]
+    if not _is_number(timeout) or not 0 < timeout < SOCKET_TIMEOUT:
+        wanted = f"a number of seconds above 0 and below {SOCKET_TIMEOUT:g} (the socket timeout)"
+        found.append(_bad("REPLICA_TIMEOUT", timeout, wanted))
     return found
 
 

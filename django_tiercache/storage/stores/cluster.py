@@ -114,7 +114,8 @@ def group_hashtag(group: int, groups: int) -> str:
     return f"tc{group}.{salt}"
 
 
-def _client(seeds: str, options: dict[str, Any]) -> RedisCluster:
+def shared_client(seeds: str, options: dict[str, Any]) -> RedisCluster:
+    """The RedisCluster of these seeds and connection options, one per process."""
     return _clients.get(seeds, options, lambda: _connect(seeds, options))
 
 
@@ -140,7 +141,7 @@ def _connect(seeds: str, options: dict[str, Any]) -> RedisCluster:
     return client
 
 
-def _refresh(client: RedisCluster) -> None:
+def refresh_slot_map(client: RedisCluster) -> None:
     """Ask the cluster for its slot map again (not more often than REFRESH_INTERVAL)."""
     with client._tiercache_lock:  # type: ignore[attr-defined]
         if time.monotonic() - client._tiercache_refreshed < REFRESH_INTERVAL:  # type: ignore[attr-defined]
@@ -216,7 +217,7 @@ class AskedCall:
         client = store.client
         node = client.get_node(host=error.host, port=error.port)
         if node is None:  # a master our slot map does not know yet
-            _refresh(client)
+            refresh_slot_map(client)
             node = client.get_node(host=error.host, port=error.port)
             if node is None:
                 raise error
@@ -295,9 +296,9 @@ class ClusterCall:
                 if not _moved(error) or refreshed:
                     raise
                 refreshed = True
-                _refresh(store.client)
+                refresh_slot_map(store.client)
             except (RedisConnectionError, RedisTimeoutError, OSError):
-                _refresh(store.client)  # the master may be gone: look again next time
+                refresh_slot_map(store.client)  # the master may be gone: look again next time
                 raise
             else:
                 return reply
@@ -349,7 +350,7 @@ class ClusterStore(RedisStore):
     def client(self) -> RedisCluster:
         """redis-py's RedisCluster, built at the first call (the cluster may be down at startup)."""
         if self._client is None:
-            self._client = _client(self._seeds, self._options)
+            self._client = shared_client(self._seeds, self._options)
         return self._client
 
     @property
@@ -365,7 +366,7 @@ class ClusterStore(RedisStore):
         """Where to SSUBSCRIBE to the group's channel now (after a failure, the
         slot map is fetched again first: the slot may have moved)."""
         if failed:
-            _refresh(self.client)
+            refresh_slot_map(self.client)
         return self.pool
 
     def _master(self) -> Any:

@@ -35,7 +35,8 @@ from .redis import RedisStore
 _clients = SharedClients()
 
 
-def _client(url: str, options: dict[str, Any]) -> Redis:
+def shared_client(url: str, options: dict[str, Any]) -> Redis:
+    """The client of the primary this URL names, one per process and connection options."""
     return _clients.get(url, options, lambda: _connect(parse_sentinel_url(url), options))
 
 
@@ -58,7 +59,7 @@ class SentinelStore(RedisStore):
     """A RedisStore whose connections go to whichever server Sentinel names primary."""
 
     def _connect(self, url: str, options: dict[str, Any]) -> Redis:
-        return _client(url, options)
+        return shared_client(url, options)
 
     def placement(self) -> dict[str, Any]:
         host, port = self.pool.get_master_address()  # asks the sentinels
