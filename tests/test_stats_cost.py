@@ -30,9 +30,13 @@ pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
 
 @pytest.fixture
-def server(settings, clean_redis_servers):
+def server(settings, clean_redis_servers, monkeypatch):
     """A cache on a server of its own, so every command the server counts is the test's."""
     server = clean_redis_servers[0]
+    # Caches earlier tests of this process named "default" on the same server keep
+    # their recorders, and each publication (the page's own, before it reads) sends
+    # one batch per recorder: only this test's cache is published here.
+    monkeypatch.setattr(publishing, "_registered", [])
     settings.CACHES = {
         "default": {
             "BACKEND": TIERCACHE,
