@@ -33,10 +33,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 def server(settings, clean_redis_servers, monkeypatch):
     """A cache on a server of its own, so every command the server counts is the test's."""
     server = clean_redis_servers[0]
-    # Caches earlier tests of this process named "default" on the same server keep
-    # their recorders, and each publication (the page's own, before it reads) sends
-    # one batch per recorder: only this test's cache is published here.
-    monkeypatch.setattr(publishing, "_registered", [])
     settings.CACHES = {
         "default": {
             "BACKEND": TIERCACHE,
@@ -55,6 +51,11 @@ def server(settings, clean_redis_servers, monkeypatch):
     cache.get("k")
     publishing.publish_all()
     recent.forget()
+    # The background publication (every STATS_INTERVAL) sends a batch for every cache
+    # this process ever counted, earlier tests' caches on this server included: once
+    # in a CI run it fell inside a measurement (5 EVALSHA instead of the page's 1).
+    # What is measured here is what a request costs, so it is kept out.
+    monkeypatch.setattr(publishing, "publish_all", lambda: None)
     return server
 
 
