@@ -1,5 +1,6 @@
 """Routing keys to partitions: spread, stability, hashtags, one round trip per partition."""
 
+import threading
 from collections import Counter
 
 import pytest
@@ -67,12 +68,17 @@ def test_partition_for__uses_partition_names_and_hides_passwords(make_cache):
 
 @pytest.fixture
 def commands_sent(monkeypatch):
-    """Count the commands the client sends, per server port (Redis itself stays real)."""
+    """Count the commands this thread sends, per server port (Redis itself stays real).
+
+    Only this thread's: earlier tests leave background threads behind (statistics
+    publication, L1 subscribers pinging) whose commands are not the operation's."""
     sent = Counter()
     original = redis.connection.AbstractConnection.send_command
+    mine = threading.get_ident()
 
     def counting(self, *args, **kwargs):
-        sent[self.port] += 1
+        if threading.get_ident() == mine:
+            sent[self.port] += 1
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_command", counting)

@@ -155,7 +155,10 @@ def test_last_hour__has_one_point_a_minute(fleet_cache):
 
 
 def test_targets__pass_or_warn(fleet_cache, settings):
-    settings.TIERCACHE = {"STATS_INTERVAL": INTERVAL, "STATS_TARGETS": {"HIT_RATE": 0.7}}
+    # A p95 target no read on a loaded machine misses (one slow read of five failed
+    # the default 10 ms once): what is tested is the verdict, not the machine.
+    targets = {"HIT_RATE": 0.7, "P95_MS": 10_000.0}
+    settings.TIERCACHE = {"STATS_INTERVAL": INTERVAL, "STATS_TARGETS": targets}
     cache = caches["fleet"]
     cache.set("a", 1)
     for _ in range(3):
