@@ -318,7 +318,9 @@ def test_an_explicit_invalidation_in_autocommit__is_made_before_it_returns(
     settings.CACHES = {
         "default": {
             "BACKEND": "django_tiercache.backend.TierCache",
-            "LOCATION": server.url,
+            # A database of its own: django-redis keeps one pool per URL, and an
+            # earlier test's pool on this server may carry a short SOCKET_TIMEOUT.
+            "LOCATION": f"redis://127.0.0.1:{server.port}/13",
             "KEY_PREFIX": "explicit",
             "OPTIONS": {"SOCKET_TIMEOUT": 10},
         }
