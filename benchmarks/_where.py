@@ -58,6 +58,8 @@ def server_side(port: int, body: bytes) -> list[tuple[str, float, str]]:
     for key in ["where:tagged", *keys]:
         client.execute_command(*write(key, ["t1", "t2"]))
     plain_keys = [f"where:p{i}" for i in range(VALUES)]
+    # What a plain read (stores/plain_reads.py) fetches beside the entries.
+    checked = [ns + "gen", ns + "t:t1", ns + "t:t2"]
     client.mset(dict.fromkeys(plain_keys, body))
     rows = [
         ("GET (django-redis get)", _usec_per_call(client, [("GET", "where:plain")], "get"), ""),
@@ -68,6 +70,11 @@ def server_side(port: int, body: bytes) -> list[tuple[str, float, str]]:
         ),
         ("read Function, 2 tags", _fcall(client, [fcall("read", ["where:tagged"], "0")]), "GET"),
         (
+            "plain read, 2 tags (MGET of 4)",
+            _usec_per_call(client, [("MGET", "where:tagged", *checked)], "mget"),
+            "GET",
+        ),
+        (
             f"MGET of {VALUES} (django-redis get_many)",
             _usec_per_call(client, [("MGET", *plain_keys)], "mget"),
             "",
@@ -75,6 +82,11 @@ def server_side(port: int, body: bytes) -> list[tuple[str, float, str]]:
         (
             f"read Function, {VALUES} entries, 2 tags",
             _fcall(client, [fcall("read", keys, "0")]),
+            f"MGET of {VALUES}",
+        ),
+        (
+            f"plain read, {VALUES} entries, 2 tags",
+            _usec_per_call(client, [("MGET", *keys, *checked)], "mget"),
             f"MGET of {VALUES}",
         ),
         (

@@ -81,6 +81,7 @@ from ..hooks import lock_horizon_ms
 from ..options import parse_cluster_url
 from . import lua
 from .base import Done, SharedClients
+from .plain_reads import hints_for
 from .redis import (
     GreetingFailed,
     RedisCall,
@@ -317,6 +318,8 @@ class ClusterStore(RedisStore):
 
     library = lua.CLUSTER_LIBRARY
     sharded_channel = True
+    # An entry and its partition's tokens are in different slots: no one MGET reads both.
+    plain_reads = False
 
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         base, _, fragment = url.partition("#")
@@ -330,6 +333,7 @@ class ClusterStore(RedisStore):
         self._client: RedisCluster | None = None
         # The group's changes are SPUBLISHed here, in the group's slot (lua.py).
         self.channel = f"{self.ns}l1"
+        self.hints = hints_for(url, self.ns, int(options.get("TAG_LEASE", 3.0) * 1000))
         # No idle connections kept (RedisStore keeps some per store): the
         # master serving the slot, and so the pool, can change between calls.
         self._idle_max, self._idle, self._idle_pid = 0, [], os.getpid()

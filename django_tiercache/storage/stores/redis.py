@@ -14,6 +14,7 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from ..hooks import kept_on_clear
 from . import lua
 from .base import Store, Write
+from .plain_reads import Unchecked, checked_reply, hints_for, plain_command
 
 # Idle connections a store (one per backend instance, so per thread) keeps at
 # most, and never more than this share of its pool's max_connections (redis-py's
@@ -122,6 +123,27 @@ class RedisCall:
         self._conn = None
 
 
+class PlainRead:
+    """A read sent as one MGET (stores/plain_reads.py); what it cannot check is
+    read again through the Function."""
+
+    __slots__ = ("_store", "_keys", "_leased", "_names", "_call")
+
+    def __init__(self, store: RedisStore, keys: list[str], leased: bool, command, names):
+        self._store, self._keys, self._leased, self._names = store, keys, leased, names
+        self._call = RedisCall(store, command, _same)
+
+    def result(self) -> tuple[int, list]:
+        store = self._store
+        try:
+            reply = self._call.result()
+            return checked_reply(store.hints.lease_ms, self._keys, self._names, self._leased, reply)
+        except (Unchecked, GreetingFailed):
+            # GreetingFailed: a server without the library (it restarted), now
+            # loaded; what the MGET read there was never vouched for by ``hello``.
+            return store.function_read(self._keys, self._leased).result()
+
+
 class GreetingFailed(ResponseError):
     """The greeting sent before a call failed while the call itself ran: sending
     the call again could run it twice, so it fails (the next call greets again)."""
@@ -158,12 +180,15 @@ class RedisStore(Store):
     """
 
     library = lua.LIBRARY  # what FUNCTION LOAD sends to a server that lacks it
+    # Reads of entries whose tags are known are one MGET (stores/plain_reads.py).
+    plain_reads = True
 
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         super().__init__(url, ns, options)
         self.client = self._connect(url, options)
         self.pool = self.client.connection_pool
         self.channel = f"{ns}l1"  # where this namespace's changes are published (lua.py)
+        self.hints = hints_for(url, ns, int(options.get("TAG_LEASE", 3.0) * 1000))
         limit = getattr(self.pool, "max_connections", None) or 0
         self._idle_max = min(IDLE_CONNECTIONS, limit // IDLE_SHARE)
         self._idle: list[Any] = []
@@ -255,11 +280,37 @@ class RedisStore(Store):
     def read(self, keys, leased, ttls=False):
         if ttls:
             return self._call("read", keys, ["1" if leased else "0", "1"], _read_reply_ttls)
-        return self._call("read", keys, ["1" if leased else "0"], _read_reply)
+        if self.plain_reads:
+            plain = plain_command(self.hints, self.ns, keys, leased)
+            if plain is not None:
+                return PlainRead(self, keys, leased, *plain)
+        return self.function_read(keys, leased)
+
+    def function_read(self, keys: list[str], leased: bool) -> RedisCall:
+        """The read Function, whose answer teaches the hints each entry's tags and the lease."""
+        hints, sent = self.hints, monotonic()
+
+        def learned(reply: list) -> tuple[int, list]:
+            hints.heard_lease(sent, reply[0])
+            learn = hints.learn
+            for key, value in zip(keys, reply[1:], strict=True):
+                if type(value) is not bytes or value[:1] != b"T":
+                    if value is None or type(value) is bytes:
+                        learn(key, ())
+                    continue
+                try:
+                    learn(key, _tags(value))
+                except ValueError:
+                    pass  # a header that does not parse: read through the Function again
+            return _read_reply(reply)
+
+        return self._call("read", keys, ["1" if leased else "0"], learned)
 
     def write(self, writes: list[Write], nx, fresh, leased=False):
         args: list[Any] = [fresh, "1" if nx else "0", self.horizon, "1" if leased else "0"]
+        learn = self.hints.learn
         for w in writes:
+            learn(w.key, w.tags)
             args += ["" if w.ttl_ms is None else w.ttl_ms, len(w.tags), *w.tags]
             args += ["1", *w.snapshot] if w.snapshot is not None else ["0"]
             args.append(w.body)

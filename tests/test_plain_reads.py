@@ -1,0 +1,181 @@
+"""Reads of entries whose tags the process knows: one MGET, checked by the client
+(storage/stores/plain_reads.py), never less safe than the read Function."""
+
+import redis
+
+from django_tiercache.storage.stores import plain_reads
+
+
+def command_calls(server, name: str) -> int:
+    stats = redis.Redis(port=server.port).info("commandstats")
+    return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+
+
+def calls(server) -> tuple[int, int]:
+    return command_calls(server, "mget"), command_calls(server, "fcall")
+
+
+def raw(server, cache):
+    store = cache._partitions[0].store
+    return redis.Redis(port=server.port, db=0), store
+
+
+def test_a_known_entry__is_read_with_one_mget_and_no_function(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.set("k", {"v": 1}, tags=["shop.product:1"])  # the write teaches its tags
+    cache.set("plain", 2)
+    assert cache.get("k") == {"v": 1}  # greets the connection (a Function) first
+    before = calls(server)
+    assert cache.get("k") == {"v": 1}
+    assert cache.get("plain") == 2
+    assert cache.get_many(["k", "plain"]) == {"k": {"v": 1}, "plain": 2}
+    mget, fcall = calls(server)
+    assert (mget - before[0], fcall - before[1]) == (3, 0)
+
+
+def test_an_entry_read_through_the_function__teaches_its_tags(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    writer, reader = make_cache([server.url]), make_cache([server.url])
+    writer.set("k", 1, tags=["a", "b:2"])
+    reader._partitions[0].store.hints.tags.clear()  # as in another process
+    assert reader.get("k") == 1  # the Function
+    assert reader._partitions[0].store.hints.tags[_made(reader, "k")] == ("a", "b:*", "b:2")
+    before = calls(server)
+    assert reader.get("k") == 1
+    assert calls(server)[1] == before[1]
+
+
+def _made(cache, key):
+    return cache.make_and_validate_key(key)
+
+
+def test_a_lost_token_or_generation__reads_as_a_miss(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    client, store = raw(server, cache)
+    for lost in ("t:a", "gen"):
+        cache.set("k", 1, tags=["a"])
+        assert cache.get("k") == 1
+        client.delete(store.ns + lost)  # evicted, or someone's DEL
+        before = calls(server)
+        assert cache.get("k") is None
+        assert calls(server)[1] == before[1]  # the plain read decided it
+
+
+def test_an_invalidated_tag__reads_as_a_miss(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache, other = make_cache([server.url]), make_cache([server.url])
+    cache.set("k", 1, tags=["a", "b"])
+    assert cache.get("k") == 1
+    other.invalidate_tags("b")
+    assert cache.get("k") is None
+
+
+def test_tags_known_wrongly__cost_a_function_read_never_a_stale_value(
+    clean_redis_servers, make_cache
+):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.set("k", 1, tags=["a"])
+    hints = cache._partitions[0].store.hints
+    made = _made(cache, "k")
+    for wrong in (("z",), ()):  # another tag; untagged
+        hints.tags[made] = wrong  # as if another process rewrote the entry meanwhile
+        cache.invalidate_tags("a")
+        before = calls(server)
+        assert cache.get("k") is None  # the token of "a" was never fetched: not trusted
+        assert calls(server)[1] == before[1] + 1  # read again through the Function
+        cache.set("k", 1, tags=["a"])
+        hints.tags[made] = wrong
+        assert cache.get("k") == 1
+        assert hints.tags[made] == ("a",)  # learned from what the Function read
+
+
+def test_a_header_that_does_not_parse__reads_as_a_miss(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    client, store = raw(server, cache)
+    cache.set("k", 1, tags=["a"])
+    assert cache.get("k") == 1
+    made = _made(cache, "k")
+    good = client.get(made)
+    colon = good.index(b":")
+    length = int(good[1:colon])
+    header = good[colon + 1 : colon + 1 + length]
+    for bad in (
+        b"T" + good[1:colon] + b";" + good[colon + 1 :],  # no colon
+        b"Tx:" + good[colon + 1 :],  # no length
+        b"T9999:" + good[colon + 1 :],  # longer than the value
+        b"T%d:" % (length + 2) + b"x\n" + header + good[colon + 1 + length :],  # no count
+        b"T%d:" % (length + 4) + header + b"c\nd\n" + good[colon + 1 + length :],  # fields left
+    ):
+        client.set(made, bad)
+        assert cache.get("k") is None, bad
+    assert not cache._policy.counts  # a miss, never an error
+
+
+def test_a_lost_lease__is_renewed_and_the_entry_read_again(clean_redis_servers, make_cache):
+    servers = clean_redis_servers[:3]
+    cache = make_cache([s.url for s in servers])
+    cache.set("k", 1, tags=["a"])
+    assert cache.get("k") == 1
+    assert cache.get("k") == 1
+    partition = cache._partition(_made(cache, "k"))
+    server = next(s for s in servers if s.url == partition.url)
+    client = redis.Redis(port=server.port)
+    store = partition.store
+    before = calls(server)
+    assert cache.get("k") == 1
+    assert calls(server)[1] == before[1]  # the lease was known fresh: a plain read
+    client.delete(store.ns + "lease")
+    assert cache.get("k") == 1  # no lease: unverified, renewed, read again
+    assert client.exists(store.ns + "lease")
+
+
+def test_a_lease_not_heard_of_lately__is_read_through_the_function(clean_redis_servers, make_cache):
+    servers = clean_redis_servers[:3]
+    cache = make_cache([s.url for s in servers])
+    cache.set("k", 1, tags=["a"])
+    assert cache.get("k") == 1
+    partition = cache._partition(_made(cache, "k"))
+    server = next(s for s in servers if s.url == partition.url)
+    hints = partition.store.hints
+    hints.plain_until = 0.0  # the lease's remaining time, as last heard, is half gone
+    before = calls(server)
+    assert cache.get("k") == 1
+    assert calls(server)[1] == before[1] + 1
+    assert hints.plain_until > 0  # heard again: the next reads are plain
+    before = calls(server)
+    assert cache.get("k") == 1
+    assert calls(server)[1] == before[1]
+
+
+def test_a_restarted_server__is_greeted_before_a_plain_read_is_trusted(
+    clean_redis_servers, make_cache
+):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    cache.set("k", 1, tags=["a"])
+    assert cache.get("k") == 1
+    server.stop()
+    server.start()
+    # Planted on the new, empty server before anything greets it: the read
+    # must not trust the entry's header (the server lost every token's history).
+    client, store = raw(server, cache)
+    client.set(store.ns + "gen", b"g")
+    client.set(store.ns + "t:a", b"x")
+    header, made = b"1\ng\na\nx\n", _made(cache, "k")
+    client.set(made, b"T%d:" % len(header) + header + cache._codec.encode(made, 1))
+    assert cache.get("k") is None
+    assert not cache._policy.counts
+
+
+def test_the_memory_of_tags__is_bounded(clean_redis_servers, make_cache, monkeypatch):
+    monkeypatch.setattr(plain_reads, "REMEMBERED_KEYS", 3)
+    cache = make_cache([clean_redis_servers[0].url])
+    hints = cache._partitions[0].store.hints
+    for i in range(10):
+        cache.set(f"k{i}", i, tags=["a"])
+        assert len(hints.tags) <= 3
+    assert cache.get("k9") == 9
