@@ -7,6 +7,8 @@ import sys
 import pytest
 from asgiref.sync import async_to_sync
 
+from django_tiercache.storage.stores.base import Write
+
 
 def test_invalidate_tags__hides_entries_on_every_partition(any_cache):
     keys = [f"k{i}" for i in range(200)]
@@ -141,6 +143,31 @@ def test_losing_the_generation__makes_every_tagged_entry_invalid(clean_redis_ser
     server.client().delete(f"{cache.key_prefix}:_tc:gen")
     assert cache.get("tagged") is None
     assert cache.get("plain") == 2
+
+
+def test_a_tag_token__outlives_the_longest_entry_written_under_it(clean_redis_servers, make_cache):
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url)
+    raw = server.client()
+    token = f"{cache.key_prefix}:_tc:t:"
+    cache.set("short", 1, timeout=10, tags=["a"])
+    assert 10_000 < raw.pttl(token + "a") <= 12_500  # made with a quarter to spare
+    cache.set("long", 1, timeout=1000, tags=["a"])
+    assert raw.pttl(token + "a") > 1_000_000  # lengthened, or "long" would die with it
+    cache.set("short", 1, timeout=10, tags=["a"])
+    assert raw.pttl(token + "a") > 1_000_000  # never shortened
+    # One call of entries with several timeouts under the same tags: the longest counts.
+    store = cache._partitions[0].store
+    writes = [
+        Write("s", b"1", 5_000, ("b", "c")),
+        Write("l", b"2", 100_000, ("b",)),
+        Write("m", b"3", 50_000, ("b",)),
+        Write("f", b"4", None, ("c",)),
+        Write("n", b"5", 5_000, ("c",)),
+    ]
+    assert store.write(writes, nx=False, fresh="f1").result() == [1] * 5
+    assert raw.pttl(token + "b") > 100_000
+    assert raw.pttl(token + "c") == -1  # an entry kept forever: so is its token
 
 
 def test_tag_metadata_does_not_grow_with_tagged_entries(clean_redis_servers, make_cache):

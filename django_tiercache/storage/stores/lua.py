@@ -193,20 +193,49 @@ local function ensure_meta(ns, epoch, horizon)
   return false
 end
 
+-- The locks in a stored "until writer ..." value still in force at `now`
+-- (but `except`'s), and how many the value held.
+local function live_holders(v, now, except)
+  local live, total = {}, 0
+  for until_ms, writer in string.gmatch(v, '(%d+) (%S+)') do
+    total = total + 1
+    if tonumber(until_ms) > now and writer ~= except then
+      live[#live + 1] = until_ms .. ' ' .. writer
+    end
+  end
+  return live, total
+end
+
 -- The write locks on a tag still in force: a list of "until writer".
 -- `now` may be now_ms itself, called only if the tag has locks.
 local function holders(meta, tag, now, except)
   local v = redis.call('HGET', meta, 'l:' .. tag)
-  local live = {}
-  if v then
-    if type(now) == 'function' then now = now() end
-    for until_ms, writer in string.gmatch(v, '(%d+) (%S+)') do
-      if tonumber(until_ms) > now and writer ~= except then
-        live[#live + 1] = until_ms .. ' ' .. writer
-      end
+  if not v then return {}, v end
+  if type(now) == 'function' then now = now() end
+  return (live_holders(v, now, except)), v
+end
+
+-- args[first..], copied (unpack has a limit of a few thousand values).
+local function from(args, first)
+  local out = {}
+  for i = first, #args do out[#out + 1] = args[i] end
+  return out
+end
+
+-- redis.call(command, key, items...) in chunks of a thousand items, replies joined
+-- (key nil: none). A command over many keys costs one call, not one per key.
+local function chunked(command, key, items)
+  local out = {}
+  for first = 1, #items, 1000 do
+    local last = math.min(first + 999, #items)
+    local reply
+    if key then reply = redis.call(command, key, unpack(items, first, last))
+    else reply = redis.call(command, unpack(items, first, last)) end
+    if type(reply) == 'table' then
+      for i = 1, last - first + 1 do out[#out + 1] = reply[i] end
     end
   end
-  return live, v
+  return out
 end
 
 local function set_holders(meta, tag, live, old)
@@ -304,6 +333,79 @@ local function leased_now(ns, leased)
   return not leased or redis.call('PTTL', ns .. 'lease') > 0
 end
 
+-- The entries of a write's args (see write): {ttl, tags, snapshot, body} each,
+-- and their distinct tags with the longest ttl each needs (math.huge: forever).
+local function entries_of(keys, args)
+  local entries, tags, longest = {}, {}, {}
+  local a = 6
+  for i = 1, #keys do
+    local ttl = tonumber(args[a])
+    local n = tonumber(args[a + 1])
+    local entry = {ttl = ttl, tags = {unpack(args, a + 2, a + 1 + n)}}
+    a = a + 2 + n
+    if args[a] == '1' then entry.snap = {unpack(args, a + 1, a + 1 + n)}; a = a + n + 2
+    else a = a + 1 end
+    entry.body = args[a]
+    a = a + 1
+    entries[i] = entry
+    local lasts = ttl or math.huge
+    for _, tag in ipairs(entry.tags) do
+      if not longest[tag] then tags[#tags + 1] = tag; longest[tag] = lasts
+      elseif lasts > longest[tag] then longest[tag] = lasts end
+    end
+  end
+  return entries, tags, longest
+end
+
+-- What the tagged entries of a write are written under, looked up once per
+-- call with one HMGET and one MGET however many entries and tags: returns
+-- -1 (no lease), 0 (no fills now: the partition is quiet) or 1, the
+-- generation, and per tag its token or false (locked). Missing tokens are
+-- made; a token is made to outlive the longest entry written under it.
+local function fill_tokens(ns, fresh, horizon, leased, tags, longest)
+  if not leased_now(ns, leased) then return -1 end
+  local meta = ns .. 'meta'
+  local fields = {'run', 'quiet'}
+  for i, tag in ipairs(tags) do fields[i + 2] = 'l:' .. tag end
+  local held = chunked('HMGET', meta, fields)
+  if not held[1] then
+    new_meta(ns, fresh, horizon)
+    held = chunked('HMGET', meta, fields)
+  end
+  local now = nil
+  if held[2] then
+    now = now_ms()
+    if tonumber(held[2]) > now then return 0 end
+  end
+  local gen = generation(ns, fresh)
+  local keys = {}
+  for i, tag in ipairs(tags) do keys[i] = ns .. 't:' .. tag end
+  local current = chunked('MGET', nil, keys)
+  local tokens = {}
+  for i, tag in ipairs(tags) do
+    local live = {}
+    if held[i + 2] then
+      now = now or now_ms()
+      local total
+      live, total = live_holders(held[i + 2], now, nil)
+      if #live == 0 then redis.call('HDEL', meta, fields[i + 2])
+      elseif #live < total then redis.call('HSET', meta, fields[i + 2], table.concat(live, ' ')) end
+    end
+    local ttl = longest[tag] ~= math.huge and longest[tag] or nil
+    if #live > 0 then
+      tokens[tag] = false
+    elseif current[i] then
+      extend(keys[i], ttl)
+      tokens[tag] = current[i]
+    else
+      if ttl then redis.call('SET', keys[i], fresh, 'PX', with_slack(ttl))
+      else redis.call('SET', keys[i], fresh) end
+      tokens[tag] = fresh
+    end
+  end
+  return 1, gen, tokens
+end
+
 -- keys: entries. args: ns, fresh token, nx, horizon_ms, leased, then per entry:
 --   ttl_ms ('' = forever), n, tag*n, snapshot flag, [gen, token*n], body
 -- A snapshot (taken before the value was computed) that no longer matches the
@@ -313,20 +415,13 @@ end
 local function write(keys, args)
   local ns, fresh, nx, horizon = args[1], args[2], args[3] == '1', tonumber(args[4])
   local leased = args[5] == '1'
-  local a = 6
+  local entries, tags, longest = entries_of(keys, args)
   local out = {}
-  local now, allowed = nil, nil
+  local allowed, gen, tokens = nil, nil, nil
   local changed = {}
   for i, k in ipairs(keys) do
-    local ttl = tonumber(args[a])
-    local n = tonumber(args[a + 1])
-    local tags = {unpack(args, a + 2, a + 1 + n)}
-    a = a + 2 + n
-    local snap = nil
-    if args[a] == '1' then snap = {unpack(args, a + 1, a + 1 + n)}; a = a + n + 2
-    else a = a + 1 end
-    local body = args[a]
-    a = a + 1
+    local entry = entries[i]
+    local n, snap, body = #entry.tags, entry.snap, entry.body
     local ok = 1
     if nx then
       local cur = redis.call('GET', k)
@@ -334,25 +429,24 @@ local function write(keys, args)
     end
     if ok == 1 and n > 0 then
       if allowed == nil then
-        now = now_ms  -- read from the server only if a lock or a quiet period needs it
-        allowed = leased_now(ns, leased) and (fills_allowed(ns, fresh, horizon, now) or 0)
+        allowed, gen, tokens = fill_tokens(ns, fresh, horizon, leased, tags, longest)
       end
-      if not allowed then ok = -1 elseif allowed == 0 then ok = 0 end
+      if allowed ~= 1 then ok = allowed end
     end
     if ok == 1 and n > 0 then
-      local gen = generation(ns, fresh)
       if snap and snap[1] ~= gen then ok = 0 end
       local parts = {n, '\n', gen, '\n'}
       for j = 1, n do
-        local tok = tag_token(ns, tags[j], fresh, ttl, now)
+        local tok = tokens[entry.tags[j]]
         if not tok or (snap and snap[j + 1] ~= tok) then ok = 0; tok = '!' end
-        parts[#parts + 1] = tags[j] .. '\n' .. tok .. '\n'
+        parts[#parts + 1] = entry.tags[j] .. '\n' .. tok .. '\n'
       end
       local header = table.concat(parts)
       body = 'T' .. #header .. ':' .. header .. body
     end
     if ok == 1 then
-      if ttl then redis.call('SET', k, body, 'PX', ttl) else redis.call('SET', k, body) end
+      if entry.ttl then redis.call('SET', k, body, 'PX', entry.ttl)
+      else redis.call('SET', k, body) end
       changed[#changed + 1] = k
     end
     out[i] = ok
@@ -454,19 +548,32 @@ end
 -- Write locks: a transaction that changes data behind tags invalidates them when
 -- it writes and keeps them locked (no cache fills) until it commits.
 
+-- The lock fields and token keys of tags.
+local function lock_keys(ns, tags)
+  local fields, tokens = {}, {}
+  for i, tag in ipairs(tags) do fields[i] = 'l:' .. tag; tokens[i] = ns .. 't:' .. tag end
+  return fields, tokens
+end
+
 -- args: ns, fresh, horizon_ms, writer id, lock_ms, tag*.
 local function lock(keys, args)
   local ns, writer = args[1], args[4]
   ensure_meta(ns, args[2], tonumber(args[3]))
   local meta, now = ns .. 'meta', now_ms()
-  local until_ms = now + tonumber(args[5])
-  for i = 6, #args do
-    local live = holders(meta, args[i], now, writer)
-    live[#live + 1] = until_ms .. ' ' .. writer
-    set_holders(meta, args[i], live, true)
-    redis.call('DEL', ns .. 't:' .. args[i])
+  local mine = (now + tonumber(args[5])) .. ' ' .. writer
+  local tags = from(args, 6)
+  local fields, tokens = lock_keys(ns, tags)
+  local held = chunked('HMGET', meta, fields)
+  local values = {}
+  for i = 1, #tags do
+    local live = held[i] and live_holders(held[i], now, writer) or {}
+    live[#live + 1] = mine
+    values[#values + 1] = fields[i]
+    values[#values + 1] = table.concat(live, ' ')
   end
-  announce(ns, 't', {unpack(args, 6)})
+  chunked('HSET', meta, values)
+  chunked('DEL', nil, tokens)
+  announce(ns, 't', tags)
   return 1
 end
 
@@ -474,16 +581,28 @@ end
 local function unlock(keys, args)
   local ns, writer = args[1], args[2]
   local meta = ns .. 'meta'
-  local intact = redis.call('EXISTS', meta) == 1
-  local now = now_ms()
-  for i = 3, #args do
-    if intact then
-      local live, old = holders(meta, args[i], now, writer)
-      set_holders(meta, args[i], live, old)
+  local tags = from(args, 3)
+  local fields, tokens = lock_keys(ns, tags)
+  if redis.call('EXISTS', meta) == 1 then
+    local held = chunked('HMGET', meta, fields)
+    local now, kept, gone = nil, {}, {}
+    for i = 1, #tags do
+      if held[i] then
+        now = now or now_ms()
+        local live, total = live_holders(held[i], now, writer)
+        if #live == 0 then
+          gone[#gone + 1] = fields[i]
+        elseif #live < total then
+          kept[#kept + 1] = fields[i]
+          kept[#kept + 1] = table.concat(live, ' ')
+        end
+      end
     end
-    redis.call('DEL', ns .. 't:' .. args[i])
+    chunked('HDEL', meta, gone)
+    chunked('HSET', meta, kept)
   end
-  announce(ns, 't', {unpack(args, 3)})
+  chunked('DEL', nil, tokens)
+  announce(ns, 't', tags)
   return 1
 end
 
