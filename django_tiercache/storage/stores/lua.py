@@ -225,6 +225,11 @@ end
 -- redis.call(command, key, items...) in chunks of a thousand items, replies joined
 -- (key nil: none). A command over many keys costs one call, not one per key.
 local function chunked(command, key, items)
+  if #items == 0 then return {} end
+  if #items <= 1000 then  -- the usual case: no copy
+    if key then return redis.call(command, key, unpack(items)) end
+    return redis.call(command, unpack(items))
+  end
   local out = {}
   for first = 1, #items, 1000 do
     local last = math.min(first + 999, #items)
@@ -333,28 +338,30 @@ local function leased_now(ns, leased)
   return not leased or redis.call('PTTL', ns .. 'lease') > 0
 end
 
--- The entries of a write's args (see write): {ttl, tags, snapshot, body} each,
--- and their distinct tags with the longest ttl each needs (math.huge: forever).
+-- The entries of a write's args (see write), as parallel lists: ttls, tag
+-- lists, snapshots (or false) and bodies; and their distinct tags with the
+-- longest ttl each needs (math.huge: forever).
 local function entries_of(keys, args)
-  local entries, tags, longest = {}, {}, {}
+  local ttls, tag_lists, snaps, bodies, tags, longest = {}, {}, {}, {}, {}, {}
   local a = 6
   for i = 1, #keys do
     local ttl = tonumber(args[a])
     local n = tonumber(args[a + 1])
-    local entry = {ttl = ttl, tags = {unpack(args, a + 2, a + 1 + n)}}
+    local entry_tags = {unpack(args, a + 2, a + 1 + n)}
     a = a + 2 + n
-    if args[a] == '1' then entry.snap = {unpack(args, a + 1, a + 1 + n)}; a = a + n + 2
-    else a = a + 1 end
-    entry.body = args[a]
+    if args[a] == '1' then snaps[i] = {unpack(args, a + 1, a + 1 + n)}; a = a + n + 2
+    else snaps[i] = false; a = a + 1 end
+    ttls[i], tag_lists[i], bodies[i] = ttl or false, entry_tags, args[a]
     a = a + 1
-    entries[i] = entry
     local lasts = ttl or math.huge
-    for _, tag in ipairs(entry.tags) do
-      if not longest[tag] then tags[#tags + 1] = tag; longest[tag] = lasts
-      elseif lasts > longest[tag] then longest[tag] = lasts end
+    for j = 1, n do
+      local tag = entry_tags[j]
+      local known = longest[tag]
+      if not known then tags[#tags + 1] = tag; longest[tag] = lasts
+      elseif lasts > known then longest[tag] = lasts end
     end
   end
-  return entries, tags, longest
+  return ttls, tag_lists, snaps, bodies, tags, longest
 end
 
 -- What the tagged entries of a write are written under, looked up once per
@@ -377,29 +384,31 @@ local function fill_tokens(ns, fresh, horizon, leased, tags, longest)
     now = now_ms()
     if tonumber(held[2]) > now then return 0 end
   end
-  local gen = generation(ns, fresh)
-  local keys = {}
-  for i, tag in ipairs(tags) do keys[i] = ns .. 't:' .. tag end
+  -- The generation and the tokens in one MGET: keys[1] is the generation's.
+  local keys = {ns .. 'gen'}
+  for i, tag in ipairs(tags) do keys[i + 1] = ns .. 't:' .. tag end
   local current = chunked('MGET', nil, keys)
+  local gen = current[1]
+  if not gen then gen = fresh; redis.call('SET', keys[1], fresh) end  -- it never expires
   local tokens = {}
   for i, tag in ipairs(tags) do
-    local live = {}
+    local locked = false
     if held[i + 2] then
       now = now or now_ms()
-      local total
-      live, total = live_holders(held[i + 2], now, nil)
+      local live, total = live_holders(held[i + 2], now, nil)
       if #live == 0 then redis.call('HDEL', meta, fields[i + 2])
       elseif #live < total then redis.call('HSET', meta, fields[i + 2], table.concat(live, ' ')) end
+      locked = #live > 0
     end
     local ttl = longest[tag] ~= math.huge and longest[tag] or nil
-    if #live > 0 then
+    if locked then
       tokens[tag] = false
-    elseif current[i] then
-      extend(keys[i], ttl)
-      tokens[tag] = current[i]
+    elseif current[i + 1] then
+      extend(keys[i + 1], ttl)
+      tokens[tag] = current[i + 1]
     else
-      if ttl then redis.call('SET', keys[i], fresh, 'PX', with_slack(ttl))
-      else redis.call('SET', keys[i], fresh) end
+      if ttl then redis.call('SET', keys[i + 1], fresh, 'PX', with_slack(ttl))
+      else redis.call('SET', keys[i + 1], fresh) end
       tokens[tag] = fresh
     end
   end
@@ -415,13 +424,13 @@ end
 local function write(keys, args)
   local ns, fresh, nx, horizon = args[1], args[2], args[3] == '1', tonumber(args[4])
   local leased = args[5] == '1'
-  local entries, tags, longest = entries_of(keys, args)
+  local ttls, tag_lists, snaps, bodies, tags, longest = entries_of(keys, args)
   local out = {}
   local allowed, gen, tokens = nil, nil, nil
   local changed = {}
   for i, k in ipairs(keys) do
-    local entry = entries[i]
-    local n, snap, body = #entry.tags, entry.snap, entry.body
+    local entry_tags, snap, body = tag_lists[i], snaps[i], bodies[i]
+    local n = #entry_tags
     local ok = 1
     if nx then
       local cur = redis.call('GET', k)
@@ -437,15 +446,15 @@ local function write(keys, args)
       if snap and snap[1] ~= gen then ok = 0 end
       local parts = {n, '\n', gen, '\n'}
       for j = 1, n do
-        local tok = tokens[entry.tags[j]]
+        local tok = tokens[entry_tags[j]]
         if not tok or (snap and snap[j + 1] ~= tok) then ok = 0; tok = '!' end
-        parts[#parts + 1] = entry.tags[j] .. '\n' .. tok .. '\n'
+        parts[#parts + 1] = entry_tags[j] .. '\n' .. tok .. '\n'
       end
       local header = table.concat(parts)
       body = 'T' .. #header .. ':' .. header .. body
     end
     if ok == 1 then
-      if entry.ttl then redis.call('SET', k, body, 'PX', entry.ttl)
+      if ttls[i] then redis.call('SET', k, body, 'PX', ttls[i])
       else redis.call('SET', k, body) end
       changed[#changed + 1] = k
     end
