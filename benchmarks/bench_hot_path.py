@@ -73,8 +73,23 @@ TARGETS = [
 ]
 
 # What the same saves cost on a cache of one partition (no target: each
-# partition adds one lock call before the query and one release after it).
+# partition adds one lock call before the query and one release after it),
+# and the wire's floor: a plain save with a PING to every partition awaited
+# before its query and one sent after it, the least any lock taken before the
+# query and released after it costs on this machine, Lua and Python aside.
 ONE_PARTITION = [
+    ("wire floor / plain save(), 3 partitions, autocommit", "save.floor", "save.plain"),
+    ("save() with invalidation / wire floor, 3 partitions, autocommit", "save.tc", "save.floor"),
+    (
+        "wire floor / plain save(), 3 partitions, in a transaction",
+        "save.floor_atomic",
+        "save.plain_atomic",
+    ),
+    (
+        "save() with invalidation / wire floor, 3 partitions, in a transaction",
+        "save.tc_atomic",
+        "save.floor_atomic",
+    ),
     ("save() with invalidation / plain save(), 1 partition, autocommit", "save.tc1", "save.plain1"),
     (
         "save() with invalidation / plain save(), 1 partition, in a transaction",
@@ -248,13 +263,15 @@ def time_saves(rounds: int, saves: int) -> dict[str, list[list[float]]]:
                 row.save()
 
     out: dict[str, list[list[float]]] = {}
-    plan = [("plain", False), ("tc", True)]
+    plan = [("plain", False), ("tc", True), ("floor", False)]
+    floor = WireFloor(Product)
     for atomic in (False, True):
         for name, _ in plan:
             out[name + ("_atomic" if atomic else "")] = []
         for r in range(rounds):
-            for name, connected in plan[r % 2 :] + plan[: r % 2]:
+            for name, connected in plan[r % 3 :] + plan[: r % 3]:
                 (invalidation.connect if connected else invalidation.disconnect)(Product)
+                floor.on = name == "floor"
                 cpu, wall = time.process_time(), time.perf_counter()
                 saves_of(atomic)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -262,6 +279,57 @@ def time_saves(rounds: int, saves: int) -> dict[str, list[list[float]]]:
                 out[key].append([wall / saves * 1e6, cpu / saves * 1e6])
     invalidation.connect(Product)
     return out
+
+
+class WireFloor:
+    """What a save costs the wire when a lock before its query and a release after
+    it are nothing but a round trip: a PING to every partition, sent at pre_save
+    and awaited just before the query (in a transaction: after it, before the
+    commit), and another sent at post_save (its reply read at the next save). Raw
+    redis-py connections, none of TierCache's code."""
+
+    def __init__(self, model: Any):
+        from django.conf import settings
+        from django.db import connection
+        from django.db.models.signals import post_save, pre_save
+
+        location = settings.CACHES["default"]["LOCATION"]
+        urls = [location] if isinstance(location, str) else location
+        clients = [redis.Redis.from_url(url) for url in urls]
+        self.locks = [c.connection_pool.get_connection() for c in clients]
+        self.releases = [c.connection_pool.get_connection() for c in clients]
+        self.on, self.sent, self.owed = False, False, False
+        pre_save.connect(self.before, sender=model, weak=False)
+        post_save.connect(self.after, sender=model, weak=False)
+        connection.execute_wrappers.append(self.confirm)
+
+    def before(self, **kwargs: Any) -> None:
+        if self.on:
+            for conn in self.locks:
+                conn.send_command("PING")
+            self.sent = True
+
+    def confirm(self, execute: Any, sql: Any, params: Any, many: Any, context: Any) -> Any:
+        from django.db import connection
+
+        if self.sent and not connection.in_atomic_block:  # autocommit: before the query
+            self.read_locks()
+        return execute(sql, params, many, context)
+
+    def read_locks(self) -> None:
+        for conn in self.locks:
+            conn.read_response()
+        self.sent = False
+
+    def after(self, **kwargs: Any) -> None:
+        if self.sent:  # in a transaction: after the query, before the commit
+            self.read_locks()
+        if self.on:
+            for conn in self.releases:
+                if self.owed:
+                    conn.read_response()
+                conn.send_command("PING")
+            self.owed = True
 
 
 def save_rows(extra_ports: list[int], rounds: int, saves: int) -> list[Row]:
@@ -308,8 +376,10 @@ def _save_rows(location: list[str], rounds: int, saves: int, suffix: str) -> lis
     labels = {
         "plain": "save(), model not cached (invalidation disconnected), autocommit",
         "tc": f"save() with invalidation, {partitions}, autocommit",
+        "floor": f"wire floor: plain save() + a PING before and after, {partitions}, autocommit",
         "plain_atomic": "save(), model not cached, in transaction.atomic()",
         "tc_atomic": f"save() with invalidation, {partitions}, in transaction.atomic()",
+        "floor_atomic": f"wire floor, {partitions}, in transaction.atomic()",
     }
     rows = []
     for key, label in labels.items():
