@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import pytest
 from django.core.cache import caches
@@ -21,7 +22,7 @@ from django_tiercache.exceptions import InvalidationIncomplete
 from django_tiercache.orm.registry import instance_tag
 from django_tiercache.storage.hooks import declare_lock_horizon
 from tests.test_failures import FAST, keys_on, policy_count
-from tests.testapp.models import Product
+from tests.testapp.models import Category, Product
 
 
 @pytest.fixture(autouse=True)
@@ -318,6 +319,101 @@ def test_a_save_that_raises_before_its_query__leaves_the_projects_query_wrappers
     product.version = 2
     product.save()  # and the next write goes through as usual
     assert get_object(Product, product.pk).version == 2
+
+
+def _fills_at_update(table: str, tag: str) -> Any:
+    """An execute wrapper that, when the UPDATE of `table` reaches the database,
+    tries to cache a value under `tag` and notes whether it was stored."""
+    stored: list[bool] = []
+
+    def look(execute, sql, params, many, context):
+        if sql.startswith(f'UPDATE "{table}"'):
+            cache = caches["default"]
+            cache.set("fill", "old", tags=[tag])  # a reader filling from the old row
+            stored.append(cache.get("fill") is not None)
+        return execute(sql, params, many, context)
+
+    return look, stored
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_inside_another_saves_pre_save__keeps_the_outer_locks_until_its_query(
+    model_cache,
+):
+    """A pre_save receiver that saves another registered row, in autocommit: the
+    inner save must not release the outer save's locks, whose query has not run."""
+    from django.db.models.signals import pre_save
+
+    model_cache(1)
+    category = Category.objects.create(name="inner")
+    product = Product.objects.create(name="outer", version=1)
+    look, stored = _fills_at_update("testapp_product", instance_tag(product))
+
+    def touch_category(sender, instance, **kwargs):
+        category.name = f"inner-{instance.version}"
+        category.save()
+
+    pre_save.connect(touch_category, sender=Product, dispatch_uid="test-nested")
+    try:
+        product.version = 2
+        with connection.execute_wrapper(look):
+            product.save()
+    finally:
+        pre_save.disconnect(sender=Product, dispatch_uid="test-nested")
+    assert stored == [False]  # still locked when the outer row changed
+    assert caches["default"].get("fill") is None
+    assert get_object(Product, product.pk).version == 2
+    assert get_object(Category, category.pk).name == "inner-2"
+    caches["default"].set("fill", "new", tags=[instance_tag(product)])
+    assert caches["default"].get("fill") == "new"  # and released once both are made
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_explicit_invalidation_inside_a_save__is_made_and_keeps_the_save_locked(model_cache):
+    from django.db.models.signals import pre_save
+
+    import django_tiercache
+
+    model_cache(1)
+    product = Product.objects.create(name="explicit-inside", version=1)
+    category = Category.objects.create(name="c")
+    assert get_object(Category, category.pk).name == "c"
+    Category.objects.filter(pk=category.pk).update(name="raw")  # as raw SQL would
+    look, stored = _fills_at_update("testapp_product", instance_tag(product))
+
+    def invalidate(sender, instance, **kwargs):
+        django_tiercache.invalidate_instance(category)
+
+    pre_save.connect(invalidate, sender=Product, dispatch_uid="test-explicit-inside")
+    try:
+        product.version = 2
+        with connection.execute_wrapper(look):
+            product.save()
+    finally:
+        pre_save.disconnect(sender=Product, dispatch_uid="test-explicit-inside")
+    assert stored == [False]
+    assert get_object(Category, category.pk).name == "raw"
+    assert get_object(Product, product.pk).version == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_whose_query_raised__has_its_locks_released_by_the_next_save(model_cache):
+    model_cache(1)
+    failed, other = Product.objects.create(name="fails"), Product.objects.create(name="next")
+
+    def refuse(execute, sql, params, many, context):
+        raise RuntimeError("the database refused")
+
+    failed.version = 2
+    with connection.execute_wrapper(refuse), pytest.raises(RuntimeError, match="refused"):
+        failed.save()
+    cache = caches["default"]
+    cache.set("fill", 1, tags=[instance_tag(failed)])
+    assert cache.get("fill") is None  # its lock is still there
+    other.version = 2
+    other.save()  # the same thread's next write releases it
+    cache.set("fill", 1, tags=[instance_tag(failed)])
+    assert cache.get("fill") == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -212,6 +212,7 @@ def _wrap(method: Any, tags_before: Any, tags_after: Any) -> Any:
         return result
 
     wrapper.tiercache_wrapped = True  # type: ignore[attr-defined]
+    transactions.SPAN_CODES.add(wrapper.__code__)  # type: ignore[attr-defined] # a write runs in it
     return wrapper
 
 

@@ -17,6 +17,9 @@ A write to a registered model goes through two steps:
 A rolled-back transaction runs no hooks: its locks are released (and its tags
 invalidated, which costs a miss, never a stale read) the next time the same
 thread writes, and expire by themselves after TIERCACHE["WRITE_LOCK_TIMEOUT"].
+So is an autocommit write whose query raised. One that is still under way when
+another starts (a save made in a pre_save receiver) is not abandoned: the inner
+write joins it, and both are released once the outer one's query has run.
 While a connection is inside a transaction that wrote a registered model, its
 own cache fills tagged with that model are refused (see ``refuses_fill``).
 """
@@ -24,6 +27,7 @@ own cache fills tagged with that model are refused (see ``refuses_fill``).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models import Model
 
 from .. import conf
 from ..backend import tier_cache
@@ -57,6 +62,10 @@ class Writes:
     in_transaction: bool = False  # False: an autocommit write is under way
     unconfirmed: list[Any] = field(default_factory=list)  # locks sent, replies not read
     confirm_hook: Any = None  # the execute wrapper that confirms them before the next query
+    # Autocommit writes under way: more than one when a write starts inside
+    # another's (a save in a pre_save receiver); the outermost one's frame.
+    depth: int = 0
+    span: tuple[int, Any] | None = None
 
 
 def _writes(using: str, starting: bool = False) -> Writes:
@@ -79,8 +88,48 @@ def _abandoned(state: Writes, using: str, starting: bool) -> bool:
         # Its transaction is over and the flush did not run: it rolled back.
         hooks = [entry[1] for entry in connection.run_on_commit]
         return not connection.in_atomic_block or state.flush_hook not in hooks
-    # An autocommit write whose ``after`` never came: the query raised.
-    return starting and bool(state.locked)
+    # An autocommit write whose ``after`` never came: its query raised, unless
+    # it is still under way, with this write starting inside it.
+    return starting and bool(state.locked) and not _still_running(state.span)
+
+
+# The frames a write runs in from its ``before`` to its ``after``: Model.save_base,
+# and the wrapper of the bulk QuerySet methods (orm/invalidation.py adds it).
+SPAN_CODES: set[Any] = {Model.save_base.__code__}
+# How far above ``before`` its write's frame may be (signal dispatch in between).
+SPAN_SEARCH = 12
+STACK_SEARCH = 1000
+
+
+def _span() -> Any:
+    """The frame of the write that called ``before``, or None if not found."""
+    frame: Any = sys._getframe(2)
+    for _ in range(SPAN_SEARCH):
+        if frame is None or frame.f_code in SPAN_CODES:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def _still_running(span: tuple[int, Any] | None) -> bool:
+    """Is the write whose frame was `span` still under way, further up this stack?
+
+    Looked for only when a write finds another's locks unreleased (rare): above
+    the frame of the write starting now. A frame is known by its id and code;
+    one that ended cannot be on the stack, and one whose id was reused by a live
+    frame of the same code would only keep the locks until that frame's write ends.
+    """
+    if span is None:
+        return False
+    own = _span()
+    frame = own.f_back if own is not None else None
+    for _ in range(STACK_SEARCH):
+        if frame is None:
+            return False
+        if id(frame) == span[0] and frame.f_code is span[1]:
+            return True
+        frame = frame.f_back
+    return False
 
 
 # Locks sent inside a transaction are confirmed after the query, before the
@@ -150,19 +199,35 @@ def before(model: Any, tags: dict[str, set[str]], using: str) -> None:
     in_transaction = connections[using].in_atomic_block
     if in_transaction:
         _ensure_flush(state, using)
+    else:
+        if state.depth == 0:
+            frame = _span()
+            state.span = None if frame is None else (id(frame), frame.f_code)
+        state.depth += 1
     state.dirty_models.add(model._meta.label_lower)
     _lock(state, tags, wait=False)
     if not in_transaction and state.unconfirmed:
         _confirm_before_next_query(state, using)
 
 
-def after(model: Any, tags: dict[str, set[str]], using: str) -> None:
-    """The write reached the database: invalidate now, or when the transaction commits."""
+def after(model: Any, tags: dict[str, set[str]], using: str, paired: bool = True) -> None:
+    """The write reached the database: invalidate now, or when the transaction commits.
+
+    In autocommit, a write made inside another's (from a pre_save receiver) is
+    made good with the outer one, whose locks must hold until its own query
+    has run. An explicit invalidation there (not `paired` with a ``before``)
+    is made at once, and leaves the outer write's state alone.
+    """
     state = _writes(using)
     event = Event(model, tags)
     if not connections[using].in_atomic_block:
+        if state.depth > 0 and not paired:
+            _invalidate(event)
+            return
         state.committed.append(event)
-        _flush(state, using)
+        state.depth = max(state.depth - 1, 0)
+        if state.depth == 0:
+            _flush(state, using)
         return
     _ensure_flush(state, using)
     _lock(state, tags, wait=True)  # confirms the locks sent before; new tags: a new row's pk
@@ -229,10 +294,17 @@ def _release(state: Writes, using: str) -> None:
             tier_cache(alias).unlock_tags(state.writer, locked, wait=False)
 
 
+def _invalidate(event: Event) -> None:
+    for alias, event_tags in event.tags.items():
+        if event_tags:
+            tier_cache(alias).invalidate_tags(*event_tags)
+            tags_invalidated.send(sender=event.model, tags=frozenset(event_tags), cache_alias=alias)
+
+
 def invalidate_now(model: Any, tags: dict[str, set[str]], using: str | None = None) -> None:
     """An explicit invalidation (raw SQL, imports): as a write that already happened."""
     using = using or "default"
-    after(model, tags, using)
+    after(model, tags, using, paired=False)
 
 
 def refuses_fill(tags: Iterable[str]) -> bool:
