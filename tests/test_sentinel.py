@@ -50,6 +50,50 @@ def test_bad_sentinel_urls__are_tiercache_e001(location):
     assert ids_for(location) == ["tiercache.E001"]
 
 
+def test_sentinels_that_all_fail__fail_the_call_at_once_without_retries(make_cache):
+    """redis-py's default for the clients Sentinel makes is three retries with
+    backoffs of up to 10 s: a read would sleep for seconds before failing. Each
+    sentinel here accepts the connection and closes it at once."""
+    import socket
+    import threading
+
+    listeners, accepted = [], []
+    for _ in range(2):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.2)
+        listeners.append(listener)
+    done = threading.Event()
+
+    def refuse(listener):
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.append(listener.getsockname()[1])
+            conn.close()
+
+    ports = [listener.getsockname()[1] for listener in listeners]
+    threads = [threading.Thread(target=refuse, args=(lst,), daemon=True) for lst in listeners]
+    for thread in threads:
+        thread.start()
+    try:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in ports)
+        cache = make_cache(f"redis+sentinel://{hosts}/nowhere/0", BREAKER_FAILURES=100)
+        assert cache.get("k") is None  # a miss, not an exception
+        assert cache.get("k") is None
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(5)
+        for listener in listeners:
+            listener.close()
+    # Each read asked each sentinel once: no retry, so no backoff slept.
+    assert sorted(accepted) == sorted(2 * ports)
+
+
 def test_a_sentinel_partition__stores_and_invalidates_like_a_redis_one(sentinel_set, make_cache):
     cache = make_cache(sentinel_set.url(), **FAST)
     cache.set("product:1", "one", tags=["product"])

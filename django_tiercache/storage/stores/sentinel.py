@@ -23,6 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from ..options import SentinelLocation, parse_sentinel_url
@@ -41,7 +43,7 @@ def shared_client(url: str, options: dict[str, Any]) -> Redis:
 
 
 def _connect(location: SentinelLocation, options: dict[str, Any]) -> Redis:
-    timeouts = {
+    connection = {
         "socket_timeout": options.get("SOCKET_TIMEOUT"),
         "socket_connect_timeout": options.get("SOCKET_CONNECT_TIMEOUT"),
     }
@@ -49,8 +51,14 @@ def _connect(location: SentinelLocation, options: dict[str, Any]) -> Redis:
         "username": location.username or options.get("USERNAME"),
         "password": location.password or options.get("PASSWORD"),
     }
-    # The sentinels themselves take the timeouts; the primary, timeouts and credentials.
-    sentinel = Sentinel(location.sentinels, sentinel_kwargs=dict(timeouts), **timeouts)
+    # No retries inside redis-py: its default for a client made without a pool
+    # (as Sentinel makes them) is three, with backoffs of up to 10 s between
+    # them, so a call to a partition whose sentinels are all down would sleep
+    # for seconds before failing. A failed call fails at once here; the
+    # partition's breaker and error policy decide what follows, as for Redis.
+    connection["retry"] = Retry(NoBackoff(), 0)
+    # The sentinels take the timeouts and the retry; the primary, credentials too.
+    sentinel = Sentinel(location.sentinels, sentinel_kwargs=dict(connection), **connection)
     pool_kwargs = dict(options.get("CONNECTION_POOL_KWARGS") or {})
     return sentinel.master_for(location.service, db=location.db, **credentials, **pool_kwargs)
 
