@@ -68,6 +68,11 @@ def server_side(port: int, body: bytes) -> list[tuple[str, float, str]]:
             _fcall(client, [fcall("read", ["where:untagged"], "0")]),
             "GET",
         ),
+        (
+            "plain read, untagged (MGET of 1)",
+            _usec_per_call(client, [("MGET", "where:untagged")], "mget"),
+            "GET",
+        ),
         ("read Function, 2 tags", _fcall(client, [fcall("read", ["where:tagged"], "0")]), "GET"),
         (
             "plain read, 2 tags (MGET of 4)",
