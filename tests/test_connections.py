@@ -4,6 +4,7 @@ reconnected (and the server greeted) when the server closed them meanwhile."""
 import gc
 import os
 import threading
+import time
 
 import pytest
 
@@ -177,3 +178,29 @@ def test_a_plain_command_whose_greeting_fails__runs_once_and_fails(clean_redis_s
     assert server.client().get(f"{store.ns}sf:name") == b"me"  # it ran, once
     assert cache.get("k") is None  # greeted again: a miss, not an error
     assert store.claim("other", "me", 5000).result() is True
+
+
+def test_two_caches_on_one_server__each_keep_their_own_socket_timeout(
+    clean_redis_servers, make_cache
+):
+    """django-redis keeps one pool per URL: the second cache made on a server would
+    get the first one's timeouts. With the server frozen, the impatient cache
+    fails at once and the patient one waits for it to come back."""
+    server = clean_redis_servers[0]
+    impatient = make_cache([server.url], SOCKET_TIMEOUT=0.2, BREAKER_FAILURES=100)
+    patient = make_cache([server.url], SOCKET_TIMEOUT=10, BREAKER_FAILURES=100)
+    patient.set("k", 1)
+    assert impatient.get("k") == 1 and patient.get("k") == 1  # both connected
+    result = {}
+    server.pause()
+    try:
+        waiting = threading.Thread(target=lambda: result.update(got=patient.get("k")))
+        waiting.start()
+        assert impatient.get("k") is None  # timed out: a miss
+        time.sleep(0.5)  # well past the impatient timeout
+    finally:
+        server.resume()
+    waiting.join(10)
+    assert result == {"got": 1}
+    # The two share their error counts (same servers and prefix): one failure, the impatient one's.
+    assert sum(patient._policy.counts.values()) == 1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
-from django_redis.pool import get_connection_factory
+from django_redis.pool import ConnectionFactory, get_connection_factory
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from ..hooks import kept_on_clear
@@ -263,7 +264,10 @@ class RedisStore(Store):
 
     def _connect(self, url: str, options: dict[str, Any]) -> Any:
         """The redis-py client whose pool the calls use (stores/sentinel.py overrides it)."""
-        return get_connection_factory(options=options).connect(url)
+        factory = get_connection_factory(options=options)
+        if type(factory) is ConnectionFactory:  # a project's own factory is left as it is
+            factory = PoolPerOptions(options)
+        return factory.connect(url)
 
     def hello_command(self) -> tuple:
         return ("FCALL", lua.function_name("hello"), 0, self.ns, fresh_epoch(), self.horizon)
@@ -404,6 +408,28 @@ class RedisStore(Store):
         # django-redis does), but give back this instance's idle connections.
         for kept in (self._idle, self._releasing):
             _give_all_back(self.pool, kept, self._idle_pid, self.later_failed)
+
+
+class PoolPerOptions(ConnectionFactory):
+    """django-redis' connection factory, with one pool per URL and per the options
+    its connections are made with. django-redis keeps one pool per URL alone, so
+    of two caches on one server with different SOCKET_TIMEOUTs (or credentials,
+    or pool kwargs) the second would silently get the first one's pool."""
+
+    _pools: dict[Any, Any] = {}
+    _lock = threading.Lock()
+
+    def get_or_create_connection_pool(self, params: dict[str, Any]) -> Any:
+        key = (
+            tuple(sorted((name, repr(value)) for name, value in params.items())),
+            self.pool_cls,
+            repr(sorted(self.pool_cls_kwargs.items())),
+        )
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = self.get_connection_pool(params)
+            return pool
 
 
 def _ready(conn: Any) -> Any:
