@@ -336,13 +336,26 @@ def _fills_at_update(table: str, tag: str) -> Any:
     return look, stored
 
 
+def _save_version_2(product: Product, receiver: Any, look: Any) -> None:
+    """Save `product` at version 2 with `receiver` on its pre_save and `look` around
+    its queries."""
+    from django.db.models.signals import pre_save
+
+    pre_save.connect(receiver, sender=Product, dispatch_uid="test-inside")
+    try:
+        product.version = 2
+        with connection.execute_wrapper(look):
+            product.save()
+    finally:
+        pre_save.disconnect(sender=Product, dispatch_uid="test-inside")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_save_inside_another_saves_pre_save__keeps_the_outer_locks_until_its_query(
     model_cache,
 ):
     """A pre_save receiver that saves another registered row, in autocommit: the
     inner save must not release the outer save's locks, whose query has not run."""
-    from django.db.models.signals import pre_save
 
     model_cache(1)
     category = Category.objects.create(name="inner")
@@ -353,13 +366,7 @@ def test_a_save_inside_another_saves_pre_save__keeps_the_outer_locks_until_its_q
         category.name = f"inner-{instance.version}"
         category.save()
 
-    pre_save.connect(touch_category, sender=Product, dispatch_uid="test-nested")
-    try:
-        product.version = 2
-        with connection.execute_wrapper(look):
-            product.save()
-    finally:
-        pre_save.disconnect(sender=Product, dispatch_uid="test-nested")
+    _save_version_2(product, touch_category, look)
     assert stored == [False]  # still locked when the outer row changed
     assert caches["default"].get("fill") is None
     assert get_object(Product, product.pk).version == 2
@@ -370,7 +377,6 @@ def test_a_save_inside_another_saves_pre_save__keeps_the_outer_locks_until_its_q
 
 @pytest.mark.django_db(transaction=True)
 def test_an_explicit_invalidation_inside_a_save__is_made_and_keeps_the_save_locked(model_cache):
-    from django.db.models.signals import pre_save
 
     import django_tiercache
 
@@ -378,19 +384,15 @@ def test_an_explicit_invalidation_inside_a_save__is_made_and_keeps_the_save_lock
     product = Product.objects.create(name="explicit-inside", version=1)
     category = Category.objects.create(name="c")
     assert get_object(Category, category.pk).name == "c"
-    Category.objects.filter(pk=category.pk).update(name="raw")  # as raw SQL would
+    with connection.cursor() as cursor:  # raw SQL: nothing invalidates it by itself
+        cursor.execute("UPDATE testapp_category SET name = %s WHERE id = %s", ["raw", category.pk])
+    assert get_object(Category, category.pk).name == "c"
     look, stored = _fills_at_update("testapp_product", instance_tag(product))
 
     def invalidate(sender, instance, **kwargs):
         django_tiercache.invalidate_instance(category)
 
-    pre_save.connect(invalidate, sender=Product, dispatch_uid="test-explicit-inside")
-    try:
-        product.version = 2
-        with connection.execute_wrapper(look):
-            product.save()
-    finally:
-        pre_save.disconnect(sender=Product, dispatch_uid="test-explicit-inside")
+    _save_version_2(product, invalidate, look)
     assert stored == [False]
     assert get_object(Category, category.pk).name == "raw"
     assert get_object(Product, product.pk).version == 2
