@@ -95,6 +95,8 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             identity = (tuple(config.urls), self.key_prefix, config["SERIALIZER"])
             loads = self._codec.serializer.loads
             self._l1 = front.l1_for(identity, l1_settings, self._partitions, loads)
+            if self._l1 is not None and self._l1.on_behind is None:
+                self._l1.on_behind = _l1_behind(self._policy, self._partitions, self._l1)
         self._watch(
             Building(location, params, config, self.key_prefix, self._partitions, self._policy)
         )
@@ -521,6 +523,25 @@ def declare_write_locks(alias: str, seconds: float) -> None:
 def _witness(path: str | None, key_prefix: str, options: dict[str, Any]) -> Any:
     """The cache's witness of last resort (OPTIONS["WITNESS"]), or None."""
     return None if path is None else import_string(path)(key_prefix, options)
+
+
+def _l1_behind(policy: ErrorPolicy, partitions: list[Partition], l1: Any) -> Any:
+    """What a cache's L1 does when a partition's channel fell behind: count it as
+    the event "l1_behind" (statistics page, Prometheus) and log it."""
+
+    def fell_behind(slot: int, seconds: float) -> None:
+        name = partitions[slot].name
+        policy.note(
+            "l1_behind",
+            name,
+            "L1 copies of partition %s were not served for %.2f s: its channel was that "
+            "late (MAX_LAG %.2f s; a process short of CPU, or a server slow to deliver)",
+            name,
+            seconds,
+            l1.max_lag,
+        )
+
+    return fell_behind
 
 
 def _later_failed(policy: ErrorPolicy, partition: str) -> Any:

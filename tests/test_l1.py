@@ -244,6 +244,14 @@ def _subscriber_of(cache):
     return next(s for s in subscribers() if s.channel == partition.store.channel)
 
 
+def _wait_for_ping(subscriber):
+    """Until the subscriber has had a ping answered since now."""
+    since, deadline = time.monotonic(), time.monotonic() + 10
+    while subscriber.heard_until < since:
+        assert time.monotonic() < deadline, "no ping answered"
+        time.sleep(0.01)
+
+
 def _behind(cache, key, value):
     """Make the cache's subscriber fall behind (its thread blocks on its lock at
     the next ping reply), with a copy of key in L1 and key deleted from Redis
@@ -276,9 +284,11 @@ def test_a_subscriber_behind_by_more_than_max_lag__l1_is_bypassed_until_it_catch
         assert time.monotonic() < deadline, "L1 never served again after catching up"
         time.sleep(0.01)
     assert cache.get("k") == "v"
-    # ... and the process said it had fallen behind.
-    said = [r.getMessage() for r in caplog.records if r.name == "django_tiercache.l1"]
-    assert any(subscriber.channel in m and "behind" in m for m in said), said
+    # ... and the cache counted it (statistics, Prometheus) and said it.
+    (partition,) = cache._partitions
+    assert cache._policy.counts[("l1_behind", partition.name)] >= 1
+    said = [r.getMessage() for r in caplog.records]
+    assert any(f"L1 copies of partition {partition.name}" in m for m in said), said
 
 
 def test_with_no_lag_bound__l1_serves_however_far_behind_its_subscriber_is(make_cache, prefix):
@@ -291,6 +301,8 @@ def test_with_no_lag_bound__l1_serves_however_far_behind_its_subscriber_is(make_
         assert cache.get("k") == "v"
     finally:
         subscriber.lock.release()
+    _wait_for_ping(subscriber)
+    assert not any(event == "l1_behind" for event, _ in cache._policy.counts)  # nothing refused
 
 
 def test_memory_partitions__behave_the_same_with_l1_on(make_cache):

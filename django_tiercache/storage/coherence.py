@@ -46,7 +46,6 @@ logger = logging.getLogger("django_tiercache.l1")
 
 PING_EVERY = 1.0  # seconds between pings on a quiet subscription
 MIN_PING_EVERY = 0.005  # however small a MAX_LAG, pings no more often than this
-REPORT_BEHIND_EVERY = 60.0  # seconds between two warnings that a channel fell behind
 DEAD_AFTER = 3.0  # seconds without any reply after which it is taken as lost
 RECONNECT_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -69,7 +68,6 @@ class Subscriber:
         self.live = False
         self.subscribed_at = 0.0  # monotonic() when the live subscription was asked for
         self.heard_until = 0.0  # what the last ping reply proved (see _heard)
-        self._reported_behind = -REPORT_BEHIND_EVERY
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.client: Any = None  # the connection, for tests that kill it
@@ -180,20 +178,15 @@ class Subscriber:
     def _heard(self, until: float) -> None:
         with self.lock:
             now = time.monotonic()  # the slots were unproven from heard_until until now
-            lag, behind = self.max_lag(), now - self.heard_until
+            behind = now - self.heard_until
             self.heard_until = until
-            for l1, slot in self.listeners:
+            listeners = list(self.listeners)
+            for l1, slot in listeners:
                 l1.heard(slot, until)
-        if lag is not None and behind > lag and now - self._reported_behind > REPORT_BEHIND_EVERY:
-            # Said once a minute at most: a starved process would say it on every ping.
-            self._reported_behind = now
-            logger.warning(
-                "L1 channel %s was %.2f s behind (MAX_LAG %.2f s): its copies were not "
-                "served meanwhile (a process short of CPU, or a server slow to deliver)",
-                self.channel,
-                behind,
-                lag,
-            )
+        # Each cache counts it and logs it through its error policy (once per
+        # burst: a starved process would say it on every ping).
+        for l1, slot in listeners:
+            l1.fell_behind(slot, behind)
 
     def _set_live(self, live: bool, since: float = 0.0) -> None:
         with self.lock:

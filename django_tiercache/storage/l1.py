@@ -117,6 +117,9 @@ class L1:
         self.lock = threading.Lock()
         self.entries = WTinyLFU(max_entries, max_bytes)
         self.slots = [Slot(i) for i in range(partitions)]
+        # Told (slot, seconds) when a slot's channel proved late by more than
+        # max_lag: its copies were not served meanwhile (the cache counts it).
+        self.on_behind: Callable[[int, float], None] | None = None
         self.tag_keys: dict[str, set[str]] = {}
         self.listening_pid = 0  # subscriptions are per process (see coherence.listen)
         _all.add(self)
@@ -205,6 +208,11 @@ class L1:
         s = self.slots[slot]
         if until > s.heard:
             s.heard = until
+
+    def fell_behind(self, slot: int, seconds: float) -> None:
+        """The slot went `seconds` without proof that it had heard every change."""
+        if self.max_lag is not None and seconds > self.max_lag and self.on_behind is not None:
+            self.on_behind(slot, seconds)
 
     def lost(self, slot: int) -> None:
         """The slot's channel dropped: forget its copies, bypass it until it is back."""
