@@ -170,6 +170,22 @@ def test_a_tag_token__outlives_the_longest_entry_written_under_it(clean_redis_se
     assert raw.pttl(token + "c") == -1  # an entry kept forever: so is its token
 
 
+def test_ten_thousand_tags_at_once__are_invalidated_locked_and_unlocked(any_cache):
+    """A bulk_update of 10,000 rows invalidates 10,000 instance tags in one call:
+    more values than a Redis Function may unpack at once (about 8,000)."""
+    tags = [f"row:{i}" for i in range(10_000)]
+    any_cache.set("first", 1, tags=[tags[0]])
+    any_cache.set("last", 2, tags=[tags[-1]])
+    any_cache.invalidate_tags(*tags)
+    assert any_cache.get_many(["first", "last"]) == {}
+    any_cache.lock_tags("bulk", tags, seconds=30)
+    any_cache.set("last", 3, tags=[tags[-1]])
+    assert any_cache.get("last") is None  # locked: not cached
+    any_cache.unlock_tags("bulk", tags)
+    any_cache.set("last", 4, tags=[tags[-1]])
+    assert any_cache.get("last") == 4
+
+
 def test_tag_metadata_does_not_grow_with_tagged_entries(clean_redis_servers, make_cache):
     server = clean_redis_servers[0]
     cache = make_cache(server.url)

@@ -477,8 +477,10 @@ end
 -- args: ns, tag*. Invalidates the tags (their tokens are made anew when next needed).
 local function drop_tags(keys, args)
   local ns = args[1]
-  local tags = {unpack(args, 2)}
-  for i = 1, #tags do redis.call('DEL', ns .. 't:' .. tags[i]) end
+  local tags = from(args, 2)
+  local tokens = {}
+  for i, tag in ipairs(tags) do tokens[i] = ns .. 't:' .. tag end
+  chunked('DEL', nil, tokens)
   announce(ns, 't', tags)
   return 1
 end
