@@ -25,8 +25,21 @@ METRICS = "/tiercache/metrics/"
 TIERCACHE = "django_tiercache.backend.TierCache"
 FAST = {"SOCKET_TIMEOUT": 0.5, "SOCKET_CONNECT_TIMEOUT": 0.5, "BREAKER_COOLDOWN": 0.3}
 HANDSHAKE = {"client|setinfo", "hello", "auth", "select"}
-# What a publication of the counts sends (stats/publishing.py): writes, never a probe.
-PUBLICATION = ("multi", "exec", "hincrby", "hset", "pexpireat")
+# What a publication of the counts sends (stats/publishing.py: a script, loaded once,
+# and the commands it runs), and what a replica sends its master every second: no probe.
+PUBLICATION = (
+    "evalsha",
+    "eval",
+    "script|load",
+    "hget",
+    "hincrby",
+    "hset",
+    "expire",
+    "multi",
+    "exec",
+    "pexpireat",
+    "replconf",
+)
 
 urlpatterns = [
     path("", include("tests.urls")),
