@@ -78,6 +78,8 @@ TARGETS = [
 # before its query and one sent after it, the least any lock taken before the
 # query and released after it costs on this machine, Lua and Python aside.
 ONE_PARTITION = [
+    ("Function floor / django-redis set", "set_floor", "djr.set"),
+    ("TierCache set, 2 tags / Function floor", "tc.set", "set_floor"),
     ("wire floor / plain save(), 3 partitions, autocommit", "save.floor", "save.plain"),
     ("save() with invalidation / wire floor, 3 partitions, autocommit", "save.tc", "save.floor"),
     (
@@ -189,11 +191,28 @@ def _raw_get(raw: redis.Redis) -> Any:
     return pickle.loads(raw.get("hot-raw"))  # noqa: S301 - the benchmark's own bytes
 
 
+# The least a tagged write can cost as a Redis Function: one that only SETs the value
+# and announces the key (what every write must do atomically, lock checks and tags
+# aside), called with a value pickled on the spot, on a raw redis-py connection.
+SET_FLOOR_LIBRARY = """#!lua name=bench_set_floor
+redis.register_function('bench_set_floor', function(keys, args)
+  redis.call('SET', keys[1], args[1], 'PX', args[2])
+  redis.call('PUBLISH', args[3], 'k' .. cjson.encode(keys))
+  return {1}
+end)"""
+
+
+def _set_floor(raw: redis.Redis) -> Any:
+    body = pickle.dumps(VALUE, pickle.HIGHEST_PROTOCOL)
+    return raw.execute_command("FCALL", "bench_set_floor", 1, "hot-floor", body, 600_000, "hot-l1")
+
+
 def read_rows() -> list[Row]:
     from django.core.cache import caches
 
     raw = redis.Redis.from_url(ONE_SERVER_URL)
     raw.set("hot-raw", pickle.dumps(VALUE, pickle.HIGHEST_PROTOCOL))
+    raw.function_load(SET_FLOOR_LIBRARY, replace=True)
     djr, tc, tc3 = caches["djr"], caches["tc"], caches["tc3"]
     quiet = without_statistics("tc")
     many = {f"many:{i}": VALUE for i in range(MANY)}
@@ -216,6 +235,11 @@ def read_rows() -> list[Row]:
         ),
         Row("djr.set", "django-redis set", partial(djr.set, "k", VALUE)),
         Row("tc.set", "TierCache set, 2 tags", partial(tc.set, "k", VALUE, tags=TAGS)),
+        Row(
+            "set_floor",
+            "Function floor: pickle.dumps + an FCALL that only SETs and announces",
+            partial(_set_floor, raw),
+        ),
     ]
     for row, expected in (
         (rows[1], VALUE),
