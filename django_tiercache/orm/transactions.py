@@ -282,8 +282,7 @@ def _flush(state: Writes, using: str) -> None:
     committed = state.committed
     _local.writes.pop(using, None)
     for event in committed:
-        for alias, event_tags in event.tags.items():
-            tags_invalidated.send(sender=event.model, tags=frozenset(event_tags), cache_alias=alias)
+        _announce(event)
 
 
 def _release(state: Writes, using: str) -> None:
@@ -298,7 +297,13 @@ def _invalidate(event: Event) -> None:
     for alias, event_tags in event.tags.items():
         if event_tags:
             tier_cache(alias).invalidate_tags(*event_tags)
-            tags_invalidated.send(sender=event.model, tags=frozenset(event_tags), cache_alias=alias)
+    _announce(event)
+
+
+def _announce(event: Event) -> None:
+    """Send tags_invalidated for an event whose tags were invalidated."""
+    for alias, event_tags in event.tags.items():
+        tags_invalidated.send(sender=event.model, tags=frozenset(event_tags), cache_alias=alias)
 
 
 def invalidate_now(model: Any, tags: dict[str, set[str]], using: str | None = None) -> None:

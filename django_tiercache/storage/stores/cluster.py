@@ -81,7 +81,6 @@ from ..hooks import lock_horizon_ms
 from ..options import parse_cluster_url
 from . import lua
 from .base import Done, SharedClients
-from .plain_reads import hints_for
 from .redis import (
     GreetingFailed,
     RedisCall,
@@ -333,7 +332,6 @@ class ClusterStore(RedisStore):
         self._client: RedisCluster | None = None
         # The group's changes are SPUBLISHed here, in the group's slot (lua.py).
         self.channel = f"{self.ns}l1"
-        self.hints = hints_for(url, self.ns, int(options.get("TAG_LEASE", 3.0) * 1000))
         # No idle connections kept (RedisStore keeps some per store): the
         # master serving the slot, and so the pool, can change between calls.
         self._idle_max, self._idle, self._idle_pid = 0, [], os.getpid()

@@ -142,7 +142,7 @@ def checked_reply(
         if not in_force:
             bodies.append(UNVERIFIED)
             continue
-        split = _split(value)
+        split = split_header(value)
         if split is None:
             bodies.append(None)
             continue
@@ -157,7 +157,7 @@ def checked_reply(
     return (lease_ms if in_force else 0), bodies
 
 
-def _split(value: bytes) -> tuple[bytes, int] | None:
+def split_header(value: bytes) -> tuple[bytes, int] | None:
     """A tagged value's header ("T" <length> ":" <header> <body>) and where its
     body starts, or None when it does not parse."""
     try:

@@ -15,7 +15,7 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from ..hooks import kept_on_clear
 from . import lua
 from .base import Store, Write
-from .plain_reads import Unchecked, checked_reply, hints_for, plain_command
+from .plain_reads import Unchecked, checked_reply, hints_for, plain_command, split_header
 
 # Idle connections a store (one per backend instance, so per thread) keeps at
 # most, and never more than this share of its pool's max_connections (redis-py's
@@ -284,10 +284,11 @@ class RedisStore(Store):
     def read(self, keys, leased, ttls=False):
         if ttls:
             return self._call("read", keys, ["1" if leased else "0", "1"], _read_reply_ttls)
-        if self.plain_reads:
-            plain = plain_command(self.hints, self.ns, keys, leased)
-            if plain is not None:
-                return PlainRead(self, keys, leased, *plain)
+        if not self.plain_reads:
+            return self._call("read", keys, ["1" if leased else "0"], _read_reply)
+        plain = plain_command(self.hints, self.ns, keys, leased)
+        if plain is not None:
+            return PlainRead(self, keys, leased, *plain)
         return self.function_read(keys, leased)
 
     def function_read(self, keys: list[str], leased: bool) -> RedisCall:
@@ -296,25 +297,22 @@ class RedisStore(Store):
 
         def learned(reply: list) -> tuple[int, list]:
             hints.heard_lease(sent, reply[0])
-            learn = hints.learn
             for key, value in zip(keys, reply[1:], strict=True):
-                if type(value) is not bytes or value[:1] != b"T":
-                    if value is None or type(value) is bytes:
-                        learn(key, ())
-                    continue
-                try:
-                    learn(key, _tags(value))
-                except ValueError:
-                    pass  # a header that does not parse: read through the Function again
+                if type(value) is int:
+                    continue  # unverified (no lease): its header was not sent
+                tags = () if value is None or value[:1] != b"T" else _tags(value)
+                if tags is not None:  # None: a header that does not parse
+                    hints.learn(key, tags)
             return _read_reply(reply)
 
         return self._call("read", keys, ["1" if leased else "0"], learned)
 
     def write(self, writes: list[Write], nx, fresh, leased=False):
         args: list[Any] = [fresh, "1" if nx else "0", self.horizon, "1" if leased else "0"]
-        learn = self.hints.learn
+        if self.plain_reads:
+            for w in writes:
+                self.hints.learn(w.key, w.tags)
         for w in writes:
-            learn(w.key, w.tags)
             args += ["" if w.ttl_ms is None else w.ttl_ms, len(w.tags), *w.tags]
             args += ["1", *w.snapshot] if w.snapshot is not None else ["0"]
             args.append(w.body)
@@ -497,15 +495,15 @@ def _read_reply_ttls(reply: list) -> tuple[int, list, list, list]:
     n = (len(reply) - 1) // 2
     values = reply[1 : n + 1]
     bodies = [_body(v) if type(v) is bytes and v[:1] == b"T" else v for v in values]
-    tags = [_tags(v) if type(v) is bytes and v[:1] == b"T" else () for v in values]
+    tags = [(_tags(v) or ()) if type(v) is bytes and v[:1] == b"T" else () for v in values]
     return reply[0], bodies, reply[n + 1 :], tags
 
 
-def _tags(value: bytes) -> tuple[str, ...]:
-    """The tags in a tagged value's header: "n\\n" gen "\\n" (tag "\\n" token "\\n")*n."""
-    colon = value.index(b":", 1)
-    header = value[colon + 1 : colon + 1 + int(value[1:colon])]
-    return tuple(t.decode() for t in header.split(b"\n")[2:-1:2])
+def _tags(value: bytes) -> tuple[str, ...] | None:
+    """The tags in a tagged value's header: "n\\n" gen "\\n" (tag "\\n" token "\\n")*n;
+    None when it does not parse."""
+    split = split_header(value)
+    return None if split is None else tuple(t.decode() for t in split[0].split(b"\n")[2:-1:2])
 
 
 def _body(value: bytes) -> bytes:
