@@ -129,6 +129,29 @@ def test_a_cluster_that_does_not_answer__is_an_unreachable_partition(closed_port
     assert cache.get_many(["a", "b", "c"]) == {}
 
 
+@pytest.mark.parametrize(
+    "feature", [{"HOT_KEYS": {"SAMPLE": 1.0, "FLUSH": 3600}}, {"L1": True}], ids=["hot", "l1"]
+)
+def test_a_cluster_that_does_not_answer__builds_with_hot_keys_and_l1_on(
+    closed_port_url, make_cache, feature
+):
+    """The hot-key record and L1 keep clients of the cluster too: made at their first
+    use, not when the cache is built, or a cluster down at start-up would fail every
+    request that touches the cache."""
+    from django_tiercache.backend import TierCache
+    from django_tiercache.hotkeys.record import record_of
+
+    url = closed_port_url.replace("redis://", "redis+cluster://").rsplit("/", 1)[0] + "/"
+    cache = make_cache(url, CLUSTER_SLOT_GROUPS=2, **FAST, **feature)
+    assert type(cache) is TierCache
+    cache.set("k", 1)
+    assert cache.get("k") is None
+    record = record_of(cache)
+    if record is not None:
+        record.flush()  # noted as an error, not raised
+        assert record.top() == []
+
+
 def test_slot_groups__spread_over_every_master(clean_redis_cluster, make_cache):
     cache = make_cache(clean_redis_cluster.url(), **FAST)
     serving = {clean_redis_cluster.node_serving(p.store.slot).port for p in cache._partitions}

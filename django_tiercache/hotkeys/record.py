@@ -35,7 +35,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
@@ -97,11 +97,31 @@ return 1
 class _Target:
     """One Redis server (or cluster slot group) holding a copy of the record, below ns."""
 
-    def __init__(self, name: str, client: Any, ns: str, breaker: Any = None):
-        self.name, self.client, self.breaker = name, client, breaker
+    def __init__(self, name: str, client_of: Callable[[], Any], ns: str, breaker: Any = None):
+        # client_of() is called at the first use, not here: a cluster's client
+        # connects when made, and a cache must build while its servers are down.
+        self.name, self._client_of, self.breaker = name, client_of, breaker
         self.keys = [f"{ns}hot", f"{ns}hot:decayed", f"{ns}hot:origin"]
-        self.flush = client.register_script(FLUSH_SCRIPT)
-        self.remember = client.register_script(REMEMBER_SCRIPT)
+        self._ready: tuple[Any, Any, Any] | None = None  # the client and its scripts
+
+    @property
+    def client(self) -> Any:
+        """The target's client (a RedisError if it cannot be made now)."""
+        return self._made()[0]
+
+    def flush(self, keys: list[str], args: list) -> Any:
+        return self._made()[1](keys=keys, args=args)
+
+    def remember(self, keys: list[str], args: list) -> Any:
+        return self._made()[2](keys=keys, args=args)
+
+    def _made(self) -> tuple[Any, Any, Any]:
+        """The client and its two scripts, made at the first call."""
+        if self._ready is None:
+            client = self._client_of()
+            flush, remember = (client.register_script(s) for s in (FLUSH_SCRIPT, REMEMBER_SCRIPT))
+            self._ready = (client, flush, remember)
+        return self._ready
 
     def usable(self) -> bool:
         return self.breaker is None or self.breaker.allows()
@@ -220,6 +240,16 @@ class HotKeys(Observer):
             return None
 
 
+def _client_of(store: Any) -> Callable[[], Any]:
+    return lambda: store.client
+
+
+def _has_a_client(store: Any) -> bool:
+    """Does the store talk to a Redis (memory:// does not)? Without asking the store
+    for its client: a cluster store's is a property that connects."""
+    return isinstance(getattr(type(store), "client", None), property) or "client" in vars(store)
+
+
 _records: dict[tuple, HotKeys] = {}
 _records_lock = threading.Lock()
 
@@ -265,12 +295,12 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def _targets(partitions: Iterable[Any], location: str | None, ns: str) -> list[_Target]:
     if location is not None:
         client = redis.Redis.from_url(location, socket_timeout=1.0, socket_connect_timeout=0.5)
-        return [_Target(redact(location), client, ns)]  # the name is logged and shown
+        return [_Target(redact(location), lambda: client, ns)]  # the name is logged and shown
     # A partition's namespace is ns itself, or ns and a slot group's "{hashtag}:".
     targets = [
-        _Target(p.name, p.store.client, p.store.ns, p.breaker)
+        _Target(p.name, _client_of(p.store), p.store.ns, p.breaker)
         for p in partitions
-        if hasattr(p.store, "client")
+        if _has_a_client(p.store)
     ]
     if not targets:
         raise ImproperlyConfigured(
