@@ -60,13 +60,28 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         cache.get("product:7")  # None
     """
 
+    def __new__(cls, location: Any = None, params: dict[str, Any] | None = None) -> Any:
+        # Django's own cache checks build every cache before any check is shown,
+        # so a cache with bad settings must build without raising: it is then a
+        # MisconfiguredCache, the system checks report what is wrong (with an id
+        # and a hint), and a process that skips them fails at the first call.
+        cache = super().__new__(cls)
+        if params is None:  # copy and pickle make instances without arguments
+            return cache
+        try:
+            cache._build(location, params)
+        except ImproperlyConfigured as exc:
+            return MisconfiguredCache(params, str(exc))
+        return cache
+
     def __init__(self, location: str | list[str], params: dict[str, Any]):
+        """Nothing left to do: __new__ built the cache (see there)."""
+
+    def _build(self, location: str | list[str], params: dict[str, Any]) -> None:
         super().__init__(params)
         config = options_module.parse(location, params.get("OPTIONS"))
         errors = [p for p in config.problems if p.is_error]
         if errors:
-            # Django's own cache checks build every cache, so this message is what
-            # `manage.py check` shows: it carries our check ids and hints too.
             raise ImproperlyConfigured(
                 " ".join(f"tiercache.{p.id}: {p.msg} HINT: {p.hint}" for p in errors)
             )
@@ -495,9 +510,43 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         return await sync_to_async(self.invalidate_tags)(*tags)
 
 
+class MisconfiguredCache(BaseCache):
+    """What CACHES holds for a TierCache whose settings are wrong (see TierCache.__new__).
+
+    Every call raises ImproperlyConfigured with the message building it raised,
+    which names the check id and its hint; close() does nothing, since Django
+    closes every cache it built at the end of each request.
+    """
+
+    def __init__(self, params: dict[str, Any], message: str):
+        # BaseCache.__init__ is not called: the params may be what is wrong.
+        self.params, self.message = params, message
+
+    def __repr__(self) -> str:
+        return f"<MisconfiguredCache: {self.message}>"
+
+    def close(self, **kwargs: Any) -> None:
+        pass
+
+
+def _refused(name: str) -> Any:
+    def refused(self: MisconfiguredCache, *args: Any, **kwargs: Any) -> Any:
+        raise ImproperlyConfigured(self.message)
+
+    refused.__name__ = refused.__qualname__ = name
+    return refused
+
+
+for _name in dir(TierCache):
+    if not _name.startswith("_") and _name != "close" and callable(getattr(TierCache, _name)):
+        setattr(MisconfiguredCache, _name, _refused(_name))
+
+
 def tier_cache(alias: str) -> TierCache:
     """caches[alias], which must be a TierCache (model invalidation and warming need tags)."""
     cache = caches[alias]
+    if isinstance(cache, MisconfiguredCache):
+        raise ImproperlyConfigured(cache.message)
     if not isinstance(cache, TierCache):
         raise ImproperlyConfigured(
             f"CACHES[{alias!r}] is a {type(cache).__name__}; django_tiercache's models and "

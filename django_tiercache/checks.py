@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import caches
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from .backend import MisconfiguredCache
 from .conf import DEFAULTS
 from .stats import conf as stats_conf
 from .storage.observers import factory_problem
@@ -22,17 +24,39 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     for alias, config in getattr(settings, "CACHES", {}).items():
         if config.get("BACKEND") != BACKEND:
             continue
-        for problem in parse(config.get("LOCATION", ""), config.get("OPTIONS")).problems:
+        problems = parse(config.get("LOCATION", ""), config.get("OPTIONS")).problems
+        for problem in problems:
             kind = Error if problem.is_error else Warning
             messages.append(
                 kind(
-                    f"CACHES[{alias!r}]: {problem.msg}",
+                    problem.msg,
                     hint=problem.hint,
                     obj=f"CACHES[{alias!r}]",
                     id=f"tiercache.{problem.id}",
                 )
             )
+        if not any(p.is_error for p in problems):
+            messages += _unbuilt(alias)
     return messages
+
+
+def _unbuilt(alias: str) -> list[CheckMessage]:
+    """tiercache.E012: the cache could not be built for a reason no other check
+    names (TierCache.__new__ made it a MisconfiguredCache)."""
+    cache = caches[alias]  # Django's own cache checks have built it already
+    if not isinstance(cache, MisconfiguredCache) or any(
+        m.is_serious() for m in check_app_settings()
+    ):
+        return []
+    return [
+        Error(
+            f"The cache cannot be built: {cache.message}",
+            hint="Fix the setting the message names; until then every call to this "
+            "cache raises ImproperlyConfigured.",
+            obj=f"CACHES[{alias!r}]",
+            id="tiercache.E012",
+        )
+    ]
 
 
 @register()

@@ -1,10 +1,10 @@
-"""System checks and construction errors for bad CACHES settings."""
+"""System checks, and the refusing cache that bad CACHES settings build."""
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from django_tiercache.backend import TierCache
+from django_tiercache.backend import MisconfiguredCache, TierCache
 from django_tiercache.checks import check_caches
 
 BACKEND = "django_tiercache.backend.TierCache"
@@ -78,21 +78,59 @@ def test_pickle_with_signing_off__is_tiercache_w001():
     assert ids_for("memory://", {"SIGNED": False, "SERIALIZER": "json"}) == []
 
 
-def test_the_backend_refuses_a_bad_configuration_naming_the_value():
-    with pytest.raises(ImproperlyConfigured, match="'SOCKET_TIMEOUT'.*-2"):
-        TierCache("memory://", {"OPTIONS": {"SOCKET_TIMEOUT": -2}})
+def test_a_bad_configuration__builds_a_cache_that_refuses_every_call_naming_the_value():
+    cache = TierCache("memory://", {"OPTIONS": {"SOCKET_TIMEOUT": -2}})
+    assert isinstance(cache, MisconfiguredCache)
+    for call in (lambda: cache.get("k"), lambda: cache.set("k", 1), cache.clear):
+        with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003: .*'SOCKET_TIMEOUT'.*-2"):
+            call()
+    cache.close()  # Django closes every cache it built after each request: that must not raise
     with pytest.raises(ImproperlyConfigured, match="ftp://x"):
-        TierCache("ftp://x", {})
+        TierCache("ftp://x", {}).get_many(["k"])
 
 
-def test_check_runs_show_the_check_id_and_hint(settings):
-    """Django's own cache checks build every cache, so the construction error is what
-    `manage.py check` prints; it carries the same id and hint."""
+def test_a_good_configuration__builds_a_tier_cache():
+    assert type(TierCache("memory://good", {})) is TierCache
+
+
+def test_check_runs__report_the_problem_with_its_id_and_hint_instead_of_raising(settings):
+    """Django's own cache checks build every cache before any check is shown: the
+    build must not raise, so that `manage.py check` lists the problem."""
     from django.core import checks
 
     settings.CACHES = {**settings.CACHES, "bad": {"BACKEND": BACKEND, "LOCATION": "nope://"}}
-    with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E001: .*'nope'.* HINT: "):
-        checks.run_checks(tags=[checks.Tags.caches])
+    messages = checks.run_checks(tags=[checks.Tags.caches])
+    (bad,) = [m for m in messages if m.obj == "CACHES['bad']"]
+    assert bad.id == "tiercache.E001" and "'nope'" in bad.msg and bad.hint
+    assert not bad.msg.startswith("CACHES[")  # Django prints obj before the message
+
+
+def strict_observer(building):
+    raise ImproperlyConfigured("the audit observer needs AUDIT_URL")
+
+
+def test_a_build_failure_no_other_check_names__is_tiercache_e012(settings):
+    """A project's own observer factory refusing its settings: the options and
+    TIERCACHE are valid, the cache still cannot be built."""
+    from django.core import checks
+
+    settings.TIERCACHE = {"OBSERVERS": ["tests.test_checks.strict_observer"]}
+    settings.CACHES = {**settings.CACHES, "strict": {"BACKEND": BACKEND, "LOCATION": "memory://s"}}
+    messages = checks.run_checks(tags=[checks.Tags.caches])
+    (built,) = [m for m in messages if m.obj == "CACHES['strict']"]
+    assert built.id == "tiercache.E012"
+    assert "needs AUDIT_URL" in built.msg and built.hint
+
+
+def test_a_cache_refused_for_bad_options__is_not_also_e012(settings):
+    from django.core import checks
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "bad": {"BACKEND": BACKEND, "LOCATION": "memory://b", "OPTIONS": {"SOCKET_TIMEOUT": 0}},
+    }
+    messages = checks.run_checks(tags=[checks.Tags.caches])
+    assert [m.id for m in messages if m.obj == "CACHES['bad']"] == ["tiercache.E003"]
 
 
 def test_unknown_app_settings__are_tiercache_e005(settings):

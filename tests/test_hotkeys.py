@@ -152,7 +152,7 @@ def test_options__bad_hot_keys_settings_are_e003(value):
 
 def test_options__hot_keys_need_a_redis_server(make_cache, shared_redis_url):
     with pytest.raises(ImproperlyConfigured, match="HOT_KEYS'] needs a Redis partition"):
-        make_cache(f"memory://{uuid.uuid4().hex}", HOT_KEYS=True)
+        make_cache(f"memory://{uuid.uuid4().hex}", HOT_KEYS=True).get("k")
     cache = make_cache(f"memory://{uuid.uuid4().hex}", HOT_KEYS={"LOCATION": shared_redis_url})
     assert record_of(cache).targets[0].name == shared_redis_url
 

@@ -225,14 +225,14 @@ def test_lost_channel__flushes_and_bypasses_l1_until_back(l1_cache):
 
 def test_l1_option__is_validated(make_cache):
     with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*L1.*MAX_ENTRIES"):
-        make_cache(SHARED_REDIS_URL, L1={"MAX_ENTRIES": 0})
+        make_cache(SHARED_REDIS_URL, L1={"MAX_ENTRIES": 0}).get("k")
     with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*L1"):
-        make_cache(SHARED_REDIS_URL, L1={"SIZE": 10})
+        make_cache(SHARED_REDIS_URL, L1={"SIZE": 10}).get("k")
     with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*L1"):
-        make_cache(SHARED_REDIS_URL, L1="yes")
+        make_cache(SHARED_REDIS_URL, L1="yes").get("k")
     for lag in (0, -1, "1", True):
         with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*MAX_LAG.*None"):
-            make_cache(SHARED_REDIS_URL, L1={"MAX_LAG": lag})
+            make_cache(SHARED_REDIS_URL, L1={"MAX_LAG": lag}).get("k")
     assert make_cache(SHARED_REDIS_URL, L1={"MAX_LAG": None})._l1.max_lag is None
     assert make_cache(SHARED_REDIS_URL, L1={"MAX_LAG": 0.25})._l1.max_lag == 0.25
 

@@ -87,13 +87,13 @@ def test_default_observers__give_statistics_and_hot_keys(make_cache, shared_redi
     assert record_of(cache) is not None
 
 
-def test_bad_observer_path__is_tiercache_e008_and_stops_the_build(settings, make_cache):
+def test_bad_observer_path__is_tiercache_e008_and_every_call_is_refused(settings, make_cache):
     settings.TIERCACHE = {"OBSERVERS": ["tests.test_observers.no_such_factory"]}
     (message,) = check_app_settings()
     assert message.id == "tiercache.E008"
     assert "no_such_factory" in message.msg
     with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E008: .*no_such_factory"):
-        make_cache(f"memory://{uuid.uuid4().hex}")
+        make_cache(f"memory://{uuid.uuid4().hex}").get("k")
 
 
 def test_observers_not_a_list__is_tiercache_e008(settings):

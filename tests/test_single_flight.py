@@ -141,7 +141,7 @@ def test_loader_slower_than_wait__the_waiter_loads_itself(make_cache):
 )
 def test_single_flight_option__is_validated(make_cache, value):
     with pytest.raises(ImproperlyConfigured, match=r"tiercache\.E003.*SINGLE_FLIGHT"):
-        make_cache(SHARED_REDIS_URL, SINGLE_FLIGHT=value)
+        make_cache(SHARED_REDIS_URL, SINGLE_FLIGHT=value).get("k")
 
 
 def test_single_flight_timings__come_from_the_option(make_cache):

@@ -215,4 +215,4 @@ def test_bad_stats_settings__name_themselves(settings, make_cache):
 
     settings.TIERCACHE = {"STATS_INTERVAL": 0}
     with pytest.raises(ImproperlyConfigured, match="STATS_INTERVAL"):
-        make_cache("memory://bad-settings")
+        make_cache("memory://bad-settings").get("k")
