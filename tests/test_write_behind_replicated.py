@@ -15,6 +15,7 @@ import redis
 from django.core.checks import run_checks
 
 from django_tiercache import write_behind
+from django_tiercache.write_behind import server
 from django_tiercache.write_behind.journal import get_journal, journal_url
 from django_tiercache.write_behind.server import NotReplicated
 from django_tiercache.write_behind.settings import configured
@@ -176,6 +177,43 @@ def test_replica_not_confirming__save_follows_on_unavailable_and_nothing_older_l
     assert write_behind.flush() == 0
     assert in_db(row.pk) == (3, "newest")
     assert write_behind.stats()["pending"] == 0
+
+
+def waits_on(client) -> int:
+    return client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+
+
+def test_replica_not_confirming__the_saves_after_it_do_not_wait_until_a_recheck(
+    sentinel_set, journal_prefix, settings, monkeypatch
+):
+    """After a WAIT no replica confirmed, the changes of the next RECHECK_REPLICAS
+    seconds send none: each save takes ON_UNAVAILABLE at once, as if its own WAIT had
+    timed out, instead of each waiting REPLICA_TIMEOUT. After that a change waits
+    again, and once a replica confirms it, saves are queued again."""
+    monkeypatch.setattr(server, "RECHECK_REPLICAS", 3600.0)  # the test is all "lately"
+    on_journal(settings, sentinel_set.url())
+    rows = [Counter.objects.create(name=f"recheck{i}") for i in range(5)]
+    assert write_behind.save(rows[0])  # confirmed (and the script is loaded: no retry below)
+    unconfirmed = write_behind.stats()["not_replicated"]
+    primary = sentinel_set.server_on(sentinel_set.current_primary_port())
+    sentinel_set.replica.pause()
+    try:
+        with primary.client() as client:
+            waits = waits_on(client)
+            for i, row in enumerate(rows):
+                row.hits = i + 1
+                assert write_behind.save(row) is None  # written to the database at once
+            assert waits_on(client) == waits + 1  # the first save waited, no other
+    finally:
+        sentinel_set.replica.resume()
+    assert [in_db(row.pk)[0] for row in rows] == [1, 2, 3, 4, 5]
+    assert write_behind.stats()["not_replicated"] == unconfirmed + 5
+    assert write_behind.stats()["pending"] == 0  # each direct save took its entry along
+    monkeypatch.setattr(server, "RECHECK_REPLICAS", 0.0)  # "lately" is over
+    rows[0].hits = 10
+    assert write_behind.save(rows[0])  # waited, confirmed: queued again
+    assert write_behind.flush() == 1
+    assert in_db(rows[0].pk)[0] == 10
 
 
 def test_replica_not_confirming__a_refused_write_is_still_refused(

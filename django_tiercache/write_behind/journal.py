@@ -102,8 +102,10 @@ class Journal:
         """A client of the server that holds the journal now."""
         return self.server.client()
 
-    def _run(self, name: str, keys: list[str], args: list, replicated: bool = False) -> Any:
-        return self.server.run(self._scripts[name], keys, args, replicated)
+    def _run(
+        self, name: str, keys: list[str], args: list, replicated: bool = False, patient=True
+    ) -> Any:
+        return self.server.run(self._scripts[name], keys, args, replicated, patient)
 
     def fields_key(self, row: str) -> str:
         return f"{self.base}:f:{row}"
@@ -123,9 +125,11 @@ class Journal:
             *self._k("pending", "inflight", "since", "seq", "counters", "epoch"),
         ]
         flat = [item for pair in fields.items() for item in pair]
-        # Replicated: a caller told "queued" must not lose it in a failover (server.py).
+        # Replicated: a caller told "queued" must not lose it in a failover (server.py);
+        # not patient: while replicas were missing lately, the save goes on at once.
         try:
-            reply = self._run("ENQUEUE", keys, [row, op, max_pending, *flat], replicated=True)
+            args = [row, op, max_pending, *flat]
+            reply = self._run("ENQUEUE", keys, args, replicated=True, patient=False)
         except NotReplicated as exc:
             if int(exc.reply[0]) >= 0:
                 raise

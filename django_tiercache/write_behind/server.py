@@ -23,6 +23,15 @@ connection, by ``WAIT REPLICAS timeout``: the number of replicas that hold
 everything this connection wrote. Fewer than REPLICAS raise NotReplicated, a
 ConnectionError: to its callers the journal was unreachable (the change itself
 stands on the primary; see api.py and drain.py for what happens to it).
+
+While no replica confirms (it is down, or a failover left none), each WAIT
+costs REPLICA_TIMEOUT. A caller that would rather not wait then (an enqueue:
+a save is waiting) runs ``patient=False``: for RECHECK_REPLICAS seconds after
+a WAIT that was not confirmed, its change is made without a WAIT and raises
+NotReplicated at once, exactly as a timed-out WAIT would; the first such
+change after that waits again, to see whether a replica is back. A drain's
+ACK always waits (nothing is waiting on it), and one that is confirmed ends
+the wait-free time at once.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
+from time import monotonic
 from typing import Any, TypeVar
 
 import redis
@@ -63,6 +73,9 @@ REPLICATED_SCHEMES = (SENTINEL_SCHEME, CLUSTER_SCHEME)
 # Schemes that can hold a journal (memory:// cannot: it is one process's memory).
 JOURNAL_SCHEMES = ("redis", "rediss", "unix", *REPLICATED_SCHEMES)
 
+# Seconds after an unconfirmed WAIT during which changes do not wait (see above).
+RECHECK_REPLICAS = 1.0
+
 _plain_clients: dict[str, redis.Redis] = {}
 _plain_lock = threading.Lock()
 
@@ -73,9 +86,12 @@ class NotReplicated(RedisConnectionError):
     The change stands on the primary; `reply` is what its script answered.
     """
 
-    def __init__(self, confirmed: int, wanted: int, timeout: float, reply: Any):
+    def __init__(self, confirmed: int, wanted: int, timeout: float, reply: Any, waited=True):
         super().__init__(
             f"{confirmed} of {wanted} replica(s) confirmed the journal change within {timeout:g} s"
+            if waited
+            else f"no replica confirmed the journal's changes lately (a WAIT of {timeout:g} s "
+            f"timed out less than {RECHECK_REPLICAS:g} s ago), so this one was not waited for"
         )
         self.reply = reply
 
@@ -95,6 +111,7 @@ class Server:
     def __init__(self, client: Any, replicas: int, replica_timeout: float):
         self._client = client
         self.replicas, self.replica_timeout = replicas, replica_timeout
+        self.unconfirmed_at: float | None = None  # monotonic() of the last unconfirmed WAIT
 
     @property
     def scripting_client(self) -> Any:
@@ -109,11 +126,21 @@ class Server:
         """work(client): its errors are the journal's."""
         return work(self.client())
 
-    def run(self, script: Script, keys: list, args: list, replicated: bool = False) -> Any:
-        """Run `script`; with `replicated`, WAIT for REPLICAS replicas after it (NotReplicated)."""
+    def run(
+        self, script: Script, keys: list, args: list, replicated: bool = False, patient=True
+    ) -> Any:
+        """Run `script`; with `replicated`, WAIT for REPLICAS replicas after it
+        (NotReplicated); not `patient`, no WAIT while they were missing lately."""
         if not replicated or not self.replicas:
             return self.call(lambda client: script(keys, args, client=client))
+        if not patient and self._unconfirmed_lately():
+            reply = self.call(lambda client: script(keys, args, client=client))
+            raise NotReplicated(0, self.replicas, self.replica_timeout, reply, waited=False)
         return self.call(lambda client: self._run_and_wait(client, script, keys, args))
+
+    def _unconfirmed_lately(self) -> bool:
+        since = self.unconfirmed_at
+        return since is not None and monotonic() - since < RECHECK_REPLICAS
 
     def _run_and_wait(self, client: redis.Redis, script: Script, keys: list, args: list) -> Any:
         # One pipeline, so one connection: WAIT counts the replicas holding what
@@ -131,7 +158,9 @@ class Server:
             if isinstance(result, Exception):
                 raise result
         if int(confirmed) < self.replicas:
+            self.unconfirmed_at = monotonic()
             raise NotReplicated(int(confirmed), self.replicas, self.replica_timeout, reply)
+        self.unconfirmed_at = None
         return reply
 
 
