@@ -7,6 +7,7 @@ terminated (then killed, if it lingers) when the context manager exits.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import socket
 import subprocess
@@ -85,6 +86,9 @@ def redis_servers(count: int) -> Iterator[list[int]]:
             started[port] = _start(port, workdir)
         yield list(started)
     finally:
+        # The statistics publisher thread runs until the process exits: once the
+        # servers are gone it would log its failure to reach them, which is noise here.
+        logging.getLogger("django_tiercache").setLevel(logging.ERROR)
         for proc in started.values():
             _stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
