@@ -161,6 +161,18 @@ def test_bulk_update_and_bulk_create_invalidate():
     assert len(cached_queryset(query)) == 5
 
 
+def test_bulk_update_of_ten_thousand_rows__locks_their_tags_and_invalidates_the_cached_rows():
+    """One call locks, then releases, a tag per row: more values than a Redis Function
+    can unpack at once (about 8,000), which once failed the whole write."""
+    products = Product.objects.bulk_create(Product(name=f"many{i}") for i in range(10_000))
+    cached = products[::997]  # spread over the rows, cached before the update
+    assert [get_object(Product, p.pk).version for p in cached] == [0] * len(cached)
+    for p in products:
+        p.version = 9
+    Product.objects.bulk_update(products, ["version"])
+    assert [get_object(Product, p.pk).version for p in cached] == [9] * len(cached)
+
+
 def test_queryset_delete__invalidates():
     products = [Product.objects.create(name=f"d{i}") for i in range(3)]
     for p in products:
