@@ -25,8 +25,11 @@ class PartitionUnavailable(RedisConnectionError):
 class InvalidationIncomplete(RedisConnectionError):
     """A tag invalidation could not be made safe on every partition.
 
-    Raised (with RAISE_ERRORS) or logged when a partition missed an
+    Raised (or logged, with OPTIONS["INVALIDATION_FAILURE"] = "log") when a partition missed an
     invalidation and the fence that guards it could not be recorded on all
     the other partitions, so the missed partition might serve stale entries
-    when it comes back.
+    when it comes back. ``tags``: every tag invalidated (none for ``clear()``);
+    the message names the first few.
     """
+
+    tags: tuple[str, ...] = ()

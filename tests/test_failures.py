@@ -205,6 +205,18 @@ def test_an_invalidation_that_cannot_be_fenced__raises_by_default(closed_port_ur
     paired.invalidate_tags("t")  # the other partition records the fence: complete
 
 
+def test_an_incomplete_invalidation_of_many_tags__names_the_first_few(closed_port_url, make_cache):
+    """A bulk write can carry tens of thousands of tags: the message must stay short."""
+    lonely = make_cache([closed_port_url], BREAKER_FAILURES=10, **FAST)
+    tags = [f"row:{i}" for i in range(5_000)]
+    with pytest.raises(InvalidationIncomplete) as raised:
+        lonely.invalidate_tags(*tags)
+    message = str(raised.value)
+    assert "'row:0'" in message and "and 4,990 more" in message and "'row:4999'" not in message
+    assert len(message) < 500
+    assert sorted(raised.value.tags) == sorted(tags)  # all of them, for code that needs them
+
+
 def test_an_invalidation_that_cannot_be_fenced__is_logged_when_so_configured(
     closed_port_url, make_cache, caplog
 ):

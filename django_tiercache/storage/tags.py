@@ -302,7 +302,7 @@ class Fencing:
 
     def _incomplete(self, missed: list[Partition], tags: tuple[str, ...]) -> None:
         names = ", ".join(p.name for p in missed)
-        what = f"tags {list(tags)!r}" if tags else "entries cleared by clear()"
+        what = f"tags {_some(tags)}" if tags else "entries cleared by clear()"
         error = InvalidationIncomplete(
             f"{what} may still be served by partition(s) {names}: they missed the "
             f"invalidation and it could not be recorded on every other partition"
@@ -311,5 +311,17 @@ class Fencing:
             self.policy.note(
                 "incomplete", p.name, "invalidation incomplete on partition %s: %s", p.name, error
             )
+        error.tags = tags  # all of them; the message names the first few
         if self.raise_incomplete:
             raise error
+
+
+# The most tags an error message lists: a bulk write can carry tens of thousands.
+TAGS_NAMED = 10
+
+
+def _some(tags: tuple[str, ...]) -> str:
+    """The tags for a message: all of a few, or the first TAGS_NAMED and how many more."""
+    if len(tags) <= TAGS_NAMED:
+        return repr(list(tags))
+    return f"{list(tags[:TAGS_NAMED])!r} and {len(tags) - TAGS_NAMED:,} more"
