@@ -104,6 +104,24 @@ def test_stats_views__send_non_staff_users_to_the_login_page(client, django_user
     assert client.get(PAGE).status_code == 302
 
 
+def test_a_cache_with_bad_settings__is_shown_with_what_is_wrong(client, viewer, cache, settings):
+    """Not as "statistics off", and the other caches are shown as usual."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "bad": {"BACKEND": TIERCACHE, "LOCATION": "memory://b", "OPTIONS": {"SOCKET_TIMEOUT": 0}},
+    }
+    client.force_login(viewer)
+    bad, default = (
+        next(r for r in client.get(JSON).json()["caches"] if r["alias"] == alias)
+        for alias in ("bad", "default")
+    )
+    assert bad["error"].startswith("This cache cannot be built: tiercache.E003: ")
+    assert "SOCKET_TIMEOUT" in bad["error"]
+    assert "error" not in default
+    page = client.get(PAGE).content.decode()
+    assert "This cache cannot be built: tiercache.E003: OPTIONS[&#x27;SOCKET_TIMEOUT&#x27;]" in page
+
+
 def test_stats_page__shows_the_figures_without_actions_to_a_viewer(client, viewer, cache):
     cache.set("a", 1)
     cache.get("a")

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.core.cache import caches
 
+from ..backend import MisconfiguredCache
 from . import partitions as partitions_module
 from . import recent, topology
 from .collection import bucket_bounds, recorder_of, tiercache_aliases
@@ -251,7 +252,11 @@ def report(alias: str) -> dict[str, Any]:
     }
     recorder = recorder_of(cache)
     if recorder.sink is None:
-        base["error"] = "Statistics are off (TIERCACHE['STATS'] = False)."
+        base["error"] = (
+            f"This cache cannot be built: {redact_text(cache.message)} (see manage.py check)."
+            if isinstance(cache, MisconfiguredCache)
+            else "Statistics are off (TIERCACHE['STATS'] = False)."
+        )
         found = {**base, "partitions": infos, **_partition_summary(infos)}
     else:
         try:
