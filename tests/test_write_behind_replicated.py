@@ -108,6 +108,44 @@ def test_journal_on_a_cluster__a_replica_not_confirming_makes_the_save_direct(
     assert in_db(row.pk) == (2, "")
 
 
+def test_journal_on_a_cluster__its_master_killed__no_save_that_returned_is_lost(
+    fresh_redis_cluster, journal_prefix, settings
+):
+    """The master serving the journal's slot is cut off from its replica, then dies;
+    the replica is promoted with what it had. Saves confirmed before the cut are
+    drained from it; a save the replica never confirmed went to the database at once
+    (without the WAIT it would be queued on the master only, and lost with it).
+    (The promoted replica has no replica of its own: each drain's ACK is unconfirmed,
+    so a flush writes one batch and raises NotReplicated, as documented.)"""
+    cluster = fresh_redis_cluster
+    on_journal(settings, cluster.url(), REPLICA_TIMEOUT=SHORT_REPLICA_TIMEOUT, BATCH_SIZE=2)
+    rows = [Counter.objects.create(name=f"cluster-failover{i}") for i in range(4)]
+    for i, row in enumerate(rows[:3]):
+        row.hits = 10 + i
+        assert write_behind.save(row)  # queued, and confirmed by the master's replica
+    master = cluster.node_serving(get_journal().server.slot)  # type: ignore[attr-defined]
+    (replica,) = [n for n in cluster.nodes if _replica_of(n) == master.port]
+    cut_off_replica(master, replica)
+    rows[3].hits = 20
+    assert write_behind.save(rows[3]) is None  # not confirmed: written at once
+    crash(master)
+    replica.resume()
+    cluster.wait_until(lambda: cluster.role_of(replica) == "master", "replica promoted")
+    flushes: list = []
+
+    def flushed() -> bool:
+        try:
+            flushes.append(write_behind.flush())
+        except NotReplicated:  # a batch written, its ACK unconfirmed
+            flushes.append("unconfirmed")
+        except redis.ConnectionError:  # the slot map still names the dead master
+            flushes.append("unreachable")
+        return write_behind.stats()["pending"] == 0 if flushes[-1] == 0 else False
+
+    cluster.wait_until(flushed, "the journal drained on the promoted replica")
+    assert [in_db(row.pk)[0] for row in rows] == [10, 11, 12, 20], flushes
+
+
 def _replica_of(node) -> int | None:
     with node.client() as client:
         info = client.info("replication")
