@@ -254,6 +254,36 @@ def test_replica_not_confirming__the_saves_after_it_do_not_wait_until_a_recheck(
     assert in_db(rows[0].pk)[0] == 10
 
 
+@pytest.mark.parametrize("patient", [False, True])
+def test_replica_not_confirming__a_primary_without_the_script_costs_an_enqueue_one_wait(
+    sentinel_set, patient
+):
+    """A primary that never ran the journal's scripts (a replica just promoted) answers
+    the first EVALSHA with NOSCRIPT, and the WAIT pipelined after it times out for
+    nothing: an enqueue (not patient) does not wait a second time; a drain's ACK does.
+    One connection, so that the WAIT has this test's unreplicated write to wait for."""
+    from redis.commands.core import Script
+
+    primary = sentinel_set.server_on(sentinel_set.current_primary_port())
+    pool = redis.ConnectionPool(host="127.0.0.1", port=primary.port, max_connections=1)
+    client = redis.Redis(connection_pool=pool)
+    journal_server = server.Server(client, replicas=1, replica_timeout=SHORT_REPLICA_TIMEOUT)
+    script = Script(client, "return redis.call('INCR', KEYS[1])")
+    sentinel_set.replica.pause()
+    try:
+        client.set("noscript-test:dirty", 1)  # on the one connection, never replicated
+        client.script_flush()
+        waits = waits_on(client)
+        with pytest.raises(NotReplicated) as raised:
+            journal_server.run(script, ["noscript-test:n"], [], replicated=True, patient=patient)
+        assert raised.value.reply == 1  # the script ran once, on its second try
+        assert waits_on(client) == waits + (2 if patient else 1)
+    finally:
+        sentinel_set.replica.resume()
+        client.delete("noscript-test:dirty", "noscript-test:n")
+        pool.disconnect()
+
+
 def test_replica_not_confirming__a_refused_write_is_still_refused(
     sentinel_set, journal_prefix, settings
 ):

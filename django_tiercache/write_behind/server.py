@@ -134,15 +134,21 @@ class Server:
         if not replicated or not self.replicas:
             return self.call(lambda client: script(keys, args, client=client))
         if not patient and self._unconfirmed_lately():
-            reply = self.call(lambda client: script(keys, args, client=client))
-            raise NotReplicated(0, self.replicas, self.replica_timeout, reply, waited=False)
-        return self.call(lambda client: self._run_and_wait(client, script, keys, args))
+            return self.call(lambda client: self._run_unwaited(client, script, keys, args))
+        return self.call(lambda client: self._run_and_wait(client, script, keys, args, patient))
 
     def _unconfirmed_lately(self) -> bool:
         since = self.unconfirmed_at
         return since is not None and monotonic() - since < RECHECK_REPLICAS
 
-    def _run_and_wait(self, client: redis.Redis, script: Script, keys: list, args: list) -> Any:
+    def _run_unwaited(self, client: redis.Redis, script: Script, keys: list, args: list) -> Any:
+        """Run `script` and raise NotReplicated at once, as a timed-out WAIT would."""
+        reply = script(keys, args, client=client)
+        raise NotReplicated(0, self.replicas, self.replica_timeout, reply, waited=False)
+
+    def _run_and_wait(
+        self, client: redis.Redis, script: Script, keys: list, args: list, patient: bool
+    ) -> Any:
         # One pipeline, so one connection: WAIT counts the replicas holding what
         # *this connection* wrote, and one round trip carries both commands.
         wait_ms = max(1, math.ceil(self.replica_timeout * 1000))  # WAIT n 0 would block forever
@@ -154,6 +160,11 @@ class Server:
             if not isinstance(reply, NoScriptError):
                 break
             script.sha = client.script_load(script.script)  # a new primary, say
+            if not patient and type(confirmed) is int and confirmed < self.replicas:
+                # That WAIT, after a script that did nothing, already timed out:
+                # not a second one (a new primary without replicas would cost two).
+                self.unconfirmed_at = monotonic()
+                return self._run_unwaited(client, script, keys, args)
         for result in (reply, confirmed):
             if isinstance(result, Exception):
                 raise result
