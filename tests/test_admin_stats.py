@@ -116,7 +116,7 @@ def test_a_cache_with_bad_settings__is_shown_with_what_is_wrong(client, viewer, 
         for alias in ("bad", "default")
     )
     assert bad["error"].startswith("This cache cannot be built: tiercache.E003: ")
-    assert "SOCKET_TIMEOUT" in bad["error"]
+    assert "SOCKET_TIMEOUT" in bad["error"] and bad["unbuilt"] and bad["partitions"] == []
     assert "error" not in default
     page = client.get(PAGE).content.decode()
     assert "This cache cannot be built: tiercache.E003: OPTIONS[&#x27;SOCKET_TIMEOUT&#x27;]" in page

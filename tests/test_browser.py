@@ -229,6 +229,37 @@ def test_stats_page__reads_well_in_both_themes_at_1280_and_800_px_and_with_a_par
     assert "unreachable" in down.text_content()
 
 
+def test_stats_page__a_cache_with_bad_settings_reads_well_next_to_a_good_one(
+    live_server, oncall, browser_page, settings, clean_redis_servers
+):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_tiercache.backend.TierCache",
+            "LOCATION": clean_redis_servers[0].url,
+            "KEY_PREFIX": f"misconfigured-{uuid.uuid4().hex[:8]}",
+        },
+        "sessions": {
+            "BACKEND": "django_tiercache.backend.TierCache",
+            "LOCATION": "redis://:hunter2@127.0.0.1:6379/0",
+            "OPTIONS": {"SOCKET_TIMEOUT": "fast", "LEASE_SECONDSS": 3},
+        },
+    }
+    caches["default"].set("k", 1)
+    page = browser_page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_in(page, f"{live_server.url}/admin/django_tiercache/stats/")
+    for theme in ("light", "dark"):
+        for width in (1280, 800):
+            look(page, theme, width, "misconfigured")
+    bad = page.locator('[data-alias="sessions"]')
+    assert "This cache cannot be built: tiercache.E002: Unknown OPTIONS key 'LEASE_SECONDSS'" in (
+        bad.text_content()
+    )
+    assert bad.locator("table, form").count() == 0  # nothing to show or act on
+    assert page.locator('[data-alias="default"] form').count() == 3  # the good one keeps its own
+    assert "hunter2" not in page.content()
+
+
 def test_stats_page__cluster_nodes_and_a_sentinel_primary_in_both_themes(
     live_server, oncall, clean_redis_cluster, sentinel_set, browser_page, settings
 ):

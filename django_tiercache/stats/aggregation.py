@@ -251,12 +251,12 @@ def report(alias: str) -> dict[str, Any]:
         **nodes,
     }
     recorder = recorder_of(cache)
-    if recorder.sink is None:
-        base["error"] = (
-            f"This cache cannot be built: {redact_text(cache.message)} (see manage.py check)."
-            if isinstance(cache, MisconfiguredCache)
-            else "Statistics are off (TIERCACHE['STATS'] = False)."
-        )
+    if isinstance(cache, MisconfiguredCache):
+        message = redact_text(cache.message)
+        base["error"] = f"This cache cannot be built: {message} (see manage.py check)."
+        found = {**base, "unbuilt": True, "partitions": []}
+    elif recorder.sink is None:
+        base["error"] = "Statistics are off (TIERCACHE['STATS'] = False)."
         found = {**base, "partitions": infos, **_partition_summary(infos)}
     else:
         try:
