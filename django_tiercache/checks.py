@@ -21,6 +21,8 @@ BACKEND = "django_tiercache.backend.TierCache"
 @register(Tags.caches)
 def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
+    # A bad TIERCACHE setting stops every cache's build; check_app_settings names it.
+    app_settings_ok = not any(m.is_serious() for m in check_app_settings())
     for alias, config in getattr(settings, "CACHES", {}).items():
         if config.get("BACKEND") != BACKEND:
             continue
@@ -35,7 +37,7 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id=f"tiercache.{problem.id}",
                 )
             )
-        if not any(p.is_error for p in problems):
+        if app_settings_ok and not any(p.is_error for p in problems):
             messages += _unbuilt(alias)
     return messages
 
@@ -44,9 +46,7 @@ def _unbuilt(alias: str) -> list[CheckMessage]:
     """tiercache.E012: the cache could not be built for a reason no other check
     names (TierCache.__new__ made it a MisconfiguredCache)."""
     cache = caches[alias]  # Django's own cache checks have built it already
-    if not isinstance(cache, MisconfiguredCache) or any(
-        m.is_serious() for m in check_app_settings()
-    ):
+    if not isinstance(cache, MisconfiguredCache):
         return []
     return [
         Error(

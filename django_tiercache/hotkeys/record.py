@@ -43,6 +43,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ..storage.observers import Building, Observer, observers_of
 from ..storage.options import HOT_KEYS_DEFAULTS, redact
+from ..storage.stores.redis import RedisStore
 
 MAX_KEYS_PER_FLUSH = 10_000  # the most counted keys sent per flush; the rest are noise
 
@@ -244,12 +245,6 @@ def _client_of(store: Any) -> Callable[[], Any]:
     return lambda: store.client
 
 
-def _has_a_client(store: Any) -> bool:
-    """Does the store talk to a Redis (memory:// does not)? Without asking the store
-    for its client: a cluster store's is a property that connects."""
-    return isinstance(getattr(type(store), "client", None), property) or "client" in vars(store)
-
-
 _records: dict[tuple, HotKeys] = {}
 _records_lock = threading.Lock()
 
@@ -300,7 +295,7 @@ def _targets(partitions: Iterable[Any], location: str | None, ns: str) -> list[_
     targets = [
         _Target(p.name, _client_of(p.store), p.store.ns, p.breaker)
         for p in partitions
-        if _has_a_client(p.store)
+        if isinstance(p.store, RedisStore)  # memory:// keeps no record
     ]
     if not targets:
         raise ImproperlyConfigured(
