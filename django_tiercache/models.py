@@ -53,3 +53,22 @@ class MissedInvalidation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cache} {self.partition}: {self.misses} missed"
+
+
+class LandedIncrement(models.Model):
+    """The journal version of a row's increments the drain has written (write-behind).
+
+    Written in the same transaction as the ``UPDATE ... SET f = f + n``: a drain
+    killed after its commit but before it acknowledged the journal leaves the
+    increment pending, and the next drain, finding its version here, acknowledges
+    it without adding it twice. Keyed by the journal's epoch and the row (hashed),
+    so a journal lost and begun again never matches an old record; rows older than
+    a day are pruned (write_behind/landed.py).
+    """
+
+    key = models.CharField(max_length=32, primary_key=True)
+    version = models.BigIntegerField()
+    landed_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key} at version {self.version}"

@@ -1,10 +1,14 @@
-"""Celery tasks (needs the ``celery`` extra): warm the cache from a worker.
+"""Celery tasks (needs the ``celery`` extra): warm the cache, drain write-behind.
 
 Celery finds this module when the project's Celery app calls
-``app.autodiscover_tasks()``. Schedule it like any task, e.g. after a deploy::
+``app.autodiscover_tasks()``, so a worker knows both tasks: ``warm_cache`` and
+the write-behind drain (``django_tiercache.drain_write_behind``, defined in
+write_behind/tasks.py and imported here for that reason). Schedule them like
+any task, e.g. after a deploy::
 
-    from django_tiercache.tasks import warm_cache
+    from django_tiercache.tasks import beat_schedule, warm_cache
     warm_cache.delay(names=["products"], only_missing=True)
+    app.conf.beat_schedule = {**app.conf.beat_schedule, **beat_schedule()}
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from typing import Any
 from celery import shared_task
 
 from . import warming
+from .write_behind.tasks import beat_schedule, drain_write_behind
+
+__all__ = ["beat_schedule", "drain_write_behind", "warm_cache"]
 
 
 @shared_task(name="django_tiercache.warm_cache")

@@ -330,7 +330,7 @@ def test_stats_page__write_behind_section_and_flush_now(
     assert figure(page, "pending") == 1
     page.click("#write-behind input[value='Flush write-behind']")
     page.wait_for_selector(".messagelist .success")
-    assert "1 rows written" in page.text_content(".messagelist")
+    assert "1 row written" in page.text_content(".messagelist")
     assert figure(page, "pending") == 0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.locator("#write-behind").screenshot(path=str(ARTIFACTS / "stats-write-behind.png"))

@@ -69,7 +69,7 @@ def test_actions__flush_retry_drop_are_logged_and_need_change_permission(
     assert write_behind.stats()["dead_letters"] == 0
     messages = [e.get_change_message() for e in LogEntry.objects.order_by("action_time")]
     assert [m.split(":")[0] for m in messages] == ["Write-behind"] * 3
-    assert "1 rows written" in messages[0] and "1 dead letters dropped" in messages[2]
+    assert "1 row written" in messages[0] and "1 dead letter dropped" in messages[2]
 
 
 def test_json_and_prometheus__show_the_same_figures(client, admin_user, dead_letter):

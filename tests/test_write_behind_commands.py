@@ -33,14 +33,14 @@ def test_flush__writes_pending_rows_and_exits_0(journal_prefix):
     row.hits = 4
     write_behind.save(row)
     out, _ = run("flush_write_behind")
-    assert "1 rows written" in out
+    assert "1 row written" in out
     assert Counter.objects.get(pk=row.pk).hits == 4
 
 
 def test_flush__failed_rows_exit_1_and_bad_requests_2(journal_prefix, settings):
     clashing_batch()
     error = fails("flush_write_behind", verbosity=2)
-    assert error.returncode == 1 and "1 rows failed" in str(error)
+    assert error.returncode == 1 and "1 row failed" in str(error)
     assert fails("flush_write_behind", timeout=0).returncode == 2
     configure(settings, REDIS_URL=closed_port_url())
     assert fails("flush_write_behind").returncode == 2
@@ -55,7 +55,7 @@ def test_dead_letters__list_retry_drop(journal_prefix):
     assert fails("write_behind_dead_letters", "testapp.counter:0", drop=True).returncode == 1
     Counter.objects.filter(pk=a.pk).update(name="a2")
     out, _ = run("write_behind_dead_letters", retry=True)
-    assert "1 dead letters queued" in out
+    assert "1 dead letter queued" in out
     write_behind.flush()
     assert Counter.objects.get(pk=b.pk).name == "a"
     out, _ = run("write_behind_dead_letters", drop=True)

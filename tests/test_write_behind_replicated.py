@@ -49,6 +49,7 @@ def in_db(pk):
 
 def on_journal(settings, url, **values):
     values.setdefault("REPLICA_TIMEOUT", REPLICA_TIMEOUT)
+    values.setdefault("SOCKET_TIMEOUT", 3 * REPLICA_TIMEOUT)  # a WAIT must end before it
     configure(settings, REDIS_URL=url, **values)
 
 

@@ -28,8 +28,11 @@ from .registry import (
 
 # Readers of state newer than the database, for models registered with
 # write_behind=True: write_behind/reads.py adds its own when it loads (the app
-# imports it at readiness). Each takes (model, pks, {pk: instance}) and returns
-# the dict with pending writes applied.
+# imports it at readiness). Each takes (model, pks) *before* the cache is read
+# and returns a function of {pk: instance} that applies the pending writes it
+# found. Before, because a drain may land a write and drop it from the journal
+# between the two reads: read in this order, a write missing from the journal
+# has landed and invalidated the cache before the cache is read.
 _pending_readers: list[Any] = []
 
 
@@ -110,13 +113,14 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
         rows = model._default_manager.in_bulk([keys[k] for k in missing])
         return {key: rows.get(keys[key], ABSENT) for key in missing}
 
+    # Pending writes are newer than the database: one more trip, first (see above).
+    appliers = [read(model, pks) for read in _pending_readers] if registration.write_behind else []
     cache = tier_cache(registration.cache_alias)
     tags = {key: (pk_tag(model, pk),) for key, pk in keys.items()}
     values = cache.get_or_set_many(tags, load, timeout=model_timeout(registration.timeout))
     found = {keys[k]: v for k, v in values.items() if not isinstance(v, _Absent)}
-    if registration.write_behind:  # pending writes are newer than the database: one more trip
-        for reader in _pending_readers:
-            found = reader(model, pks, found)
+    for apply in appliers:
+        found = apply(found)
     return found
 
 

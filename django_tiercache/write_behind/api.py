@@ -4,9 +4,13 @@
 
     from django_tiercache import write_behind
 
-    product.views += 1
+    product.views = F("views") + 1
     write_behind.save(product, update_fields=["views"])  # Redis now, the database later
     write_behind.flush()                                  # or let the Celery task drain
+
+``F("field") + n`` (or ``- n``) queues an increment: increments from any number
+of processes add up in the journal and land as one ``UPDATE ... SET views =
+views + total``, so no count is lost to a read-modify-write race.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..orm.registry import registration_for
-from . import rows
+from . import increments, rows
 from . import settings as wb_settings
 from .drain import Outcome, drain
 from .exceptions import InvalidWrite, NotWriteBehind, WriteBehindUnavailable
@@ -46,17 +50,25 @@ def save(obj: models.Model, update_fields: Any = None) -> int | None:
     WriteBehindUnavailable raised, with ON_UNAVAILABLE = "raise").
 
     Raises NotWriteBehind (a NotRegistered) for a model not registered with
-    ``write_behind=True`` and InvalidWrite for an instance without a primary key
-    or a value that cannot be queued; nothing is queued then.
+    ``write_behind=True`` and InvalidWrite for an instance without a primary key,
+    an empty or unknown ``update_fields``, or a value the database would refuse
+    (NaN, infinities, text over max_length...); nothing is queued then.
     """
     _check_model(obj)
     if update_fields is not None:
+        if isinstance(update_fields, str):
+            raise InvalidWrite(
+                f"update_fields must be a list of field names, not {update_fields!r}"
+            )
         update_fields = list(update_fields)
         if not update_fields:
-            return None  # as Model.save(update_fields=[]): nothing to write
-    fields = rows.encode(obj, update_fields)
+            # Model.save(update_fields=[]) writes nothing and returns None; here None
+            # means "saved directly", so an empty write is refused rather than faked.
+            raise InvalidWrite("update_fields=[] names no field: there is nothing to queue")
+    row = rows.row_id(type(obj), obj.pk)
+    fields = rows.encode(obj, row, update_fields)
     op = "save" if update_fields is None else "update"
-    return _enqueue(obj, op, fields, lambda: obj.save(update_fields=update_fields))
+    return _enqueue(obj, row, op, fields, lambda: obj.save(update_fields=update_fields))
 
 
 def delete(obj: models.Model) -> int | None:
@@ -66,7 +78,7 @@ def delete(obj: models.Model) -> int | None:
     signals run then. Same errors and fallback as ``save()``.
     """
     _check_model(obj)
-    return _enqueue(obj, "delete", {}, obj.delete)
+    return _enqueue(obj, rows.row_id(type(obj), obj.pk), "delete", {}, obj.delete)
 
 
 def flush(timeout: float | None = None) -> int:
@@ -107,11 +119,17 @@ def _check_model(obj: models.Model) -> None:
         )
 
 
-def _enqueue(obj: models.Model, op: str, fields: dict[str, str], direct: Any) -> int | None:
+# An increment reads the row's pending value and writes the sum only if nobody
+# wrote it meanwhile (scripts.ENQUEUE's -3); this many tries, then ON_UNAVAILABLE.
+INCREMENT_TRIES = 100
+
+
+def _enqueue(
+    obj: models.Model, row: str, op: str, fields: dict[str, str], direct: Any
+) -> int | None:
     config = wb_settings.get()
-    row = rows.row_id(type(obj), obj.pk)
     try:
-        version, pending = get_journal().enqueue(row, op, fields, config["MAX_PENDING"])
+        version, pending = _enqueue_once(row, op, fields, config)
     except NotReplicated as exc:
         # The primary holds the entry anyway. With "save", direct() is a plain
         # Model.save()/delete(), whose pre_save hook (mixed.py) takes the row's
@@ -129,6 +147,9 @@ def _enqueue(obj: models.Model, op: str, fields: dict[str, str], direct: Any) ->
     if version == -1:
         _unavailable(config, direct, f"journal full ({pending} rows pending)")
         return None
+    if version == -3:
+        _unavailable(config, direct, f"{row}: increments kept racing ({INCREMENT_TRIES} tries)")
+        return None
     if version == -2:
         raise InvalidWrite(
             f"{row}: save(update_fields=...) of a row whose pending write deletes it; "
@@ -137,6 +158,21 @@ def _enqueue(obj: models.Model, op: str, fields: dict[str, str], direct: Any) ->
     if pending % config["BATCH_SIZE"] == 0 and config["TRIGGER"]:
         _trigger()
     return version
+
+
+def _enqueue_once(row: str, op: str, fields: dict[str, str], config: dict) -> tuple[int, int]:
+    """Enqueue; an increment is added to the row's pending value first (increments.py)."""
+    journal = get_journal()
+    if not increments.has_increments(fields):
+        return journal.enqueue(row, op, fields, config["MAX_PENDING"])
+    version, pending = -3, 0
+    for _ in range(INCREMENT_TRIES):
+        expected = journal.stored(row, increments.names(fields))
+        merged = increments.merge(row, fields, expected)
+        version, pending = journal.enqueue(row, op, merged, config["MAX_PENDING"], expected)
+        if version != -3:
+            break
+    return version, pending
 
 
 def _unavailable(

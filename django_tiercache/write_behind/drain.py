@@ -3,13 +3,24 @@
 A batch runs as follows (see the README, "Write-behind", for why each step):
 
 1. claim up to BATCH_SIZE pending rows (scripts.CLAIM), each with its version,
-   for CLAIM_TIMEOUT seconds;
-2. in one transaction, lock the rows that exist (SELECT ... FOR UPDATE), then
+   for CLAIM_TIMEOUT seconds; a row this site cannot apply (its signature does
+   not check, its model is not a write-behind one, its pk or a value does not
+   convert: journal._problem) is quarantined as a dead letter at once, and the
+   rest go on;
+2. in one transaction (on PostgreSQL with every constraint checked at once, so a
+   deferred foreign key fails on its own row, not at COMMIT), take each row's
+   advisory lock and lock the rows that exist (SELECT ... FOR UPDATE), then
    confirm the claims are still ours: a direct write that took a row meanwhile
-   (mixed.py) wins it, and we leave it alone;
+   (mixed.py) wins it, and we leave it alone. The advisory lock orders writers
+   of a row that does not exist yet, where FOR UPDATE locks nothing: a drain
+   whose claim ran out meanwhile holds it until it commits, so the drain that
+   claimed the newer version waits and lands after it;
 3. write: one upsert per model for full saves, one bulk_update per model and
-   field set for partial ones, one delete per model; if that fails on a row,
-   each row again in its own savepoint, so the good ones still land;
+   field set for partial ones (a row that does not exist fails, as
+   ``save(update_fields=...)`` does), one ``UPDATE ... SET f = f + n`` per row
+   with increments (their versions recorded, landed.py), one delete per model;
+   if that fails on a row, each row again in its own savepoint, so the good
+   ones still land;
 4. commit, then acknowledge by version: a row written again since stays pending
    with its newer state; get_object's entries the cache held for the written
    rows are put back from a read after the commit (refill.py). A failed row
@@ -18,11 +29,13 @@ A batch runs as follows (see the README, "Write-behind", for why each step):
 
 A worker killed anywhere in this loses nothing: before the commit the database
 rolls back and the claim runs out; after it, the same state is written again
-(values, not increments, so writing twice changes nothing).
+(values, so writing twice changes nothing; increments are skipped where the
+database already records their version).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -33,10 +46,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, InterfaceError, OperationalError, router, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    router,
+    transaction,
+)
 from django.db import models as db_models
+from django.db.models import F
 
-from . import refill, rows
+from . import increments, landed, refill, rows
 from . import settings as wb_settings
 from .journal import Claimed, Journal, get_journal
 from .server import NotReplicated
@@ -57,6 +78,11 @@ class Outcome:
     failed: int = 0
     unavailable: BaseException | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
+    quarantined: int = 0
+
+
+class MissingRow(DatabaseError):
+    """An update of a row that is not in the database (Django's own words for it)."""
 
 
 def drain(timeout: float | None = None, journal: Journal | None = None) -> Outcome:
@@ -69,11 +95,18 @@ def drain(timeout: float | None = None, journal: Journal | None = None) -> Outco
     while deadline is None or time.monotonic() < deadline:
         token = uuid.uuid4().hex
         claimed = journal.claim(token, config["BATCH_SIZE"], config["CLAIM_TIMEOUT"])
+        if not claimed:
+            break
+        total.quarantined += len(claimed)
+        claimed = quarantine_bad(journal, token, claimed)
+        total.quarantined -= len(claimed)
         again = [item for item in claimed if item.row in failed_here]
         journal.release(token, again)
         claimed = [item for item in claimed if item.row not in failed_here]
         if not claimed:
-            break
+            if again:
+                break
+            continue  # a batch of quarantined rows: the rows behind them are due too
         outcome = apply(journal, token, claimed, config)
         failed_here.update(row for row, _ in outcome.failures)
         total.written += outcome.written
@@ -83,6 +116,18 @@ def drain(timeout: float | None = None, journal: Journal | None = None) -> Outco
             total.unavailable = outcome.unavailable
             break
     return total
+
+
+def quarantine_bad(journal: Journal, token: str, claimed: list[Claimed]) -> list[Claimed]:
+    """The claimed rows this site can apply; each of the others becomes a dead letter."""
+    good = []
+    for item in claimed:
+        if item.problem is None:
+            good.append(item)
+            continue
+        logger.error("write-behind: row %r quarantined, never written: %s", item.row, item.problem)
+        journal.quarantine(token, item)
+    return good
 
 
 def apply(journal: Journal, token: str, claimed: list[Claimed], config: dict) -> Outcome:
@@ -142,11 +187,59 @@ def _write_batch(
     applying.active = True
     try:
         with transaction.atomic(using=using):
+            check_constraints_at_once(using)
+            order_writers(items, using)
             _lock_rows(items, using)
             held = journal.confirm(token, items)
-            return write_safely([item for item in items if item.row in held], using)
+            return write_once(journal, [item for item in items if item.row in held], using)
     finally:
         applying.active = False
+
+
+def write_once(
+    journal: Journal, items: list[Claimed], using: str
+) -> tuple[list[Claimed], list[tuple[Claimed, str]]]:
+    """write_safely(), skipping increments the database already has (their versions
+    recorded in this transaction, landed.py): those count as written."""
+    counted = [item for item in items if increments.has_increments(item.fields)]
+    if not counted:
+        return write_safely(items, using)
+    epoch = journal.epoch()
+    done = landed.already_landed(using, epoch, counted)
+    good, bad = write_safely([item for item in items if item.row not in done], using)
+    landed.record(using, epoch, [i for i in good if increments.has_increments(i.fields)])
+    return good + [item for item in items if item.row in done], bad
+
+
+def check_constraints_at_once(using: str) -> None:
+    """PostgreSQL: deferred constraints (Django's foreign keys) checked per statement, so
+    that a bad row fails in its own savepoint and not the whole batch at COMMIT."""
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def order_writers(items: Iterable[Claimed], using: str) -> None:
+    """PostgreSQL: each row's transaction-scoped advisory lock, in one order (no deadlock
+    between two drains). Taken by direct writers of a row with pending state too (mixed.py)."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    keys = sorted({lock_key(item.row) for item in items})
+    if not keys:
+        return
+    with connection.cursor() as cursor:  # one statement, taken in the sorted order
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM "
+            "(SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS sorted_keys",
+            [keys],
+        )
+
+
+def lock_key(row: str) -> int:
+    digest = hashlib.blake2b(row.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def write_safely(
@@ -200,27 +293,61 @@ def _pks_by_model(items: Iterable[Claimed]) -> dict[type[db_models.Model], list[
 
 
 def write(items: list[Claimed], using: str) -> None:
-    """The claimed states as bulk statements: upserts, bulk updates, deletes."""
-    by_model: dict[type[db_models.Model], list[tuple[Any, Claimed]]] = defaultdict(list)
+    """The claimed states as bulk statements: upserts, bulk updates, increments, deletes."""
+    by_model: dict[type[db_models.Model], list[tuple[Any, Claimed, rows.Decoded]]]
+    by_model = defaultdict(list)
     for item in items:
         model, pk = rows.parse_row(item.row)
-        by_model[model].append((pk, item))
+        by_model[model].append((pk, item, rows.decode(model, item.row, item.fields)))
     for model, group in by_model.items():
         manager = model._base_manager.using(using)
-        saves = [rows.build(model, pk, i.fields, using) for pk, i in group if i.op == "save"]
+        saves = [(pk, d) for pk, i, d in group if i.op == "save"]
         if saves:
-            _upsert(model, manager, saves)
+            _upsert(model, manager, [rows.build(model, pk, d.values, using) for pk, d in saves])
         updates: dict[tuple[str, ...], list[db_models.Model]] = defaultdict(list)
-        for pk, item in group:
-            if item.op == "update":
-                updates[tuple(sorted(item.fields))].append(
-                    rows.build(model, pk, item.fields, using)
+        for pk, item, decoded in group:
+            if item.op == "update" and not decoded.deltas:
+                updates[tuple(sorted(decoded.values))].append(
+                    rows.build(model, pk, decoded.values, using)
                 )
         for names, objs in updates.items():
-            manager.bulk_update(objs, [_name(model, n) for n in names])
-        deleted = [pk for pk, item in group if item.op == "delete"]
+            _update_existing(model, manager, objs, names)
+        for pk, item, decoded in group:
+            if decoded.deltas and item.op in ("save", "update"):
+                _increment(model, manager, pk, decoded, item.op)
+        deleted = [pk for pk, item, _ in group if item.op == "delete"]
         if deleted:
             manager.filter(pk__in=deleted).delete()
+
+
+def _update_existing(
+    model: type[db_models.Model], manager: Any, objs: list[db_models.Model], names: tuple
+) -> None:
+    """bulk_update, refusing rows that do not exist (it would skip them silently)."""
+    pks = [obj.pk for obj in objs]
+    existing = set(manager.filter(pk__in=pks).values_list("pk", flat=True))
+    missing = [pk for pk in pks if pk not in existing]
+    if missing:
+        raise MissingRow(
+            f"Save with update_fields did not affect any rows ({model._meta.label} pk "
+            f"{missing[0]!r} does not exist)."
+        )
+    manager.bulk_update(objs, [_name(model, n) for n in names])
+
+
+def _increment(
+    model: type[db_models.Model], manager: Any, pk: Any, decoded: rows.Decoded, op: str
+) -> None:
+    """One UPDATE ... SET f = f + n (and the row's other pending values)."""
+    values = {_name(model, n): v for n, v in decoded.values.items()}
+    if op == "save":
+        values = {}  # the upsert above wrote them (a retried dead save under increments)
+    changes = {_name(model, n): F(_name(model, n)) + d for n, d in decoded.deltas.items()}
+    if not manager.filter(pk=pk).update(**values, **changes):
+        raise MissingRow(
+            f"Save with update_fields did not affect any rows ({model._meta.label} pk "
+            f"{pk!r} does not exist)."
+        )
 
 
 def _upsert(model: type[db_models.Model], manager: Any, objs: list[db_models.Model]) -> None:

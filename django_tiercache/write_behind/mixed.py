@@ -34,7 +34,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..orm.registry import is_registered, registration_for, wiring
 from . import rows
 from . import settings as wb_settings
-from .drain import UNAVAILABLE, applying, write_safely
+from .drain import UNAVAILABLE, applying, order_writers, quarantine_bad, write_once
+from .exceptions import InvalidWrite
 from .journal import Claimed, get_journal
 
 logger = logging.getLogger("django_tiercache.write_behind")
@@ -49,8 +50,9 @@ def land_pending_first(model: type[models.Model], pks: Iterable[Any] | None, usi
     token = f"direct-{uuid.uuid4().hex}"
     try:
         journal = get_journal()
-        wanted = journal.rows_of(model) if pks is None else [rows.row_id(model, pk) for pk in pks]
+        wanted = journal.rows_of(model) if pks is None else _row_ids(model, pks)
         claimed = journal.claim_rows(token, wanted, wb_settings.get()["CLAIM_TIMEOUT"])
+        claimed = quarantine_bad(journal, token, claimed)
     except REDIS_ERRORS as exc:
         logger.warning(
             "write-behind: journal unreachable before a direct write to %s (%s); a pending "
@@ -63,10 +65,25 @@ def land_pending_first(model: type[models.Model], pks: Iterable[Any] | None, usi
         _write_first(journal, token, claimed, using)
 
 
+def _row_ids(model: type[models.Model], pks: Iterable[Any]) -> list[str]:
+    """The journal's names of these rows; a pk its field refuses names no pending row."""
+    found = []
+    for pk in pks:
+        try:
+            found.append(rows.row_id(model, pk))
+        except InvalidWrite:
+            continue
+    return found
+
+
 def _write_first(journal: Any, token: str, claimed: list[Claimed], using: str) -> None:
     applying.active = True
     try:
-        good, bad = write_safely(claimed, using)
+        with transaction.atomic(using=using):
+            # After a drain that confirmed these rows before we took them commits:
+            # its (older) state then lands before ours, never after (drain.py).
+            order_writers(claimed, using)
+            good, bad = write_once(journal, claimed, using)
     except UNAVAILABLE:
         journal.release(token, claimed)
         raise

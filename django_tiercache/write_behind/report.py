@@ -35,7 +35,12 @@ def report() -> dict[str, Any] | None:
     except (RedisError, ImproperlyConfigured) as exc:
         return {"up": False, "error": f"{type(exc).__name__}: {exc}"}
     shown = [
-        {"row": row, "op": letter["op"], "error": letter["error"]}
+        {
+            "row": _shown(row),
+            "op": _shown(str(letter["op"])),
+            "error": _shown(str(letter["error"])),
+            "quarantined": bool(letter.get("quarantined")),
+        }
         for row, letter in list(letters.items())[:DEAD_LETTERS_SHOWN]
     ]
     return {"up": True, **figures, "dead_letter_rows": shown, "journal": health}
@@ -44,17 +49,28 @@ def report() -> dict[str, Any] | None:
 # -- the page's actions (stats/actions.py offers them when write-behind is in use) --
 
 
+def _shown(text: str) -> str:
+    """Text from the journal as a page can carry it: bytes no codec takes, escaped."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def flush_now() -> str:
     outcome = drain(timeout=30)
-    done = f"Write-behind: {outcome.written} rows written, {outcome.failed} failed."
+    done = f"Write-behind: {_count(outcome.written, 'row')} written, {outcome.failed} failed."
+    if outcome.quarantined:
+        done += f" {_count(outcome.quarantined, 'row')} quarantined (not written by this site)."
     if outcome.unavailable is not None:
         done += f" The database was unavailable ({outcome.unavailable}); the rest wait."
     return done
 
 
 def retry_dead_letters() -> str:
-    return f"Write-behind: {get_journal().retry_dead()} dead letters queued again."
+    return f"Write-behind: {_count(get_journal().retry_dead(), 'dead letter')} queued again."
 
 
 def drop_dead_letters() -> str:
-    return f"Write-behind: {get_journal().drop_dead()} dead letters dropped."
+    return f"Write-behind: {_count(get_journal().drop_dead(), 'dead letter')} dropped."

@@ -3,15 +3,16 @@
 Keys (all under one hash tag, so they share a cluster slot), with ``J`` the
 journal's prefix:
 
-- ``J:state``    hash   row -> "<version>|<op>"; op is save (every field),
-                        update (some fields) or delete. A row is pending while here.
-- ``J:f:<row>``  hash   field -> JSON value: the row's pending field values.
+- ``J:state``    hash   row -> "<version>|<op>|<op's signature>"; op is save (every
+                        field), update (some fields) or delete. A row is pending while here.
+- ``J:f:<row>``  hash   field -> signed JSON value (signing.py): the row's pending values.
 - ``J:pending``  zset   row -> when it may be drained (ms); a row waiting for a drain.
 - ``J:inflight`` zset   row -> when its claim runs out (ms); a row a drainer holds.
 - ``J:owner``    hash   row -> "<token>|<version>": who holds it, at which version.
 - ``J:since``    zset   row -> when its oldest undrained write came (ms).
 - ``J:attempts`` hash   row -> failed attempts so far; ``J:errors`` its last error.
-- ``J:dead``     hash   row -> JSON dead letter (state, error, attempts).
+- ``J:dead``     hash   row -> JSON dead letter (op, its signature, fields, error, attempts;
+                        quarantined: a row this site did not write, never retried).
 - ``J:seq``      string the version counter (INCR); ``J:counters`` hash of totals.
 - ``J:epoch``    string written once; its loss means the journal was lost.
 
@@ -26,13 +27,18 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # KEYS: state, f:<row>, pending, inflight, since, seq, counters, epoch
-# ARGV: row, op, max_pending, field, value, field, value ...
+# ARGV: row, op, max_pending, op's signature, the signature of "save" (an update of a
+# pending save stays a save), n, n x (field, its stored value expected now or ""),
+# then field, value, field, value ...
 # Returns {version, pending count, epoch}; {-1, n}: journal full; {-2, n}: update of a
-# pending delete.
+# pending delete; {-3, n}: an expected value changed (an increment raced another: read
+# again and retry).
 ENQUEUE = (
     _NOW
     + """
 local row, op, max_pending = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local op_mac, save_mac, expected = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local first_value = 7 + 2 * expected
 -- The epoch in microseconds: a journal lost and begun again within the same
 -- millisecond as the first one (a fast test, a fast flush) still shows a new epoch.
 redis.call('SETNX', KEYS[8], t[1] .. string.format('%06d', tonumber(t[2])))
@@ -42,16 +48,19 @@ if not previous and max_pending > 0 and count >= max_pending then
   redis.call('HINCRBY', KEYS[7], 'backpressure', 1)
   return {-1, count}
 end
-local previous_op = previous and string.match(previous, '|(%a+)$')
+local previous_op = previous and string.match(previous, '^%d+|(%a+)')
+for i = 7, first_value - 1, 2 do
+  if (redis.call('HGET', KEYS[2], ARGV[i]) or '') ~= ARGV[i + 1] then return {-3, count} end
+end
 if op == 'update' then
   if previous_op == 'delete' then return {-2, count} end
-  if previous_op == 'save' then op = 'save' end
+  if previous_op == 'save' then op, op_mac = 'save', save_mac end
 else
   redis.call('DEL', KEYS[2])
 end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = first_value, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 local version = redis.call('INCR', KEYS[6])
-redis.call('HSET', KEYS[1], row, version .. '|' .. op)
+redis.call('HSET', KEYS[1], row, version .. '|' .. op .. '|' .. op_mac)
 redis.call('ZADD', KEYS[5], 'NX', now, row)
 if not previous then
   count = count + 1
@@ -74,22 +83,43 @@ for _, row in ipairs(expired) do
 end
 """
 
-# KEYS: pending, inflight, owner, state; ARGV: token, limit, lease_ms, prefix of f: keys
-# Returns {{row, version, op, {field, value, ...}}, ...}
+# A state this app did not write (no "<version>|<op>" at all): straight to the dead
+# letters, quarantined, so that it can neither stop a claim nor be retried.
+# KEYS[5], KEYS[6], KEYS[7]: dead, since, counters; `fprefix`: prefix of f: keys.
+_QUARANTINE_MALFORMED = """
+local function quarantine(row, state, fprefix)
+  local letter = cjson.encode({op = 'unknown', fields = {}, attempts = 0, quarantined = true,
+    error = 'quarantined: the journal state ' .. string.format('%q', string.sub(state, 1, 80))
+      .. ' was not written by this site'})
+  redis.call('HSET', KEYS[5], row, letter)
+  redis.call('HDEL', KEYS[4], row)
+  redis.call('DEL', fprefix .. row)
+  redis.call('ZREM', KEYS[6], row)
+  redis.call('HINCRBY', KEYS[7], 'dead', 1)
+end
+"""
+
+# KEYS: pending, inflight, owner, state, dead, since, counters
+# ARGV: token, limit, lease_ms, prefix of f: keys
+# Returns {{row, version, op, {field, value, ...}, op's signature}, ...}
 CLAIM = (
     _NOW
     + _RECLAIM
+    + _QUARANTINE_MALFORMED
     + """
 local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local claimed = {}
 for _, row in ipairs(rows) do
   redis.call('ZREM', KEYS[1], row)
   local state = redis.call('HGET', KEYS[4], row)
-  if state then
-    local version, op = string.match(state, '^(%d+)|(%a+)$')
+  local version, op, mac
+  if state then version, op, mac = string.match(state, '^(%d+)|(%a+)|?(.*)$') end
+  if state and not version then
+    quarantine(row, state, ARGV[4])
+  elseif state then
     redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), row)
     redis.call('HSET', KEYS[3], row, ARGV[1] .. '|' .. version)
-    claimed[#claimed + 1] = {row, version, op, redis.call('HGETALL', ARGV[4] .. row)}
+    claimed[#claimed + 1] = {row, version, op, redis.call('HGETALL', ARGV[4] .. row), mac}
   end
 end
 return claimed
@@ -99,20 +129,26 @@ return claimed
 # Claims named rows for a direct write (a plain save of a row with pending
 # state), taking them from any drainer that holds them: that drainer's
 # ``confirm`` then fails and it leaves them alone.
-# KEYS: pending, inflight, owner, state; ARGV: token, lease_ms, prefix, row, row ...
+# KEYS: pending, inflight, owner, state, dead, since, counters
+# ARGV: token, lease_ms, prefix, row, row ...
 CLAIM_ROWS = (
     _NOW
+    + _QUARANTINE_MALFORMED
     + """
 local claimed = {}
 for i = 4, #ARGV do
   local row = ARGV[i]
   local state = redis.call('HGET', KEYS[4], row)
-  if state then
-    local version, op = string.match(state, '^(%d+)|(%a+)$')
+  local version, op, mac
+  if state then version, op, mac = string.match(state, '^(%d+)|(%a+)|?(.*)$') end
+  if state and not version then
+    redis.call('ZREM', KEYS[1], row)
+    quarantine(row, state, ARGV[3])
+  elseif state then
     redis.call('ZREM', KEYS[1], row)
     redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), row)
     redis.call('HSET', KEYS[3], row, ARGV[1] .. '|' .. version)
-    claimed[#claimed + 1] = {row, version, op, redis.call('HGETALL', ARGV[3] .. row)}
+    claimed[#claimed + 1] = {row, version, op, redis.call('HGETALL', ARGV[3] .. row), mac}
   end
 end
 return claimed
@@ -217,9 +253,13 @@ return attempts
 """
 )
 
-# Re-drives dead letters: a row with no pending state gets the dead state back
-# as a new write; a row written since keeps its newer values, and the dead
-# letter's other fields go under them (a pending delete wins outright).
+# Re-drives dead letters as what they were: a row with no pending state gets the
+# dead state back as a new write; a row written since keeps its newer values and
+# the dead letter's other fields go under them (a pending delete wins outright),
+# and a dead full save under a newer partial one makes the row a save again (else
+# the update of a row that was never created would fail for ever). Quarantined
+# letters (rows this site did not write) and unreadable ones are left alone. The
+# values keep their signatures; the drain checks them again.
 # KEYS: state, pending, since, seq, dead, counters; ARGV: f: prefix, row, row ...
 RETRY_DEAD = (
     _NOW
@@ -228,19 +268,26 @@ local retried = 0
 for i = 2, #ARGV do
   local row = ARGV[i]
   local letter = redis.call('HGET', KEYS[5], row)
-  if letter then
-    local decoded = cjson.decode(letter)
+  local ok, decoded = false, nil
+  if letter then ok, decoded = pcall(cjson.decode, letter) end
+  if ok and type(decoded) == 'table' and not decoded['quarantined']
+      and type(decoded['op']) == 'string' and type(decoded['fields']) == 'table' then
     local state = redis.call('HGET', KEYS[1], row)
     local fkey = ARGV[1] .. row
+    local mac = decoded['op_mac'] or ''
     if not state then
       local version = redis.call('INCR', KEYS[4])
-      redis.call('HSET', KEYS[1], row, version .. '|' .. decoded['op'])
+      redis.call('HSET', KEYS[1], row, version .. '|' .. decoded['op'] .. '|' .. mac)
       redis.call('DEL', fkey)
       for field, value in pairs(decoded['fields']) do redis.call('HSET', fkey, field, value) end
       redis.call('ZADD', KEYS[2], now, row)
       redis.call('ZADD', KEYS[3], 'NX', now, row)
-    elseif not string.match(state, '|delete$') and decoded['op'] ~= 'delete' then
+    elseif not string.match(state, '^%d+|delete') and decoded['op'] ~= 'delete' then
       for field, value in pairs(decoded['fields']) do redis.call('HSETNX', fkey, field, value) end
+      if decoded['op'] == 'save' and string.match(state, '^%d+|update') then
+        local version = redis.call('INCR', KEYS[4])
+        redis.call('HSET', KEYS[1], row, version .. '|save|' .. mac)
+      end
     end
     redis.call('HDEL', KEYS[5], row)
     retried = retried + 1

@@ -55,18 +55,18 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..storage.failures import CircuitBreaker
 from ..storage.options import CLUSTER_SCHEME, SENTINEL_SCHEME
 from ..storage.stores import cluster, sentinel
 
 T = TypeVar("T")
 
-# The journal's socket timeouts: generous, since a save that times out falls
-# back to the database. REPLICA_TIMEOUT must stay below SOCKET_TIMEOUT (a WAIT
-# that outlived the socket would read as a dead server, and redis-py would
-# send the pipeline again).
-SOCKET_TIMEOUT = 5.0
-CONNECT_TIMEOUT = 2.0
-_OPTIONS = {"SOCKET_TIMEOUT": SOCKET_TIMEOUT, "SOCKET_CONNECT_TIMEOUT": CONNECT_TIMEOUT}
+# The journal's socket timeout is WRITE_BEHIND["SOCKET_TIMEOUT"] (the cache's by
+# default). REPLICA_TIMEOUT must stay below it (a WAIT that outlived the socket
+# would read as a dead server, and redis-py would send the pipeline again).
+# A hung journal costs one timeout, then its breaker answers at once for a
+# cool-down (storage/failures.py's breaker: a timeout opens it at once).
+BREAKER_FAILURES = 3
 
 # Schemes whose servers have replicas by design: REPLICAS defaults to 1 there.
 REPLICATED_SCHEMES = (SENTINEL_SCHEME, CLUSTER_SCHEME)
@@ -76,7 +76,7 @@ JOURNAL_SCHEMES = ("redis", "rediss", "unix", *REPLICATED_SCHEMES)
 # Seconds after an unconfirmed WAIT during which changes do not wait (see above).
 RECHECK_REPLICAS = 1.0
 
-_plain_clients: dict[str, redis.Redis] = {}
+_plain_clients: dict[tuple[str, float], redis.Redis] = {}
 _plain_lock = threading.Lock()
 
 
@@ -108,10 +108,11 @@ def default_replicas(url: str) -> int:
 class Server:
     """A plain Redis (or a Sentinel-managed primary, through its client) holding the journal."""
 
-    def __init__(self, client: Any, replicas: int, replica_timeout: float):
+    def __init__(self, client: Any, replicas: int, replica_timeout: float, cooldown: float = 5.0):
         self._client = client
         self.replicas, self.replica_timeout = replicas, replica_timeout
         self.unconfirmed_at: float | None = None  # monotonic() of the last unconfirmed WAIT
+        self.breaker = CircuitBreaker(BREAKER_FAILURES, cooldown)
 
     @property
     def scripting_client(self) -> Any:
@@ -123,7 +124,24 @@ class Server:
         return self._client
 
     def call(self, work: Callable[[redis.Redis], T]) -> T:
-        """work(client): its errors are the journal's."""
+        """work(client): its errors are the journal's; none at all while the breaker is open."""
+        if not self.breaker.acquire():
+            raise JournalDown("write-behind journal unreachable lately (breaker open)")
+        try:
+            result = self._call(work)
+        except NotReplicated:
+            self.breaker.succeeded()  # the server answered; its replicas did not
+            raise
+        except RedisTimeoutError:
+            self.breaker.failed(timed_out=True)
+            raise
+        except RedisConnectionError:
+            self.breaker.failed()
+            raise
+        self.breaker.succeeded()
+        return result
+
+    def _call(self, work: Callable[[redis.Redis], T]) -> T:
         return work(self.client())
 
     def run(
@@ -189,15 +207,22 @@ class ClusterServer(Server):
         OSError,
     )
 
-    def __init__(self, cluster_client: Any, hashtag: str, replicas: int, replica_timeout: float):
-        super().__init__(cluster_client, replicas, replica_timeout)
+    def __init__(
+        self,
+        cluster_client: Any,
+        hashtag: str,
+        replicas: int,
+        replica_timeout: float,
+        cooldown: float = 5.0,
+    ):
+        super().__init__(cluster_client, replicas, replica_timeout, cooldown)
         self.slot = key_slot(hashtag.encode())
 
     def client(self) -> redis.Redis:
         node = self._client.nodes_manager.get_node_from_slot(self.slot)
         return self._client.get_redis_connection(node)
 
-    def call(self, work: Callable[[redis.Redis], T]) -> T:
+    def _call(self, work: Callable[[redis.Redis], T]) -> T:
         try:
             return work(self.client())
         except NotReplicated:
@@ -209,18 +234,31 @@ class ClusterServer(Server):
             raise RedisConnectionError(f"journal slot {self.slot} not served: {exc}") from exc
 
 
-def connect(url: str, hashtag: str, replicas: int, replica_timeout: float) -> Server:
+class JournalDown(RedisConnectionError):
+    """The journal failed lately and its breaker is open: not tried now."""
+
+
+def connect(
+    url: str,
+    hashtag: str,
+    replicas: int,
+    replica_timeout: float,
+    socket_timeout: float = 1.0,
+    cooldown: float = 5.0,
+) -> Server:
     """The server `url` names (a JOURNAL_SCHEMES URL), for the journal under `hashtag`."""
     kind = scheme(url)
+    options = {"SOCKET_TIMEOUT": socket_timeout, "SOCKET_CONNECT_TIMEOUT": socket_timeout}
     if kind == SENTINEL_SCHEME:
-        return Server(sentinel.shared_client(url, _OPTIONS), replicas, replica_timeout)
+        client = sentinel.shared_client(url, options)
+        return Server(client, replicas, replica_timeout, cooldown)
     if kind == CLUSTER_SCHEME:
-        seeds = cluster.shared_client(url.partition("#")[0], _OPTIONS)
-        return ClusterServer(seeds, hashtag, replicas, replica_timeout)
+        seeds = cluster.shared_client(url.partition("#")[0], options)
+        return ClusterServer(seeds, hashtag, replicas, replica_timeout, cooldown)
     with _plain_lock:
-        plain = _plain_clients.get(url)
+        plain = _plain_clients.get((url, socket_timeout))
         if plain is None:
-            plain = _plain_clients[url] = redis.Redis.from_url(
-                url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT
+            plain = _plain_clients[url, socket_timeout] = redis.Redis.from_url(
+                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
             )
-    return Server(plain, replicas, replica_timeout)
+    return Server(plain, replicas, replica_timeout, cooldown)

@@ -7,14 +7,19 @@ the system check tiercache.E010 (checks.py), which reports the same problems.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
 from .. import conf
+from ..storage.options import DEFAULTS as CACHE_DEFAULTS
 from ..storage.options import parse as parse_cache_options
-from .server import JOURNAL_SCHEMES, SOCKET_TIMEOUT, scheme
+from .server import JOURNAL_SCHEMES, scheme
+
+CACHE_SOCKET_TIMEOUT = CACHE_DEFAULTS["SOCKET_TIMEOUT"]
+CACHE_BREAKER_COOLDOWN = CACHE_DEFAULTS["BREAKER_COOLDOWN"]
 
 DEFAULTS: dict[str, Any] = {
     # Rows one drain transaction writes at most; reaching this many pending
@@ -36,15 +41,22 @@ DEFAULTS: dict[str, Any] = {
     "CLAIM_TIMEOUT": 60.0,
     # Where the journal lives: a redis://, rediss://, unix://, redis+sentinel://
     # or redis+cluster:// URL, or None for the first Redis partition of the CACHE
-    # alias; the keys' prefix (a Redis hash tag).
+    # alias; the keys' prefix (a Redis hash tag). None: "<the CACHE alias's
+    # KEY_PREFIX>:tiercache:wb", so that two sites on one Redis, each with its own
+    # cache prefix, never share (and drain) one journal.
     "REDIS_URL": None,
     "CACHE": "default",
-    "KEY_PREFIX": "tiercache:wb",
+    "KEY_PREFIX": None,
+    # Seconds a journal call may take before the journal counts as unreachable
+    # (then ON_UNAVAILABLE, and its breaker stays open for the cache's
+    # BREAKER_COOLDOWN); None: the CACHE alias's SOCKET_TIMEOUT.
+    "SOCKET_TIMEOUT": None,
     # Replicas that must confirm an enqueue (Redis WAIT) before write_behind.save()
     # returns, else ON_UNAVAILABLE is taken; None: 1 on Sentinel and Cluster, 0 on
-    # a plain Redis. Seconds to wait for them (below the journal's 5 s socket timeout).
+    # a plain Redis. Seconds to wait for them, below SOCKET_TIMEOUT (None: 0.5 s,
+    # or half SOCKET_TIMEOUT if that is less).
     "REPLICAS": None,
-    "REPLICA_TIMEOUT": 0.5,
+    "REPLICA_TIMEOUT": None,
     # Send a Celery drain trigger when BATCH_SIZE writes are pending (needs a
     # configured Celery app with a broker).
     "TRIGGER": True,
@@ -55,9 +67,22 @@ _POSITIVE_NUMBER = ("FLUSH_INTERVAL", "CLAIM_TIMEOUT")
 
 
 def configured() -> dict[str, Any]:
-    """The raw setting merged over DEFAULTS (unknown keys kept, for the check)."""
+    """The raw setting merged over DEFAULTS (unknown keys kept, for the check), with
+    KEY_PREFIX, SOCKET_TIMEOUT and BREAKER_COOLDOWN filled in from the CACHE alias."""
     given = conf.get_config().get("WRITE_BEHIND") or {}
-    return {**DEFAULTS, **given} if isinstance(given, dict) else dict(DEFAULTS)
+    config = {**DEFAULTS, **given} if isinstance(given, dict) else dict(DEFAULTS)
+    cache = getattr(django_settings, "CACHES", {}).get(config["CACHE"], {})
+    cache = cache if isinstance(cache, dict) else {}
+    if config["KEY_PREFIX"] is None:
+        site = cache.get("KEY_PREFIX") or ""
+        config["KEY_PREFIX"] = f"{site}:tiercache:wb" if site else "tiercache:wb"
+    options: dict[str, Any] = cache["OPTIONS"] if isinstance(cache.get("OPTIONS"), dict) else {}
+    if config["SOCKET_TIMEOUT"] is None:
+        config["SOCKET_TIMEOUT"] = options.get("SOCKET_TIMEOUT", CACHE_SOCKET_TIMEOUT)
+    config["BREAKER_COOLDOWN"] = options.get("BREAKER_COOLDOWN", CACHE_BREAKER_COOLDOWN)
+    if config["REPLICA_TIMEOUT"] is None and _is_number(config["SOCKET_TIMEOUT"]):
+        config["REPLICA_TIMEOUT"] = min(0.5, config["SOCKET_TIMEOUT"] / 2)
+    return config
 
 
 def get() -> dict[str, Any]:
@@ -78,7 +103,7 @@ def problems() -> list[str]:
         for key in given
         if key not in DEFAULTS
     ]
-    config = {**DEFAULTS, **given}
+    config = configured()
     for key in _POSITIVE_INT:
         if not _is_int(config[key]) or config[key] < 1:
             found.append(_bad(key, config[key], "a positive integer"))
@@ -125,9 +150,13 @@ def _replica_problems(config: dict[str, Any]) -> list[str]:
     given = config["REPLICAS"]
     if given is not None and (not _is_int(given) or given < 0):
         found.append(_bad("REPLICAS", given, "an integer >= 0, or None (1 on Sentinel/Cluster)"))
+    socket_timeout = config["SOCKET_TIMEOUT"]
+    if not _is_number(socket_timeout) or not 0 < socket_timeout <= 60:
+        found.append(_bad("SOCKET_TIMEOUT", socket_timeout, "a number of seconds in (0, 60]"))
+        return found
     timeout = config["REPLICA_TIMEOUT"]
-    if not _is_number(timeout) or not 0 < timeout < SOCKET_TIMEOUT:
-        wanted = f"a number of seconds above 0 and below {SOCKET_TIMEOUT:g} (the socket timeout)"
+    if not _is_number(timeout) or not 0 < timeout < socket_timeout:
+        wanted = f"a number of seconds above 0 and below {socket_timeout:g} (SOCKET_TIMEOUT)"
         found.append(_bad("REPLICA_TIMEOUT", timeout, wanted))
     return found
 
@@ -141,4 +170,5 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (NaN compares false with everything, so it must be named)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

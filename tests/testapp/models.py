@@ -1,5 +1,6 @@
 """Models for the model-invalidation tests (tables made by pytest-django, no migrations)."""
 
+import django
 from django.db import models
 
 import django_tiercache
@@ -83,3 +84,61 @@ class Counter(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+_CHECK = "condition" if django.VERSION >= (5, 1) else "check"  # renamed in Django 5.1
+
+
+# Write-behind rows keyed otherwise than by an integer, and rows whose database
+# constraints a drain must isolate (deferred on PostgreSQL: checked at COMMIT).
+@django_tiercache.register(write_behind=True)
+class Badge(models.Model):
+    """A text primary key."""
+
+    code = models.CharField(primary_key=True, max_length=20)
+    score = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.code
+
+
+@django_tiercache.register(write_behind=True)
+class Ticket(models.Model):
+    """A UUID primary key, and a decimal field with its digits limited."""
+
+    id = models.UUIDField(primary_key=True)
+    price = models.DecimalField(max_digits=5, decimal_places=2, default=0)
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+@django_tiercache.register(write_behind=True)
+class CounterProfile(models.Model):
+    """A one-to-one primary key."""
+
+    counter = models.OneToOneField(Counter, primary_key=True, on_delete=models.CASCADE)
+    motto = models.CharField(max_length=20, default="")
+
+    def __str__(self) -> str:
+        return self.motto
+
+
+@django_tiercache.register(write_behind=True)
+class Tally(models.Model):
+    """A deferred foreign key (Django's default), a deferred unique code, a CHECK."""
+
+    counter = models.ForeignKey(Counter, null=True, on_delete=models.CASCADE)
+    code = models.CharField(max_length=20)
+    amount = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["code"], name="tally_code_unique", deferrable=models.Deferrable.DEFERRED
+            ),
+            models.CheckConstraint(name="tally_amount_gte_0", **{_CHECK: models.Q(amount__gte=0)}),
+        ]
+
+    def __str__(self) -> str:
+        return self.code

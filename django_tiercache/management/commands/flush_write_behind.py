@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -32,8 +33,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         timeout = options["timeout"]
-        if timeout is not None and timeout <= 0:
-            raise CommandError(f"--timeout must be positive, got {timeout}", returncode=2)
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise CommandError(
+                f"--timeout must be a positive number of seconds, got {timeout}", returncode=2
+            )
         try:
             outcome = drain(timeout=timeout)
         except (RedisError, ImproperlyConfigured, DatabaseError) as exc:
@@ -44,12 +47,19 @@ class Command(BaseCommand):
                 "the remaining rows stay pending",
                 returncode=2,
             )
-        self.stdout.write(self.style.SUCCESS(f"{outcome.written} rows written"))
+        written = outcome.written
+        self.stdout.write(self.style.SUCCESS(f"{written} row{'s' * (written != 1)} written"))
+        if outcome.quarantined:
+            self.stderr.write(
+                f"{outcome.quarantined} row{'s' * (outcome.quarantined != 1)} quarantined "
+                "(not written by this site; see manage.py write_behind_dead_letters)"
+            )
         if options["verbosity"] >= 2:
             for row, error in outcome.failures:
                 self.stderr.write(f"  {row}: {error}")
         if outcome.failed:
             raise CommandError(
-                f"{outcome.failed} rows failed (see manage.py write_behind_dead_letters)",
+                f"{outcome.failed} row{'s' * (outcome.failed != 1)} failed "
+                "(see manage.py write_behind_dead_letters)",
                 returncode=1,
             )

@@ -45,16 +45,27 @@ class Command(BaseCommand):
         unknown = [row for row in rows if row not in letters]
         rows = [row for row in rows if row in letters]
         if options["retry"]:
-            self.stdout.write(self.style.SUCCESS(f"{journal.retry_dead(rows)} dead letters queued"))
+            retried = journal.retry_dead(rows)
+            self.stdout.write(self.style.SUCCESS(f"{_letters(retried)} queued"))
+            kept = sum(1 for row in rows if letters[row].get("quarantined"))
+            if kept:
+                self.stderr.write(
+                    f"{_letters(kept)} quarantined (not written by this site): not retried"
+                )
         elif options["drop"]:
-            self.stdout.write(self.style.SUCCESS(f"{journal.drop_dead(rows)} dead letters dropped"))
+            self.stdout.write(self.style.SUCCESS(f"{_letters(journal.drop_dead(rows))} dropped"))
         else:
             for row in rows:
                 letter = letters[row]
-                self.stdout.write(f"{row}  {letter['op']}  attempts={letter.get('attempts')}")
+                mark = "  QUARANTINED" if letter.get("quarantined") else ""
+                self.stdout.write(f"{row}  {letter['op']}  attempts={letter.get('attempts')}{mark}")
                 self.stdout.write(f"    {letter['error']}")
                 if options["verbosity"] >= 2:
                     self.stdout.write(f"    fields: {letter['fields']}")
-            self.stdout.write(f"{len(rows)} dead letters")
+            self.stdout.write(_letters(len(rows)))
         if unknown:
             raise CommandError(f"not dead letters: {', '.join(unknown)}", returncode=1)
+
+
+def _letters(count: int) -> str:
+    return f"{count} dead letter{'s' * (count != 1)}"
