@@ -101,6 +101,15 @@ def _write_behind_settings() -> list[CheckMessage]:
             id="tiercache.E010",
         )
         for problem in write_behind_settings.problems()
+    ] + [
+        Warning(
+            shared,
+            hint="Give the cache a KEY_PREFIX of this project's own, or set "
+            "TIERCACHE['WRITE_BEHIND']['KEY_PREFIX'].",
+            obj="TIERCACHE['WRITE_BEHIND']",
+            id="tiercache.W010",
+        )
+        for shared in write_behind_settings.shared_journal()
     ]
 
 

@@ -142,3 +142,13 @@ def test_unknown_app_settings__are_tiercache_e005(settings):
     assert "WRITE_LOCK_TIMEOUT" in message.hint
     settings.TIERCACHE = {"WRITE_LOCK_TIMEOUT": 5}
     assert check_app_settings() == []
+
+
+def test_write_behind_on_the_bare_default_journal_prefix__is_tiercache_w010(settings):
+    from django.core.checks import run_checks
+
+    settings.TIERCACHE = {**settings.TIERCACHE, "WRITE_BEHIND": {}}
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": ""}}
+    assert "tiercache.W010" in [m.id for m in run_checks()]
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": "shop"}}
+    assert "tiercache.W010" not in [m.id for m in run_checks()]

@@ -29,7 +29,7 @@ from . import settings as wb_settings
 from .drain import Outcome, drain
 from .exceptions import InvalidWrite, NotWriteBehind, WriteBehindUnavailable
 from .journal import get_journal
-from .server import NotReplicated
+from .server import JournalDown, NotReplicated
 
 logger = logging.getLogger("django_tiercache.write_behind")
 
@@ -142,7 +142,8 @@ def _enqueue(
         _unavailable(config, direct, f"journal entry not confirmed by a replica ({exc})", exc)
         return None
     except REDIS_ERRORS as exc:
-        _unavailable(config, direct, f"journal unreachable ({exc})")
+        quiet = isinstance(exc, JournalDown)  # the failure that opened it was logged
+        _unavailable(config, direct, f"journal unreachable ({exc})", quiet=quiet)
         return None
     if version == -1:
         _unavailable(config, direct, f"journal full ({pending} rows pending)")
@@ -176,7 +177,11 @@ def _enqueue_once(row: str, op: str, fields: dict[str, str], config: dict) -> tu
 
 
 def _unavailable(
-    config: dict, direct: Any, why: str, unreplicated: NotReplicated | None = None
+    config: dict,
+    direct: Any,
+    why: str,
+    unreplicated: NotReplicated | None = None,
+    quiet: bool = False,
 ) -> None:
     if config["ON_UNAVAILABLE"] == "raise":
         if unreplicated is not None:
@@ -186,7 +191,8 @@ def _unavailable(
                 f"may lose it"
             ) from unreplicated
         raise WriteBehindUnavailable(f"write-behind: {why}; nothing was written")
-    logger.warning("write-behind: %s; writing to the database at once", why)
+    log = logger.debug if quiet else logger.warning
+    log("write-behind: %s; writing to the database at once", why)
     with _counts_lock:
         _local_counts["fallback_saves"] += 1
     direct()

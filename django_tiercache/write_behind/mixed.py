@@ -37,6 +37,7 @@ from . import settings as wb_settings
 from .drain import UNAVAILABLE, applying, order_writers, quarantine_bad, write_once
 from .exceptions import InvalidWrite
 from .journal import Claimed, get_journal
+from .server import JournalDown
 
 logger = logging.getLogger("django_tiercache.write_behind")
 
@@ -54,7 +55,8 @@ def land_pending_first(model: type[models.Model], pks: Iterable[Any] | None, usi
         claimed = journal.claim_rows(token, wanted, wb_settings.get()["CLAIM_TIMEOUT"])
         claimed = quarantine_bad(journal, token, claimed)
     except REDIS_ERRORS as exc:
-        logger.warning(
+        log = logger.debug if isinstance(exc, JournalDown) else logger.warning
+        log(
             "write-behind: journal unreachable before a direct write to %s (%s); a pending "
             "state of these rows, if any, may land after it",
             model._meta.label,

@@ -27,8 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 500,
     # Seconds between two scheduled drains (the Celery beat entry, tasks.py).
     "FLUSH_INTERVAL": 5.0,
-    # Failed attempts before a row becomes a dead letter; first retry delay (s),
-    # doubled after every failure.
+    # Retries after a row's first failed attempt (so MAX_RETRIES + 1 attempts in
+    # all) before it becomes a dead letter; first retry delay (s), doubled after
+    # every failure.
     "MAX_RETRIES": 5,
     "RETRY_BACKOFF": 1.0,
     # Rows pending at most; past it write_behind.save() takes ON_UNAVAILABLE.
@@ -62,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "TRIGGER": True,
 }
 
+DEFAULT_JOURNAL_PREFIX = "tiercache:wb"
 _POSITIVE_INT = ("BATCH_SIZE", "MAX_PENDING")
 _POSITIVE_NUMBER = ("FLUSH_INTERVAL", "CLAIM_TIMEOUT")
 
@@ -75,7 +77,9 @@ def configured() -> dict[str, Any]:
     cache = cache if isinstance(cache, dict) else {}
     if config["KEY_PREFIX"] is None:
         site = cache.get("KEY_PREFIX") or ""
-        config["KEY_PREFIX"] = f"{site}:tiercache:wb" if site else "tiercache:wb"
+        config["KEY_PREFIX"] = (
+            f"{site}:{DEFAULT_JOURNAL_PREFIX}" if site else DEFAULT_JOURNAL_PREFIX
+        )
     options: dict[str, Any] = cache["OPTIONS"] if isinstance(cache.get("OPTIONS"), dict) else {}
     if config["SOCKET_TIMEOUT"] is None:
         config["SOCKET_TIMEOUT"] = options.get("SOCKET_TIMEOUT", CACHE_SOCKET_TIMEOUT)
@@ -126,6 +130,26 @@ def problems() -> list[str]:
     if url is None and config["CACHE"] not in getattr(django_settings, "CACHES", {}):
         found.append(_bad("CACHE", config["CACHE"], "an alias in CACHES (or set REDIS_URL)"))
     return found
+
+
+def shared_journal() -> list[str]:
+    """A sentence if write-behind is in use under the bare default journal prefix: any other
+    project on the same Redis with the same defaults would share (and quarantine) it."""
+    from ..orm.registry import registered_models, registration_for
+
+    if not any(registration_for(m).write_behind for m in registered_models()):
+        return []
+    given = conf.get_config().get("WRITE_BEHIND") or {}
+    if not isinstance(given, dict) or given.get("KEY_PREFIX") is not None:
+        return []
+    if configured()["KEY_PREFIX"] != DEFAULT_JOURNAL_PREFIX:
+        return []
+    return [
+        f"The write-behind journal uses the default prefix {DEFAULT_JOURNAL_PREFIX!r} because "
+        f"the {configured()['CACHE']!r} cache has no KEY_PREFIX: another project on the same "
+        f"Redis with the same defaults would share this journal, and each would quarantine "
+        f"the other's rows as foreign (they would never land)."
+    ]
 
 
 def _url_ok(url: Any) -> bool:

@@ -72,6 +72,9 @@ CACHES = {
         "BACKEND": "django_tiercache.backend.TierCache",
         "LOCATION": cache_location(),
         "TIMEOUT": 300,
+        # This project's own keys on a Redis others may share: its cache entries,
+        # statistics and write-behind journal ("shop:tiercache:wb").
+        "KEY_PREFIX": "shop",
         # On Redis, each process also keeps what it read (L1, coherent across
         # processes); memory:// partitions have no L1, they are one.
         "OPTIONS": {"L1": True},
