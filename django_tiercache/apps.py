@@ -10,7 +10,7 @@ class TierCacheConfig(AppConfig):
         # Importing registers the checks (Django dedupes registrations by function)
         # and adds invalidation's signal wiring to the registry.
         from . import checks  # noqa: F401
-        from .orm import invalidation  # noqa: F401
+        from .orm import invalidation, raw_sql  # noqa: F401
         from .orm.registry import wire_pending
 
         # After invalidation: write-behind's hooks wrap its. reads lets get_object
@@ -21,3 +21,5 @@ class TierCacheConfig(AppConfig):
         # signals now that relations can be read; ready() may run more than once
         # (tests, some management commands): wire_pending() wires each model once.
         wire_pending()
+        # Raw SQL and the database's own cascades, seen at the SQL level.
+        raw_sql.install()

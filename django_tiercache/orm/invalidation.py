@@ -12,7 +12,8 @@ Covered for every registered model, without touching the model class:
   are invalidated; update() can touch any row, so it invalidates the model's
   whole family ("app.model:*") instead.
 
-Raw SQL is not seen: call invalidate_model() or invalidate_instance().
+Raw SQL and database-level cascades are caught at the SQL level (raw_sql.py);
+writes inside database functions or triggers are not: call invalidate_model().
 """
 
 from __future__ import annotations

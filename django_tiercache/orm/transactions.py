@@ -186,6 +186,16 @@ def _stop_confirming(state: Writes, using: str) -> None:
             wrappers.remove(hook)
 
 
+def confirm_now(using: str) -> None:
+    """In autocommit, wait for the locks ``before`` sent now (a statement about to run
+    that no later hook would see first: raw_sql.py's)."""
+    if connections[using].in_atomic_block:
+        return  # confirmed in ``after``, before the commit
+    state = _writes(using)
+    _stop_confirming(state, using)
+    _confirm(state)
+
+
 def before(model: Any, tags: dict[str, set[str]], using: str) -> None:
     """A write to `model` touching `tags` is about to reach the database.
 
