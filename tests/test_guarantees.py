@@ -19,10 +19,12 @@ from redis.exceptions import OutOfMemoryError
 
 from django_tiercache import get_object
 from django_tiercache.exceptions import InvalidationIncomplete
+from django_tiercache.orm import raw_sql
 from django_tiercache.orm.registry import instance_tag
 from django_tiercache.storage.hooks import declare_lock_horizon
 from tests.test_failures import FAST, keys_on, policy_count
 from tests.testapp.models import Category, Product
+from tests.unseen_sql import unseen_sql
 
 
 @pytest.fixture(autouse=True)
@@ -315,7 +317,7 @@ def test_a_save_that_raises_before_its_query__leaves_the_projects_query_wrappers
         pre_save.disconnect(sender=Product, dispatch_uid="test-refuse")
     assert project_wrapper not in connection.execute_wrappers
     assert Product.objects.get(pk=product.pk).version == 1  # the next query clears ours
-    assert connection.execute_wrappers == []
+    assert connection.execute_wrappers == [raw_sql.watch]  # only the raw-SQL watcher stays
     product.version = 2
     product.save()  # and the next write goes through as usual
     assert get_object(Product, product.pk).version == 2
@@ -384,8 +386,8 @@ def test_an_explicit_invalidation_inside_a_save__is_made_and_keeps_the_save_lock
     product = Product.objects.create(name="explicit-inside", version=1)
     category = Category.objects.create(name="c")
     assert get_object(Category, category.pk).name == "c"
-    with connection.cursor() as cursor:  # raw SQL: nothing invalidates it by itself
-        cursor.execute("UPDATE testapp_category SET name = %s WHERE id = %s", ["raw", category.pk])
+    # SQL Django never sees (another program's): nothing invalidates it by itself.
+    unseen_sql("UPDATE testapp_category SET name = %s WHERE id = %s", ["raw", category.pk])
     assert get_object(Category, category.pk).name == "c"
     look, stored = _fills_at_update("testapp_product", instance_tag(product))
 

@@ -188,14 +188,13 @@ def test_a_model_we_do_not_own__auth_user():
     assert get_object(User, user.pk).username == "alicia"
 
 
-def test_explicit_invalidation_for_raw_sql():
+def test_explicit_invalidation_for_sql_django_never_sees():
+    from tests.unseen_sql import unseen_sql
+
     product = Product.objects.create(name="raw")
     get_object(Product, product.pk)
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE testapp_product SET version = 9")
-    assert get_object(Product, product.pk).version == 0  # raw SQL is not seen...
+    unseen_sql("UPDATE testapp_product SET version = 9")  # as another program would
+    assert get_object(Product, product.pk).version == 0  # not seen...
     django_tiercache.invalidate_model(Product)
     assert get_object(Product, product.pk).version == 9  # ...until told
     alive = tagged(django_tiercache.instance_tag(product))
