@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
@@ -87,7 +88,26 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
         + _stats_settings(config)
         + _observer_settings(config["OBSERVERS"])
         + _write_behind_settings()
+        + _consistency_settings(config)
     )
+
+
+def _consistency_settings(config: dict[str, Any]) -> list[CheckMessage]:
+    """The consistency sampler's share and grace (tiercache.E014)."""
+    found = []
+    rate, grace = config["CONSISTENCY_SAMPLE_RATE"], config["CONSISTENCY_GRACE"]
+    if not _finite(rate) or not 0 <= rate <= 1:
+        found.append(
+            f"TIERCACHE['CONSISTENCY_SAMPLE_RATE'] must be a share from 0 to 1, got {rate!r}."
+        )
+    if not _finite(grace) or grace < 0:
+        found.append(f"TIERCACHE['CONSISTENCY_GRACE'] must be seconds >= 0, got {grace!r}.")
+    hint = "E.g. CONSISTENCY_SAMPLE_RATE 0.0001 (one hit in 10,000) and CONSISTENCY_GRACE 2.0."
+    return [Error(m, hint=hint, obj="TIERCACHE", id="tiercache.E014") for m in found]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _write_behind_settings() -> list[CheckMessage]:

@@ -38,6 +38,12 @@ DEFAULTS: dict[str, Any] = {
         "django_tiercache.stats.observer.observe",
         "django_tiercache.hotkeys.record.observe",
     ],
+    # The consistency sampler (orm/consistency.py): the share of get_object hits
+    # re-read from the database in the background (0: off; 0.0001: one in 10,000),
+    # and the seconds after the read it waits before checking (an invalidation
+    # in flight is not a stale entry).
+    "CONSISTENCY_SAMPLE_RATE": 0.0,
+    "CONSISTENCY_GRACE": 2.0,
     # Write-behind (write_behind/settings.py has the keys and their defaults).
     "WRITE_BEHIND": {},
 }

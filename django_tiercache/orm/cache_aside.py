@@ -17,6 +17,7 @@ from django.http import Http404
 
 from .. import conf
 from ..backend import tier_cache
+from . import consistency
 from .registry import (
     is_registered,
     model_label,
@@ -109,7 +110,10 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
     pks = [_pk(model, pk) for pk in pks]
     keys = {object_key(model, pk): pk for pk in pks}
 
+    loaded: set[str] = set()
+
     def load(missing: list[str]) -> dict[str, Any]:
+        loaded.update(missing)
         rows = model._default_manager.in_bulk([keys[k] for k in missing])
         return {key: rows.get(keys[key], ABSENT) for key in missing}
 
@@ -119,6 +123,8 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
     tags = {key: (pk_tag(model, pk),) for key, pk in keys.items()}
     values = cache.get_or_set_many(tags, load, timeout=model_timeout(registration.timeout))
     found = {keys[k]: v for k, v in values.items() if not isinstance(v, _Absent)}
+    if consistency.sampling():
+        consistency.offer(model, {k: v for k, v in values.items() if k not in loaded}, keys)
     for apply in appliers:
         found = apply(found)
     return found

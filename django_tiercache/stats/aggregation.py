@@ -10,6 +10,7 @@ say so: an outage is when the page is needed most.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class Figures:
     trips: Counter = field(default_factory=Counter)
     latency: dict[tuple[str, str], Counter] = field(default_factory=dict)
     latency_ns: Counter = field(default_factory=Counter)
+    consistency: Counter = field(default_factory=Counter)  # "ok" / "stale" samples
 
     def total(self, kind: str) -> int:
         return sum(v for (k, _), v in self.counts.items() if k == kind)
@@ -73,6 +75,8 @@ def parse(fields: dict[str, int]) -> Figures:
             (figures.errors if kind == "err" else figures.events)[key] += value
         elif kind == "trip":
             figures.trips[rest] += value
+        elif kind == "cons":
+            figures.consistency[rest] += value
         elif kind == "lat":
             operation, _, rest = rest.partition("|")
             partition, _, index = rest.rpartition("|")
@@ -131,11 +135,26 @@ def rates(figures: Figures) -> dict[str, Any]:
         "tampered": sum(v for (e, _), v in figures.events.items() if e == "tampered"),
         "hit_rate": round(hits / reads, 4) if reads else None,
         "miss_rate": round(misses / reads, 4) if reads else None,
+        "consistency": consistency(figures),
         "by_tier": {
             tier: {kind: figures.counts[(kind, tier)] for kind in ("hit", "miss", "set", "delete")}
             for tier in figures.tiers()
         },
     }
+
+
+def consistency(figures: Figures) -> dict[str, Any]:
+    """The consistency sampler's figures: samples, stale ones, and the nines they show.
+
+    "nines" is -log10 of the stale share (0 stale in 10,000 samples: at least 4
+    nines, given as 4 with "at_least"); None without samples.
+    """
+    stale, ok = figures.consistency["stale"], figures.consistency["ok"]
+    samples = stale + ok
+    if not samples:
+        return {"samples": 0, "stale": 0, "nines": None, "at_least": False}
+    nines = math.log10(samples) if not stale else -math.log10(stale / samples)
+    return {"samples": samples, "stale": stale, "nines": round(nines, 2), "at_least": not stale}
 
 
 def operations_in(figures: Figures) -> int:

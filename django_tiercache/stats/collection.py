@@ -136,6 +136,11 @@ class Recorder(Observer):
             key = ("inv", self._prefix(tag.partition(":")[0]))
             counts[key] = counts.get(key, 0) + 1
 
+    def sampled(self, consistent: bool) -> None:
+        counts = self._counts()
+        key = ("cons", "ok" if consistent else "stale")
+        counts[key] = counts.get(key, 0) + 1
+
     def _prefix(self, prefix: str) -> str:
         if prefix in self._prefixes:
             return prefix

@@ -167,6 +167,11 @@ def _counts(per_cache: list, prefix: str) -> Iterator[Any]:
     trips = CounterMetricFamily(
         f"{prefix}breaker_trips", "Circuit breaker openings.", labels=["cache", "partition"]
     )
+    samples = CounterMetricFamily(
+        f"{prefix}consistency_samples",
+        "Sampled hits checked against the database, by result (ok or stale).",
+        labels=["cache", "result"],
+    )
     for alias, figures in per_cache:
         for (kind, tier), value in figures.counts.items():
             families[kind].add_metric([alias, tier], value)
@@ -178,7 +183,9 @@ def _counts(per_cache: list, prefix: str) -> Iterator[Any]:
             events.add_metric([alias, partition, event], value)
         for partition, value in figures.trips.items():
             trips.add_metric([alias, partition], value)
-    yield from (*families.values(), invalidations, errors, events, trips)
+        for result, value in figures.consistency.items():
+            samples.add_metric([alias, result], value)
+    yield from (*families.values(), invalidations, errors, events, trips, samples)
 
 
 def _latency(per_cache: list, prefix: str) -> Iterator[Any]:

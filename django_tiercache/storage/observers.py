@@ -70,6 +70,9 @@ class Observer:
     def called(self, outcome: Outcome, elapsed_ns: int, trips: int) -> None:
         """One call to one partition ended (`trips`: its breaker's trips before it)."""
 
+    def sampled(self, consistent: bool) -> None:
+        """A sampled hit was checked against its source (orm/consistency.py)."""
+
 
 NULL = Observer()
 
@@ -106,6 +109,10 @@ class Observers(Observer):
     def called(self, outcome: Outcome, elapsed_ns: int, trips: int) -> None:
         for observer in self.observers:
             observer.called(outcome, elapsed_ns, trips)
+
+    def sampled(self, consistent: bool) -> None:
+        for observer in self.observers:
+            observer.sampled(consistent)
 
 
 def combine(observers: Iterable[Observer | None]) -> Observer:
