@@ -37,7 +37,7 @@ from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 from django.db.models.sql import compiler
 
-from . import transactions
+from . import snapshots, transactions
 from .registry import family_tag, model_tag, registered_models, registration_for
 
 _WRITE = re.compile(r"\b(update|insert|delete|truncate|merge)\b", re.IGNORECASE)
@@ -157,7 +157,11 @@ def _tags(models: set[Any]) -> dict[str, set[str]]:
 
 def watch(execute: Any, sql: Any, params: Any, many: Any, context: Any) -> Any:
     """The execute wrapper: invalidate around a write the signals do not see."""
-    if not isinstance(sql, str) or _WRITE.search(sql) is None:
+    if not isinstance(sql, str):
+        return execute(sql, params, many, context)
+    if sql.lstrip()[:5].lower() in ("set t", "set s", "begin", "start"):
+        snapshots.note(context["connection"], sql)
+    if _WRITE.search(sql) is None:
         return execute(sql, params, many, context)
     first = _FIRST_WORD.match(sql)
     if first is not None and first.group(1).lower() in ("select", "savepoint", "release"):

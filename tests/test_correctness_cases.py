@@ -1,0 +1,158 @@
+"""The ORM-cache correctness cases, each read through get_object or cached_queryset.
+
+Our own version of the public cases: a reader in autocommit while a writer
+commits, on_commit hooks reading the cache, F() and subquery updates, raw SQL
+and database cascades (tests/test_raw_sql.py), a REPEATABLE READ reader. Each
+asserts 0 stale reads. Real Redis; PostgreSQL where the case needs it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.core.cache import cache
+from django.db import connection, connections, transaction
+from django.db.models import F, Subquery, Value
+from django.db.models.functions import Concat
+
+from django_tiercache import cached_queryset, get_object
+from tests.testapp.models import Category, Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="isolation levels and concurrent writers"
+)
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    cache.clear()
+
+
+@postgresql_only
+def test_reader_in_autocommit_while_a_writer_commits__never_reads_older_than_committed():
+    product = Product.objects.create(name="v", version=0)
+    committed = [0]
+    done = threading.Event()
+
+    def write():
+        try:
+            row = Product.objects.get(pk=product.pk)
+            for version in range(1, 201):
+                row.version = version
+                row.save(update_fields=["version"])
+                committed[0] = version  # after the commit (autocommit)
+        finally:
+            done.set()
+            connections.close_all()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    stale = reads = 0
+    while not done.is_set() and reads < 20_000:
+        floor = committed[0]
+        if get_object(Product, product.pk).version < floor:
+            stale += 1
+        reads += 1
+    writer.join(60)
+    assert get_object(Product, product.pk).version == 200
+    assert stale == 0 and reads > 0
+
+
+@pytest.mark.parametrize("hook_first", [True, False], ids=["hook-before-save", "hook-after-save"])
+def test_an_on_commit_hook__reads_the_committed_state(hook_first):
+    product = Product.objects.create(name="before")
+    get_object(Product, product.pk)  # cached
+    seen = []
+
+    def hook():
+        seen.append(get_object(Product, product.pk).name)
+        seen.append(cached_queryset(Product.objects.filter(pk=product.pk).values_list("name")))
+
+    with transaction.atomic():
+        if hook_first:
+            transaction.on_commit(hook)
+        product.name = "after"
+        product.save()
+        if not hook_first:
+            transaction.on_commit(hook)
+    assert seen == ["after", [("after",)]]
+
+
+def test_f_expression_saves_and_updates__are_seen():
+    product = Product.objects.create(name="f", version=1)
+    get_object(Product, product.pk)
+    Product.objects.filter(pk=product.pk).update(version=F("version") + 1)
+    assert get_object(Product, product.pk).version == 2
+    product.version = F("version") + 10
+    product.save(update_fields=["version"])
+    assert get_object(Product, product.pk).version == 12
+
+
+def test_database_functions_and_subqueries_in_updates__are_seen():
+    category = Category.objects.create(name="books")
+    product = Product.objects.create(name="p", category=category)
+    listed = Product.objects.filter(category__name="books").values_list("name", flat=True)
+    assert cached_queryset(listed) == ["p"]
+    get_object(Product, product.pk)
+    Product.objects.filter(pk=product.pk).update(name=Concat(F("name"), Value("-renamed")))
+    assert get_object(Product, product.pk).name == "p-renamed"
+    in_books = Category.objects.filter(name="books").values("pk")
+    Product.objects.filter(category__in=Subquery(in_books)).update(name="sub")
+    assert cached_queryset(listed) == ["sub"]
+    Category.objects.filter(pk=category.pk).update(name="films")
+    assert cached_queryset(listed) == []  # a change to a joined model's rows
+
+
+@postgresql_only
+def test_a_repeatable_read_reader__never_caches_its_old_snapshot_for_others():
+    product = Product.objects.create(name="v1")
+    in_snapshot, written, read_again = threading.Event(), threading.Event(), threading.Event()
+    result = {}
+
+    def reader():
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                result["first"] = Product.objects.get(pk=product.pk).name  # snapshot taken
+                in_snapshot.set()
+                written.wait(10)
+                result["inside"] = get_object(Product, product.pk).name  # a miss: its snapshot
+                read_again.set()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert in_snapshot.wait(10)
+    product.name = "v2"
+    product.save()  # committed, invalidated
+    written.set()
+    assert read_again.wait(10)
+    thread.join(10)
+    assert result["first"] == "v1"
+    assert get_object(Product, product.pk).name == "v2"  # not the reader's v1
+
+
+@postgresql_only
+def test_a_connection_configured_for_repeatable_read__reads_but_never_fills():
+    from psycopg import IsolationLevel
+
+    product = Product.objects.create(name="v1")
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    connection.close()
+    options["isolation_level"] = IsolationLevel.REPEATABLE_READ
+    try:
+        with transaction.atomic():
+            assert get_object(Product, product.pk).name == "v1"  # loaded, not stored
+        from django_tiercache.orm.cache_aside import object_key
+
+        assert cache.get(object_key(Product, product.pk)) is None
+        assert get_object(Product, product.pk).name == "v1"  # autocommit: stored now
+        assert cache.get(object_key(Product, product.pk)) is not None
+    finally:
+        options.pop("isolation_level")
+        connection.close()
