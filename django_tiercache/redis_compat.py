@@ -137,10 +137,15 @@ class DjangoRedisAPI:
         same entries in one call per partition, whatever their number.
         """
         deleted = 0
-        for partition in self._partitions:
+        l1 = getattr(self, "_l1", None)
+        for slot, partition in enumerate(self._partitions):
             scanned = self._scan(partition, self.make_key(pattern, version=version), itersize)
             for batch in scanned:
                 outcome = partition.run("delete", batch)
+                if l1 is not None:
+                    # As every other delete: this process's own copies go at once
+                    # (other processes hear of it on the partition's channel).
+                    l1.changed(slot, "k", batch)
                 if outcome.ok:
                     deleted += outcome.value
                 else:
