@@ -112,6 +112,7 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             self._l1 = front.l1_for(identity, l1_settings, self._partitions, loads)
             if self._l1 is not None and self._l1.on_behind is None:
                 self._l1.on_behind = _l1_behind(self._policy, self._partitions, self._l1)
+                self._l1.on_malformed = _l1_malformed(self._policy, self._partitions)
         self._watch(
             Building(location, params, config, self.key_prefix, self._partitions, self._policy)
         )
@@ -591,6 +592,24 @@ def _l1_behind(policy: ErrorPolicy, partitions: list[Partition], l1: Any) -> Any
         )
 
     return fell_behind
+
+
+def _l1_malformed(policy: ErrorPolicy, partitions: list[Partition]) -> Any:
+    """Count a message on a partition's L1 channel this app never publishes as the
+    event "l1_malformed" (logged once per burst); L1 stays on."""
+
+    def malformed(slot: int, data: bytes) -> None:
+        name = partitions[slot].name
+        policy.note(
+            "l1_malformed",
+            name,
+            "a message on the L1 channel of partition %s is not one this app publishes "
+            "(%r...): ignored; someone with PUBLISH rights on that server sent it",
+            name,
+            data[:40],
+        )
+
+    return malformed
 
 
 def _later_failed(policy: ErrorPolicy, partition: str) -> Any:

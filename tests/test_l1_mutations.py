@@ -8,10 +8,13 @@ read-only ones), so a new method cannot forget its L1 copy. Real Redis.
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from datetime import timedelta
 
 import pytest
+import redis
 
 from django_tiercache.backend import TierCache
 from tests.redis_servers import SHARED_REDIS_URL
@@ -94,3 +97,41 @@ def test_delete_pattern__never_leaves_a_copy_in_1000_tries(l1_cache):
         l1_cache.delete_pattern(f"pk:{i}")
         stale += l1_cache.get(f"pk:{i}") is not None
     assert stale == 0
+
+
+# -- junk on the channel --
+
+JUNK = [b"", b"x", b"k", b"k{not json", b"t[1, 2]", b"k\xff\xfe", b'k{"a": 1}', b"\x00" * 50]
+
+
+def test_junk_on_the_channel__is_counted_and_ignored_and_l1_stays_on(l1_cache):
+    (partition,) = l1_cache._partitions
+    channel = partition.store.channel
+    publisher = redis.Redis.from_url(SHARED_REDIS_URL)
+    l1_cache.set("k", 1)
+    assert read_into_l1(l1_cache, "k") == 1
+    stop = threading.Event()
+
+    def junk():
+        for message in itertools.cycle(JUNK):
+            if stop.wait(0.01):  # one malformed message every 10 ms
+                return
+            publisher.publish(channel, message)
+
+    sender = threading.Thread(target=junk)
+    sender.start()
+    samples = live = 0
+    try:
+        for _ in range(300):
+            samples += 1
+            live += l1_cache._l1.slots[0].live
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        sender.join(5)
+    assert live / samples >= 0.99
+    assert l1_cache.make_key("k") in l1_cache._l1.entries  # the copy was never flushed
+    assert l1_cache._l1.malformed_messages >= len(JUNK)
+    assert l1_cache._policy.counts[("l1_malformed", partition.name)] >= len(JUNK)
+    l1_cache.delete("k")
+    assert l1_cache.get("k") is None  # real changes still arrive

@@ -164,14 +164,19 @@ class Subscriber:
                 raise redis.TimeoutError(f"no reply on the channel for {DEAD_AFTER} s")
 
     def _dispatch(self, data: bytes) -> None:
-        if data == b"*":
-            kind, items = "*", []
-        else:
-            kind, items = chr(data[0]), json.loads(data[1:])
-            if self.cut and kind == "k":
-                items = [key[self.cut :] for key in items]
+        parsed = _parse(data)
         with self.lock:
             listeners = list(self.listeners)
+        if parsed is None:
+            # Not a message this app publishes (whoever can PUBLISH on the server can
+            # send one): counted and ignored. Dropping the subscription for it would
+            # let a stream of junk keep L1 off; it cannot be a change we missed.
+            for l1, slot in listeners:
+                l1.malformed(slot, data)
+            return
+        kind, items = parsed
+        if self.cut and kind == "k":
+            items = [key[self.cut :] for key in items]
         for l1, slot in listeners:
             l1.changed(slot, kind, items)
 
@@ -199,6 +204,21 @@ class Subscriber:
                     l1.connected(slot, since)
                 else:
                     l1.lost(slot)
+
+
+def _parse(data: Any) -> tuple[str, list[str]] | None:
+    """(kind, items) of a change message: b"*", or "k"/"t" and a JSON list of text; else None."""
+    if data == b"*":
+        return "*", []
+    if not isinstance(data, bytes) or len(data) < 2 or data[:1] not in (b"k", b"t"):
+        return None
+    try:
+        items = json.loads(data[1:])
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        return None
+    return chr(data[0]), items
 
 
 def listen(l1: L1, partitions: list[Any]) -> None:

@@ -120,6 +120,8 @@ class L1:
         # Told (slot, seconds) when a slot's channel proved late by more than
         # max_lag: its copies were not served meanwhile (the cache counts it).
         self.on_behind: Callable[[int, float], None] | None = None
+        self.on_malformed: Callable[[int, bytes], None] | None = None
+        self.malformed_messages = 0
         self.tag_keys: dict[str, set[str]] = {}
         self.listening_pid = 0  # subscriptions are per process (see coherence.listen)
         _all.add(self)
@@ -213,6 +215,12 @@ class L1:
         """The slot went `seconds` without proof that it had heard every change."""
         if self.max_lag is not None and seconds > self.max_lag and self.on_behind is not None:
             self.on_behind(slot, seconds)
+
+    def malformed(self, slot: int, data: bytes) -> None:
+        """The slot's channel carried a message this app never publishes: ignored."""
+        self.malformed_messages += 1
+        if self.on_malformed is not None:
+            self.on_malformed(slot, data)
 
     def lost(self, slot: int) -> None:
         """The slot's channel dropped: forget its copies, bypass it until it is back."""
