@@ -7,7 +7,6 @@ of every registered model the query reads.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +17,7 @@ from django.http import Http404
 from .. import conf
 from ..backend import tier_cache
 from . import consistency
+from .querysets import models_read, queryset_key
 from .registry import (
     is_registered,
     model_label,
@@ -133,9 +133,10 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
 def cached_queryset(
     qs: models.QuerySet, timeout: Any = None, tags: Iterable[str] = ()
 ) -> list[Any]:
-    """The queryset's rows as a list, cached under the model tag of every
-    registered model it reads (joins and select_related included) plus `tags`."""
-    read = query_models(qs)
+    """The queryset's rows as a list, cached under the model tag of every registered
+    model any part of it reads (joins, select_related and prefetch_related included)
+    plus `tags`; keyed by the whole queryset (querysets.py)."""
+    read = models_read(qs)
     registered = [m for m in read if is_registered(m)]
     if not registered:
         raise TypeError(
@@ -143,22 +144,10 @@ def cached_queryset(
             f"{sorted(model_label(m) for m in read)}"
         )
     alias = registration_for(registered[0]).cache_alias
-    sql, params = qs.query.sql_with_params()
-    digest = hashlib.blake2b(repr((qs.db, sql, params)).encode(), digest_size=16).hexdigest()
     all_tags = [*map(model_tag, registered), *tags]
     cache_timeout = timeout if timeout is not None else model_timeout(None)
     rows: list[Any] = tier_cache(alias).get_or_set(
-        f"tiercache:qs:{digest}", lambda: list(qs.all()), timeout=cache_timeout, tags=all_tags
+        queryset_key(qs), lambda: list(qs.all()), timeout=cache_timeout, tags=all_tags
     )
     return rows
 
-
-def query_models(qs: models.QuerySet) -> set[type[models.Model]]:
-    """Every model whose table the query reads."""
-    query = qs.query.clone()
-    query.get_compiler(qs.db).setup_query()  # resolves select_related joins into alias_map
-    tables = {join.table_name for join in query.alias_map.values()}
-    tables.add(qs.model._meta.db_table)
-    from django.apps import apps
-
-    return {m for m in apps.get_models(include_auto_created=True) if m._meta.db_table in tables}
