@@ -11,6 +11,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .backend import MisconfiguredCache
 from .conf import DEFAULTS
+from .orm.transactions import QUERY_ROOM
 from .stats import conf as stats_conf
 from .storage.observers import factory_problem
 from .storage.options import parse
@@ -162,3 +163,41 @@ def _observer_settings(paths: Any) -> list[CheckMessage]:
         for problem in problems
         if problem is not None
     ]
+
+
+# WRITE_LOCK_TIMEOUT must cover a lock's worst confirmation (a fence that waits
+# TAG_LEASE, a connect and a read that time out) with room for the query: a write
+# whose locks took longer stops (orm/transactions.py, QUERY_ROOM).
+
+
+@register(Tags.caches)
+def check_write_lock_timeout(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """tiercache.E015: WRITE_LOCK_TIMEOUT not comfortably above every TierCache's
+    TAG_LEASE plus its socket timeouts."""
+    seconds = {**DEFAULTS, **getattr(settings, "TIERCACHE", {})}.get("WRITE_LOCK_TIMEOUT")
+    if not _finite(seconds):
+        return []
+    found = []
+    for alias, config in getattr(settings, "CACHES", {}).items():
+        if config.get("BACKEND") != BACKEND:
+            continue
+        parsed = parse(config.get("LOCATION", ""), config.get("OPTIONS"))
+        if any(p.is_error for p in parsed.problems):
+            continue  # check_caches names those
+        timeouts = ("TAG_LEASE", "SOCKET_TIMEOUT", "SOCKET_CONNECT_TIMEOUT")
+        worst = sum(float(parsed[name]) for name in timeouts)
+        needed = worst + QUERY_ROOM
+        if seconds < needed:
+            found.append(
+                Error(
+                    f"TIERCACHE['WRITE_LOCK_TIMEOUT'] = {seconds:g} s is not comfortably above "
+                    f"what confirming a write lock on CACHES[{alias!r}] may take ({worst:g} s: "
+                    f"TAG_LEASE plus the socket timeouts): a write's locks could expire before "
+                    f"it commits, and saves stop with InvalidationIncomplete when a fence waits.",
+                    hint=f"Set WRITE_LOCK_TIMEOUT to at least {needed:g} s (the "
+                    f"default is 30), or lower TAG_LEASE / the socket timeouts of that cache.",
+                    obj="TIERCACHE['WRITE_LOCK_TIMEOUT']",
+                    id="tiercache.E015",
+                )
+            )
+    return found

@@ -104,8 +104,10 @@ if os.environ.get("TIERCACHE_TEST_CACHE"):
 
 # Short write locks: a test that never commits (pytest-django's plain `db`)
 # leaves its locks behind, and a partition that lost its locks refuses fills
-# for this long; 5 s keeps either from reaching into the next tests.
-TIERCACHE = {"WRITE_LOCK_TIMEOUT": 5}
+# for this long; 6 s keeps either from reaching far into the next tests, and stays
+# above what confirming a lock on the default cache may take (tiercache.E015:
+# TAG_LEASE 3 s plus the socket timeouts plus a second for the query).
+TIERCACHE = {"WRITE_LOCK_TIMEOUT": 6}
 
 # Warnings and errors still reach pytest (through the root logger, which is
 # where caplog listens); nothing is printed to the console by Django itself.

@@ -150,4 +150,3 @@ def cached_queryset(
         queryset_key(qs), lambda: list(qs.all()), timeout=cache_timeout, tags=all_tags
     )
     return rows
-

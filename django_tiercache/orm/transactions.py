@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from django.db.models import Model
 
 from .. import conf
 from ..backend import tier_cache
+from ..exceptions import InvalidationIncomplete
 from ..signals import tags_invalidated
 
 _local = threading.local()
@@ -142,12 +144,36 @@ def _lock(state: Writes, tags: dict[str, set[str]], wait: bool) -> None:
     for alias, alias_tags in tags.items():
         new = alias_tags - state.locked[alias]
         if new:
-            state.unconfirmed.append(
-                tier_cache(alias).lock_tags(state.writer, new, seconds, wait=False)
-            )
+            finish = tier_cache(alias).lock_tags(state.writer, new, seconds, wait=False)
+            state.unconfirmed.append(_outliving_checked(finish, seconds))
             state.locked[alias] |= new
     while state.unconfirmed and (wait or len(state.unconfirmed) > MAX_UNCONFIRMED):
         state.unconfirmed.pop(0)()
+
+
+# A lock confirmed less than this long before it expires (a fence waited, a server
+# was slow) could expire before the write's query commits: the write stops instead,
+# before its query in autocommit (seconds; half WRITE_LOCK_TIMEOUT if that is less).
+QUERY_ROOM = 1.0
+
+
+def _outliving_checked(finish: Any, seconds: float) -> Any:
+    sent = time.monotonic()
+
+    def confirm() -> Any:
+        result = finish()
+        waited = time.monotonic() - sent
+        if waited > seconds - min(QUERY_ROOM, seconds / 2):
+            raise InvalidationIncomplete(
+                f"the write locks took {waited:.1f} s to be confirmed, and last "
+                f"TIERCACHE['WRITE_LOCK_TIMEOUT'] = {seconds:g} s: they could expire before "
+                f"the write commits, so it stops here (its tags stay invalidated). Raise "
+                f"WRITE_LOCK_TIMEOUT well above TAG_LEASE plus the socket timeouts "
+                f"(tiercache.E015)."
+            )
+        return result
+
+    return confirm
 
 
 def _confirm(state: Writes) -> None:
