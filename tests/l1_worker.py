@@ -81,6 +81,19 @@ def _single_flight(cache, key: str, threads: int, counter_url: str, counter: str
     return results
 
 
+def _hang_loading(cache, key: str, counter_url: str, counter: str) -> None:
+    """get_or_set() with a loader that counts itself and never returns (to be killed)."""
+    import redis
+
+    counter_client = redis.Redis.from_url(counter_url)
+
+    def load():
+        counter_client.incr(counter)
+        time.sleep(3600)
+
+    cache.get_or_set(key, load, 60)
+
+
 def _get_object_flight(cache, threads: int, pk: int, counter_url: str, counter: str) -> list:
     """get_object(Shelf, pk) from `threads` threads at once; every query on the
     shelf table is counted in Redis (and made slow, so that the others arrive
@@ -172,6 +185,7 @@ OPS = {
     "wait_heard": lambda cache, key: _wait(lambda: _heard(cache, key)),
     "wait_gone": lambda cache, key: _wait(lambda: cache.make_key(key) not in cache._l1.entries),
     "single_flight": _single_flight,
+    "hang_loading": _hang_loading,
     "get_object_flight": _get_object_flight,
     "create_shelf": _create_shelf,
     "cached_flight": _cached_flight,

@@ -135,7 +135,7 @@ def test_loader_slower_than_wait__the_waiter_loads_itself(make_cache):
         {"CLAIM_TTL": -1},
         {"CLAIM_TTL": "10"},
         {"TTL": 10},
-        {"WAIT": 20, "CLAIM_TTL": 10},
+        {"CLAIM_TTL": float("nan")},
         "on",
     ],
 )
@@ -146,5 +146,64 @@ def test_single_flight_option__is_validated(make_cache, value):
 
 def test_single_flight_timings__come_from_the_option(make_cache):
     cache = make_cache(SHARED_REDIS_URL, SINGLE_FLIGHT={"WAIT": 0.5})
-    assert cache._single_flight == {"CLAIM_TTL": 10.0, "WAIT": 0.5}
+    assert cache._single_flight == {"CLAIM_TTL": 1.0, "WAIT": 0.5}
     assert make_cache(SHARED_REDIS_URL, SINGLE_FLIGHT=False)._single_flight is None
+
+
+def test_a_loader_killed_mid_load__one_waiter_takes_over_the_others_keep_waiting(tmp_path):
+    """The claim follows its holder (a heartbeat): a SIGKILLed loader's claim runs
+    out within CLAIM_TTL, one waiter loads, and the rest read what it stored,
+    instead of every waiter loading after WAIT."""
+    import os
+    import signal
+    import time
+
+    prefix = f"sfdead{uuid.uuid4().hex[:8]}"
+    counter = f"{prefix}:loads"
+    options: dict = {}  # the defaults
+    workers = [Worker() for _ in range(4)]
+    try:
+        for worker in workers:
+            assert worker("build", SHARED_REDIS_URL, prefix, options)
+        loader, *waiters = workers
+        loader.send("hang_loading", "k", SHARED_REDIS_URL, counter)
+        deadline = time.monotonic() + 10
+        while loads_counted(counter) < 1:  # the loader holds the claim and loads
+            assert time.monotonic() < deadline, "the loader never started"
+            time.sleep(0.01)
+        for waiter in waiters:
+            waiter.send("single_flight", "k", 3, SHARED_REDIS_URL, counter)
+        time.sleep(0.5)  # the waiters wait on the loader's claim
+        assert loads_counted(counter) == 1
+        os.kill(loader.proc.pid, signal.SIGKILL)
+        results = [value for waiter in waiters for value in waiter.receive()]
+        assert len(results) == 9 and len({json.dumps(r) for r in results}) == 1
+        assert loads_counted(counter) - 1 <= 2  # after the kill: one load (two at worst)
+    finally:
+        for worker in workers:
+            worker.close()
+        redis.Redis.from_url(SHARED_REDIS_URL).delete(counter)
+
+
+def test_a_loader_slower_than_claim_ttl__keeps_its_claim_while_it_runs(make_cache):
+    """The heartbeat renews a live loader's claim: nobody else loads meanwhile."""
+    import time
+
+    cache = make_cache(SHARED_REDIS_URL, SINGLE_FLIGHT={"CLAIM_TTL": 0.3, "WAIT": 10})
+    made = cache.make_and_validate_key("slow")
+    started, loads = threading.Event(), []
+
+    def slow():
+        loads.append("first")
+        started.set()
+        time.sleep(1.5)  # five claim lifetimes
+        return "done"
+
+    first = threading.Thread(target=lambda: cache.get_or_set("slow", slow))
+    first.start()
+    assert started.wait(5)
+    time.sleep(0.6)  # two lifetimes: without renewal the claim would be gone
+    partition = cache._partition(made)
+    assert not partition.run("claim", made, "another-process", 300).value  # still held
+    first.join(10)
+    assert loads == ["first"] and cache.get("slow") == "done"

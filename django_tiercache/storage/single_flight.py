@@ -2,13 +2,17 @@
 
 Within a process, the threads that miss a key while another thread of the
 same cache is loading it wait for that thread and read what it stored.
-Across processes, the loader first *claims* the key on its partition (``SET
-NX PX``, a claim that expires by itself after ``CLAIM_TTL``); a process that
-finds the key claimed polls the cache until the value appears or the claim is
-gone (then it claims it itself). Whoever waits longer than ``WAIT`` loads the
-value itself, as does everyone when the partition cannot be reached: single
-flight saves work, it never makes a read fail. Both timings are
-``OPTIONS["SINGLE_FLIGHT"]``; ``False`` turns single flight off.
+Across processes, the loader first *claims* the key on its partition (a claim
+that expires by itself after ``CLAIM_TTL``, one second by default) and renews
+the claim every third of that while it loads (a heartbeat, from one thread per
+process); a process that finds the key claimed polls the cache until the value
+appears or the claim is gone (then it claims it itself). So a loader that dies
+(SIGKILL, a lost machine) is noticed within about CLAIM_TTL: one waiter takes
+over while the others keep waiting, instead of all of them loading after WAIT.
+Whoever waits longer than ``WAIT`` loads the value itself, as does everyone
+when the partition cannot be reached: single flight saves work, it never makes
+a read fail. Both timings are ``OPTIONS["SINGLE_FLIGHT"]``; ``False`` turns
+single flight off.
 
 A caller missing several keys (``get_or_set_many``, ``get_objects``) claims
 all it can, loads those in one call, and only then waits for the others, so
@@ -31,6 +35,13 @@ Load = Callable[[list[str]], dict[str, Any]]  # made keys -> {made key: value}
 
 _flights: dict[tuple, threading.Event] = {}
 _flights_lock = threading.Lock()
+
+# Claims being loaded in this process: owner -> (cache, keys, ttl ms), renewed by
+# the heartbeat thread every third of their TTL.
+_beating: dict[str, tuple[Any, list[str], int]] = {}
+_beating_lock = threading.Lock()
+_heart: threading.Thread | None = None
+_heart_pid = 0
 
 
 def load(cache: Any, made_key: str, compute: Callable[[], Any], reread: Load) -> Any:
@@ -94,7 +105,8 @@ def _across_processes(
     while True:
         owned, held, elsewhere = _claim(cache, pending, owner, claim_ms)
         if owned:
-            result.update(_load_owned(cache, owned, held, owner, compute, reread, polls > 0))
+            loaded = _load_owned(cache, owned, held, owner, compute, reread, polls > 0, claim_ms)
+            result.update(loaded)
         pending = elsewhere
         if not pending:
             return result
@@ -135,7 +147,10 @@ def _load_owned(
     compute: Load,
     reread: Load,
     waited: bool,
+    claim_ms: int,
 ) -> dict[str, Any]:
+    if held:
+        _beat(owner, cache, held, claim_ms)
     try:
         found: dict[str, Any] = {}
         if waited:  # stored by the one we waited for, just before we claimed?
@@ -145,8 +160,38 @@ def _load_owned(
             found.update(compute(owned))
         return found
     finally:
+        if held:
+            with _beating_lock:
+                _beating.pop(owner, None)
         for key in held:
             cache._partition(key).run("release", key, owner)
+
+
+def _beat(owner: str, cache: Any, keys: list[str], claim_ms: int) -> None:
+    """Renew these claims until the load ends (one heartbeat thread per process)."""
+    global _heart, _heart_pid
+    with _beating_lock:
+        _beating[owner] = (cache, keys, claim_ms)
+        if _heart is None or not _heart.is_alive() or _heart_pid != os.getpid():
+            _heart_pid = os.getpid()  # a forked child starts its own
+            _heart = threading.Thread(
+                target=_heartbeat, name="tiercache-single-flight", daemon=True
+            )
+            _heart.start()
+
+
+def _heartbeat() -> None:
+    while True:
+        with _beating_lock:
+            claims = list(_beating.items())
+        if not claims:
+            time.sleep(0.05)
+            continue
+        every = min(ms for _, (_, _, ms) in claims) / 3000
+        for owner, (cache, keys, claim_ms) in claims:
+            for key in keys:
+                cache._partition(key).run("claim", key, owner, claim_ms)  # renews it
+        time.sleep(every)
 
 
 def revalidation(cache: Any, made_key: str) -> Callable[[], None] | None:

@@ -409,7 +409,7 @@ class ClusterStore(RedisStore):
         return ("FCALL", name, 1, self.ns + "meta", self.ns, fresh_epoch(), self.horizon)
 
     def _call(self, function, keys, args, convert=_same):
-        if function is None:  # a single-flight claim (SET NX PX), its key already in the slot
+        if function is None:  # a plain command, its key already in the slot
             return self._send((*keys, *args), convert, askable=True, changes=False)
         if keys:
             keys = [self.key_prefix + key for key in keys]
@@ -427,6 +427,11 @@ class ClusterStore(RedisStore):
             return Done(error=RedisConnectionError(str(exc)))
         except Exception as exc:  # noqa: BLE001 - reported by result()
             return Done(error=exc)
+
+    def claim(self, name, owner, ttl_ms):
+        key = f"{self.ns}sf:{name}"  # already in the group's slot
+        name_ = lua.cluster_function_name("claim")
+        return self._send(("FCALL", name_, 1, key, self.ns, owner, ttl_ms), bool, True, False)
 
     def release(self, name, owner):
         key = f"{self.ns}sf:{name}"  # already in the group's slot

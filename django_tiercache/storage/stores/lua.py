@@ -695,6 +695,21 @@ local function clear_fence(keys, args)
   return 1
 end
 
+-- Single flight: take the claim (keys: the claim) for args[2] for args[3] ms, or
+-- renew it if args[2] holds it already (the loader's heartbeat). 1 if held.
+local function claim(keys, args)
+  local holder = redis.call('GET', keys[1])
+  if not holder then
+    redis.call('SET', keys[1], args[2], 'PX', args[3])
+    return 1
+  end
+  if holder == args[2] then
+    redis.call('PEXPIRE', keys[1], args[3])
+    return 1
+  end
+  return 0
+end
+
 -- Single flight: drop a claim (keys: the claim) if args[2] still owns it.
 local function release(keys, args)
   if redis.call('GET', keys[1]) == args[2] then redis.call('DEL', keys[1]) end
@@ -744,6 +759,7 @@ FUNCTIONS = (
     "lease_activate",
     "clear_fence",
     "clear",
+    "claim",
     "release",
 )
 READ_ONLY = ("read", "entry")

@@ -214,9 +214,10 @@ class MemoryStore(Store):
     def claim(self, name, owner, ttl_ms):
         with self.space.lock:
             key = f"{self.ns}sf:{name}"
-            if self.space.get(key) is not None:
+            holder = self.space.get(key)
+            if holder is not None and holder != owner:
                 return Done(False)
-            self.space.set(key, owner, ttl_ms)
+            self.space.set(key, owner, ttl_ms)  # taken, or renewed by its holder
             return Done(True)
 
     def release(self, name, owner):

@@ -379,8 +379,7 @@ class RedisStore(Store):
         return self._call("clear", [], list(kept_on_clear()))
 
     def claim(self, name, owner, ttl_ms):
-        key = f"{self.ns}sf:{name}"
-        return self._call(None, ["SET", key, owner, "NX", "PX", ttl_ms], [], bool)
+        return self._call("claim", [f"{self.ns}sf:{name}"], [owner, ttl_ms], bool)
 
     def release(self, name, owner):
         return self._call("release", [f"{self.ns}sf:{name}"], [owner])
