@@ -1,4 +1,11 @@
-"""write_through.save: the database first, then the cache; a cache failure never fails the save.
+"""write_through.save: the database first, then the cache.
+
+Filling the cache after the commit never fails the save: an error there is
+logged and counted, and the next read loads the row. The save itself is a
+registered model's save: when its invalidation cannot be made safe (its write
+locks cannot be placed, e.g. its only partition is down and there is no
+witness), it raises InvalidationIncomplete before its query, and nothing is
+written (see the README, "The guarantee").
 
 ::
 
@@ -28,7 +35,9 @@ def save(obj: models.Model, **save_kwargs: Any) -> None:
 
     The entry is filled with the row as committed, read back through the tagged
     cache-aside path, so a concurrent writer's newer row is never hidden under
-    an older value. Any cache error is logged and counted; the save stands.
+    an older value. A cache error while filling is logged and counted; the save
+    stands. The save raises InvalidationIncomplete, before its query, where the
+    model's invalidation cannot be made safe.
     """
     registration = registration_for(type(obj))  # NotRegistered before anything is written
     obj.save(**save_kwargs)
