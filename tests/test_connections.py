@@ -163,9 +163,9 @@ def test_a_forked_child__never_uses_the_parents_idle_connections(clean_redis_ser
 
 def test_a_plain_command_whose_greeting_fails__runs_once_and_fails(clean_redis_servers, make_cache):
     """After a restart the greeting fails (no Functions yet) while a plain command
-    sent behind it runs: sent again, it would run twice (a claim would find
-    itself already taken). It fails instead; the next call greets and works."""
-    from django_tiercache.storage.stores.redis import GreetingFailed
+    sent behind it runs: sent again, it would run twice (an INCR would count
+    two). It fails instead; the next call greets and works."""
+    from django_tiercache.storage.stores.redis import GreetingFailed, RedisCall
 
     server = clean_redis_servers[0]
     cache = make_cache([server.url])
@@ -173,9 +173,10 @@ def test_a_plain_command_whose_greeting_fails__runs_once_and_fails(clean_redis_s
     server.stop()
     server.start()  # empty: no Functions
     store = cache._partitions[0].store
+    counter = f"{store.ns}counted"
     with pytest.raises(GreetingFailed):
-        store.claim("name", "me", 5000).result()
-    assert server.client().get(f"{store.ns}sf:name") == b"me"  # it ran, once
+        RedisCall(store, ("INCR", counter), int).result()
+    assert server.client().get(counter) == b"1"  # it ran, once
     assert cache.get("k") is None  # greeted again: a miss, not an error
     assert store.claim("other", "me", 5000).result() is True
 
