@@ -175,12 +175,15 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         tags: Iterable[str] = (),
         nx: bool = False,
     ) -> bool | None:  # a bool with nx=True, as in django-redis
-        """Django's set(); with ``nx=True`` (django-redis' add()) it returns whether it stored."""
+        """Django's set(): None once stored; False when it was not (as add() says):
+        a partition that failed, or refused a tagged entry for safety's sake (it
+        may have missed write locks; counted as the event "refused").
+        With ``nx=True`` (django-redis' add()) it returns whether it stored."""
         if nx:
             return self.add(key, value, timeout, version, tags)
         key = self.make_and_validate_key(key, version=version)
-        self._write({key: value}, timeout, tags)
-        return None
+        stored = self._write({key: value}, timeout, tags)
+        return None if key in stored or self._ttl_ms(timeout) == 0 else False
 
     def add(
         self,

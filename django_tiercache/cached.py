@@ -58,6 +58,34 @@ _SCALARS = (type(None), bool, int, float, str)
 _TEXT_FORMS = (decimal.Decimal, uuid.UUID, datetime.date, datetime.time, datetime.timedelta)
 
 
+def _tags_of(tags: Any, signature: inspect.Signature) -> Callable[[tuple, dict], list[str]]:
+    """How a call's tags are found: a fixed list, or the tags callable given the
+    arguments it asks for. A callable of no arguments is called with none
+    (``tags=lambda: ["shop.shop:*"]``); one whose parameters are some of the
+    function's, by name, gets those (``tags=lambda shop_id: ...`` on
+    ``def best_sellers(shop_id, limit=10)``, or on a method, without self);
+    any other is given the arguments as the function was."""
+    if not callable(tags):
+        fixed = list(tags or ())
+        return lambda args, kwargs: fixed
+    try:
+        wanted = inspect.signature(tags).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: as the function was
+        return lambda args, kwargs: list(tags(*args, **kwargs))
+    variadic = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in wanted.values())
+    if not wanted:
+        return lambda args, kwargs: list(tags())
+    if not variadic and set(wanted) <= set(signature.parameters):
+
+        def by_name(args: tuple, kwargs: dict) -> list[str]:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return list(tags(**{n: bound.arguments[n] for n in wanted}))
+
+        return by_name
+    return lambda args, kwargs: list(tags(*args, **kwargs))
+
+
 def cached(
     timeout: float | None = None,
     tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
@@ -69,7 +97,8 @@ def cached(
     """Cache a function's results; see the module docstring.
 
     timeout: seconds (None: the cache's default); tags: a list, or a callable
-    taking the function's arguments; key_prefix: instead of the function's
+    taking the function's arguments (all of them as the function does, or only
+    some, named as the function names them), or none; key_prefix: instead of the function's
     module and qualified name; beta: XFetch eagerness (0 turns it off);
     stale_while_revalidate: seconds past `timeout` during which the old result
     is still returned while one caller computes the new one.
@@ -83,6 +112,7 @@ def cached(
     def decorate(func: Callable) -> Callable:
         name = key_prefix or f"{func.__module__}.{func.__qualname__}"
         signature = inspect.signature(func)
+        tags_of = _tags_of(tags, signature)
 
         def key_of(args: tuple, kwargs: dict) -> str:
             bound = signature.bind(*args, **kwargs)
@@ -95,7 +125,7 @@ def cached(
             """The cached result, computing it with call() when due (any thread)."""
             backend = _backend(cache)
             policy = _Policy(backend, timeout, beta, stale_while_revalidate)
-            item_tags = list(tags(*args, **kwargs) if callable(tags) else tags or ())
+            item_tags = tags_of(args, kwargs)
             return policy.result(key_of(args, kwargs), item_tags, call)
 
         if inspect.iscoroutinefunction(func):

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.core.cache import caches
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .backend import MisconfiguredCache
-from .conf import DEFAULTS
+from .conf import DEFAULTS, did_you_mean
 from .orm.transactions import QUERY_ROOM
 from .stats import conf as stats_conf
 from .storage.observers import factory_problem
-from .storage.options import parse
+from .storage.options import CLUSTER_SCHEME, CONNECTION_OPTIONS, SENTINEL_SCHEME, parse
+from .storage.options import DEFAULTS as OPTION_DEFAULTS
 from .write_behind import settings as write_behind_settings
 
 BACKEND = "django_tiercache.backend.TierCache"
+# The keys Django reads from a CACHES entry; a TierCache reads its own inside OPTIONS.
+CACHE_KEYS = ("BACKEND", "LOCATION", "OPTIONS", "TIMEOUT", "KEY_PREFIX", "VERSION", "KEY_FUNCTION")
 
 
 @register(Tags.caches)
@@ -28,6 +32,7 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     for alias, config in getattr(settings, "CACHES", {}).items():
         if config.get("BACKEND") != BACKEND:
             continue
+        messages += _entry_keys(alias, config) + _shared_databases(alias, config)
         problems = parse(config.get("LOCATION", ""), config.get("OPTIONS")).problems
         for problem in problems:
             kind = Error if problem.is_error else Warning
@@ -42,6 +47,89 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         if app_settings_ok and not any(p.is_error for p in problems):
             messages += _unbuilt(alias)
     return messages
+
+
+def _entry_keys(alias: str, config: dict[str, Any]) -> list[CheckMessage]:
+    """tiercache.E013: a key beside OPTIONS that Django and TierCache both ignore,
+    most often an option written one level too high."""
+    messages: list[CheckMessage] = []
+    for key in config:
+        if key in CACHE_KEYS:
+            continue
+        if key in OPTION_DEFAULTS or key in CONNECTION_OPTIONS:
+            msg = f"{key!r} is an OPTIONS key, given beside OPTIONS, where it is ignored."
+            hint = f"Move it into OPTIONS: 'OPTIONS': {{{key!r}: ...}}."
+        else:
+            near = did_you_mean(key, [*CACHE_KEYS, *OPTION_DEFAULTS, *CONNECTION_OPTIONS])
+            msg = f"Unknown key {key!r} in the CACHES entry, where it is ignored.{near}"
+            hint = (
+                f"A CACHES entry takes {', '.join(CACHE_KEYS)}; the TierCache options "
+                "go inside OPTIONS (see the README, Settings)."
+            )
+        messages.append(Error(msg, hint=hint, obj=f"CACHES[{alias!r}]", id="tiercache.E013"))
+    return messages
+
+
+def _shared_databases(alias: str, config: dict[str, Any]) -> list[CheckMessage]:
+    """tiercache.W002: another cache alias on one of this cache's Redis databases
+    with the same KEY_PREFIX. Their entries, tags, statistics and bookkeeping then
+    share keys: one alias's clear() or invalidation reaches the other's entries."""
+    mine = _databases(config)
+    prefix = config.get("KEY_PREFIX", "")
+    messages: list[CheckMessage] = []
+    for other, other_config in getattr(settings, "CACHES", {}).items():
+        if other == alias or other_config.get("KEY_PREFIX", "") != prefix:
+            continue
+        shared = sorted(mine & _databases(other_config))
+        if shared:
+            messages.append(
+                Warning(
+                    f"CACHES[{other!r}] uses the same Redis database ({shared[0]}) with "
+                    f"the same KEY_PREFIX ({prefix!r}).",
+                    hint="Give each cache alias on a shared Redis database a KEY_PREFIX of "
+                    "its own (e.g. 'KEY_PREFIX': 'shop'), or another database.",
+                    obj=f"CACHES[{alias!r}]",
+                    id="tiercache.W002",
+                )
+            )
+    return messages
+
+
+def _databases(config: dict[str, Any]) -> set[str]:
+    """The Redis databases a CACHES entry names, as 'host:port/db' (any backend)."""
+    location = config.get("LOCATION", "")
+    if config.get("BACKEND") == BACKEND:
+        urls = parse(location, config.get("OPTIONS")).urls
+    elif isinstance(location, str):
+        urls = location.replace(";", ",").split(",")
+    else:
+        urls = list(location) if isinstance(location, (list, tuple)) else []
+    found = set()
+    for url in urls:
+        if not isinstance(url, str) or "://" not in url:
+            continue
+        scheme = url.partition("://")[0].lower()
+        if scheme == CLUSTER_SCHEME:
+            found.add(url.partition("#")[0].rstrip("/") + "/0")  # a cluster has database 0
+        elif scheme == SENTINEL_SCHEME:
+            found.add(url.partition("#")[0])
+        elif scheme in ("redis", "rediss", "unix"):
+            found.add(_database(url))
+    return found
+
+
+def _database(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 6379
+    except ValueError:
+        return url
+    if parts.scheme == "unix":
+        db = parse_qs(parts.query).get("db", ["0"])[0]
+        return f"unix:{parts.path}/{db}"
+    host = (parts.hostname or "").lower().replace("localhost", "127.0.0.1")
+    db = parts.path.strip("/") or parse_qs(parts.query).get("db", ["0"])[0]
+    return f"{host}:{port}/{db}"
 
 
 def _unbuilt(alias: str) -> list[CheckMessage]:
@@ -75,7 +163,7 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
         ]
     unknown = [
         Error(
-            f"Unknown TIERCACHE key {key!r}.",
+            f"Unknown TIERCACHE key {key!r}.{did_you_mean(key, DEFAULTS)}",
             hint=f"Remove it or fix its spelling. Known keys: {', '.join(sorted(DEFAULTS))}.",
             obj="TIERCACHE",
             id="tiercache.E005",
@@ -113,16 +201,27 @@ def _finite(value: Any) -> bool:
 
 def _write_behind_settings() -> list[CheckMessage]:
     """TIERCACHE["WRITE_BEHIND"] (tiercache.E010), as write_behind/settings.py reads it."""
-    return [
-        Error(
-            problem,
-            hint="Fix the value, or leave the key out to get the default (see the README, "
-            "Write-behind).",
-            obj="TIERCACHE['WRITE_BEHIND']",
-            id="tiercache.E010",
+    given = getattr(settings, "TIERCACHE", {}).get("WRITE_BEHIND")
+    unknown = (
+        [k for k in given if k not in write_behind_settings.DEFAULTS]
+        if isinstance(given, dict)
+        else []
+    )
+    messages: list[CheckMessage] = []
+    for problem in write_behind_settings.problems():
+        near = [
+            did_you_mean(k, write_behind_settings.DEFAULTS) for k in unknown if repr(k) in problem
+        ]
+        messages.append(
+            Error(
+                problem + (near[0] if near else ""),
+                hint="Fix the value, or leave the key out to get the default (see the README, "
+                "Write-behind).",
+                obj="TIERCACHE['WRITE_BEHIND']",
+                id="tiercache.E010",
+            )
         )
-        for problem in write_behind_settings.problems()
-    ] + [
+    messages += [
         Warning(
             shared,
             hint="Give the cache a KEY_PREFIX of this project's own, or set "
@@ -132,6 +231,7 @@ def _write_behind_settings() -> list[CheckMessage]:
         )
         for shared in write_behind_settings.shared_journal()
     ]
+    return messages
 
 
 def _stats_settings(config: dict[str, Any]) -> list[CheckMessage]:

@@ -5,6 +5,8 @@ Per-cache options live in CACHES[alias]["OPTIONS"] instead (see storage/options.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -60,3 +62,17 @@ def get_config() -> dict[str, Any]:
 def _clear(setting: str, **kwargs: Any) -> None:
     if setting == "TIERCACHE":
         get_config.cache_clear()
+
+
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """The sentence " Did you mean 'X'?" for the known name closest to a misspelt one, or "".
+
+    Every check that refuses an unknown name says which one was probably meant:
+    a list of thirty valid keys hides the one that differs by a letter.
+    """
+    known = list(known)
+    if not isinstance(name, str) or name in known:
+        return ""
+    by_upper = {k.upper(): k for k in known}
+    close = difflib.get_close_matches(name.upper(), list(by_upper), n=1, cutoff=0.6)
+    return f" Did you mean {by_upper[close[0]]!r}?" if close else ""

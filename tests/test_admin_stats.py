@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+import redis
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.core.cache import caches
@@ -134,6 +135,23 @@ def test_stats_page__shows_the_figures_without_actions_to_a_viewer(client, viewe
     assert ACT not in page  # no action forms without the change permission
     assert "Processes that sent counts: 1 in the last 15.0 s" in page
     assert "publishing now" not in page
+
+
+def test_stats_page__shows_tagged_writes_a_partition_refused(
+    client, viewer, cache, shared_redis_url
+):
+    """A partition that lost its meta hash refuses tagged writes for the lock
+    horizon: the page counts them as "refused", beside the other events."""
+    from django_tiercache.storage.hooks import declare_lock_horizon
+
+    cache.get("greeting")
+    declare_lock_horizon(f"{cache.key_prefix}:_tc:", 30)
+    redis.Redis.from_url(shared_redis_url).delete(f"{cache.key_prefix}:_tc:meta")
+    assert cache.set("tagged", 1, tags=["t"]) is False
+    client.force_login(viewer)
+    page = client.get(PAGE).content.decode()
+    row = page[page.index("<td>refused</td>") :]
+    assert row.index('class="num">1<') < row.index("</tr>")
 
 
 def test_stats_page__shows_the_actions_to_an_operator(client, operator, cache):

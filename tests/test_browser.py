@@ -70,6 +70,7 @@ def log_in(page, url):
 MISALIGNED_CELLS = """() => {
   const wrong = [];
   document.querySelectorAll('.tc-partitions, .tc-servers').forEach((table, t) => {
+    if (getComputedStyle(table.tHead).display === 'none') return;  // stacked: no columns
     const heads = [...table.querySelectorAll('thead th')].map(h => h.getBoundingClientRect().left);
     table.querySelectorAll('tbody tr.tc-partition, tbody tr.tc-server').forEach((row, r) => {
       let column = 0;
@@ -82,6 +83,13 @@ MISALIGNED_CELLS = """() => {
   });
   return wrong;
 }"""
+
+# Tables that need their scrolling box to be read: a table must fit its page
+# (below a width, the wide ones stack each row into labelled figures).
+SCROLLED_TABLES = """() => [...document.querySelectorAll('.tc-scroll')]
+  .filter(box => box.scrollWidth > box.clientWidth + 1)
+  .map(box => (box.querySelector('table').className || 'a table without class')
+    + ` (${box.scrollWidth} px in ${box.clientWidth})`)"""
 
 # Warnings and the partitions' health columns (breaker, errors, calls, p95) that lie
 # beyond the right edge of their cache's box: a wide table scrolls, and what must be
@@ -184,8 +192,12 @@ def look(page, theme, width, state):
     page.reload()
     # Saved first, so that a page that fails a check below is there to look at.
     page.screenshot(path=str(ARTIFACTS / f"stats-{theme}-{width}-{state}.png"), full_page=True)
+    if page.locator(".tc-partitions").count():  # the widest table, close up
+        shot = ARTIFACTS / f"stats-{theme}-{width}-{state}-partitions.png"
+        page.locator(".tc-partitions").first.screenshot(path=str(shot))
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     assert page.evaluate(CLIPPED_TABLES) == []
+    assert page.evaluate(SCROLLED_TABLES) == []
     assert page.evaluate(CROWDED_CHART_HEADS) == []
     assert page.evaluate(MISALIGNED_CELLS) == []
     assert page.evaluate(OUT_OF_VIEW) == []

@@ -201,3 +201,44 @@ def test_cached__works_on_a_cache_without_tags(settings):
 
     assert report() == 3
     assert report() == 3
+
+
+def test_cached_tags__a_callable_may_take_some_of_the_arguments_by_name_or_none():
+    calls = []
+
+    @cached(tags=lambda shop_id: [f"shop.shop:{shop_id}"])
+    def top(shop_id, limit=3):
+        calls.append(("top", shop_id, limit))
+        return list(range(limit))
+
+    @cached(tags=lambda: ["shop.catalogue"])
+    def catalogue(shop_id, page):
+        calls.append(("catalogue", shop_id, page))
+        return [shop_id, page]
+
+    class Shop:
+        def __init__(self, pk):
+            self.pk = pk
+
+        def __cache_key__(self):
+            return self.pk
+
+        @cached(tags=lambda self, day: [f"shop.shop:{self.pk}", f"day:{day}"])
+        def revenue(self, day):
+            calls.append(("revenue", self.pk, day))
+            return 100
+
+    assert top(7, limit=2) == [0, 1] and catalogue(7, 1) == [7, 1]
+    assert Shop(7).revenue("mon") == 100
+    caches["default"].invalidate_tags("shop.shop:7")
+    top(7, limit=2), catalogue(7, 1), Shop(7).revenue("mon")
+    caches["default"].invalidate_tags("shop.catalogue")
+    top(7, limit=2), catalogue(7, 1), Shop(7).revenue("mon")
+    assert calls == [
+        ("top", 7, 2),
+        ("catalogue", 7, 1),
+        ("revenue", 7, "mon"),
+        ("top", 7, 2),
+        ("revenue", 7, "mon"),
+        ("catalogue", 7, 1),
+    ]

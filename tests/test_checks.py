@@ -144,6 +144,166 @@ def test_unknown_app_settings__are_tiercache_e005(settings):
     assert check_app_settings() == []
 
 
+def messages_for(cache_entry, **others):
+    caches = {"default": {"BACKEND": BACKEND, **cache_entry}, **others}
+    with override_settings(CACHES=caches):
+        messages = check_caches()
+    assert all(m.hint for m in messages)
+    return messages
+
+
+def test_an_option_beside_options__is_tiercache_e013_saying_move_it_into_options():
+    """Django ignores keys it does not know in a CACHES entry: PARTITION_NAMES
+    there would leave the partitions named by their URLs without a word."""
+    entry = {"LOCATION": ["memory://a", "memory://b"], "PARTITION_NAMES": ["a", "b"]}
+    (message,) = messages_for(entry)
+    assert message.id == "tiercache.E013"
+    assert "'PARTITION_NAMES'" in message.msg and "beside OPTIONS" in message.msg
+    assert "Move it into OPTIONS" in message.hint
+    assert message.is_serious()
+
+
+def test_an_unknown_key_beside_options__is_tiercache_e013_naming_the_near_one():
+    (message,) = messages_for({"LOCATION": "memory://", "TIMOUT": 5})
+    assert message.id == "tiercache.E013"
+    assert "Did you mean 'TIMEOUT'?" in message.msg
+
+
+def test_django_cache_keys__are_no_e013():
+    entry = {"LOCATION": "memory://", "TIMEOUT": 5, "KEY_PREFIX": "p", "VERSION": 2}
+    assert messages_for(entry) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "meant"),
+    [
+        ({"SOCKET_TIMOUT": 1}, "SOCKET_TIMEOUT"),
+        ({"socket_timeout": 1}, "SOCKET_TIMEOUT"),
+        ({"TAG_LEASES": 1}, "TAG_LEASE"),
+        ({"L1": {"MAXLAG": 1}}, "MAX_LAG"),
+        ({"SINGLE_FLIGHT": {"CLAIM_TT": 1}}, "CLAIM_TTL"),
+        ({"HOT_KEYS": {"SAMPLES": 0.1}}, "SAMPLE"),
+    ],
+)
+def test_unknown_option_names__say_which_one_was_probably_meant(options, meant):
+    (message,) = messages_for({"LOCATION": "memory://", "OPTIONS": options})
+    assert f"Did you mean {meant!r}?" in message.msg
+
+
+@pytest.mark.parametrize(
+    ("tiercache", "meant"),
+    [
+        ({"WRITE_LOCK_TIMOUT": 5}, "WRITE_LOCK_TIMEOUT"),
+        ({"STATS_TARGET": {}}, "STATS_TARGETS"),
+        ({"STATS_TARGETS": {"HITRATE": 0.5}}, "HIT_RATE"),
+        ({"WRITE_BEHIND": {"FLUSH_INTERVALL": 5}}, "FLUSH_INTERVAL"),
+    ],
+)
+def test_unknown_app_setting_names__say_which_one_was_probably_meant(settings, tiercache, meant):
+    from django_tiercache.checks import check_app_settings
+
+    settings.TIERCACHE = tiercache
+    (message,) = check_app_settings()
+    assert f"Did you mean {meant!r}?" in message.msg
+    assert message.hint
+
+
+@pytest.mark.parametrize("target", ["HIT_RATE", "MISS_RATE"])
+def test_a_rate_target_given_as_a_percentage__is_tiercache_e006_with_the_fraction(settings, target):
+    from django_tiercache.checks import check_app_settings
+
+    settings.TIERCACHE = {"STATS_TARGETS": {target: 80}}
+    (message,) = check_app_settings()
+    assert message.id == "tiercache.E006"
+    assert "percentage" in message.msg and "write 0.8 for 80 %" in message.msg
+    settings.TIERCACHE = {"STATS_TARGETS": {target: 0.8, "P95_MS": 25}}
+    assert check_app_settings() == []
+    settings.TIERCACHE = {"STATS_TARGETS": {"P95_MS": "10ms"}}
+    assert [m.id for m in check_app_settings()] == ["tiercache.E006"]
+
+
+def test_two_aliases_on_one_redis_database_with_one_prefix__are_tiercache_w002():
+    """Their entries, tags and statistics would share keys: one's clear() or
+    invalidation reaches the other's entries."""
+    url = "redis://127.0.0.1:6379/3"
+    sessions = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    (message,) = messages_for({"LOCATION": [url]}, sessions=sessions)
+    assert message.id == "tiercache.W002" and not message.is_serious()
+    assert "CACHES['sessions']" in message.msg and "KEY_PREFIX" in message.hint
+    localhost = {**sessions, "LOCATION": "redis://localhost:6379/3"}
+    assert [m.id for m in messages_for({"LOCATION": url}, sessions=localhost)] == ["tiercache.W002"]
+    other_db = {**sessions, "LOCATION": "redis://127.0.0.1:6379/4"}
+    assert messages_for({"LOCATION": url}, sessions=other_db) == []
+    prefixed = {**sessions, "KEY_PREFIX": "sessions"}
+    assert messages_for({"LOCATION": url}, sessions=prefixed) == []
+
+
+def test_two_tier_caches_on_one_database__warn_each_of_them():
+    url = "redis://127.0.0.1:6379/3"
+    caches = {
+        "default": {"BACKEND": BACKEND, "LOCATION": url},
+        "pages": {"BACKEND": BACKEND, "LOCATION": [url, "redis://127.0.0.1:6380/0"]},
+    }
+    with override_settings(CACHES=caches):
+        messages = check_caches()
+    assert sorted((m.obj, m.id) for m in messages) == [
+        ("CACHES['default']", "tiercache.W002"),
+        ("CACHES['pages']", "tiercache.W002"),
+    ]
+
+
+CELERY_APP = """
+from celery import Celery
+
+from django_tiercache.write_behind.tasks import beat_schedule
+
+app = Celery("proj")
+app.conf.beat_schedule = {**app.conf.beat_schedule, **beat_schedule()}
+"""
+
+PROJECT_SETTINGS = """
+SECRET_KEY = "check-test"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django_tiercache"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+CACHES = {"default": {"BACKEND": "django_tiercache.backend.TierCache", "LOCATION": "memory://"}}
+TIERCACHE = {"WRITE_BEHIND": {"FLUSH_INTERVALL": 5}, "STATS_TARGETS": {"HIT_RATE": 80}}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+"""
+
+
+def test_a_write_behind_typo_read_at_import__is_a_warning_then_a_check_message(tmp_path):
+    """The usual Celery layout imports the app, and so beat_schedule(), while the
+    settings load (a worker, a WSGI server): the typo must not be a traceback
+    there, and `manage.py check` lists it beside the other problems."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("celery")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "__init__.py").write_text("from .celery import app as celery_app\n")
+    (project / "celery.py").write_text(CELERY_APP)
+    (project / "settings.py").write_text(PROJECT_SETTINGS)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "DJANGO_SETTINGS_MODULE": "proj.settings"}
+
+    def run(*args):
+        done = subprocess.run(  # noqa: S603 - our own interpreter on our own files
+            [sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, env=env
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    code, output = run("-c", "import django; django.setup(); import proj; print('imported')")
+    assert "Traceback" not in output
+    assert code == 0 and "imported" in output
+    assert "tiercache.E010" in output  # logged, not silent
+    code, output = run("-m", "django", "check")
+    assert "Traceback" not in output
+    assert code == 1
+    assert "tiercache.E010" in output and "Did you mean 'FLUSH_INTERVAL'?" in output
+    assert "tiercache.E006" in output and "write 0.8 for 80 %" in output
+
+
 def test_write_behind_on_the_bare_default_journal_prefix__is_tiercache_w010(settings):
     from django.core.checks import run_checks
 

@@ -82,6 +82,7 @@ def test_an_entry_invalidated_after_the_read__is_consistent(sampling):
     product = Product.objects.create(name="before")
     get_object(Product, product.pk)
     served = get_object(Product, product.pk)
+    assert consistency.wait_idle()  # the sampled hit checked before this thread writes
     product.name = "after"
     product.save()  # invalidates: the cache no longer serves the sampled value
     sample = consistency.Sample(

@@ -138,6 +138,30 @@ def test_many_to_many_changes_invalidate_both_sides(action):
     assert not label_alive()
 
 
+@pytest.mark.parametrize("action", ["add", "remove", "clear"])
+@pytest.mark.parametrize("side", ["forward", "reverse"])
+def test_many_to_many_changes__invalidate_the_same_from_either_side(side, action):
+    """What a change to a product invalidates (its parent category, its registered
+    tags) goes with an m2m change from the label's side too."""
+    category = Category.objects.create(name="c")
+    product = Product.objects.create(name="m2m-product", category=category)
+    label = Label.objects.create(name="m2m-label")
+    if action != "add":
+        product.labels.add(label)
+    markers = {
+        "product": tagged(django_tiercache.instance_tag(product)),
+        "label": tagged(django_tiercache.instance_tag(label)),
+        "category (product's parent)": tagged(django_tiercache.instance_tag(category)),
+        "product's registered tag": tagged("product-name:m2m-product"),
+    }
+    manager, other = (product.labels, label) if side == "forward" else (label.products, product)
+    if action == "clear":
+        manager.clear()
+    else:
+        getattr(manager, action)(other)
+    assert [name for name, alive in markers.items() if alive()] == []
+
+
 def test_queryset_update__invalidates_every_instance_and_query():
     products = [Product.objects.create(name=f"u{i}") for i in range(3)]
     unrelated = tagged("label-like:1")
@@ -320,6 +344,48 @@ def test_get_object_or_404__returns_the_row_or_raises_http404(django_assert_num_
         django_tiercache.get_object_or_404(Product, 4243)
     with django_assert_num_queries(0), pytest.raises(Http404):
         django_tiercache.get_object_or_404(Product, 4243)  # the miss is cached too
+
+
+def test_get_object_or_404__takes_djangos_arguments_and_caches_lookups_by_pk_alone(
+    django_assert_num_queries,
+):
+    product = Product.objects.create(name="by-pk")
+    for lookup in ({"pk": product.pk}, {"id": product.pk}, {"pk__exact": str(product.pk)}):
+        assert django_tiercache.get_object_or_404(Product, **lookup) == product
+    assert django_tiercache.get_object_or_404(Product.objects, pk=product.pk) == product
+    assert django_tiercache.get_object_or_404(Product.objects.all(), pk=product.pk) == product
+    with django_assert_num_queries(0):  # every one of them was the same cached entry
+        django_tiercache.get_object_or_404(Product.objects.all(), id=product.pk)
+    with pytest.raises(Http404, match="No Product matches"):
+        django_tiercache.get_object_or_404(Product, pk=product.pk + 1000)
+    with django_assert_num_queries(0), pytest.raises(Http404):
+        django_tiercache.get_object_or_404(Product.objects, id=product.pk + 1000)  # cached miss
+
+
+def test_get_object_or_404__other_lookups_go_to_the_database_as_djangos_do(
+    django_assert_num_queries,
+):
+    from django.db.models import Q
+
+    product = Product.objects.create(name="by-name")
+    get_object(Product, product.pk)  # cached: none of the calls below may use it
+    calls = [
+        lambda: django_tiercache.get_object_or_404(Product, name="by-name"),
+        lambda: django_tiercache.get_object_or_404(Product, Q(name="by-name")),
+        lambda: django_tiercache.get_object_or_404(
+            Product.objects.filter(version=0), pk=product.pk
+        ),
+        lambda: django_tiercache.get_object_or_404(Product, pk=product.pk, name="by-name"),
+    ]
+    for call in calls:
+        with django_assert_num_queries(1):
+            assert call() == product
+    with pytest.raises(Http404):
+        django_tiercache.get_object_or_404(Product.objects.filter(version=1), pk=product.pk)
+    with pytest.raises(Http404):
+        django_tiercache.get_object_or_404(Product, name="nobody")
+    with pytest.raises(ValueError, match="must be a Model, Manager, or QuerySet, not 'str'"):
+        django_tiercache.get_object_or_404("Product", pk=product.pk)
 
 
 def test_an_explicit_invalidation_in_autocommit__is_made_before_it_returns(

@@ -258,5 +258,14 @@ def test_readme_walkthrough__from_pip_install_to_a_cached_hit_and_its_invalidati
         assert walk.installed and walk.server is not None
         # Step 8 saved the product through Django: its tag is invalidated.
         assert fetch(walk.url("/products/1/")) == (200, {"name": "Kettle"})
+        # The warmers of "Cache warming" ran above, as written; their counts:
+        # the card is written again; the product, cached by the last request and
+        # current, is skipped.
+        out = walk.manage("warm_cache", "product-cards", "products")
+        rows = {line.split()[0]: line.split()[2:6] for line in out.splitlines()[1:-1]}
+        assert rows == {"product-cards": ["1", "1", "0", "0"], "products": ["1", "0", "1", "0"]}
+        assert out.endswith("1 entry written.\n"), out
+        out = walk.manage("warm_cache", "--all", "--dry-run")
+        assert "Dry run: 1 entry would be warmed; nothing was written." in out, out
     finally:
         walk.stop()

@@ -238,7 +238,7 @@ def test_generator__is_consumed_lazily_batch_by_batch(tier_caches, concurrency):
     django_tiercache.warmer("huge")(huge)
     out, _ = warm("huge", "--batch-size", str(batch), "--concurrency", str(concurrency))
     assert seen_written_at == [True]
-    assert "200000 entries written." in out
+    assert "200,000 entries written." in out
     assert cache.get_many(["item:0", "item:199999"]) == {"item:0": 0, "item:199999": 199999}
 
 
@@ -286,7 +286,7 @@ def test_dry_run__loads_and_counts_but_writes_nothing(tier_caches):
     django_tiercache.warmer("items")(lambda: numbered(25))
     out, _ = warm("items", "--dry-run", "--batch-size", "10")
     assert tier_caches["default"].get_many([f"item:{i}" for i in range(25)]) == {}
-    assert "25 entries would be written (dry run: nothing was)." in out
+    assert "Dry run: 25 entries would be warmed; nothing was written." in out
 
 
 def test_timeout__option_and_warmer_timeout_set_the_ttl(tier_caches):
@@ -373,7 +373,7 @@ def test_failures__bad_items_fail_alone_and_exit_status_is_1(tier_caches):
         yield "bad-tags", 3, "not-a-list"
 
     failure, out, err = warm_fails("mixed")
-    assert failure.returncode == 1 and "3 item(s) failed" in str(failure)
+    assert failure.returncode == 1 and "3 items failed." in str(failure)
     assert tier_caches["default"].get_many(["good", "also-good", "unpicklable"]) == {
         "good": 1,
         "also-good": 2,
@@ -389,9 +389,57 @@ def test_failures__a_raising_warmer_does_not_stop_the_others(tier_caches):
 
     django_tiercache.warmer("fine")(lambda: numbered(3, "fine"))
     failure, out, err = warm_fails("broken", "fine", "--batch-size", "1")
-    assert failure.returncode == 1 and "stopped by an error: broken" in str(failure)
-    assert "broken: stopped by RuntimeError: database went away" in err
+    assert failure.returncode == 1 and "1 warmer stopped by an error: broken." in str(failure)
+    assert "broken stopped by an error after 1 item: RuntimeError: database went away" in err
     assert tier_caches["default"].get_many(["b:0", "fine:2"]) == {"b:0": 0, "fine:2": 2}
+
+
+def test_failures__a_warmer_that_raises_keeps_what_it_yielded_before(tier_caches):
+    @django_tiercache.warmer("half")
+    def half():
+        yield "h:0", 0
+        yield "h:1", 1
+        raise RuntimeError("the feed ended early")
+
+    failure, out, err = warm_fails("half")  # one batch of 1000 would have held both
+    assert tier_caches["default"].get_many(["h:0", "h:1"]) == {"h:0": 0, "h:1": 1}
+    row = next(line for line in out.splitlines() if line.startswith("half"))
+    assert row.split()[2:6] == ["2", "2", "0", "0"]
+    assert "half stopped by an error after 2 items: RuntimeError: the feed ended early" in err
+    assert str(failure) == "1 warmer stopped by an error: half."
+
+
+def test_dry_run__says_would_warm_and_counts_in_whole_numbers(tier_caches):
+    django_tiercache.warmer("many")(lambda: numbered(20_005, "many"))
+    out, _ = warm("many", "--dry-run", "--concurrency", "1", verbosity=2)
+    heading = next(line for line in out.splitlines() if line.startswith("warmer"))
+    assert "would warm" in heading and "warmed" not in heading
+    progress = [line for line in out.splitlines() if line.startswith("many:")]
+    assert progress and all("would warm" in line and "e+" not in line for line in progress)
+    assert "Dry run: 20,005 entries would be warmed; nothing was written." in out
+    assert tier_caches["default"].get("many:0") is None
+
+
+def test_progress_bar__shows_counts_as_integers(tier_caches):
+    """tqdm writes numbers in three significant digits (20005 as 2e+4): the bar's
+    counts are given to it as text."""
+    import io
+
+    pytest.importorskip("tqdm")
+    from django.core.management.base import OutputWrapper
+
+    from django_tiercache.management.commands.warm_cache import _BarProgress
+    from django_tiercache.warming import Result
+
+    stream = io.StringIO()
+    bar = _BarProgress(OutputWrapper(stream))
+    bar(Result("many", "default", items=20_005, warmed=20_005), True)
+    assert "warmed 20,005" in stream.getvalue() and "e+" not in stream.getvalue()
+    dry = io.StringIO()
+    _BarProgress(OutputWrapper(dry), dry_run=True)(
+        Result("many", "default", items=3, warmed=3), True
+    )
+    assert "would warm 3" in dry.getvalue()
 
 
 def test_failures__items_on_a_dead_partition_are_failed(settings, clean_redis_servers):
@@ -403,7 +451,7 @@ def test_failures__items_on_a_dead_partition_are_failed(settings, clean_redis_se
     assert failure.returncode == 1
     cache = caches["default"]
     lost = sum(cache.partition_for(f"item:{i}") == location[1] for i in range(50))
-    assert 0 < lost < 50 and f"{lost} item(s) failed" in str(failure)
+    assert 0 < lost < 50 and f"{lost} items failed." in str(failure)
 
 
 @pytest.mark.parametrize(
@@ -418,7 +466,10 @@ def test_failures__items_on_a_dead_partition_are_failed(settings, clean_redis_se
             "Registered models: auth.User, testapp.Badge, testapp.Book",
         ),
         (["--model", "testapp.Product", "--filter", "name"], "Bad --filter 'name'"),
-        (["--model", "testapp.Product", "--filter", "nope=1"], "Fields: id, name, version"),
+        (
+            ["--model", "testapp.Product", "--filter", "nope=1"],
+            "Choices are: category, category_id, id, labels, name, version.",
+        ),
         (["--model", "testapp.Product", "--filter", "version=x"], "expected a number"),
         (["known", "--filter", "name=x"], "--filter narrows --model"),
         (["known", "--all"], "Give warmer names or --all, not both."),
@@ -459,7 +510,7 @@ execute_from_command_line(["manage.py", "warm_cache", *sys.argv[1:]])
 @pytest.mark.parametrize(
     ("args", "status", "says"),
     [
-        (["fine"], 0, "1 entries written."),
+        (["fine"], 0, "1 entry written."),
         (["fine", "broken"], 1, "stopped by an error: broken"),
         (["fine", "missing"], 2, "Unknown warmer(s): missing. Registered warmers: broken, fine."),
         (["fine", "--batch-size", "many"], 2, "invalid int value: 'many'"),
@@ -520,7 +571,7 @@ def test_model__cached_instances_are_kept_and_counted_as_skipped(tier_caches, pr
 
 def test_model__dry_run_loads_but_writes_nothing(tier_caches, products):
     out, _ = warm("--model", "testapp.Product", "--dry-run", "--concurrency", "1")
-    assert "12 entries would be written" in out
+    assert "Dry run: 12 entries would be warmed; nothing was written." in out
     assert tier_caches["default"].get(object_key(Product, products[0].pk)) is None
 
 
@@ -537,7 +588,7 @@ def test_model__queryset_warmer_uses_the_registration_and_its_own_query(tier_cac
 def test_model__rows_an_open_transaction_wrote_are_not_cached_and_fail(tier_caches, db):
     made = Product.objects.create(name="uncommitted")  # the test's transaction never commits
     failure, out, err = warm_fails("--model", "testapp.Product", "--concurrency", "1")
-    assert failure.returncode == 1 and "1 item(s) failed" in str(failure)
+    assert failure.returncode == 1 and "1 item failed." in str(failure)
     assert "not stored: its tags were invalidated or locked" in err
     assert tier_caches["default"].get(object_key(Product, made.pk)) is None
 

@@ -1,4 +1,5 @@
-"""Reading model data through the cache: get_object, get_objects, cached_queryset.
+"""Reading model data through the cache: get_object, get_object_or_404, get_objects,
+cached_queryset.
 
 Entries are tagged so that model-driven invalidation (invalidation.py) finds
 them: an instance under its instance tag, a query result under the model tag
@@ -11,8 +12,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.http import Http404
+from django.shortcuts import get_object_or_404 as _django_get_object_or_404
 
 from .. import conf
 from ..backend import tier_cache
@@ -89,19 +92,76 @@ def get_object(model: type[models.Model], pk: Any) -> models.Model:
     return next(iter(found.values()))
 
 
-def get_object_or_404(model: type[models.Model], pk: Any) -> models.Model:
-    """get_object() for views: a missing row (cached as missing too) raises Http404.
+def get_object_or_404(klass: Any, *args: Any, **kwargs: Any) -> models.Model:
+    """Django's get_object_or_404(), through the cache when the lookup is by pk alone.
 
-    ::
+    ``klass`` is a model, a manager or a queryset; ``args`` and ``kwargs`` are
+    lookups, as in Django. A lookup by primary key alone (``pk=``, ``id=``,
+    ``pk__exact=``...) on the model's whole default manager is answered by
+    get_object(), a missing row cached as missing too; anything else (other
+    lookups, Q objects, a filtered queryset or a manager that filters) goes to
+    the database as Django's own would, uncached::
 
-        def product_detail(request, pk):
-            product = django_tiercache.get_object_or_404(Product, pk)
-            return render(request, "shop/product.html", {"product": product})
+        product = django_tiercache.get_object_or_404(Product, pk=pk)         # cached
+        product = django_tiercache.get_object_or_404(Product, slug=slug)     # database
+        mine = django_tiercache.get_object_or_404(request.user.orders, pk=pk)  # database
+
+    ``get_object_or_404(Product, pk)``, a bare pk as the only positional
+    argument, is kept as a shorthand for ``pk=pk``.
     """
+    queryset = _queryset(klass)
+    model = queryset.model
+    shorthand = len(args) == 1 and not kwargs and not isinstance(args[0], models.Q)
+    filters: tuple[Any, ...] = () if shorthand else args
+    lookups: dict[str, Any] = {"pk": args[0]} if shorthand else kwargs
+    if filters or len(lookups) != 1 or not _whole_default(queryset):
+        return _django_get_object_or_404(queryset, *filters, **lookups)
+    lookup, pk = next(iter(lookups.items()))
+    if lookup not in _pk_lookups(model):
+        return _django_get_object_or_404(queryset, **lookups)
     try:
         return get_object(model, pk)
-    except model.DoesNotExist as exc:  # type: ignore[attr-defined]
+    except model.DoesNotExist as exc:
         raise Http404(f"No {model._meta.object_name} matches the given query.") from exc
+    except (ValueError, TypeError, ValidationError):
+        # A pk the field cannot read ("abc" for an integer): let the database
+        # path raise exactly what Django's own get_object_or_404() raises.
+        return _django_get_object_or_404(queryset, **lookups)
+
+
+def _queryset(klass: Any) -> models.QuerySet:
+    if hasattr(klass, "_default_manager"):
+        return klass._default_manager.all()
+    if isinstance(klass, models.Manager):
+        return klass.all()
+    if isinstance(klass, models.QuerySet):
+        return klass
+    name = klass.__name__ if isinstance(klass, type) else klass.__class__.__name__
+    raise ValueError(
+        "First argument to get_object_or_404() must be a Model, Manager, or "
+        f"QuerySet, not '{name}'."
+    )
+
+
+def _whole_default(queryset: models.QuerySet) -> bool:
+    """Is this every row of the model's default manager (no filter, slice, extra or
+    annotation)? Only then can a cached row stand for what the queryset would find."""
+    query = queryset.query
+    plain = queryset.model._default_manager.all().query
+    return (
+        not query.where
+        and not plain.where
+        and not query.is_sliced
+        and not query.extra
+        and not query.annotations
+        and query.combinator is None
+        and queryset.db == queryset.model._default_manager.db
+    )
+
+
+def _pk_lookups(model: type[models.Model]) -> set[str]:
+    names = {"pk", model._meta.pk.name, model._meta.pk.attname}
+    return names | {f"{name}__exact" for name in names}
 
 
 def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, models.Model]:

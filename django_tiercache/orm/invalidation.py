@@ -5,7 +5,8 @@ Covered for every registered model, without touching the model class:
 - Model.save() and Model.delete() (pre/post_save, pre/post_delete), and
   QuerySet.delete(), which Django runs through the same signals row by row;
   a changed parent foreign key invalidates the old parent as well as the new;
-- many-to-many add/remove/clear on either side (m2m_changed);
+- many-to-many add/remove/clear on either side (m2m_changed), the same from
+  both: the rows on the other side take their parents and registered tags along;
 - QuerySet.update(), bulk_update() and bulk_create(), which send no signals:
   django_tiercache wraps those three QuerySet methods once, at start-up. Rows
   that bulk_update() and bulk_create() touch are known, so their instance tags
@@ -143,13 +144,53 @@ def _m2m_changed(
     if is_registered(type(instance)):
         groups.append(tags_for(instance))
     if is_registered(model):
-        alias = registration_for(model).cache_alias
-        if pk_set is None:  # clear(): the other side's rows are not listed
-            groups.append({alias: {model_tag(model), family_tag(model)}})
-        else:
-            groups.append({alias: {model_tag(model), *(pk_tag(model, pk) for pk in pk_set)}})
+        groups.append(_other_side(sender, instance, action, model, pk_set, using))
     step = transactions.before if action.startswith("pre_") else transactions.after
     step(type(instance), _merge(*groups), using)
+
+
+CLEARED = "_tiercache_m2m_cleared"
+
+
+def _other_side(
+    through: type, instance: models.Model, action: str, model: Any, pk_set: Any, using: str
+) -> dict[str, set[str]]:
+    """What the change invalidates on the side of the rows added, removed or
+    cleared: as much as a change to each of those rows would (its parents, its
+    registered tags), whichever side the change was made from."""
+    registration = registration_for(model)
+    alias = registration.cache_alias
+    needs_rows = bool(registration.parent_fields()) or registration.tags is not None
+    if pk_set is not None:
+        if not needs_rows:
+            return {alias: {model_tag(model), *(pk_tag(model, pk) for pk in pk_set)}}
+        rows = model._default_manager.using(using).filter(pk__in=pk_set)
+        return _merge({alias: {model_tag(model)}}, *map(tags_for, rows))
+    # clear() lists no rows: every entry of the model goes, and the rows still
+    # linked before it (read at pre_clear, kept for post_clear) take their
+    # parents and registered tags with them.
+    wide = {alias: {model_tag(model), family_tag(model)}}
+    if not needs_rows:
+        return wide
+    if action == "post_clear":
+        return _merge(wide, getattr(instance, CLEARED, {}))
+    linked = _linked(through, instance, model, using)
+    found = _merge(*map(tags_for, linked)) if linked is not None else _model_wide(model)
+    setattr(instance, CLEARED, found)
+    return _merge(wide, found)
+
+
+def _linked(through: Any, instance: models.Model, model: Any, using: str) -> Any:
+    """The rows of `model` linked to `instance` through `through`, or None when
+    the through table cannot say which column is which (a model linked to itself)."""
+    ends = [f for f in through._meta.fields if f.is_relation]
+    mine = [f for f in ends if f.related_model is type(instance)._meta.concrete_model]
+    theirs = [f for f in ends if f.related_model is model._meta.concrete_model]
+    if len(mine) != 1 or len(theirs) != 1 or mine[0] is theirs[0]:
+        return None
+    links = through._default_manager.using(using).filter(**{mine[0].attname: instance.pk})
+    pks = links.values(theirs[0].attname)
+    return model._default_manager.using(using).filter(pk__in=pks)
 
 
 RECEIVERS = (

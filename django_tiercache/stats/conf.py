@@ -46,10 +46,39 @@ def problems(config: dict[str, Any]) -> list[str]:
         found.append(
             f"TIERCACHE['STATS_METRICS_TOKEN'] must be None or a non-empty string, got {token!r}."
         )
-    unknown = set(config["STATS_TARGETS"]) - set(conf.DEFAULTS["STATS_TARGETS"])
-    if unknown:
-        found.append(
-            f"TIERCACHE['STATS_TARGETS'] has unknown keys {sorted(unknown)}; "
-            f"known keys: {sorted(conf.DEFAULTS['STATS_TARGETS'])}."
-        )
+    return found + _target_problems(config["STATS_TARGETS"])
+
+
+# Rates are fractions of reads: 0.8 is 80 %. A target above 1 cannot be met (a
+# hit rate) or cannot be missed (a miss rate), so it is refused, not shown red forever.
+RATE_TARGETS = ("HIT_RATE", "MISS_RATE")
+
+
+def _target_problems(targets: dict[str, Any]) -> list[str]:
+    known = conf.DEFAULTS["STATS_TARGETS"]
+    found = [
+        f"TIERCACHE['STATS_TARGETS'] has an unknown key {key!r}.{conf.did_you_mean(key, known)} "
+        f"Known keys: {', '.join(sorted(known))}."
+        for key in sorted(targets, key=str)
+        if key not in known
+    ]
+    for key, value in targets.items():
+        if key not in known:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key in RATE_TARGETS and number and 1 < value <= 100:
+            found.append(
+                f"TIERCACHE['STATS_TARGETS'][{key!r}] = {value!r} reads as a percentage; "
+                f"rates are fractions: write {value / 100:g} for {value:g} %."
+            )
+        elif key in RATE_TARGETS and not (number and 0 <= value <= 1):
+            found.append(
+                f"TIERCACHE['STATS_TARGETS'][{key!r}] must be a fraction from 0 to 1, "
+                f"got {value!r}."
+            )
+        elif key not in RATE_TARGETS and not (number and value > 0):
+            found.append(
+                f"TIERCACHE['STATS_TARGETS'][{key!r}] must be a positive number of "
+                f"milliseconds, got {value!r}."
+            )
     return found

@@ -112,11 +112,18 @@ class ErrorPolicy:
             raise error
 
     def note(
-        self, event: str, partition: str, message: str, *args: object, level: int = logging.WARNING
+        self,
+        event: str,
+        partition: str,
+        message: str,
+        *args: object,
+        level: int = logging.WARNING,
+        count: int = 1,
     ) -> None:
-        """Count an event and log it, unless the same event was logged moments ago."""
+        """Count an event (`count` times) and log it, unless the same event was
+        logged moments ago."""
         with self._lock:
-            self.counts[(event, partition)] += 1
+            self.counts[(event, partition)] += count
             burst = f"{event}@{partition}"
             now = time.monotonic()
             if now - self._last_logged.get(burst, -LOG_BURST_SECONDS) < LOG_BURST_SECONDS:

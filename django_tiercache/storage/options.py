@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from ..conf import did_you_mean
+
 MEMORY_SCHEME = "memory"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Schemes whose URL names several hosts (host:port,host:port): urlsplit cannot read their port.
@@ -170,11 +172,11 @@ def parse(location: Any, options: dict[str, Any] | None) -> CacheOptions:
 
 
 def _unknown_option(key: str) -> Problem:
-    known = ", ".join(sorted([*DEFAULTS, *CONNECTION_OPTIONS]))
+    names = sorted([*DEFAULTS, *CONNECTION_OPTIONS])
     return Problem(
         "E002",
-        f"Unknown OPTIONS key {key!r}.",
-        f"Remove it or fix its spelling. Known keys: {known}.",
+        f"Unknown OPTIONS key {key!r}.{did_you_mean(key, names)}",
+        f"Remove it or fix its spelling. Known keys: {', '.join(names)}.",
     )
 
 
@@ -332,12 +334,14 @@ def _check_hot_keys(value: Any, problems: list[Problem]) -> None:
     if not isinstance(value, dict):
         problems.append(Problem("E003", f"OPTIONS['HOT_KEYS'] = {value!r} is not valid.", hint))
         return
-    bad = [k for k in value if k not in HOT_KEYS_DEFAULTS]
-    bad += [k for k, v in value.items() if k in HOT_KEYS_DEFAULTS and not _hot_value_ok(k, v)]
-    for key in bad:
-        problems.append(
-            Problem("E003", f"OPTIONS['HOT_KEYS'][{key!r}] = {value[key]!r} is not valid.", hint)
-        )
+    for key in value:
+        if key not in HOT_KEYS_DEFAULTS:
+            msg = f"Unknown OPTIONS['HOT_KEYS'] key {key!r}.{did_you_mean(key, HOT_KEYS_DEFAULTS)}"
+        elif not _hot_value_ok(key, value[key]):
+            msg = f"OPTIONS['HOT_KEYS'][{key!r}] = {value[key]!r} is not valid."
+        else:
+            continue
+        problems.append(Problem("E003", msg, hint))
 
 
 def _check_l1(value: Any, problems: list[Problem]) -> None:
@@ -365,7 +369,12 @@ def _check_l1(value: Any, problems: list[Problem]) -> None:
             if key not in L1_DEFAULTS:
                 what = f"one of {', '.join(L1_DEFAULTS)}"
             problems.append(
-                Problem("E003", f"OPTIONS['L1'][{key!r}] = {item!r} is not valid: {what}.", hint)
+                Problem(
+                    "E003",
+                    f"OPTIONS['L1'][{key!r}] = {item!r} is not valid: {what}."
+                    f"{did_you_mean(key, L1_DEFAULTS)}",
+                    hint,
+                )
             )
 
 
@@ -395,7 +404,10 @@ def _check_single_flight(value: Any, problems: list[Problem]) -> None:
             continue
         problems.append(
             Problem(
-                "E003", f"OPTIONS['SINGLE_FLIGHT'][{key!r}] = {item!r} is not valid: {what}.", hint
+                "E003",
+                f"OPTIONS['SINGLE_FLIGHT'][{key!r}] = {item!r} is not valid: {what}."
+                f"{did_you_mean(key, SINGLE_FLIGHT_DEFAULTS)}",
+                hint,
             )
         )
     # WAIT may be longer than CLAIM_TTL: a live loader renews its claim (the

@@ -198,10 +198,22 @@ class Fencing:
         # but what this partition holds was never checked against it.
         forgot = [o for o in checks if vouched[o.partition.id] not in (None, o.value[1])]
         unknown = any(vouched[o.partition.id] is None for o in checks)
-        if fenced or forgot or witnessed:
+        # A peer that forgot may have held fences for this partition, so this
+        # partition may have missed an invalidation *and the write locks taken
+        # with it*: drop every tagged entry, and take nothing under tags until
+        # any such lock has expired (the write-lock horizon). Nothing else knows
+        # of those locks: the peer that lost them was the only one told. With a
+        # witness that is no longer so: every complete fence is on the witness
+        # (see the module docstring), so a witness that reports no miss proves the
+        # forgotten fences held nothing for this partition; it keeps its
+        # entries' safety without the quiet period, and its tagged writes go on
+        # at once. (The peer that lost its memory still waits out its own lost
+        # locks: hello() made it quiet.)
+        lost_fences = bool(forgot) and self.witness is None
+        if fenced or witnessed or lost_fences:
             drop = DROP_AND_QUIET
         else:
-            drop = DROP_TAGGED if unknown else NOT_FENCED
+            drop = DROP_TAGGED if unknown or forgot else NOT_FENCED
         epochs = {o.partition.id: o.value[1] for o in checks}
         activated = partition.run("lease_activate", nonce, drop, epochs)
         if not activated.ok or not activated.value:

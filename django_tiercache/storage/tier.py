@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 from . import front, hooks, timeouts
 from .codec import Tampered
 from .partition import Outcome, Partition, fan_out
-from .stores.base import NO_LEASE, Write
+from .stores.base import NO_LEASE, QUIET, Write
 from .stores.redis import is_out_of_memory
 from .tags import entry_tags, fresh_token
 
@@ -185,6 +185,7 @@ class PartitionedStorage:
                 outcome = self._write_again(outcome, [writes[k] for k in keys], nx, fresh)
             if outcome.ok:
                 stored.update(k for k, ok in zip(keys, outcome.value, strict=True) if ok == 1)
+                self._note_refused(outcome)
                 continue
             if is_out_of_memory(outcome.error):
                 # A full server refuses the write but not a DEL: the old values
@@ -195,6 +196,38 @@ class PartitionedStorage:
             front.changed_keys(self, writes)
         self._observer.wrote(len(stored))
         return stored
+
+    def _note_refused(self, outcome: Outcome) -> None:
+        """Count the tagged entries a partition refused for safety's sake, as the
+        event "refused": such a write is not stored, and the caller is told so
+        (set() returns False, set_many() lists the key), but a whole partition
+        refusing is a hit-rate event that the statistics page must show too."""
+        quiet = sum(1 for ok in outcome.value if ok == QUIET)
+        unleased = sum(1 for ok in outcome.value if ok == NO_LEASE)
+        name = outcome.partition.name
+        if quiet:
+            why = "it is quiet: it lost or may have missed write locks, and takes nothing "
+            why += "under tags until any lock it could have held has expired"
+            self._policy.note(
+                "refused",
+                name,
+                "%d tagged write(s) refused on partition %s: %s",
+                quiet,
+                name,
+                why,
+                count=quiet,
+            )
+        if unleased:
+            why = "no lease: no other partition (nor a witness) could vouch for it"
+            self._policy.note(
+                "refused",
+                name,
+                "%d tagged write(s) refused on partition %s: %s",
+                unleased,
+                name,
+                why,
+                count=unleased,
+            )
 
     def _write_again(self, outcome: Outcome, writes: list[Write], nx: bool, fresh: str) -> Outcome:
         """A partition without a lease refused tagged entries: renew it, write those again."""

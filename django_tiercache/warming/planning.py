@@ -68,7 +68,10 @@ def model_job(label: str, lookups: dict[str, Any], request: Request) -> Job:
             queryset = queryset.filter(**lookups)
         except (FieldError, ValueError, TypeError, ValidationError) as exc:
             fields = ", ".join(f.name for f in model._meta.concrete_fields)
-            raise WarmingError(f"Bad --filter for {label}: {exc} Fields: {fields}.") from None
+            # Django's messages end without a full stop, or with one: one sentence each.
+            why = " ".join(map(str, getattr(exc, "messages", [exc]))).strip().rstrip(".")
+            listed = "" if "Choices are" in why else f" The fields of {label} are {fields}."
+            raise WarmingError(f"Bad --filter for {label}: {why}.{listed}") from None
     timeout = DEFAULT_TIMEOUT if request.timeout is None else request.timeout
     origin = ("model", model._meta.label_lower)
     return Job(model._meta.label_lower, request.cache, origin, lambda: queryset, timeout)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import queue
 import threading
@@ -26,6 +25,11 @@ NOT_STORED = (
     "not stored: its tags were invalidated or locked (a transaction was writing the row) "
     "while it loaded, or its partition failed"
 )
+
+# Why an item a cache did not take failed: its partition failed, or refused a
+# tagged entry for safety (it may have missed write locks; the statistics count
+# those as "refused").
+NOT_TAKEN = "not stored: its partition failed, or refused a tagged entry for now"
 
 
 @dataclass
@@ -181,7 +185,21 @@ def _guarded(write: Callable[[list], Tally], batch: list) -> Tally:
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list]:
     iterator = iter(items)
-    while batch := list(itertools.islice(iterator, size)):
+    while True:
+        batch: list = []
+        try:
+            for item in iterator:
+                batch.append(item)
+                if len(batch) == size:
+                    break
+        except Exception:
+            # A warmer that raises stops there, but what it yielded before is as
+            # good as any other item: write it, then report the error.
+            if batch:
+                yield batch
+            raise
+        if not batch:
+            return
         yield batch
 
 
@@ -275,7 +293,7 @@ class _Target:
                 self._set(cache, key, value, {"tags": tags} if tags else {}, tally)
             return
         for key in not_stored:
-            tally.fail(key, "not stored (its partition failed)")
+            tally.fail(key, NOT_TAKEN)
         tally.warmed += len(tagged) - len(not_stored)
 
     def _set_many(self, cache: Any, data: dict, tags: tuple, tally: Tally) -> None:
@@ -287,16 +305,19 @@ class _Target:
                 self._set(cache, key, value, extra, tally)
             return
         for key in not_stored:
-            tally.fail(key, "not stored (its partition failed)")
+            tally.fail(key, NOT_TAKEN)
         tally.warmed += len(data) - len(not_stored)
 
     def _set(self, cache: Any, key: str, value: Any, extra: dict, tally: Tally) -> None:
         try:
-            cache.set(key, value, self.timeout, **extra)
+            stored = cache.set(key, value, self.timeout, **extra)
         except Exception as exc:  # noqa: BLE001 - counted, the batch goes on
             tally.fail(key, exc)
         else:
-            tally.warmed += 1
+            if stored is False:  # a TierCache that could not store it says so
+                tally.fail(key, NOT_TAKEN)
+            else:
+                tally.warmed += 1
 
     def write_objects(self, queryset: models.QuerySet, pks: list) -> Tally:
         cache, tally, model = caches[self.alias], Tally(), queryset.model

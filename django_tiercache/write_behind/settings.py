@@ -7,9 +7,11 @@ the system check tiercache.E010 (checks.py), which reports the same problems.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -92,14 +94,26 @@ def configured() -> dict[str, Any]:
 def get() -> dict[str, Any]:
     """The validated settings; ImproperlyConfigured names the first bad value."""
     found = problems()
+    if found and not apps.ready:
+        # Read while the project is still being imported (a Celery app calling
+        # beat_schedule() at module level): raising here is a traceback that
+        # hides every other problem from `manage.py check`, which reports this
+        # one as tiercache.E010. Until then the defaults stand in for bad values.
+        logging.getLogger(__name__).warning("tiercache.E010: %s", found[0])
+        given = conf.get_config().get("WRITE_BEHIND")
+        given = given if isinstance(given, dict) else {}
+        good = {k: v for k, v in given.items() if k in DEFAULTS and not problems({k: v})}
+        return {**DEFAULTS, **good}
     if found:
         raise ImproperlyConfigured(f"tiercache.E010: {found[0]}")
     return configured()
 
 
-def problems() -> list[str]:
-    """Every bad WRITE_BEHIND value, each a sentence that names it and the fix."""
-    given = conf.get_config().get("WRITE_BEHIND", {})
+def problems(given: Any = None) -> list[str]:
+    """Every bad WRITE_BEHIND value (of the setting, or of `given`), each a
+    sentence that names it and the fix."""
+    if given is None:
+        given = conf.get_config().get("WRITE_BEHIND", {})
     if not isinstance(given, dict):
         return [f"TIERCACHE['WRITE_BEHIND'] must be a dict, not {type(given).__name__}."]
     found = [

@@ -73,8 +73,9 @@ CACHES = {
         "LOCATION": cache_location(),
         "TIMEOUT": 300,
         # This project's own keys on a Redis others may share: its cache entries,
-        # statistics and write-behind journal ("shop:tiercache:wb").
-        "KEY_PREFIX": "shop",
+        # statistics and write-behind journal ("example-shop:tiercache:wb"); another
+        # project on the same Redis database needs a prefix of its own (tiercache.W002).
+        "KEY_PREFIX": "example-shop",
         # On Redis, each process also keeps what it read (L1, coherent across
         # processes); memory:// partitions have no L1, they are one.
         "OPTIONS": {"L1": True},

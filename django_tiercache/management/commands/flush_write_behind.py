@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
+from django_tiercache.management.wording import counted
 from django_tiercache.write_behind.drain import drain
 
 
@@ -43,7 +44,8 @@ class Command(BaseCommand):
             raise CommandError(f"{type(exc).__name__}: {exc}", returncode=2) from exc
         if outcome.unavailable is not None:
             raise CommandError(
-                f"database unavailable after {outcome.written} rows: {outcome.unavailable}; "
+                f"database unavailable after {counted(outcome.written, 'row')}: "
+                f"{outcome.unavailable}; "
                 "the remaining rows stay pending",
                 returncode=2,
             )

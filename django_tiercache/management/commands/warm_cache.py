@@ -8,11 +8,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from django_tiercache import warming
+from django_tiercache.management.wording import counted
 from django_tiercache.orm.registry import registered_models, registration_for
 
 PLAIN_PROGRESS_SECONDS = 5.0
 ERRORS_SHOWN = 3  # failed items listed per warmer at verbosity 1 (all that were kept at 2)
 COLUMNS = ("warmer", "cache", "items", "warmed", "skipped", "failed", "seconds", "items/s")
+# A dry run writes nothing: its counts say what a real run would have warmed.
+DRY_RUN_COLUMNS = tuple("would warm" if c == "warmed" else c for c in COLUMNS)
 
 
 class Command(BaseCommand):
@@ -107,7 +110,7 @@ class Command(BaseCommand):
         if not jobs:
             self.stdout.write("No warmers are registered: nothing to do.")
             return
-        runner = warming.Runner(request, self._progress_reporter())
+        runner = warming.Runner(request, self._progress_reporter(request.dry_run))
         results = [runner.run(job) for job in jobs]
         self._summary(results, request.dry_run)
 
@@ -132,47 +135,53 @@ class Command(BaseCommand):
         if not models:
             self.stdout.write("  none registered")
 
-    def _progress_reporter(self) -> warming.Progress:
+    def _progress_reporter(self, dry_run: bool) -> warming.Progress:
         if self.verbosity < 1:
             return lambda result, finished: None
         if self.stderr.isatty():
             try:
-                return _BarProgress(self.stderr)
+                return _BarProgress(self.stderr, dry_run)
             except ImportError:  # tqdm is optional: pip install django-tiercache[warming]
                 pass
-        return _PlainProgress(self.stdout, self.verbosity)
+        return _PlainProgress(self.stdout, self.verbosity, dry_run)
 
     def _summary(self, results: list[warming.Result], dry_run: bool) -> None:
         if self.verbosity >= 1:
-            self._table(results)
+            self._table(results, dry_run)
             for result in results:
                 self._errors(result)
         failed = sum(r.failed for r in results)
         stopped = [r.label for r in results if r.error]
         if failed or stopped:
-            parts = [f"{failed} item(s) failed"] if failed else []
-            parts += [f"warmer(s) stopped by an error: {', '.join(stopped)}"] if stopped else []
-            raise CommandError("; ".join(parts) + ".", returncode=1)
+            parts = [f"{counted(failed, 'item')} failed."] if failed else []
+            if stopped:
+                who = counted(len(stopped), "warmer")
+                parts.append(f"{who} stopped by an error: {', '.join(stopped)}.")
+            raise CommandError(" ".join(parts), returncode=1)
         if self.verbosity >= 1:
-            warmed = sum(r.warmed for r in results)
-            what = "would be written (dry run: nothing was)" if dry_run else "written"
-            self.stdout.write(self.style.SUCCESS(f"{warmed} entries {what}."))
+            warmed = counted(sum(r.warmed for r in results), "entry", "entries")
+            if dry_run:
+                message = f"Dry run: {warmed} would be warmed; nothing was written."
+            else:
+                message = f"{warmed} written."
+            self.stdout.write(self.style.SUCCESS(message))
 
-    def _table(self, results: list[warming.Result]) -> None:
+    def _table(self, results: list[warming.Result], dry_run: bool = False) -> None:
+        columns = DRY_RUN_COLUMNS if dry_run else COLUMNS
         rows = [
             (
                 r.label,
                 r.alias,
-                r.items,
-                r.warmed,
-                r.skipped,
-                r.failed,
+                f"{r.items:,}",
+                f"{r.warmed:,}",
+                f"{r.skipped:,}",
+                f"{r.failed:,}",
                 f"{r.seconds:.2f}",
-                f"{r.rate:.0f}",
+                f"{r.rate:,.0f}",
             )
             for r in results
         ]
-        widths = [max(len(str(row[i])) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+        widths = [max(len(str(row[i])) for row in [columns, *rows]) for i in range(len(columns))]
 
         def line(row: tuple) -> str:
             cells = [
@@ -181,25 +190,30 @@ class Command(BaseCommand):
             ]
             return "  ".join(cells)
 
-        self.stdout.write(self.style.MIGRATE_HEADING(line(COLUMNS)))
+        self.stdout.write(self.style.MIGRATE_HEADING(line(columns)))
         for row, result in zip(rows, results, strict=True):
             self.stdout.write(line(row), self.style.ERROR if not result.ok else None)
 
     def _errors(self, result: warming.Result) -> None:
         if result.error:
-            self.stderr.write(self.style.ERROR(f"{result.label}: stopped by {result.error}"))
+            kept = counted(result.items, "item")
+            self.stderr.write(
+                self.style.ERROR(f"{result.label} stopped by an error after {kept}: {result.error}")
+            )
         shown = result.errors if self.verbosity >= 2 else result.errors[:ERRORS_SHOWN]
         for error in shown:
             self.stderr.write(f"{result.label}: failed {error}")
         if result.failed > len(shown):
-            self.stderr.write(f"{result.label}: ... {result.failed - len(shown)} more failed")
+            more = counted(result.failed - len(shown), "more item")
+            self.stderr.write(f"{result.label}: {more} failed.")
 
 
 class _PlainProgress:
     """Lines for logs: one per job every few seconds (every batch at verbosity 2+)."""
 
-    def __init__(self, out: OutputWrapper, verbosity: int):
+    def __init__(self, out: OutputWrapper, verbosity: int, dry_run: bool = False):
         self.out, self.verbosity = out, verbosity
+        self.warmed = "would warm" if dry_run else "warmed"
         self.last: dict[str, float] = {}
 
     def __call__(self, result: warming.Result, finished: bool) -> None:
@@ -211,18 +225,19 @@ class _PlainProgress:
             return
         self.last[result.label] = now
         self.out.write(
-            f"{result.label}: {result.items} items, {result.warmed} warmed, "
-            f"{result.skipped} skipped, {result.failed} failed"
+            f"{result.label}: {counted(result.items, 'item')}, {result.warmed:,} {self.warmed}, "
+            f"{result.skipped:,} skipped, {result.failed:,} failed."
         )
 
 
 class _BarProgress:
     """A tqdm bar per job, on a terminal."""
 
-    def __init__(self, out: OutputWrapper):
+    def __init__(self, out: OutputWrapper, dry_run: bool = False):
         from tqdm import tqdm
 
         self.tqdm, self.out = tqdm, out
+        self.warmed = "would warm" if dry_run else "warmed"
         self.bars: dict[str, Any] = {}
 
     def __call__(self, result: warming.Result, finished: bool) -> None:
@@ -232,7 +247,10 @@ class _BarProgress:
                 desc=result.label, unit=" items", file=_Stream(self.out), leave=True
             )
         bar.update(result.items - bar.n)
-        bar.set_postfix(warmed=result.warmed, skipped=result.skipped, failed=result.failed)
+        # As text: tqdm shows numbers in three significant digits (20005 as 2e+4).
+        bar.set_postfix_str(
+            f"{self.warmed} {result.warmed:,}, skipped {result.skipped:,}, failed {result.failed:,}"
+        )
         if finished:
             bar.close()
 

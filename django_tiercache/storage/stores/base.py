@@ -19,6 +19,10 @@ UNVERIFIED = 0  # a tagged entry found while the partition's lease was gone
 NO_TAGGED = -3  # READ's lease field when no tagged entry was read
 NOT_FENCED, DROP_TAGGED, DROP_AND_QUIET = 0, 1, 2  # lease_activate's `fenced`
 NO_LEASE = -1  # WRITE's answer for a tagged entry a partition without a lease refused
+# WRITE's answer for a tagged entry refused while the partition is quiet: it lost
+# (or may have missed) write locks, so it takes nothing under tags until any lock
+# it could have held has expired (see lua.py, fills_allowed).
+QUIET = -2
 
 
 class Call(Protocol):
@@ -80,7 +84,8 @@ class Store:
         raise NotImplementedError
 
     def write(self, writes: list[Write], nx: bool, fresh: str, leased: bool = False) -> Call:
-        """-> [1 stored, 0 not, NO_LEASE not stored: tagged and leased without a lease]"""
+        """-> [1 stored, 0 not, NO_LEASE not stored: tagged and leased without a lease,
+        QUIET not stored: tagged while the partition is quiet]"""
         raise NotImplementedError
 
     def delete(self, keys: list[str]) -> Call:

@@ -366,7 +366,7 @@ end
 
 -- What the tagged entries of a write are written under, looked up once per
 -- call with one HMGET and one MGET however many entries and tags: returns
--- -1 (no lease), 0 (no fills now: the partition is quiet) or 1, the
+-- -1 (no lease), -2 (no fills now: the partition is quiet) or 1, the
 -- generation, and per tag its token or false (locked). Missing tokens are
 -- made; a token is made to outlive the longest entry written under it.
 local function fill_tokens(ns, fresh, horizon, leased, tags, longest)
@@ -382,7 +382,7 @@ local function fill_tokens(ns, fresh, horizon, leased, tags, longest)
   local now = nil
   if held[2] then
     now = now_ms()
-    if tonumber(held[2]) > now then return 0 end
+    if tonumber(held[2]) > now then return -2 end
   end
   -- The generation and the tokens in one MGET: keys[1] is the generation's.
   local keys = {ns .. 'gen'}
@@ -420,7 +420,8 @@ end
 -- A snapshot (taken before the value was computed) that no longer matches the
 -- current tokens means an invalidation happened meanwhile: the entry is not
 -- stored. Returns 1/0 per entry (stored or not), -1 for a tagged entry not
--- stored because the partition holds no lease (renew it and write again).
+-- stored because the partition holds no lease (renew it and write again), -2
+-- for one refused because the partition is quiet (the caller is told so).
 local function write(keys, args)
   local ns, fresh, nx, horizon = args[1], args[2], args[3] == '1', tonumber(args[4])
   local leased = args[5] == '1'

@@ -19,7 +19,16 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
-from .base import DROP_AND_QUIET, NO_LEASE, NO_TAGGED, UNVERIFIED, Done, Store, Write
+from .base import (
+    DROP_AND_QUIET,
+    NO_LEASE,
+    NO_TAGGED,
+    QUIET,
+    UNVERIFIED,
+    Done,
+    Store,
+    Write,
+)
 
 _spaces: dict[str, _Space] = {}
 _spaces_lock = threading.Lock()
@@ -196,7 +205,7 @@ class MemoryStore(Store):
             if not self._leased(leased):
                 return NO_LEASE
             if not self._fills_allowed():
-                return False
+                return QUIET
             current = (
                 self._token(self.ns + "gen", fresh, None),
                 *(self._tag_token(tag, fresh, w.ttl_ms) for tag in w.tags),

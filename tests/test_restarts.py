@@ -1,0 +1,133 @@
+"""After a partition restarts: which tagged writes are refused, for how long, and
+that the caller is told.
+
+A partition that lost its memory (a restart without persistence) may have lost
+write locks, and fences it kept for its peers; the guarantee then makes partitions
+refuse tagged writes for the write-lock horizon (storage/tags.py). These tests
+assert the order of events: which partition refuses, that set() says so, and
+that a witness lets the healthy partition go on at once. How long the refusals
+last is measured by benchmarks/bench_restarts.py, not asserted here.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from django_tiercache.storage.hooks import declare_lock_horizon
+from tests.stress import FAST
+from tests.test_failures import keys_on, policy_count
+
+LEASE = 0.3
+
+
+@pytest.fixture(autouse=True)
+def witness_connections_closed():
+    from django_tiercache.orm.witness import close_connections
+
+    yield
+    close_connections()
+
+
+def restarted(server, cache):
+    """Stop the server and start it empty, then let the cache's breaker and the
+    healthy partition's lease run out, so that the next calls meet the restart."""
+    server.stop()
+    server.start()
+    time.sleep(max(FAST["BREAKER_COOLDOWN"], LEASE) + 0.1)
+
+
+def two_partitions(clean_redis_servers, make_cache, horizon, **options):
+    healthy, peer = clean_redis_servers[0], clean_redis_servers[1]
+    cache = make_cache([healthy.url, peer.url], TAG_LEASE=LEASE, **FAST, **options)
+    for server in (healthy, peer):  # meet both before the horizon counts: they are young
+        cache.get(keys_on(cache, server.url, count=1, prefix="greeting")[0])
+    declare_lock_horizon(f"{cache.key_prefix}:_tc:", horizon)
+    return cache, healthy, peer
+
+
+def test_a_tagged_write_a_quiet_partition_refuses__returns_false_and_counts_as_refused(
+    clean_redis_servers, make_cache
+):
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url)
+    cache.get("greeting")
+    declare_lock_horizon(f"{cache.key_prefix}:_tc:", 30)
+    assert cache.set("tagged", 1, tags=["t"]) is None  # stored: Django's set() says nothing
+    server.client().delete(f"{cache.key_prefix}:_tc:meta")  # locks held there may be gone
+    assert cache.set("tagged", 2, tags=["t"]) is False
+    assert cache.set_many({"a": 1, "b": 2}, tags=["t"]) == ["a", "b"]
+    assert policy_count(cache, "refused", server.url) == 3
+    assert cache.set("plain", 3) is None  # untagged entries are never refused
+    assert cache.get("plain") == 3
+    assert policy_count(cache, "refused") == 3
+
+
+def test_after_a_peer_restarts__without_a_witness_both_partitions_refuse_tagged_writes(
+    clean_redis_servers, make_cache
+):
+    """The restarted peer may have held the only fence for a missed lock: nothing
+    else knows of that lock, so the healthy partition too refuses fills until it
+    has expired. The caller is told."""
+    cache, healthy, peer = two_partitions(clean_redis_servers, make_cache, horizon=30)
+    (on_healthy,) = keys_on(cache, healthy.url, count=1)
+    (on_peer,) = keys_on(cache, peer.url, count=1)
+    assert cache.set(on_healthy, "before", tags=["t"]) is None
+    restarted(peer, cache)
+    events = [
+        (where, cache.set(key, "after", tags=["t"]), cache.get(key))
+        for where, key in (("healthy", on_healthy), ("peer", on_peer))
+    ]
+    assert events == [("healthy", False, None), ("peer", False, None)]
+    assert policy_count(cache, "refused", healthy.url) == 1
+    assert policy_count(cache, "refused", peer.url) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_peer_restarts__with_a_witness_the_healthy_partition_writes_at_once(
+    clean_redis_servers, make_cache
+):
+    """The witness holds every fence: when it knows of no miss for the healthy
+    partition, the fences the peer forgot held nothing for it, and no lock it
+    could have missed exists. Only the restarted peer waits out its own lost locks."""
+    cache, healthy, peer = two_partitions(
+        clean_redis_servers, make_cache, horizon=30, WITNESS="database"
+    )
+    (on_healthy,) = keys_on(cache, healthy.url, count=1)
+    (on_peer,) = keys_on(cache, peer.url, count=1)
+    assert cache.set(on_healthy, "before", tags=["t"]) is None
+    restarted(peer, cache)
+    events = [
+        (where, cache.set(key, "after", tags=["t"]), cache.get(key))
+        for where, key in (("healthy", on_healthy), ("peer", on_peer))
+    ]
+    assert events == [("healthy", None, "after"), ("peer", False, None)]
+    assert policy_count(cache, "refused", healthy.url) == 0
+    cache.invalidate_tags("t")  # and invalidation still reaches what it wrote
+    assert cache.get(on_healthy) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_witness__a_partition_that_missed_an_invalidation_is_still_fenced_after_a_restart(
+    clean_redis_servers, make_cache
+):
+    """The shortcut above must not skip a real miss: the healthy partition missed
+    an invalidation (and so perhaps a lock), recorded on the peer and the witness;
+    the peer then restarts. The witness still knows, and the partition drops its
+    entries and refuses tagged writes."""
+    cache, victim, peer = two_partitions(
+        clean_redis_servers, make_cache, horizon=30, WITNESS="database", BREAKER_FAILURES=1
+    )
+    keys = keys_on(cache, victim.url, count=2)
+    cache.set_many(dict.fromkeys(keys, "old"), tags=["t"])
+    assert cache.get_many(keys) == dict.fromkeys(keys, "old")
+    victim.pause()
+    assert cache.get(keys[0]) is None  # the breaker opens
+    cache.invalidate_tags("t")  # missed by the victim: fenced on the peer and the witness
+    victim.resume()
+    restarted(peer, cache)  # the peer forgets the fence; the witness has it
+    assert cache.get_many(keys) == {}
+    assert policy_count(cache, "fenced", victim.url) == 1
+    assert cache.set(keys[0], "new", tags=["t"]) is False  # quiet: it may have missed a lock
+    assert policy_count(cache, "refused", victim.url) == 1
