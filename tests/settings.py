@@ -11,7 +11,7 @@ import json
 import os
 from urllib.parse import unquote, urlsplit
 
-from tests.redis_servers import SHARED_REDIS_URL
+from tests.redis_servers import SHARED_REDIS_URL, TEST_SERVER
 
 SECRET_KEY = "django-tiercache-tests-only-never-use-in-production"  # noqa: S105
 DEBUG = False
@@ -94,7 +94,8 @@ if os.environ.get("TIERCACHE_TEST_SQLITE"):
 CACHES = {
     "default": {
         "BACKEND": "django_tiercache.backend.TierCache",
-        "LOCATION": SHARED_REDIS_URL,
+        # On Valkey (make test's Valkey run), under Valkey's own URL scheme.
+        "LOCATION": SHARED_REDIS_URL.replace("redis://", "valkey://", TEST_SERVER == "valkey"),
         "KEY_PREFIX": "tiercache-tests",
     },
 }

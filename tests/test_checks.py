@@ -312,3 +312,34 @@ def test_write_behind_on_the_bare_default_journal_prefix__is_tiercache_w010(sett
     assert "tiercache.W010" in [m.id for m in run_checks()]
     settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": "shop"}}
     assert "tiercache.W010" not in [m.id for m in run_checks()]
+
+
+# -- django-redis settings a migrating project kept --
+
+
+@pytest.mark.parametrize(
+    ("option", "advice"), [("CLIENT_CLASS", "partitioning"), ("IGNORE_EXCEPTIONS", "RAISE_ERRORS")]
+)
+def test_django_redis_options__are_e002_with_what_to_do_instead(option, advice):
+    caches = {"default": {"BACKEND": BACKEND, "LOCATION": "memory://", "OPTIONS": {option: 1}}}
+    with override_settings(CACHES=caches):
+        (message,) = check_caches()
+    assert message.id == "tiercache.E002"
+    assert "django-redis" in message.msg and advice in message.hint
+
+
+@pytest.mark.parametrize(
+    ("ignore", "raise_errors", "warned"),
+    [(False, False, True), (True, True, True), (True, False, False), (False, True, False)],
+)
+def test_django_redis_ignore_exceptions__warns_w011_where_behaviour_differs(
+    ignore, raise_errors, warned
+):
+    with override_settings(DJANGO_REDIS_IGNORE_EXCEPTIONS=ignore):
+        ids = ids_for("memory://", {"RAISE_ERRORS": raise_errors})
+    assert ("tiercache.W011" in ids) is warned
+
+
+def test_django_redis_logger__warns_w011():
+    with override_settings(DJANGO_REDIS_LOGGER="myproject.cache"):
+        assert ids_for("memory://") == ["tiercache.W011"]

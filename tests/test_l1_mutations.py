@@ -46,12 +46,45 @@ MUTATIONS = {
     "clear": (lambda c: c.clear(), GONE),
     "incr_version": (lambda c: c.incr_version("k"), GONE),  # moved to version 2
     "decr_version": (lambda c: (c.set("k", 5, version=2), c.decr_version("k", version=2)), 5),
+    # The hash, set and sorted-set commands: writing into a destination replaces
+    # the entry there (and drops its copies) ...
+    "sdiffstore": (lambda c: (c.sadd("src", 1), c.sdiffstore("k", "src")), GONE),
+    "sinterstore": (lambda c: (c.sadd("src", 1), c.sinterstore("k", "src")), GONE),
+    "sunionstore": (lambda c: (c.sadd("src", 1), c.sunionstore("k", "src")), GONE),
+    # ... and every other one refuses a key that holds an entry (WRONGTYPE), which keeps it.
+    **{
+        name: (lambda c, call=call: refused(call, c), 1)
+        for name, call in {
+            "hset": lambda c: c.hset("k", "f", 2),
+            "hdel": lambda c: c.hdel("k", "f"),
+            "sadd": lambda c: c.sadd("k", 2),
+            "srem": lambda c: c.srem("k", 2),
+            "spop": lambda c: c.spop("k"),
+            "smove": lambda c: (c.sadd("src", 2), c.smove("src", "k", 2)),
+            "zadd": lambda c: c.zadd("k", {"m": 1.0}),
+            "zincrby": lambda c: c.zincrby("k", 1.0, "m"),
+            "zrem": lambda c: c.zrem("k", "m"),
+            "zremrangebyscore": lambda c: c.zremrangebyscore("k", 0, 10),
+            "zpopmax": lambda c: c.zpopmax("k"),
+            "zpopmin": lambda c: c.zpopmin("k"),
+        }.items()
+    },
 }
 READ_ONLY = {
     "get", "get_many", "has_key", "ttl", "pttl", "keys", "iter_keys", "make_key",
     "make_and_validate_key", "validate_key", "get_backend_timeout", "partition_for",
     "lock", "unlock_tags", "close",
+    "hlen", "hkeys", "hexists", "hget", "hgetall", "scard", "smembers", "sismember",
+    "smismember", "srandmember", "sscan", "sscan_iter", "sdiff", "sinter", "sunion",
+    "zcard", "zcount", "zscore", "zrank", "zrange", "zrevrange", "zrangebyscore",
+    "zrevrangebyscore",
 }  # fmt: skip
+
+
+def refused(call, cache):
+    """Redis refuses a hash or set command on a key that holds an entry."""
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        call(cache)
 
 
 def test_every_public_method__is_listed_as_mutating_or_read_only():

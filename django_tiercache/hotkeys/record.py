@@ -42,7 +42,7 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 
 from ..storage.observers import Building, Observer, observers_of
-from ..storage.options import HOT_KEYS_DEFAULTS, redact
+from ..storage.options import HOT_KEYS_DEFAULTS, redact, redis_scheme_url
 from ..storage.stores.redis import RedisStore
 
 MAX_KEYS_PER_FLUSH = 10_000  # the most counted keys sent per flush; the rest are noise
@@ -259,6 +259,7 @@ def observe(building: Building) -> HotKeys | None:
 def hot_keys_for(building: Building, value: Any) -> HotKeys:
     """The process-wide record of a TierCache (built once per LOCATION, prefix and setting)."""
     setting = {**HOT_KEYS_DEFAULTS, **(value if isinstance(value, dict) else {})}
+    setting["LOCATION"] = redis_scheme_url(setting["LOCATION"])  # valkey:// as redis://
     partitions, prefix = building.partitions, building.key_prefix
     identity = (tuple(p.url for p in partitions), prefix, repr(sorted(setting.items())))
     with _records_lock:

@@ -124,7 +124,9 @@ def server_figures(probe: dict[str, Any], db: int) -> dict[str, Any]:
     skew = round(probe["skew"], 3)
     found = {
         "reachable": True,
-        "version": info.get("redis_version"),
+        # Valkey answers redis_version 7.2.4 for compatibility; its own is valkey_version.
+        "server": info.get("server_name") or "redis",
+        "version": info.get("valkey_version") or info.get("redis_version"),
         "keys": int(keyspace.get("keys", 0)),
         "expiring_keys": int(keyspace.get("expires", 0)),
         "used_memory": info.get("used_memory"),

@@ -22,6 +22,25 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Schemes whose URL names several hosts (host:port,host:port): urlsplit cannot read their port.
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
+# Valkey's URL schemes, accepted wherever the Redis ones are (Valkey speaks the
+# same protocol): read as the Redis scheme they stand for.
+VALKEY_SCHEMES = {
+    "valkey": "redis",
+    "valkeys": "rediss",
+    "valkey+sentinel": SENTINEL_SCHEME,
+    "valkey+cluster": CLUSTER_SCHEME,
+}
+
+
+def redis_scheme_url(url: Any) -> Any:
+    """`url` with a valkey scheme (valkey://, valkeys://, valkey+sentinel://,
+    valkey+cluster://) replaced by the Redis one; anything else as it is."""
+    if not isinstance(url, str):
+        return url
+    scheme, sep, rest = url.partition("://")
+    redis_scheme = VALKEY_SCHEMES.get(scheme.lower())
+    return f"{redis_scheme}{sep}{rest}" if sep and redis_scheme else url
+
 
 SERIALIZER_ALIASES = {
     "pickle": "django_redis.serializers.pickle.PickleSerializer",
@@ -74,6 +93,9 @@ DEFAULTS: dict[str, Any] = {
     # A redis+cluster:// LOCATION is spread over this many slot groups, each a
     # partition of its own in one hash slot (storage/stores/cluster.py).
     "CLUSTER_SLOT_GROUPS": 8,
+    # close() also closes the pools' idle connections: None follows django-redis'
+    # DJANGO_REDIS_CLOSE_CONNECTION setting (off unless set).
+    "CLOSE_CONNECTION": None,
 }
 
 SINGLE_FLIGHT_DEFAULTS: dict[str, Any] = {
@@ -171,8 +193,24 @@ def parse(location: Any, options: dict[str, Any] | None) -> CacheOptions:
     return CacheOptions(urls=urls, names=names, options=merged, problems=problems)
 
 
+# django-redis options a migrating project may still have, and what to do instead.
+DJANGO_REDIS_OPTIONS = {
+    "CLIENT_CLASS": "Remove it: partitioning is built in (LOCATION lists the partitions).",
+    "IGNORE_EXCEPTIONS": "Remove it: errors become misses by default; "
+    "RAISE_ERRORS=True makes them raise.",
+    "REPLICA_READ_ONLY": "Remove it: every LOCATION entry is a primary of its own partition.",
+    "SHARD_CLIENT_KEY_FUNC": "Remove it: keys are spread by rendezvous hashing of their names.",
+}
+
+
 def _unknown_option(key: str) -> Problem:
     names = sorted([*DEFAULTS, *CONNECTION_OPTIONS])
+    if DJANGO_REDIS_OPTIONS.get(key):
+        return Problem(
+            "E002",
+            f"OPTIONS key {key!r} is django-redis', which TierCache does not take.",
+            DJANGO_REDIS_OPTIONS[key],
+        )
     return Problem(
         "E002",
         f"Unknown OPTIONS key {key!r}.{did_you_mean(key, names)}",
@@ -184,7 +222,7 @@ def _parse_location(location: Any, problems: list[Problem]) -> list[str]:
     if isinstance(location, str):
         urls = _split_location(location)
     elif isinstance(location, (list, tuple)):
-        urls = list(location)
+        urls = [redis_scheme_url(url) for url in location]
     else:
         urls = []
     if not urls:
@@ -214,7 +252,7 @@ def _parse_location(location: Any, problems: list[Problem]) -> list[str]:
 def _split_location(location: str) -> list[str]:
     """A comma-separated LOCATION, keeping the host lists of sentinel and cluster URLs whole."""
     urls: list[str] = []
-    for part in filter(None, (p.strip() for p in location.split(","))):
+    for part in filter(None, (redis_scheme_url(p.strip()) for p in location.split(","))):
         multi_host = urls and _scheme(urls[-1]) in (SENTINEL_SCHEME, CLUSTER_SCHEME)
         if multi_host and "://" not in part and "/" not in urls[-1].partition("://")[2]:
             urls[-1] += "," + part
@@ -432,8 +470,8 @@ def _hot_value_ok(key: str, value: Any) -> bool:
     if key == "LOCATION":
         return value is None or (
             isinstance(value, str)
-            and _url_problem(value) is None
-            and urlsplit(value).scheme in REDIS_SCHEMES
+            and _url_problem(redis_scheme_url(value)) is None
+            and urlsplit(redis_scheme_url(value)).scheme in REDIS_SCHEMES
         )
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         return False

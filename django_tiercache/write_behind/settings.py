@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from .. import conf
 from ..storage.options import DEFAULTS as CACHE_DEFAULTS
 from ..storage.options import parse as parse_cache_options
+from ..storage.options import redis_scheme_url
 from .server import JOURNAL_SCHEMES, scheme
 
 CACHE_SOCKET_TIMEOUT = CACHE_DEFAULTS["SOCKET_TIMEOUT"]
@@ -88,6 +89,7 @@ def configured() -> dict[str, Any]:
     config["BREAKER_COOLDOWN"] = options.get("BREAKER_COOLDOWN", CACHE_BREAKER_COOLDOWN)
     if config["REPLICA_TIMEOUT"] is None and _is_number(config["SOCKET_TIMEOUT"]):
         config["REPLICA_TIMEOUT"] = min(0.5, config["SOCKET_TIMEOUT"] / 2)
+    config["REDIS_URL"] = redis_scheme_url(config["REDIS_URL"])  # valkey:// as redis://
     return config
 
 

@@ -161,8 +161,22 @@ class Store:
         """Drop `owner`'s claim on `name` (not another owner's)."""
         raise NotImplementedError
 
+    def structure(self, command: str, keys: list[str], args: tuple, kwargs: dict) -> Call:
+        """A hash, set or sorted-set command (see structures.py), named as
+        redis-py's method and called with its arguments, on keys of this
+        partition: -> redis-py's reply. ``replace_set`` (key, members) makes a
+        set hold exactly `members`, atomically."""
+        raise NotImplementedError
+
+    def stored_key(self, key: str) -> str:
+        """The name under which the server keeps `key` (a cluster group adds its hashtag)."""
+        return key
+
     def close(self) -> None:
         """Release connections (Django calls close() after each request)."""
+
+    def disconnect(self) -> None:
+        """Close the idle connections of the shared pools too (CLOSE_CONNECTION)."""
 
 
 def _unheard(error: BaseException) -> None:

@@ -348,6 +348,9 @@ class ClusterStore(RedisStore):
     def close(self) -> None:
         pass  # no idle connections to give back; the pools are the cluster client's
 
+    def disconnect(self) -> None:
+        pass  # the cluster client's pools follow its slot map: left to it
+
     @property
     def client(self) -> RedisCluster:
         """redis-py's RedisCluster, built at the first call (the cluster may be down at startup)."""
@@ -378,6 +381,9 @@ class ClusterStore(RedisStore):
 
     def server_client(self) -> Any:
         return self._master()
+
+    def stored_key(self, key: str) -> str:
+        return self.key_prefix + key
 
     def placement(self) -> dict[str, Any]:
         node = self.client.nodes_manager.get_node_from_slot(self.slot)

@@ -19,6 +19,8 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
+from redis.exceptions import ResponseError
+
 from .base import (
     DROP_AND_QUIET,
     NO_LEASE,
@@ -29,6 +31,7 @@ from .base import (
     Store,
     Write,
 )
+from .structures import WRONGTYPE, MemoryStructures, Structure
 
 _spaces: dict[str, _Space] = {}
 _spaces_lock = threading.Lock()
@@ -126,7 +129,7 @@ class MemoryStore(Store):
 
     def _body(self, value: Any) -> bytes | None:
         if not isinstance(value, _Tagged):
-            return value
+            return None if isinstance(value, Structure) else value
         s = self.space
         if s.get(self.ns + "gen") != value.gen:
             return None
@@ -239,6 +242,8 @@ class MemoryStore(Store):
     def touch(self, key, ttl_ms):
         with self.space.lock:
             value = self.space.get(key)
+            if isinstance(value, Structure):
+                return Done(error=ResponseError(WRONGTYPE))
             if value is None or self._body(value) is None:
                 return Done(False)
             if ttl_ms == 0:
@@ -267,6 +272,8 @@ class MemoryStore(Store):
     def entry(self, key):
         with self.space.lock:
             value = self.space.get(key)
+            if isinstance(value, Structure):
+                return Done(error=ResponseError(WRONGTYPE))
             body = None if value is None else self._body(value)
             if body is None:
                 return Done(None)
@@ -341,6 +348,13 @@ class MemoryStore(Store):
             self.space.delete(f"{self.ns}lease:{nonce}")
             self.space.set(self.ns + "lease", 1, pending)
             return Done(True)
+
+    def structure(self, command, keys, args, kwargs):
+        with self.space.lock:
+            try:
+                return Done(getattr(MemoryStructures(self.space), command)(*keys, *args, **kwargs))
+            except Exception as exc:  # noqa: BLE001 - reported by result(), as Redis' replies
+                return Done(error=exc)
 
     def clear_fence(self, id_, count):
         with self.space.lock:
