@@ -85,7 +85,8 @@ help:
 	echo "make tox      the tox matrix (Python 3.10-3.13 x Django 4.2/5.2/6.0 on PostgreSQL,"
 	echo "              the suite against the installed wheel, lint, packaging) with every"
 	echo "              pyenv interpreter on PATH (TOX_ARGS=\"-e py312-django52\", DATABASE_URL=...)"
-	echo "make bench    benchmarks/bench_hot_path.py: per-call wall and CPU against django-redis"
+	echo "make bench    benchmarks/bench_hot_path.py: per-call wall and CPU against django-redis,"
+	echo "              then benchmarks/bench_async.py: the async API against django-redis and redis.asyncio"
 	echo "make bench-backend  benchmarks/bench_backend.py (BENCH_ARGS=--quick ...)"
 	echo "make clean    remove .venv, build output and caches"
 
@@ -275,6 +276,8 @@ tox: $(VENV)/.tox-installed
 # The hot path against django-redis, with the targets of issue 11 (needs PostgreSQL for the saves).
 bench: venv services
 	@$(VPY) benchmarks/bench_hot_path.py $(BENCH_ARGS)
+	echo
+	$(VPY) benchmarks/bench_async.py
 
 # TierCache, django-redis, Django's RedisCache and locmem side by side; invalidation over 100,000 entries.
 bench-backend: venv services

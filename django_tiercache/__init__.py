@@ -14,7 +14,16 @@ and read model data through it with model-driven invalidation::
 """
 
 from .cached import cached
-from .orm.cache_aside import cached_queryset, get_object, get_object_or_404, get_objects
+from .orm.cache_aside import (
+    acached_queryset,
+    aget_object,
+    aget_object_or_404,
+    aget_objects,
+    cached_queryset,
+    get_object,
+    get_object_or_404,
+    get_objects,
+)
 from .orm.invalidation import invalidate_instance, invalidate_model
 from .orm.registry import instance_tag, model_tag, register, unregister
 from .warming import warmer
@@ -25,6 +34,10 @@ from . import write_behind  # isort: skip
 __version__ = "0.1.0"
 
 __all__ = [
+    "acached_queryset",
+    "aget_object",
+    "aget_object_or_404",
+    "aget_objects",
     "cached",
     "cached_queryset",
     "get_object",

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.base import (
@@ -31,6 +30,7 @@ from django.utils.module_loading import import_string
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import conf
+from .async_api import AsyncAPI
 from .raw_clients import DjangoRedisClient
 from .redis_compat import DjangoRedisAPI
 from .storage import front, single_flight, timeouts
@@ -51,7 +51,7 @@ _policies_lock = threading.Lock()
 _UNPORTABLE = re.compile(r"[\x00-\x20\x7f]").search
 
 
-class TierCache(PartitionedStorage, DjangoRedisAPI, StructuresAPI, BaseCache):
+class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, BaseCache):
     """A Django cache backend over one or more Redis (or in-process) partitions.
 
     ``set``, ``add``, ``set_many`` and ``get_or_set`` take ``tags=``;
@@ -96,6 +96,10 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, StructuresAPI, BaseCache):
         self._partitioner = RendezvousPartitioner(config.names)
         self._codec = Codec(config.options)
         self._close_connection = config["CLOSE_CONNECTION"]
+        # The async API runs natively where every partition can (async_api.py).
+        self.native_async = config["WITNESS"] is None and all(
+            p.store.native_async for p in self._partitions
+        )
         self._policy = _policy_for((tuple(config.urls), self.key_prefix), config["RAISE_ERRORS"])
         self._fencing = Fencing(
             self._partitions,
@@ -357,10 +361,6 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, StructuresAPI, BaseCache):
             raise ValueError(f"Key '{key}' not found")
         return outcome.value
 
-    async def aincr(self, key: str, delta: int = 1, version: int | None = None) -> int:
-        # BaseCache's aincr is a get then a set: neither atomic nor outage-safe.
-        return await sync_to_async(self.incr)(key, delta, version)
-
     def _incr_in_python(self, key: str, made: str, delta: int) -> int:
         """Past 64 bits Redis cannot add: do it here, as Django's locmem backend does.
 
@@ -516,23 +516,6 @@ class TierCache(PartitionedStorage, DjangoRedisAPI, StructuresAPI, BaseCache):
                 front.changed_tags(self, tags)
 
         return finish_and_forget
-
-    # -- async variants that take tags (the others come from BaseCache) --
-
-    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
-        return await sync_to_async(self.set)(key, value, timeout, version, tags=tags)
-
-    async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
-        return await sync_to_async(self.add)(key, value, timeout, version, tags=tags)
-
-    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
-        return await sync_to_async(self.set_many)(data, timeout, version, tags=tags)
-
-    async def aget_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
-        return await sync_to_async(self.get_or_set)(key, default, timeout, version, tags=tags)
-
-    async def ainvalidate_tags(self, *tags: str) -> None:
-        return await sync_to_async(self.invalidate_tags)(*tags)
 
 
 class MisconfiguredCache(BaseCache):

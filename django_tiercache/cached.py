@@ -51,7 +51,7 @@ from typing import Any
 from asgiref.sync import async_to_sync, sync_to_async
 from django.core.cache import caches
 
-from .storage import single_flight
+from .storage import bridge, single_flight
 
 ENVELOPE = "django_tiercache.cached/1"
 _SCALARS = (type(None), bool, int, float, str)
@@ -132,9 +132,16 @@ def cached(
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                # The cache is synchronous: the whole lookup runs in a worker
-                # thread (so that concurrent callers can share one load), and
-                # the coroutine, when it must run, back on this event loop.
+                if getattr(_backend(cache), "native_async", False):
+                    # The lookup on this loop (storage/bridge.py): the function is
+                    # awaited here, once per missed key (single flight).
+                    def call() -> Any:
+                        return bridge.await_only(func(*args, **kwargs))
+
+                    return await bridge.run(lookup, args, kwargs, call)
+                # Another backend: the whole lookup runs in a worker thread (so that
+                # concurrent callers can share one load), and the coroutine, when
+                # it must run, back on this event loop.
                 call = async_to_sync(functools.partial(func, *args, **kwargs))
                 return await sync_to_async(lookup, thread_sensitive=False)(args, kwargs, call)
 

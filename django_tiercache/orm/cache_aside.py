@@ -8,9 +8,11 @@ of every registered model the query reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -19,6 +21,7 @@ from django.shortcuts import get_object_or_404 as _django_get_object_or_404
 
 from .. import conf
 from ..backend import tier_cache
+from ..storage import bridge
 from . import consistency
 from .querysets import models_read, queryset_key
 from .registry import (
@@ -38,6 +41,7 @@ from .registry import (
 # between the two reads: read in this order, a write missing from the journal
 # has landed and invalidated the cache before the cache is read.
 _pending_readers: list[Any] = []
+T = TypeVar("T")
 
 
 def add_pending_reader(reader: Any) -> None:
@@ -115,10 +119,10 @@ def get_object_or_404(klass: Any, *args: Any, **kwargs: Any) -> models.Model:
     filters: tuple[Any, ...] = () if shorthand else args
     lookups: dict[str, Any] = {"pk": args[0]} if shorthand else kwargs
     if filters or len(lookups) != 1 or not _whole_default(queryset):
-        return _django_get_object_or_404(queryset, *filters, **lookups)
+        return in_database(_django_get_object_or_404)(queryset, *filters, **lookups)
     lookup, pk = next(iter(lookups.items()))
     if lookup not in _pk_lookups(model):
-        return _django_get_object_or_404(queryset, **lookups)
+        return in_database(_django_get_object_or_404)(queryset, **lookups)
     try:
         return get_object(model, pk)
     except model.DoesNotExist as exc:
@@ -126,7 +130,7 @@ def get_object_or_404(klass: Any, *args: Any, **kwargs: Any) -> models.Model:
     except (ValueError, TypeError, ValidationError):
         # A pk the field cannot read ("abc" for an integer): let the database
         # path raise exactly what Django's own get_object_or_404() raises.
-        return _django_get_object_or_404(queryset, **lookups)
+        return in_database(_django_get_object_or_404)(queryset, **lookups)
 
 
 def _queryset(klass: Any) -> models.QuerySet:
@@ -172,13 +176,15 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
 
     loaded: set[str] = set()
 
+    @in_database
     def load(missing: list[str]) -> dict[str, Any]:
         loaded.update(missing)
         rows = model._default_manager.in_bulk([keys[k] for k in missing])
         return {key: rows.get(keys[key], ABSENT) for key in missing}
 
     # Pending writes are newer than the database: one more trip, first (see above).
-    appliers = [read(model, pks) for read in _pending_readers] if registration.write_behind else []
+    readers = _pending_readers if registration.write_behind else []
+    appliers = [in_database(read)(model, pks) for read in readers]
     cache = tier_cache(registration.cache_alias)
     tags = {key: (pk_tag(model, pk),) for key, pk in keys.items()}
     values = cache.get_or_set_many(tags, load, timeout=model_timeout(registration.timeout))
@@ -207,6 +213,56 @@ def cached_queryset(
     all_tags = [*map(model_tag, registered), *tags]
     cache_timeout = timeout if timeout is not None else model_timeout(None)
     rows: list[Any] = tier_cache(alias).get_or_set(
-        queryset_key(qs), lambda: list(qs.all()), timeout=cache_timeout, tags=all_tags
+        queryset_key(qs), in_database(lambda: list(qs.all())), timeout=cache_timeout, tags=all_tags
     )
     return rows
+
+
+# -- the async forms: the same code, its cache I/O awaited on the loop (storage/bridge.py) --
+
+
+def in_database(fn: Callable[..., T]) -> Callable[..., T]:
+    """`fn` (which queries the database, or the journal's sync clients), run in a
+    thread when called for a coroutine: Django's ORM refuses to run inside an event loop."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> T:
+        if bridge.in_bridge():
+            return bridge.await_only(sync_to_async(fn)(*args, **kwargs))
+        return fn(*args, **kwargs)
+
+    return call
+
+
+async def _in_loop(model: type[models.Model], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    if tier_cache(registration_for(model).cache_alias).native_async:
+        return await bridge.run(fn, *args, **kwargs)
+    return await sync_to_async(fn)(*args, **kwargs)
+
+
+async def aget_object(model: type[models.Model], pk: Any) -> models.Model:
+    """get_object() for a coroutine: the cache read on the loop, a miss's query in a thread."""
+    return await _in_loop(model, get_object, model, pk)
+
+
+async def aget_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, models.Model]:
+    """get_objects() for a coroutine (see aget_object)."""
+    return await _in_loop(model, get_objects, model, list(pks))
+
+
+async def aget_object_or_404(klass: Any, *args: Any, **kwargs: Any) -> models.Model:
+    """get_object_or_404() for a coroutine (see aget_object)."""
+    model = _queryset(klass).model
+    if not is_registered(model):
+        return await sync_to_async(_django_get_object_or_404)(klass, *args, **kwargs)
+    return await _in_loop(model, get_object_or_404, klass, *args, **kwargs)
+
+
+async def acached_queryset(
+    qs: models.QuerySet, timeout: Any = None, tags: Iterable[str] = ()
+) -> list[Any]:
+    """cached_queryset() for a coroutine (see aget_object)."""
+    registered = [m for m in models_read(qs) if is_registered(m)]
+    if not registered:
+        return cached_queryset(qs, timeout, tags)  # raises its TypeError
+    return await _in_loop(registered[0], cached_queryset, qs, timeout, tags)

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
 
-from redis import exceptions as redis_errors
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import PartitionUnavailable
 from .failures import CircuitBreaker
 from .stores import store_for
-from .stores.base import Done, Store
+from .stores.base import Done, Store, pool_exhausted
 
 # Errors that say the server is unreachable or too slow; they trip the breaker.
 # An error reply (ResponseError) means the server is alive and does not.
@@ -23,21 +22,6 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 # A timeout opens the breaker at once (see CircuitBreaker); TimeoutError is also
 # what a bare socket raises.
 TIMEOUTS = (RedisTimeoutError, TimeoutError)
-# Running out of pooled connections is a busy client, not a failing server.
-# redis-py's ConnectionPool raises MaxConnectionsError (before redis-py 6, a
-# ConnectionError with the first text); its BlockingConnectionPool, after
-# waiting its `timeout`, a ConnectionError with the second.
-POOL_EXHAUSTED = ("Too many connections", "No connection available.")
-MaxConnectionsError = getattr(redis_errors, "MaxConnectionsError", ())
-
-
-def pool_exhausted(error: BaseException) -> bool:
-    """Did the call fail for want of a free connection in this process's pool?"""
-    return isinstance(error, MaxConnectionsError) or (
-        type(error) is RedisConnectionError and str(error) in POOL_EXHAUSTED
-    )
-
-
 _breakers: dict[str, CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 

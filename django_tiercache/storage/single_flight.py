@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .bridge import pause, wait_for_event
 from .options import SINGLE_FLIGHT_DEFAULTS
 
 POLL = (0.005, 0.01, 0.02, 0.05)  # seconds between looks at the cache while waiting
@@ -86,7 +87,7 @@ def _after_threads(
     """Wait for this process's other loaders; compute what they did not store."""
     deadline = time.monotonic() + wait
     for flight in flights.values():
-        flight.wait(max(0.0, deadline - time.monotonic()))
+        wait_for_event(flight, max(0.0, deadline - time.monotonic()))
     found = reread(list(flights))
     missing = [key for key in flights if key not in found]
     if missing:
@@ -113,7 +114,7 @@ def _across_processes(
         if time.monotonic() >= deadline:
             result.update(compute(pending))  # waited long enough: load them ourselves
             return result
-        time.sleep(POLL[min(polls, len(POLL) - 1)])
+        pause(POLL[min(polls, len(POLL) - 1)])
         polls += 1
         found = reread(pending)
         result.update(found)

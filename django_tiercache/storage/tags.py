@@ -50,11 +50,11 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import InvalidationIncomplete
+from .bridge import pause
 from .partition import Partition, fan_out
 from .stores.base import DROP_AND_QUIET, DROP_TAGGED, NOT_FENCED
 
@@ -310,7 +310,7 @@ class Fencing:
         wait_ms = max(left, default=0)
         if wait_ms > 0:
             # A lease granted before our fence was recorded may still be in force.
-            time.sleep((wait_ms + CLOCK_MARGIN_MS) / 1000)
+            pause((wait_ms + CLOCK_MARGIN_MS) / 1000)
 
     def _incomplete(self, missed: list[Partition], tags: tuple[str, ...]) -> None:
         names = ", ".join(p.name for p in missed)

@@ -3,12 +3,12 @@
 from django.contrib import messages
 from django.core.cache import cache
 from django.db.models import F
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
-from django_tiercache import cached_queryset, get_object, write_behind
+from django_tiercache import aget_object, cached_queryset, get_object, write_behind
 
 from .forms import ProductForm
 from .models import Product, ProductViews
@@ -54,6 +54,16 @@ def product_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "partition": cache.partition_for(key),
     }
     return render(request, "shop/product_detail.html", context)
+
+
+async def product_json(request: HttpRequest, pk: int) -> JsonResponse:
+    """An async view: the cache is read on the event loop (under an ASGI server,
+    no thread is involved); a miss's query runs in a thread, as Django requires."""
+    try:
+        product = await aget_object(Product, pk)
+    except Product.DoesNotExist:
+        raise Http404("No such product.") from None
+    return JsonResponse({"id": product.pk, "name": product.name, "price": str(product.price)})
 
 
 def count_view(pk: int) -> ProductViews:

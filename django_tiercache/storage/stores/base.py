@@ -13,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redis import exceptions as redis_errors
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from ..hooks import lock_horizon_ms
 
 UNVERIFIED = 0  # a tagged entry found while the partition's lease was gone
@@ -63,6 +66,9 @@ class Store:
         # that owns the store points it at its error policy.
         self.later_failed: Callable[[BaseException], None] = _unheard
 
+    # True when calls made for a coroutine (storage/bridge.py) can await their
+    # I/O on the loop: RedisStore's redis.asyncio connections, or no I/O at all.
+    native_async = False
     # The pub/sub channel on which the store announces changes to L1 tiers
     # (stores/lua.py), or None: such a store is never fronted by an L1 tier
     # (an in-process store is as fast as one).
@@ -177,6 +183,21 @@ class Store:
 
     def disconnect(self) -> None:
         """Close the idle connections of the shared pools too (CLOSE_CONNECTION)."""
+
+
+# Running out of pooled connections is a busy client, not a failing server.
+# redis-py's ConnectionPool raises MaxConnectionsError (before redis-py 6, a
+# ConnectionError with the first text); its BlockingConnectionPool, after
+# waiting its `timeout`, a ConnectionError with the second.
+POOL_EXHAUSTED = ("Too many connections", "No connection available.")
+MaxConnectionsError = getattr(redis_errors, "MaxConnectionsError", ())
+
+
+def pool_exhausted(error: BaseException) -> bool:
+    """Did the call fail for want of a free connection in this process's pool?"""
+    return isinstance(error, MaxConnectionsError) or (
+        type(error) is RedisConnectionError and str(error) in POOL_EXHAUSTED
+    )
 
 
 def _unheard(error: BaseException) -> None:

@@ -316,6 +316,7 @@ class ClusterStore(RedisStore):
     """One slot group of a Redis Cluster (see the module docstring)."""
 
     library = lua.CLUSTER_LIBRARY
+    native_async = False  # calls follow the sync RedisCluster's slot map
     sharded_channel = True
     # An entry and its partition's tokens are in different slots: no one MGET reads both.
     plain_reads = False

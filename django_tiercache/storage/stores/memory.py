@@ -119,6 +119,8 @@ class _Meta:
 
 
 class MemoryStore(Store):
+    native_async = True  # nothing to wait for
+
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
         super().__init__(url, ns, options)
         name = urlsplit(url).netloc + urlsplit(url).path

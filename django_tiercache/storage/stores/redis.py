@@ -12,8 +12,10 @@ from typing import Any
 from django_redis.pool import ConnectionFactory, get_connection_factory
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
+from ..bridge import in_bridge
 from ..hooks import kept_on_clear
 from . import lua
+from .async_pools import BridgedConnection, async_options, options_key, pool_for
 from .base import Done, Store, Write
 from .plain_reads import Unchecked, checked_reply, hints_for, plain_command, split_header
 
@@ -77,9 +79,12 @@ class RedisCall:
     def _drop(self, exc: BaseException) -> None:
         # After a failure mid-reply the connection's state is unknown: never reuse it.
         if self._conn is not None:
-            self._conn.disconnect()
-            self._pool.release(self._conn)
-            self._conn = None
+            conn, self._conn = self._conn, None
+            if isinstance(conn, BridgedConnection):
+                conn.discard()
+            else:
+                conn.disconnect()
+                self._pool.release(conn)
         self._error = exc
 
     def _read(self) -> Any:
@@ -181,6 +186,7 @@ class RedisStore(Store):
     """
 
     library = lua.LIBRARY  # what FUNCTION LOAD sends to a server that lacks it
+    native_async = True
     # Reads of entries whose tags are known are one MGET (stores/plain_reads.py).
     plain_reads = True
 
@@ -188,6 +194,8 @@ class RedisStore(Store):
         super().__init__(url, ns, options)
         self.client = self._connect(url, options)
         self.pool = self.client.connection_pool
+        self._async_options = async_options(options)
+        self._async_key = options_key(url, self._async_options)
         self.channel = f"{ns}l1"  # where this namespace's changes are published (lua.py)
         self.hints = hints_for(url, ns, int(options.get("TAG_LEASE", 3.0) * 1000))
         limit = getattr(self.pool, "max_connections", None) or 0
@@ -200,7 +208,10 @@ class RedisStore(Store):
             weakref.finalize(self, _give_all_back, self.pool, kept, self._idle_pid, _ignore)
 
     def take(self) -> Any:
-        """A connection for one call: an idle one of this store's, else the pool's."""
+        """A connection for one call: an idle one of this store's, else the pool's
+        (for a coroutine, bridge.py: a redis.asyncio one of the running loop's)."""
+        if in_bridge():
+            return BridgedConnection.take(pool_for(self.url, self._async_options, self._async_key))
         idle = self._idle
         if idle:
             if self._idle_pid == os.getpid():
@@ -230,7 +241,7 @@ class RedisStore(Store):
         first wait for the release's reply, which may not have arrived yet; by
         the next release it has, and reading it costs no wait.
         """
-        if self._idle_max == 0:  # no list to park the connection in
+        if self._idle_max == 0 or in_bridge():  # no list to park the connection in
             super().unlock_later(tags, writer)
             return
         if self._idle_pid != os.getpid():
@@ -256,7 +267,9 @@ class RedisStore(Store):
     def give_back(self, conn: Any) -> None:
         """Keep a connection whose reply was read whole for the next call, or
         return it to the pool."""
-        if len(self._idle) < self._idle_max and self._idle_pid == os.getpid():
+        if isinstance(conn, BridgedConnection):
+            conn.give_back()
+        elif len(self._idle) < self._idle_max and self._idle_pid == os.getpid():
             conn._tiercache_idle_since = monotonic()
             self._idle.append(conn)
         else:

@@ -64,6 +64,7 @@ def _connect(location: SentinelLocation, options: dict[str, Any]) -> Redis:
 
 
 class SentinelStore(RedisStore):
+    native_async = False  # the primary is found through the sync Sentinel client
     """A RedisStore whose connections go to whichever server Sentinel names primary."""
 
     def _connect(self, url: str, options: dict[str, Any]) -> Redis:

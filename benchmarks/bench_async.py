@@ -1,0 +1,145 @@
+"""The async API against django-redis' and raw redis.asyncio, in one run.
+
+    python benchmarks/bench_async.py [--rounds 7] [--concurrency 200]
+
+On one throw-away redis-server (loopback), with the same 210-byte pickled dict:
+
+- 200 concurrent ``aget``s in one event loop (asyncio.gather), ops/s: TierCache
+  (native, storage/bridge.py), django-redis' ``aget`` (sync_to_async, Django's
+  default), and raw redis.asyncio GET + pickle.loads (the floor);
+- one ``aget`` awaited alone against one sync ``get`` (µs per call).
+
+Each figure is the median of --rounds rounds; the last line gives the ratios
+the README quotes as name=value pairs. No L1 (it would serve from memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pickle
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import django  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from benchmarks._servers import redis_servers  # noqa: E402
+
+VALUE = {"id": 7, "name": "x" * 120, "price": "19.90", "tags": ["a", "b", "c"], "stock": 3}
+
+
+def configure(port: int) -> None:
+    url = f"redis://127.0.0.1:{port}/0"
+    settings.configure(
+        SECRET_KEY="bench-async",  # noqa: S106 - a throw-away benchmark process
+        CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "tier": {
+                "BACKEND": "django_tiercache.backend.TierCache",
+                "LOCATION": url,
+                "KEY_PREFIX": "tier",
+            },
+            "djr": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": url,
+                "KEY_PREFIX": "djr",
+            },
+        },
+    )
+    django.setup()
+
+
+async def concurrent(aget, key: str, concurrency: int, batches: int) -> float:
+    """ops/s of `concurrency` coroutines each awaiting aget(key), `batches` times."""
+    started = time.perf_counter()
+    for _ in range(batches):
+        await asyncio.gather(*[aget(key) for _ in range(concurrency)])
+    return concurrency * batches / (time.perf_counter() - started)
+
+
+async def lone(aget, key: str, calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        await aget(key)
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def sync_lone(get, key: str, calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        get(key)
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+async def measure(port: int, rounds: int, concurrency: int) -> dict[str, list[float]]:
+    import redis.asyncio as aioredis
+    from django.core.cache import caches
+
+    tier, djr = caches["tier"], caches["djr"]
+    tier.set("k", VALUE)
+    djr.set("k", VALUE)
+    raw = aioredis.Redis(port=port, max_connections=concurrency)
+    raw_key = "raw:k"
+    await raw.set(raw_key, pickle.dumps(VALUE))
+
+    async def raw_aget(key: str):
+        return pickle.loads(await raw.get(key))  # noqa: S301 - the benchmark's own bytes
+
+    assert await tier.aget("k") == VALUE and await djr.aget("k") == VALUE
+    figures: dict[str, list[float]] = {name: [] for name in ("tier", "djr", "raw")}
+    figures.update({"tier_lone": [], "tier_sync": [], "djr_lone": [], "raw_lone": []})
+    batches = max(1, 4000 // concurrency)
+    for _ in range(rounds):
+        figures["raw"].append(await concurrent(raw_aget, raw_key, concurrency, batches))
+        figures["tier"].append(await concurrent(tier.aget, "k", concurrency, batches))
+        figures["djr"].append(await concurrent(djr.aget, "k", concurrency, batches))
+        figures["tier_lone"].append(await lone(tier.aget, "k", 500))
+        figures["tier_sync"].append(sync_lone(tier.get, "k", 500))
+        figures["djr_lone"].append(await lone(djr.aget, "k", 500))
+        figures["raw_lone"].append(await lone(raw_aget, raw_key, 500))
+    await raw.aclose()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--concurrency", type=int, default=200)
+    args = parser.parse_args()
+    with redis_servers(1) as (port,):
+        configure(port)
+        figures = asyncio.run(measure(port, args.rounds, args.concurrency))
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# bench_async  {time.strftime('%Y-%m-%d')}  {os.cpu_count()} cores, load {load}")
+    print(f"# {args.concurrency} concurrent aget()s in one loop, medians of {args.rounds} rounds")
+    print()
+    print("| caller | ops/s |")
+    print("| --- | ---: |")
+    print(f"| raw redis.asyncio GET + pickle.loads | {median['raw']:,.0f} |")
+    print(f"| TierCache aget (native) | {median['tier']:,.0f} |")
+    print(f"| django-redis aget (sync_to_async) | {median['djr']:,.0f} |")
+    print()
+    print("| one call, awaited alone | µs |")
+    print("| --- | ---: |")
+    print(f"| TierCache aget | {median['tier_lone']:.0f} |")
+    print(f"| TierCache get (sync) | {median['tier_sync']:.0f} |")
+    print(f"| django-redis aget | {median['djr_lone']:.0f} |")
+    print(f"| raw redis.asyncio GET + pickle.loads | {median['raw_lone']:.0f} |")
+    print()
+    print(
+        f"concurrent_tier/raw={median['tier'] / median['raw']:.2f} "
+        f"concurrent_tier/djredis={median['tier'] / median['djr']:.2f} "
+        f"lone_aget/sync_get={median['tier_lone'] / median['tier_sync']:.2f} "
+        f"lone_raw_asyncio/sync_get={median['raw_lone'] / median['tier_sync']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""TierCache's async API: the sync methods run natively on the event loop.
+
+Each ``a...`` method runs its sync twin inside a bridge (storage/bridge.py):
+the same code, with its network I/O awaited on redis.asyncio connections of
+the running loop, so an entry written by one side is read by the other, an
+invalidation made on one side is honoured by the other, and both share the
+process's L1. No thread is involved, so a hung partition delays only the
+coroutines that wait on it.
+
+Where a cache cannot run natively, its calls go through ``sync_to_async`` as
+Django's own backends do: a Redis Cluster or Sentinel partition (their clients
+are redis-py's sync ones), or a WITNESS (it writes through the ORM, which
+Django does not allow inside an event loop). ``native_async`` says which.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+
+from .storage import bridge
+
+
+class AsyncAPI:
+    """Mixin of TierCache: its attributes and methods are TierCache's."""
+
+    native_async: bool = False
+
+    async def _native(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.native_async:
+            return await bridge.run(method, *args, **kwargs)
+        return await sync_to_async(method)(*args, **kwargs)
+
+    # -- Django's async API --
+
+    async def aget(self, key: str, default: Any = None, version: int | None = None) -> Any:
+        return await self._native(self.get, key, default, version)  # type: ignore[attr-defined]
+
+    async def aget_many(self, keys: Any, version: int | None = None) -> dict[str, Any]:
+        return await self._native(self.get_many, list(keys), version)  # type: ignore[attr-defined]
+
+    async def ahas_key(self, key: str, version: int | None = None) -> bool:
+        return await self._native(self.has_key, key, version)  # type: ignore[attr-defined]
+
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
+        return await self._native(self.set, key, value, timeout, version, tags=tags)  # type: ignore[attr-defined]
+
+    async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
+        return await self._native(self.add, key, value, timeout, version, tags=tags)  # type: ignore[attr-defined]
+
+    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
+        return await self._native(self.set_many, data, timeout, version, tags=tags)  # type: ignore[attr-defined]
+
+    async def aget_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None, tags=()):
+        """get_or_set(); `default` may be an async function, awaited once per missed key
+        across coroutines, threads and processes (single flight)."""
+        load = self._loader(default)
+        return await self._native(self.get_or_set, key, load, timeout, version, tags=tags)  # type: ignore[attr-defined]
+
+    async def adelete(self, key: str, version: int | None = None) -> bool:
+        return await self._native(self.delete, key, version)  # type: ignore[attr-defined]
+
+    async def adelete_many(self, keys: Any, version: int | None = None) -> int:
+        return await self._native(self.delete_many, list(keys), version)  # type: ignore[attr-defined]
+
+    async def atouch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version=None) -> bool:
+        return await self._native(self.touch, key, timeout, version)  # type: ignore[attr-defined]
+
+    async def aincr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        return await self._native(self.incr, key, delta, version)  # type: ignore[attr-defined]
+
+    async def adecr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        return await self._native(self.decr, key, delta, version)  # type: ignore[attr-defined]
+
+    async def aincr_version(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        return await self._native(self.incr_version, key, delta, version)  # type: ignore[attr-defined]
+
+    async def adecr_version(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        return await self._native(self.decr_version, key, delta, version)  # type: ignore[attr-defined]
+
+    async def aclear(self) -> None:
+        return await self._native(self.clear)  # type: ignore[attr-defined]
+
+    async def aclose(self, **kwargs: Any) -> None:
+        return await self._native(self.close, **kwargs)  # type: ignore[attr-defined]
+
+    # -- tags and django-redis' extras --
+
+    async def ainvalidate_tags(self, *tags: str) -> None:
+        return await self._native(self.invalidate_tags, *tags)  # type: ignore[attr-defined]
+
+    async def aget_or_set_many(self, keys, load, timeout=DEFAULT_TIMEOUT, version=None):
+        return await self._native(self.get_or_set_many, keys, self._loader(load), timeout, version)  # type: ignore[attr-defined]
+
+    async def attl(self, key: str, version: int | None = None) -> int | None:
+        return await self._native(self.ttl, key, version)  # type: ignore[attr-defined]
+
+    async def apttl(self, key: str, version: int | None = None) -> int | None:
+        return await self._native(self.pttl, key, version)  # type: ignore[attr-defined]
+
+    async def aexpire(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version=None) -> bool:
+        return await self._native(self.expire, key, timeout, version)  # type: ignore[attr-defined]
+
+    async def apexpire(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version=None) -> bool:
+        return await self._native(self.pexpire, key, timeout, version)  # type: ignore[attr-defined]
+
+    async def apersist(self, key: str, version: int | None = None) -> bool:
+        return await self._native(self.persist, key, version)  # type: ignore[attr-defined]
+
+    async def adelete_pattern(self, pattern: str, version=None, itersize=None) -> int:
+        # SCAN runs on the partitions' sync clients: in a thread, as Django's backends do.
+        return await sync_to_async(self.delete_pattern)(pattern, version, itersize)  # type: ignore[attr-defined]
+
+    def _loader(self, load: Any) -> Any:
+        """A sync stand-in for an async loader: awaited on the loop when native."""
+        if not inspect.iscoroutinefunction(load):
+            return load
+
+        def loaded(*args: Any) -> Any:
+            if bridge.in_bridge():
+                return bridge.await_only(load(*args))
+            return async_to_sync(load)(*args)
+
+        return loaded
