@@ -9,15 +9,16 @@ asserts 0 stale reads. Real Redis; PostgreSQL where the case needs it.
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from django.core.cache import cache
 from django.db import connection, connections, transaction
 from django.db.models import F, Subquery, Value
-from django.db.models.functions import Concat
+from django.db.models.functions import Concat, Greatest, Now
 
 from django_tiercache import cached_queryset, get_object
-from tests.testapp.models import Category, Product
+from tests.testapp.models import Category, Product, Stamp
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,6 +105,54 @@ def test_database_functions_and_subqueries_in_updates__are_seen():
     assert cached_queryset(listed) == ["sub"]
     Category.objects.filter(pk=category.pk).update(name="films")
     assert cached_queryset(listed) == []  # a change to a joined model's rows
+
+
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def stamp_all_with_now(rows, source):
+    """The Now() writes: one row, rows a subquery picks, Now() nested in Greatest(),
+    a value another row's subquery reads, and a save() with Now() as the value."""
+    first, second, third, fourth, fifth = rows
+    Stamp.objects.filter(pk=first.pk).update(updated=Now())
+    picked = Stamp.objects.filter(name=second.name).values("pk")
+    Stamp.objects.filter(pk__in=Subquery(picked)).update(updated=Now())
+    Stamp.objects.filter(pk=third.pk).update(updated=Greatest(F("updated"), Now()))
+    Stamp.objects.filter(pk=source.pk).update(updated=Now())
+    from_source = Stamp.objects.filter(pk=source.pk).values("updated")[:1]
+    Stamp.objects.filter(pk=fourth.pk).update(updated=Subquery(from_source))
+    fifth.updated = Now()
+    fifth.save(update_fields=["updated"])
+
+
+def test_now_and_subquery_updates__are_seen_through_get_object():
+    rows = [Stamp.objects.create(name=f"s{n}", updated=LONG_AGO) for n in range(5)]
+    source = Stamp.objects.create(name="source", updated=LONG_AGO)
+    stamped = Stamp.objects.filter(updated__gt=LONG_AGO).values_list("name", flat=True)
+    stale = 0
+    for _ in range(20):
+        Stamp.objects.update(updated=LONG_AGO)
+        assert [get_object(Stamp, row.pk).updated for row in rows] == [LONG_AGO] * 5  # cached
+        assert cached_queryset(stamped) == []
+        stamp_all_with_now(rows, source)
+        for row in rows:
+            in_database = Stamp.objects.get(pk=row.pk).updated
+            assert in_database > LONG_AGO
+            stale += get_object(Stamp, row.pk).updated != in_database
+        stale += sorted(cached_queryset(stamped)) != sorted([*(r.name for r in rows), "source"])
+    assert stale == 0
+
+
+def test_now_updates_in_a_transaction__are_seen_after_the_commit():
+    row = Stamp.objects.create(name="t", updated=LONG_AGO)
+    get_object(Stamp, row.pk)
+    with transaction.atomic():
+        Stamp.objects.filter(pk=row.pk).update(updated=Now())
+        in_transaction = Stamp.objects.get(pk=row.pk).updated
+        assert get_object(Stamp, row.pk).updated == in_transaction  # its own write, not cached
+    assert (
+        get_object(Stamp, row.pk).updated == in_transaction == Stamp.objects.get(pk=row.pk).updated
+    )
 
 
 @postgresql_only
