@@ -1,0 +1,14 @@
+"""A database router for the two-databases correctness cases: Product lives on "other"."""
+
+
+class ProductsOnOther:
+    def db_for_read(self, model, **hints):
+        return "other" if model._meta.label_lower == "testapp.product" else None
+
+    db_for_write = db_for_read
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return None
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        return True  # every table on both databases: the cases write a model on either
