@@ -16,7 +16,7 @@ import pytest
 from django.core.cache import cache
 from django.db import connection, connections, transaction
 
-from django_tiercache import cached_queryset, get_object
+from django_tiercache import cached_queryset, get_object, write_through
 from django_tiercache.orm.cache_aside import object_key
 from tests.testapp.models import Product
 
@@ -166,3 +166,25 @@ def test_a_write_on_the_second_database_inside_a_transaction_on_the_first__is_se
         reader.join(30)
         seen["this thread"] = get_object(Product, product.pk).name
     assert seen == {"other thread": "v1", "this thread": "v1"}
+
+
+def test_a_lagging_read_replica__never_reaches_the_cache(settings):
+    """The router reads Product from "other", standing for a replica that has not
+    received the writes yet, except the cache's own loads (hint tiercache_load):
+    those go to the primary, so no miss caches the replica's older row."""
+    settings.DATABASE_ROUTERS = ["tests.routers.LaggingReplicaOnOther"]
+    product = Product.objects.create(name="v", version=0)  # on the primary
+    Product.objects.using(OTHER).create(pk=product.pk, name="v", version=0)  # replicated once
+    listed = Product.objects.filter(pk=product.pk).values_list("version", flat=True)
+    stale = 0
+    for version in range(1, 21):
+        product.version = version
+        product.save(update_fields=["version"])
+        assert Product.objects.get(pk=product.pk).version == 0  # the replica lags
+        stale += get_object(Product, product.pk).version != version  # a miss, then hits
+        stale += get_object(Product, product.pk).version != version
+        stale += cached_queryset(listed) != [version]
+    product.version = 100
+    write_through.save(product, update_fields=["version"])  # fills the entry after the commit
+    stale += cache.get(object_key(Product, product.pk)).version != 100
+    assert stale == 0

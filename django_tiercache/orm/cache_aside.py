@@ -20,6 +20,7 @@ from django.shortcuts import get_object_or_404 as _django_get_object_or_404
 from .. import conf
 from ..backend import tier_cache
 from . import consistency
+from .loading import LOAD_HINTS, loader
 from .querysets import models_read, queryset_key
 from .registry import (
     is_registered,
@@ -174,7 +175,7 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
 
     def load(missing: list[str]) -> dict[str, Any]:
         loaded.update(missing)
-        rows = model._default_manager.in_bulk([keys[k] for k in missing])
+        rows = loader(model._default_manager).in_bulk([keys[k] for k in missing])
         return {key: rows.get(keys[key], ABSENT) for key in missing}
 
     # Pending writes are newer than the database: one more trip, first (see above).
@@ -196,6 +197,8 @@ def cached_queryset(
     """The queryset's rows as a list, cached under the model tag of every registered
     model any part of it reads (joins, select_related and prefetch_related included)
     plus `tags`; keyed by the whole queryset (querysets.py)."""
+    qs = qs.all()
+    qs._add_hints(**LOAD_HINTS)  # type: ignore[attr-defined] # the router's choice, told why
     read = models_read(qs)
     registered = [m for m in read if is_registered(m)]
     if not registered:
