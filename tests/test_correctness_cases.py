@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 import pytest
 from django.core.cache import cache
 from django.db import connection, connections, transaction
-from django.db.models import F, Subquery, Value
+from django.db.models import Exists, F, OuterRef, Subquery, Value
 from django.db.models.functions import Concat, Greatest, Now
 
 from django_tiercache import cached_queryset, get_object
-from tests.testapp.models import Category, Product, Stamp
+from tests.testapp.models import Category, Product, Shelf, Stamp
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -205,3 +205,21 @@ def test_a_connection_configured_for_repeatable_read__reads_but_never_fills():
     finally:
         options.pop("isolation_level")
         connection.close()
+
+
+def test_a_cached_query_filtered_by_a_subquery__sees_writes_to_the_subquerys_model():
+    """The subquery's model is not related to the query's (no parent, no join): its
+    writes are seen only if the subquery itself is read for tags."""
+    Product.objects.create(name="novel")
+    shelf = Shelf.objects.create(name="novel")
+    shelved = Shelf.objects.filter(name__startswith="nov").values("name")
+    by_subquery = Product.objects.filter(name__in=Subquery(shelved)).values_list("name")
+    by_queryset = Product.objects.filter(name__in=shelved).values_list("name")
+    exists = Shelf.objects.filter(name=OuterRef("name"))
+    by_exists = Product.objects.filter(Exists(exists)).values_list("name")
+    annotated = Product.objects.annotate(shelves=Subquery(exists.values("pk")[:1]))
+    by_annotation = annotated.filter(shelves__isnull=False).values_list("name")
+    queries = (by_subquery, by_queryset, by_exists, by_annotation)
+    assert [cached_queryset(q) for q in queries] == [[("novel",)]] * 4
+    Shelf.objects.filter(pk=shelf.pk).update(name="poems")  # no product row changed
+    assert [cached_queryset(q) for q in queries] == [[]] * 4
