@@ -219,7 +219,9 @@ def test_a_cached_query_filtered_by_a_subquery__sees_writes_to_the_subquerys_mod
     by_exists = Product.objects.filter(Exists(exists)).values_list("name")
     annotated = Product.objects.annotate(shelves=Subquery(exists.values("pk")[:1]))
     by_annotation = annotated.filter(shelves__isnull=False).values_list("name")
-    queries = (by_subquery, by_queryset, by_exists, by_annotation)
-    assert [cached_queryset(q) for q in queries] == [[("novel",)]] * 4
+    nothing = Product.objects.filter(pk__lt=0).values_list("name")
+    by_union = nothing.union(Shelf.objects.filter(name__startswith="nov").values_list("name"))
+    queries = (by_subquery, by_queryset, by_exists, by_annotation, by_union)
+    assert [cached_queryset(q) for q in queries] == [[("novel",)]] * 5
     Shelf.objects.filter(pk=shelf.pk).update(name="poems")  # no product row changed
-    assert [cached_queryset(q) for q in queries] == [[]] * 4
+    assert [cached_queryset(q) for q in queries] == [[]] * 5
