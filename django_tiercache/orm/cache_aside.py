@@ -195,8 +195,9 @@ def cached_queryset(
     qs: models.QuerySet, timeout: Any = None, tags: Iterable[str] = ()
 ) -> list[Any]:
     """The queryset's rows as a list, cached under the model tag of every registered
-    model any part of it reads (joins, select_related and prefetch_related included)
-    plus `tags`; keyed by the whole queryset (querysets.py)."""
+    model any part of it reads (joins, subqueries, unions, select_related and
+    prefetch_related included) plus `tags`; keyed by the whole queryset (querysets.py).
+    Its query asks the router with the cache's load hint (orm/loading.py)."""
     qs = qs.all()
     qs._add_hints(**LOAD_HINTS)  # type: ignore[attr-defined] # the router's choice, told why
     read = models_read(qs)

@@ -5,9 +5,10 @@ The key is the whole queryset, not only its main SQL: the shape of its rows
 ``prefetch_related`` lookup with the queryset of each ``Prefetch`` and its
 ``to_attr``, so that two querysets with the same SQL but different results never
 share an entry. The tags name every model any part of it reads: the main
-query's tables (joins and ``select_related``) and, for each prefetch, the models
-along its path and those its own queryset reads. A part that cannot be keyed
-safely raises TypeError naming it.
+query's tables (joins and ``select_related``), those of the queries nested in
+it (``Subquery``, ``Exists``, ``__in=queryset``, the parts of a union) and, for
+each prefetch, the models along its path and those its own queryset reads. A
+part that cannot be keyed safely raises TypeError naming it.
 """
 
 from __future__ import annotations
