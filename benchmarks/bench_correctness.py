@@ -1,11 +1,13 @@
 """Stale reads per 1,000 and hit ratio on the ORM-cache correctness cases, beside the field.
 
     python benchmarks/bench_correctness.py [--trials N] [--systems tiercache,cachalot,cacheops]
+        [--redis-port 6379] [--broker amqp://guest:guest@127.0.0.1:5672//]
 
-Each system runs in a process of its own on PostgreSQL ("tiercache_bench_corr",
-created if missing) and Redis db 11, reading one row model (benchmarks/corrapp)
-the way its users do: ``get_object`` (django_tiercache), a plain ``.get()``
-(django-cachalot, which caches every query), ``.cache().get()`` (django-cacheops).
+Each system runs in a process of its own on PostgreSQL ("tiercache_bench_corr"
+and "tiercache_bench_corr_other", created if missing) and Redis db 11 on loopback
+(``--redis-port``), reading one row model (benchmarks/corrapp) the way its users
+do: ``get_object`` (django_tiercache), a plain ``.get()`` (django-cachalot, which
+caches every query), ``.cache().get()`` (django-cacheops).
 django-cachalot and django-cacheops are installed into the venv when missing.
 Every system runs twice: with Redis direct, and through a loopback proxy that
 adds 250 µs to every round trip (125 µs each way), which widens the races.
@@ -21,7 +23,21 @@ Cases (``--trials`` each, default 1,000):
 - DB cascade: a parent deleted, its item gone by ``ON DELETE CASCADE``; a read
   that still returns the item is stale;
 - REPEATABLE READ: a reader whose snapshot predates a write misses after it;
-  then a plain read is stale if it returns the reader's old snapshot.
+  then a plain read is stale if it returns the reader's old snapshot;
+- Celery: an ``on_commit`` hook sends a Celery task (RabbitMQ, ``--broker``; a
+  worker thread) that reads the row; "-" when no broker answers;
+- Now(): ``update(updated=Now())``, every other time on rows a subquery picks,
+  then a read, stale if its ``updated`` is not the database's;
+- second DB: the row routed to another database ("tiercache_bench_corr_other"),
+  saved there in autocommit or in ``atomic(using=...)`` with an ``on_commit`` hook
+  reading it;
+- lagging replica: the row written on the primary and read from a replica (that
+  second database) which receives each write only after one read, copied behind
+  Django's back as replication is; a read after it caught up is stale if it still
+  returns the older row. The router (benchmarks/corrapp/routers.py) sends reads
+  carrying django_tiercache's load hint (``tiercache_load``) to the primary.
+
+The cases are in benchmarks/corrapp/cases.py.
 
 Prints stale per 1,000 per case and the hit ratio of all reads, per system and delay.
 """
@@ -29,6 +45,7 @@ Prints stale per 1,000 per case and the hit ratio of all reads, per system and d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -45,7 +62,19 @@ DATABASE = "tiercache_bench_corr"
 REDIS = ("127.0.0.1", 6379)
 REDIS_DB = 11
 SYSTEMS = ("tiercache", "cachalot", "cacheops")
-CASES = ("autocommit", "left", "on_commit", "raw UPDATE", "DB cascade", "REPEATABLE READ")
+CASES = (
+    "autocommit",
+    "left",
+    "on_commit",
+    "Celery",
+    "Now()",
+    "raw UPDATE",
+    "DB cascade",
+    "REPEATABLE READ",
+    "second DB",
+    "lagging replica",
+)
+BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 # -- the delay proxy --
@@ -86,11 +115,19 @@ def delay_proxy(delay_s: float) -> int:
 # -- one system, in its own process --
 
 
+def databases() -> dict:
+    from tests.settings import database_from_url
+
+    url = "postgres://postgres@127.0.0.1:5432/"
+    return {
+        "default": database_from_url(url + DATABASE),
+        "other": database_from_url(url + f"{DATABASE}_other"),
+    }
+
+
 def configure(system: str, redis_url: str) -> None:
     import django
     from django.conf import settings
-
-    from tests.settings import database_from_url
 
     apps = ["django.contrib.contenttypes", "django.contrib.auth", "benchmarks.corrapp"]
     cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}
@@ -109,7 +146,8 @@ def configure(system: str, redis_url: str) -> None:
     settings.configure(
         SECRET_KEY="bench-only",  # noqa: S106
         INSTALLED_APPS=apps,
-        DATABASES={"default": database_from_url(f"postgres://postgres@127.0.0.1:5432/{DATABASE}")},
+        DATABASES=databases(),
+        DATABASE_ROUTERS=["benchmarks.corrapp.routers.ItemRouter"],
         CACHES={"default": {**cache, "KEY_PREFIX": f"corr-{system}-{os.getpid()}"}},
         USE_TZ=True,
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
@@ -138,167 +176,63 @@ class Counted:
         self.read, self.reads, self.hits = read, 0, 0
 
     def __call__(self, pk):
-        from django.db import connection
+        from django.db import connections
         from django.test.utils import CaptureQueriesContext
 
-        with CaptureQueriesContext(connection) as queries:
+        with contextlib.ExitStack() as stack:
+            queries = [
+                stack.enter_context(CaptureQueriesContext(connections[alias]))
+                for alias in ("default", "other")
+            ]
             try:
                 found = self.read(pk)
             finally:
                 self.reads += 1
-        if not queries.captured_queries:
+        if not any(q.captured_queries for q in queries):
             self.hits += 1
         return found
 
 
-def worker(system: str, redis_url: str, trials: int) -> dict:
+def worker(system: str, redis_url: str, trials: int, broker: str) -> dict:
     configure(system, redis_url)
     from django.core.cache import cache
-    from django.db import connection
+    from django.db import connections
 
+    from benchmarks.corrapp import cases
     from benchmarks.corrapp.models import Item, Parent
 
-    with connection.schema_editor() as editor:
-        editor.create_model(Parent)
-        editor.create_model(Item)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "ALTER TABLE corrapp_item ADD FOREIGN KEY (parent_id) REFERENCES corrapp_parent (id) "
-            "ON DELETE CASCADE"
-        )
+    for alias in ("default", "other"):
+        with connections[alias].schema_editor() as editor:
+            editor.create_model(Parent)
+            editor.create_model(Item)
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                "ALTER TABLE corrapp_item ADD FOREIGN KEY (parent_id) "
+                "REFERENCES corrapp_parent (id) ON DELETE CASCADE"
+            )
     read = Counted(reader_for(system))
     try:
         cache.clear()
         stale = {
-            "autocommit": autocommit_race(read, trials),
-            "on_commit": on_commit(read, trials),
-            "raw UPDATE": raw_update(read, trials),
-            "DB cascade": db_cascade(read, trials),
-            "REPEATABLE READ": repeatable_read(read, min(trials, 200)),
+            "autocommit": cases.autocommit_race(read, trials),
+            "on_commit": cases.on_commit(read, trials),
+            "Celery": cases.celery_task(read, trials, broker),
+            "Now()": cases.now_update(read, trials),
+            "raw UPDATE": cases.raw_update(read, trials),
+            "DB cascade": cases.db_cascade(read, trials),
+            "REPEATABLE READ": cases.repeatable_read(read, min(trials, 200)),
+            "second DB": cases.second_database(read, trials),
+            "lagging replica": cases.lagging_replica(read, trials, databases()),
         }
         stale["left"] = stale["autocommit"].pop("left")
     finally:
-        with connection.schema_editor() as editor:
-            editor.delete_model(Item)
-            editor.delete_model(Parent)
+        connections.close_all()
+        for alias in ("default", "other"):
+            with connections[alias].schema_editor() as editor:
+                editor.delete_model(Item)
+                editor.delete_model(Parent)
         cache.clear()
     return {"stale": stale, "reads": read.reads, "hits": read.hits}
-
-
-def autocommit_race(read, trials: int) -> dict:
-    from django.db import connections
-
-    from benchmarks.corrapp.models import Item
-
-    item = Item.objects.create(version=0)
-    committed, done = [0], threading.Event()
-
-    def write():
-        row = Item.objects.get(pk=item.pk)
-        for version in range(1, trials + 1):
-            row.version = version
-            row.save(update_fields=["version"])
-            committed[0] = version
-        done.set()
-        connections.close_all()
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    stale = reads = 0
-    while not done.is_set():
-        floor = committed[0]
-        stale += read(item.pk).version < floor
-        reads += 1
-    writer.join()
-    time.sleep(0.05)
-    return {
-        "stale": stale,
-        "reads": reads,
-        "left": {"stale": int(read(item.pk).version != trials), "reads": 1},
-    }
-
-
-def on_commit(read, trials: int) -> dict:
-    from django.db import transaction
-
-    from benchmarks.corrapp.models import Item
-
-    item = Item.objects.create(version=0)
-    read(item.pk)
-    stale = 0
-    for version in range(1, trials + 1):
-        seen: list[int] = []
-        with transaction.atomic():
-            transaction.on_commit(lambda seen=seen: seen.append(read(item.pk).version))
-            item.version = version
-            item.save(update_fields=["version"])
-        stale += seen != [version]
-    return {"stale": stale, "reads": trials}
-
-
-def raw_update(read, trials: int) -> dict:
-    from django.db import connection
-
-    from benchmarks.corrapp.models import Item
-
-    item = Item.objects.create(version=0)
-    stale = 0
-    for version in range(1, trials + 1):
-        read(item.pk)
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE corrapp_item SET version = %s WHERE id = %s", [version, item.pk])
-        stale += read(item.pk).version != version
-    return {"stale": stale, "reads": trials}
-
-
-def db_cascade(read, trials: int) -> dict:
-    from benchmarks.corrapp.models import Item, Parent
-
-    stale = 0
-    for _ in range(trials):
-        parent = Parent.objects.create(name="p")
-        item = Item.objects.create(parent=parent)
-        read(item.pk)
-        Parent.objects.filter(pk=parent.pk).delete()
-        try:
-            read(item.pk)
-            stale += 1
-        except Item.DoesNotExist:
-            pass
-    return {"stale": stale, "reads": trials}
-
-
-def repeatable_read(read, trials: int) -> dict:
-    from django.db import connection, connections, transaction
-
-    from benchmarks.corrapp.models import Item
-
-    stale = 0
-    for _ in range(trials):
-        item = Item.objects.create(version=0)
-        snapshot, written, finished = threading.Event(), threading.Event(), threading.Event()
-
-        def old_reader(pk=item.pk, snapshot=snapshot, written=written, finished=finished):
-            try:
-                with transaction.atomic():
-                    with connection.cursor() as cursor:
-                        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    Item.objects.filter(pk=pk).count()  # the snapshot is taken
-                    snapshot.set()
-                    written.wait(10)
-                    read(pk)
-            finally:
-                finished.set()
-                connections.close_all()
-
-        threading.Thread(target=old_reader).start()
-        snapshot.wait(10)
-        item.version = 1
-        item.save(update_fields=["version"])
-        written.set()
-        finished.wait(10)
-        stale += read(item.pk).version != 1
-    return {"stale": stale, "reads": trials}
 
 
 # -- the table --
@@ -308,8 +242,9 @@ def ensure_database() -> None:
     import psycopg
 
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as db:
-        if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
-            db.execute(f'CREATE DATABASE "{DATABASE}"')
+        for name in (DATABASE, f"{DATABASE}_other"):
+            if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                db.execute(f'CREATE DATABASE "{name}"')
 
 
 def ensure_installed(system: str) -> None:
@@ -328,10 +263,14 @@ def main() -> None:
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--redis-port", type=int, default=6379, help="on 127.0.0.1 (6379)")
+    parser.add_argument("--broker", default=BROKER, help=f"Celery's broker ({BROKER})")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.redis_url, args.trials)))
+        print(json.dumps(worker(args.worker, args.redis_url, args.trials, args.broker)))
         return
+    global REDIS
+    REDIS = ("127.0.0.1", args.redis_port)
     ensure_database()
     ports = {0: REDIS[1], 250: delay_proxy(125e-6)}
     rows = []
@@ -340,6 +279,7 @@ def main() -> None:
         for delay, port in ports.items():
             url = f"redis://127.0.0.1:{port}/{REDIS_DB}"
             command = [sys.executable, __file__, "--worker", system, "--redis-url", url]
+            command += ["--broker", args.broker]
             done = subprocess.run(
                 [*command, "--trials", str(args.trials)], capture_output=True, text=True, cwd=ROOT
             )
@@ -347,15 +287,24 @@ def main() -> None:
                 print(f"{system} ({delay} µs): failed\n{done.stderr[-2000:]}", file=sys.stderr)
                 continue
             rows.append((system, delay, json.loads(done.stdout.strip().splitlines()[-1])))
-    header = f"{'system':10} {'added':>6} " + " ".join(f"{c:>15}" for c in CASES) + "  hit ratio"
-    print(f"stale reads per 1,000 ({args.trials} trials per case; PostgreSQL, Redis 7, loopback)")
-    print(header)
+    print_table(rows, args.trials)
+
+
+def print_table(rows: list, trials: int) -> None:
+    widths = [max(len(case), 7) for case in CASES]
+    header = " ".join(f"{c:>{w}}" for c, w in zip(CASES, widths, strict=True))
+    print(f"stale reads per 1,000 ({trials} trials per case; PostgreSQL, Redis 7, loopback)")
+    print(f"{'system':10} {'added':>6} {header}  hit ratio")
     for system, delay, result in rows:
         cells = []
-        for case in CASES:
+        for case, width in zip(CASES, widths, strict=True):
             figures = result["stale"][case]
-            per_1000 = 1000 * figures["stale"] / max(1, figures["reads"])
-            cells.append(f"{per_1000:15.1f}" if case != "left" else f"{figures['stale']:15d}")
+            if figures is None:
+                cells.append(f"{'-':>{width}}")
+            elif case == "left":
+                cells.append(f"{figures['stale']:{width}d}")
+            else:
+                cells.append(f"{1000 * figures['stale'] / max(1, figures['reads']):{width}.1f}")
         ratio = result["hits"] / max(1, result["reads"])
         print(f"{system:10} {delay:>4}µs " + " ".join(cells) + f"  {ratio:9.3f}")
 

@@ -80,8 +80,14 @@ def database_from_url(url):
 
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
+    # A second database on the same server (the two-databases correctness cases);
+    # its test database is made only for tests that ask for it (databases=[..., "other"]).
+    DATABASES["other"] = {**DATABASES["default"], "NAME": f"{DATABASES['default']['NAME']}_other"}
 else:
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    DATABASES = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+        "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    }
 # Worker processes that must share rows (tests/l1_worker.py) get one SQLite file.
 if os.environ.get("TIERCACHE_TEST_SQLITE"):
     DATABASES = {

@@ -346,3 +346,61 @@ def test_stats_page__write_behind_section_and_flush_now(
     assert figure(page, "pending") == 0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.locator("#write-behind").screenshot(path=str(ARTIFACTS / "stats-write-behind.png"))
+
+
+@pytest.fixture
+def sampled_hits(settings, shared_redis_url):
+    """199 consistent get_object hits and one stale one, every hit sampled and checked
+    (made before the browser starts, like oncall)."""
+    from django_tiercache import get_object
+    from django_tiercache.orm import consistency
+    from tests.testapp.models import Product
+    from tests.unseen_sql import unseen_sql
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_tiercache.backend.TierCache",
+            "LOCATION": shared_redis_url,
+            "KEY_PREFIX": f"sampled-{uuid.uuid4().hex[:8]}",
+        }
+    }
+    settings.TIERCACHE = {
+        **settings.TIERCACHE,
+        "CONSISTENCY_SAMPLE_RATE": 1.0,
+        "CONSISTENCY_GRACE": 0.0,
+    }
+    fine = Product.objects.create(name="fine")
+    get_object(Product, fine.pk)  # a miss: loaded, not sampled
+    for _ in range(199):
+        get_object(Product, fine.pk)
+    stale = Product.objects.create(name="cached")
+    get_object(Product, stale.pk)
+    unseen_sql("UPDATE testapp_product SET name = %s WHERE id = %s", ["changed", stale.pk])
+    get_object(Product, stale.pk)  # served while the database has moved on
+    assert consistency.wait_idle()
+    yield
+    caches["default"].clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stats_page__shows_the_consistency_samplers_nines(
+    live_server, oncall, sampled_hits, browser_page
+):
+    page = browser_page
+    log_in(page, f"{live_server.url}/admin/django_tiercache/stats/")
+    row = page.locator("tr", has=page.locator('[data-figure="consistency"]'))
+    assert row.locator("th").text_content() == "consistency (sampled hits)"
+    for cell in ('[data-figure="consistency-hour"]', '[data-figure="consistency"]'):
+        text = " ".join(page.text_content(cell).split())
+        assert text == "2.3 nines 1 stale in 200 samples", text
+    assert row.locator(".tc-stale").count() == 2  # shown as an error, not as detail
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for theme in ("light", "dark"):
+        for width in (1280, 800):
+            look(page, theme, width, "consistency")
+            figures = page.locator(".tc-figures").first
+            figures.screenshot(
+                path=str(ARTIFACTS / f"stats-{theme}-{width}-consistency-figures.png")
+            )
+            muted = row.locator(".tc-muted").first
+            assert muted.evaluate(CONTRAST) >= 4.5, f"{theme}: the sample counts are hard to read"

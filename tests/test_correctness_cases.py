@@ -9,15 +9,16 @@ asserts 0 stale reads. Real Redis; PostgreSQL where the case needs it.
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from django.core.cache import cache
 from django.db import connection, connections, transaction
-from django.db.models import F, Subquery, Value
-from django.db.models.functions import Concat
+from django.db.models import Exists, F, OuterRef, Subquery, Value
+from django.db.models.functions import Concat, Greatest, Now
 
 from django_tiercache import cached_queryset, get_object
-from tests.testapp.models import Category, Product
+from tests.testapp.models import Category, Product, Shelf, Stamp
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -106,6 +107,54 @@ def test_database_functions_and_subqueries_in_updates__are_seen():
     assert cached_queryset(listed) == []  # a change to a joined model's rows
 
 
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def stamp_all_with_now(rows, source):
+    """The Now() writes: one row, rows a subquery picks, Now() nested in Greatest(),
+    a value another row's subquery reads, and a save() with Now() as the value."""
+    first, second, third, fourth, fifth = rows
+    Stamp.objects.filter(pk=first.pk).update(updated=Now())
+    picked = Stamp.objects.filter(name=second.name).values("pk")
+    Stamp.objects.filter(pk__in=Subquery(picked)).update(updated=Now())
+    Stamp.objects.filter(pk=third.pk).update(updated=Greatest(F("updated"), Now()))
+    Stamp.objects.filter(pk=source.pk).update(updated=Now())
+    from_source = Stamp.objects.filter(pk=source.pk).values("updated")[:1]
+    Stamp.objects.filter(pk=fourth.pk).update(updated=Subquery(from_source))
+    fifth.updated = Now()
+    fifth.save(update_fields=["updated"])
+
+
+def test_now_and_subquery_updates__are_seen_through_get_object():
+    rows = [Stamp.objects.create(name=f"s{n}", updated=LONG_AGO) for n in range(5)]
+    source = Stamp.objects.create(name="source", updated=LONG_AGO)
+    stamped = Stamp.objects.filter(updated__gt=LONG_AGO).values_list("name", flat=True)
+    stale = 0
+    for _ in range(20):
+        Stamp.objects.update(updated=LONG_AGO)
+        assert [get_object(Stamp, row.pk).updated for row in rows] == [LONG_AGO] * 5  # cached
+        assert cached_queryset(stamped) == []
+        stamp_all_with_now(rows, source)
+        for row in rows:
+            in_database = Stamp.objects.get(pk=row.pk).updated
+            assert in_database > LONG_AGO
+            stale += get_object(Stamp, row.pk).updated != in_database
+        stale += sorted(cached_queryset(stamped)) != sorted([*(r.name for r in rows), "source"])
+    assert stale == 0
+
+
+def test_now_updates_in_a_transaction__are_seen_after_the_commit():
+    row = Stamp.objects.create(name="t", updated=LONG_AGO)
+    get_object(Stamp, row.pk)
+    with transaction.atomic():
+        Stamp.objects.filter(pk=row.pk).update(updated=Now())
+        in_transaction = Stamp.objects.get(pk=row.pk).updated
+        assert get_object(Stamp, row.pk).updated == in_transaction  # its own write, not cached
+    assert (
+        get_object(Stamp, row.pk).updated == in_transaction == Stamp.objects.get(pk=row.pk).updated
+    )
+
+
 @postgresql_only
 def test_a_repeatable_read_reader__never_caches_its_old_snapshot_for_others():
     product = Product.objects.create(name="v1")
@@ -156,3 +205,23 @@ def test_a_connection_configured_for_repeatable_read__reads_but_never_fills():
     finally:
         options.pop("isolation_level")
         connection.close()
+
+
+def test_a_cached_query_filtered_by_a_subquery__sees_writes_to_the_subquerys_model():
+    """The subquery's model is not related to the query's (no parent, no join): its
+    writes are seen only if the subquery itself is read for tags."""
+    Product.objects.create(name="novel")
+    shelf = Shelf.objects.create(name="novel")
+    shelved = Shelf.objects.filter(name__startswith="nov").values("name")
+    by_subquery = Product.objects.filter(name__in=Subquery(shelved)).values_list("name")
+    by_queryset = Product.objects.filter(name__in=shelved).values_list("name")
+    exists = Shelf.objects.filter(name=OuterRef("name"))
+    by_exists = Product.objects.filter(Exists(exists)).values_list("name")
+    annotated = Product.objects.annotate(shelves=Subquery(exists.values("pk")[:1]))
+    by_annotation = annotated.filter(shelves__isnull=False).values_list("name")
+    nothing = Product.objects.filter(pk__lt=0).values_list("name")
+    by_union = nothing.union(Shelf.objects.filter(name__startswith="nov").values_list("name"))
+    queries = (by_subquery, by_queryset, by_exists, by_annotation, by_union)
+    assert [cached_queryset(q) for q in queries] == [[("novel",)]] * 5
+    Shelf.objects.filter(pk=shelf.pk).update(name="poems")  # no product row changed
+    assert [cached_queryset(q) for q in queries] == [[]] * 5

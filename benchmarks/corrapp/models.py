@@ -15,6 +15,7 @@ class Item(models.Model):
     # the database deletes the items, and no signal says so.
     parent = models.ForeignKey(Parent, null=True, on_delete=models.DO_NOTHING, db_constraint=False)
     version = models.IntegerField(default=0)
+    updated = models.DateTimeField(null=True)  # the Now() case: stamped by the database
 
     def __str__(self) -> str:
         return f"item {self.pk} v{self.version}"

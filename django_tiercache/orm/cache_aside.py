@@ -23,6 +23,7 @@ from .. import conf
 from ..backend import tier_cache
 from ..storage import bridge
 from . import consistency
+from .loading import LOAD_HINTS, loader
 from .querysets import models_read, queryset_key
 from .registry import (
     is_registered,
@@ -179,7 +180,7 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
     @in_database
     def load(missing: list[str]) -> dict[str, Any]:
         loaded.update(missing)
-        rows = model._default_manager.in_bulk([keys[k] for k in missing])
+        rows = loader(model._default_manager).in_bulk([keys[k] for k in missing])
         return {key: rows.get(keys[key], ABSENT) for key in missing}
 
     # Pending writes are newer than the database: one more trip, first (see above).
@@ -200,8 +201,11 @@ def cached_queryset(
     qs: models.QuerySet, timeout: Any = None, tags: Iterable[str] = ()
 ) -> list[Any]:
     """The queryset's rows as a list, cached under the model tag of every registered
-    model any part of it reads (joins, select_related and prefetch_related included)
-    plus `tags`; keyed by the whole queryset (querysets.py)."""
+    model any part of it reads (joins, subqueries, unions, select_related and
+    prefetch_related included) plus `tags`; keyed by the whole queryset (querysets.py).
+    Its query asks the router with the cache's load hint (orm/loading.py)."""
+    qs = qs.all()
+    qs._add_hints(**LOAD_HINTS)  # type: ignore[attr-defined] # the router's choice, told why
     read = models_read(qs)
     registered = [m for m in read if is_registered(m)]
     if not registered:

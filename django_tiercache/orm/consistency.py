@@ -36,6 +36,7 @@ from django.db import connections, models
 from .. import conf
 from ..backend import tier_cache
 from ..storage.observers import observers_of
+from .loading import loader
 from .registry import pk_tag, registration_for
 
 logger = logging.getLogger("django_tiercache.consistency")
@@ -108,7 +109,7 @@ def check(sample: Sample) -> bool:
     consistent = True
     for attempt in range(2):
         time.sleep(max(0.0, sample.read_at + grace * (attempt + 1) - time.monotonic()))
-        source = sample.model._base_manager.filter(pk=sample.pk).first()
+        source = loader(sample.model._base_manager).filter(pk=sample.pk).first()
         if source is not None and _same(source, sample.served):
             break
         now_cached = tier_cache(sample.alias).get(sample.key)

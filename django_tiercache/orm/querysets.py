@@ -5,9 +5,10 @@ The key is the whole queryset, not only its main SQL: the shape of its rows
 ``prefetch_related`` lookup with the queryset of each ``Prefetch`` and its
 ``to_attr``, so that two querysets with the same SQL but different results never
 share an entry. The tags name every model any part of it reads: the main
-query's tables (joins and ``select_related``) and, for each prefetch, the models
-along its path and those its own queryset reads. A part that cannot be keyed
-safely raises TypeError naming it.
+query's tables (joins and ``select_related``), those of the queries nested in
+it (``Subquery``, ``Exists``, ``__in=queryset``, the parts of a union) and, for
+each prefetch, the models along its path and those its own queryset reads. A
+part that cannot be keyed safely raises TypeError naming it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models import Prefetch
 from django.db.models.constants import LOOKUP_SEP
+from django.db.models.sql.query import Query
 
 
 def queryset_key(qs: models.QuerySet) -> str:
@@ -57,9 +59,35 @@ def models_read(qs: models.QuerySet) -> set[type[models.Model]]:
 def _tables_read(qs: models.QuerySet) -> set[type[models.Model]]:
     query = qs.query.clone()
     query.get_compiler(qs.db).setup_query()  # resolves select_related joins into alias_map
-    tables = {join.table_name for join in query.alias_map.values()}
-    tables.add(qs.model._meta.db_table)
+    tables = _query_tables(query)
     return {m for m in apps.get_models(include_auto_created=True) if m._meta.db_table in tables}
+
+
+def _query_tables(query: Query) -> set[str]:
+    """The tables a query reads: its joins, and those of every query nested in it."""
+    tables = {join.table_name for join in query.alias_map.values()}
+    if query.model is not None:
+        tables.add(query.model._meta.db_table)
+    for inner in _nested_queries(query):
+        tables |= _query_tables(inner)
+    return tables
+
+
+def _nested_queries(query: Query) -> list[Query]:
+    """Queries inside `query`: ``Subquery``/``Exists`` and ``__in=queryset`` in its filters,
+    annotations and ordering, and the parts of a union (each reads tables of its own)."""
+    found: list[Query] = list(query.combined_queries)
+    order = [e for e in query.order_by if hasattr(e, "get_source_expressions")]
+    pending: list[Any] = [query.where, *query.annotations.values(), *order]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Query):
+            found.append(node)
+        elif hasattr(node, "children"):  # a WhereNode
+            pending.extend(node.children)
+        elif hasattr(node, "get_source_expressions"):
+            pending.extend(e for e in node.get_source_expressions() if e is not None)
+    return found
 
 
 def _along(model: type[models.Model], path: str) -> set[type[models.Model]]:

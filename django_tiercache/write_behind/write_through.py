@@ -23,6 +23,7 @@ from django.db import models, router, transaction
 
 from ..backend import tier_cache
 from ..orm.cache_aside import ABSENT, model_timeout, object_entry
+from ..orm.loading import loader
 from ..orm.registry import registration_for
 
 logger = logging.getLogger("django_tiercache.write_through")
@@ -51,7 +52,7 @@ def _fill(obj: models.Model, registration: Any) -> None:
     try:
         tier_cache(registration.cache_alias).get_or_set(
             key,
-            lambda: model._base_manager.filter(pk=obj.pk).first() or ABSENT,
+            lambda: loader(model._base_manager).filter(pk=obj.pk).first() or ABSENT,
             timeout=model_timeout(registration.timeout),
             tags=tags,
         )

@@ -74,6 +74,17 @@ class Book(models.Model):
         return self.title
 
 
+@django_tiercache.register
+class Stamp(models.Model):
+    """A row stamped by the database's clock (Now() updates, tests/test_correctness_cases.py)."""
+
+    name = models.CharField(max_length=50)
+    updated = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 @django_tiercache.register(write_behind=True)
 class Counter(models.Model):
     """A write-heavy row for the write-behind tests: a unique name and a count."""
