@@ -306,7 +306,23 @@ def combine(cells: list[dict]) -> dict:
 # -- data --
 
 
+def ensure_database(url: str) -> None:
+    """Create the database named in `url` when it does not exist (a clean machine)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+            print(f"  created database {name}")
+
+
 def setup_django(cfg: Cfg) -> None:
+    ensure_database(cfg.database_url)
     os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.loadapp.settings"
     os.environ["LOAD_SYSTEM"] = "nocache"
     os.environ["LOAD_DATABASE_URL"] = cfg.database_url
