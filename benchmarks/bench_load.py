@@ -281,6 +281,7 @@ def measure(
         if server.redis_ports
         else 0.0,
         "timeline": w["timeline"],
+        "load1": os.getloadavg()[0],
     }
 
 
@@ -300,6 +301,7 @@ def combine(cells: list[dict]) -> dict:
     )
     out["redis_mb"] = max(c["redis_mb"] for c in cells)
     out["rps_rounds"] = [round(c["rps"]) for c in cells]
+    out["load1"] = [round(c["load1"], 1) for c in cells]
     return out
 
 
@@ -509,6 +511,8 @@ def run_all(cfg: Cfg, stack: contextlib.ExitStack) -> tuple[dict[str, dict[str, 
                 )
                 for other in order
             }
+    costs = view_costs(cfg, servers)
+    results["view cost"] = costs
     for server in servers.values():
         server.stop()
     scaling = {}
@@ -543,7 +547,15 @@ def fmt(value: float, digits: int = 0) -> str:
 
 
 def print_mix(mix: str, rows: dict[str, dict]) -> None:
+    loads = [x for c in rows.values() for x in c["load1"]]
     print(f"### {mix}")
+    print()
+    print(
+        f"(machine load average, 1 min, at the end of its cells: {min(loads):.1f} to "
+        f"{max(loads):.1f}; req/s per round: "
+        + "; ".join(f"{s} {'/'.join(map(str, c['rps_rounds']))}" for s, c in rows.items())
+        + ")"
+    )
     print()
     print(
         "| system | req/s | vs django-redis | p50 ms | p99 ms | p99.9 ms | hit rate | "
@@ -557,6 +569,24 @@ def print_mix(mix: str, rows: dict[str, dict]) -> None:
             f"{fmt(c['hit_rate'] * 100, 1)} % | {fmt(c['queries_per_request'], 2)} | "
             f"{fmt(c['redis_mb'], 1)} | {c['stale']} of {c['reads']:,} | {c['status_errors']} | "
             f"{c['socket_errors']} | {fmt(c['app_cpu_us'])} |"
+        )
+    print()
+
+
+def print_view_costs(results: dict) -> None:
+    costs, read = results["view cost"], results["read-only"]
+    print("### where a request's time goes: the views alone (one process, no HTTP) vs gunicorn")
+    print()
+    print(
+        "| system | read: view CPU µs | view wall µs | gunicorn worker CPU µs (read-only) | "
+        "the rest: gunicorn, HTTP, accept/close | write: view CPU µs | view wall µs |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for system, c in costs.items():
+        worker = read[system]["app_cpu_us"]
+        print(
+            f"| {SYSTEMS[system]} | {fmt(c['cpu_us'])} | {fmt(c['wall_us'])} | {fmt(worker)} | "
+            f"{fmt(worker - c['cpu_us'])} | {fmt(c['write_cpu_us'])} | {fmt(c['write_wall_us'])} |"
         )
     print()
 
@@ -753,7 +783,97 @@ def versions() -> dict[str, str]:
     return out
 
 
+def view_cost_child(system: str, redis_url: str, schema: str, shm: str, products: int) -> None:
+    """In this process, no HTTP: the shop's WSGI app called directly for Zipf-chosen reads."""
+    import io
+    import random
+
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="benchmarks.loadapp.settings",
+        LOAD_SYSTEM=system,
+        LOAD_REDIS=redis_url,
+        LOAD_SCHEMA=schema,
+        LOAD_SHM=shm,
+        LOAD_PRODUCTS=str(products),
+    )
+    from django.core.wsgi import get_wsgi_application
+
+    app = get_wsgi_application()
+    weights = [1 / k for k in range(1, products + 1)]
+    paths = [f"/r/{pk}/" for pk in random.choices(range(1, products + 1), weights, k=3000)]
+
+    def call(path: str) -> None:
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "HTTP_HOST": "127.0.0.1",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.url_scheme": "http",
+        }
+        body = app(environ, lambda status, headers: None)
+        b"".join(body)
+        body.close()
+
+    for path in paths:  # this process's L1 (if any) fills, the connections open
+        call(path)
+    cpu, wall = [], []
+    for _ in range(3):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for path in paths:
+            call(path)
+        wall.append((time.perf_counter() - t0) / len(paths) * 1e6)
+        cpu.append((time.process_time() - c0) / len(paths) * 1e6)
+    writes = [f"/w/{pk}/" for pk in random.choices(range(1, products + 1), weights, k=300)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for path in writes:
+        call(path)
+    write_wall = (time.perf_counter() - t0) / len(writes) * 1e6
+    write_cpu = (time.process_time() - c0) / len(writes) * 1e6
+    print(
+        "VIEWCOST "
+        + json.dumps(
+            {
+                "wall_us": min(wall),
+                "cpu_us": min(cpu),
+                "write_wall_us": write_wall,
+                "write_cpu_us": write_cpu,
+            }
+        )
+    )
+
+
+def view_costs(cfg: Cfg, servers: dict[str, Server]) -> dict[str, dict]:
+    out = {}
+    for system, server in servers.items():
+        url = ",".join(f"redis://127.0.0.1:{p}/0" for p in server.redis_ports) or "redis://-"
+        done = subprocess.run(
+            [sys.executable, __file__, "--view-cost-child", system, url, server.schema, server.shm],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "LOAD_DATABASE_URL": cfg.database_url,
+                "LOAD_PRODUCTS": str(cfg.products),
+            },
+        )
+        line = [x for x in done.stdout.splitlines() if x.startswith("VIEWCOST ")]
+        nan = float("nan")
+        keys = ("wall_us", "cpu_us", "write_wall_us", "write_cpu_us")
+        out[system] = json.loads(line[0][9:]) if line else dict.fromkeys(keys, nan)
+    return out
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--view-cost-child"]:
+        system, url, schema, shm = sys.argv[2:6]
+        view_cost_child(system, url, schema, shm, int(os.environ.get("LOAD_PRODUCTS", "5000")))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--quick", action="store_true", help="1 round of 5 s per cell, shorter runs elsewhere"
@@ -763,7 +883,7 @@ def main() -> int:
     )
     ap.add_argument("--rounds", type=int, help="rounds of the read-only and 95/5 mixes")
     ap.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (default 4)")
-    ap.add_argument("--products", type=int, default=5000)
+    ap.add_argument("--products", type=int, default=3000)
     ap.add_argument("--zipf", type=float, default=1.0)
     ap.add_argument("--out", default=str(ROOT / "build" / "bench-load"))
     ap.add_argument(
@@ -781,9 +901,9 @@ def main() -> int:
         workers=args.workers,
         products=args.products,
         zipf=args.zipf,
-        scaling_seconds=3 if quick else 6,
-        fault_seconds=12 if quick else 30,
-        fault_kill_at=4 if quick else 10,
+        scaling_seconds=3 if quick else 4,
+        fault_seconds=12 if quick else 24,
+        fault_kill_at=4 if quick else 8,
         fault_down=3 if quick else 5,
         database_url=args.database_url,
         out=Path(args.out),
@@ -834,6 +954,7 @@ def main() -> int:
     print()
     for mix in ("read-only", "95/5", "write burst"):
         print_mix(mix, results[mix])
+    print_view_costs(results)
     print_scaling(results["scaling"])
     rows = fault_table(cfg, fault)
     print_fault(cfg, fault, rows)
