@@ -72,6 +72,11 @@ SYSTEMS = {
 SCALING_SYSTEMS = ("djredis", "tier_l1")
 SCALING_WORKERS = (1, 2, 4, 8)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+BEGAN = time.monotonic()
+
+
+def stamp(phase: str) -> None:
+    print(f"  -- {phase} ({time.monotonic() - BEGAN:.0f} s in)", flush=True)
 
 
 @dataclass
@@ -432,6 +437,7 @@ class FaultSetup:
 
     def run(self) -> dict:
         cfg, server = self.cfg, self.server
+        stamp("fault run")
         wait_quiet_over(server)
         warm(cfg, server, 5)
         victim = self.ports[1]
@@ -490,6 +496,7 @@ def run_all(cfg: Cfg, stack: contextlib.ExitStack) -> tuple[dict[str, dict[str, 
         print(f"  warm-up {system:<8} {c['rps']:7.0f} req/s  hit {c['hit_rate']:.0%}", flush=True)
     results: dict[str, dict[str, dict]] = {}
     for mix, write_pct, burst, rounds, seconds in mixes(cfg):
+        stamp(mix)
         cells: dict[str, list[dict]] = {s: [] for s in order}
         for r in range(rounds):
             # Each round starts with another system, so no system always follows the same one.
@@ -511,18 +518,21 @@ def run_all(cfg: Cfg, stack: contextlib.ExitStack) -> tuple[dict[str, dict[str, 
                 )
                 for other in order
             }
+    stamp("view cost")
     costs = view_costs(cfg, servers)
     results["view cost"] = costs
     for server in servers.values():
         server.stop()
     scaling = {}
+    stamp("scaling")
     for system in SCALING_SYSTEMS:
         port = ports[order.index(system)]
         for workers in SCALING_WORKERS:
             server = Server(cfg, system, f"load_{system}", [port], workers).wait_ready()
             server.redis_base = bases[port]
             try:
-                warm(cfg, server, 0, sweep=False)  # Redis is warm; this fills the new L1s
+                # Redis is warm; this fills the new processes' L1s.
+                run_wrk(cfg, server.port, 2, 2 * workers, 0)
                 c = measure(cfg, server, cfg.scaling_seconds, 0)
             finally:
                 server.stop()
@@ -800,7 +810,7 @@ def view_cost_child(system: str, redis_url: str, schema: str, shm: str, products
 
     app = get_wsgi_application()
     weights = [1 / k for k in range(1, products + 1)]
-    paths = [f"/r/{pk}/" for pk in random.choices(range(1, products + 1), weights, k=3000)]
+    paths = [f"/r/{pk}/" for pk in random.choices(range(1, products + 1), weights, k=1500)]
 
     def call(path: str) -> None:
         environ = {
@@ -819,13 +829,13 @@ def view_cost_child(system: str, redis_url: str, schema: str, shm: str, products
     for path in paths:  # this process's L1 (if any) fills, the connections open
         call(path)
     cpu, wall = [], []
-    for _ in range(3):
+    for _ in range(2):
         t0, c0 = time.perf_counter(), time.process_time()
         for path in paths:
             call(path)
         wall.append((time.perf_counter() - t0) / len(paths) * 1e6)
         cpu.append((time.process_time() - c0) / len(paths) * 1e6)
-    writes = [f"/w/{pk}/" for pk in random.choices(range(1, products + 1), weights, k=300)]
+    writes = [f"/w/{pk}/" for pk in random.choices(range(1, products + 1), weights, k=150)]
     t0, c0 = time.perf_counter(), time.process_time()
     for path in writes:
         call(path)
@@ -894,17 +904,17 @@ def main() -> int:
     args = ap.parse_args()
     quick = args.quick
     cfg = Cfg(
-        seconds=args.seconds or (5 if quick else 4),
-        rounds=args.rounds or (1 if quick else 4),
-        burst_seconds=6 if quick else 9,
+        seconds=args.seconds or (5 if quick else 3),
+        rounds=args.rounds or (1 if quick else 3),
+        burst_seconds=6,
         warmup=2 if quick else 3,
         workers=args.workers,
         products=args.products,
         zipf=args.zipf,
-        scaling_seconds=3 if quick else 4,
-        fault_seconds=12 if quick else 24,
-        fault_kill_at=4 if quick else 8,
-        fault_down=3 if quick else 5,
+        scaling_seconds=3,
+        fault_seconds=12 if quick else 20,
+        fault_kill_at=4 if quick else 6,
+        fault_down=3 if quick else 4,
         database_url=args.database_url,
         out=Path(args.out),
         quick=quick,
