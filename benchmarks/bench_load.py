@@ -103,7 +103,15 @@ class Cfg:
 class Server:
     """One gunicorn (sync workers) serving the shop for one system."""
 
-    def __init__(self, cfg: Cfg, system: str, schema: str, redis_ports: list[int], workers: int):
+    def __init__(
+        self,
+        cfg: Cfg,
+        system: str,
+        schema: str,
+        redis_ports: list[int],
+        workers: int,
+        extra_env: dict[str, str] | None = None,
+    ):
         self.cfg, self.system, self.schema, self.workers = cfg, system, schema, workers
         self.redis_ports = redis_ports
         self.redis_base = 0
@@ -123,6 +131,7 @@ class Server:
             "LOAD_REDIS": ",".join(f"redis://127.0.0.1:{p}/0" for p in redis_ports),
             "LOAD_DATABASE_URL": cfg.database_url,
             "LOAD_SCHEMA": schema,
+            **(extra_env or {}),
             "LOAD_SHM": self.shm,
             "LOAD_PRODUCTS": str(cfg.products),
         }
@@ -424,20 +433,41 @@ def sweep_all(cfg: Cfg, server: Server) -> None:
 
 
 class FaultSetup:
-    """TierCache + L1 over three partitions of its own, started with everything else."""
+    """TierCache + L1 over three partitions of its own, started with everything else; with
+    `witness`, ``OPTIONS["WITNESS"] = "database"`` (its table migrated into the schema first)."""
 
-    def __init__(self, cfg: Cfg) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: Cfg, witness: bool) -> None:
+        self.cfg, self.witness = cfg, witness
+        self.schema = "load_fault_witness" if witness else "load_fault"
         self.workdir = tempfile.mkdtemp(prefix="tiercache-load-fault-")
         self.ports = [_servers.free_port() for _ in range(3)]
         self.procs = {p: _servers._start(p, self.workdir) for p in self.ports}
         base = redis_memory(self.ports)
-        self.server = Server(cfg, "tier_l1", "load_fault", self.ports, cfg.workers)
+        extra = {"LOAD_WITNESS": "1"} if witness else {}
+        if witness:
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "DJANGO_SETTINGS_MODULE": "benchmarks.loadapp.settings",
+                "LOAD_SYSTEM": "tier_l1",
+                "LOAD_REDIS": ",".join(f"redis://127.0.0.1:{p}/0" for p in self.ports),
+                "LOAD_DATABASE_URL": cfg.database_url,
+                "LOAD_SCHEMA": self.schema,
+                **extra,
+            }
+            subprocess.run(
+                [sys.executable, "-m", "django", "migrate", "django_tiercache", "--noinput", "-v0"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                timeout=120,
+            )
+        self.server = Server(cfg, "tier_l1", self.schema, self.ports, cfg.workers, extra)
         self.server.redis_base = base
 
     def run(self) -> dict:
         cfg, server = self.cfg, self.server
-        stamp("fault run")
+        stamp("fault run" + (" with a witness" if self.witness else ""))
         wait_quiet_over(server)
         warm(cfg, server, 5)
         victim = self.ports[1]
@@ -477,9 +507,10 @@ def run_all(cfg: Cfg, stack: contextlib.ExitStack) -> tuple[dict[str, dict[str, 
         server.redis_base = bases[port] if redis_ports else 0
         stack.callback(server.stop)
         servers[system] = server
-    fault = FaultSetup(cfg)
-    stack.callback(fault.close)
-    for server in [*servers.values(), fault.server]:
+    faults = [FaultSetup(cfg, witness=False), FaultSetup(cfg, witness=True)]
+    for fault in faults:
+        stack.callback(fault.close)
+    for server in [*servers.values(), *(f.server for f in faults)]:
         server.wait_ready()
     order = list(SYSTEMS)
     cold = measure(cfg, servers["tier_l1"], cfg.warmup, 0)
@@ -544,7 +575,7 @@ def run_all(cfg: Cfg, stack: contextlib.ExitStack) -> tuple[dict[str, dict[str, 
             )
     results["scaling"] = scaling
     results["cold_start"] = {"tier_l1": cold}
-    return results, fault.run()
+    return results, {"no witness": faults[0].run(), "witness": faults[1].run()}
 
 
 # -- report --
@@ -634,10 +665,11 @@ def fault_table(cfg: Cfg, fault: dict) -> list[tuple[int, int, int, int]]:
     ]
 
 
-def print_fault(cfg: Cfg, fault: dict, rows: list[tuple[int, int, int, int]]) -> None:
+def print_fault(cfg: Cfg, fault: dict, rows: list[tuple[int, int, int, int]], variant: str) -> None:
     ev = fault["events"]
     print(
-        f"### fault run: TierCache + L1 over 3 partitions, 95/5, one partition SIGKILLed at "
+        f"### fault run ({variant}): TierCache + L1 over 3 partitions, 95/5, one partition "
+        "SIGKILLed at "
         f"{ev.get('kill', float('nan')):.1f} s, restarted (empty) at "
         f"{ev.get('restart', float('nan')):.1f} s"
     )
@@ -661,7 +693,9 @@ def print_fault(cfg: Cfg, fault: dict, rows: list[tuple[int, int, int, int]]) ->
     print()
 
 
-def plot_fault(cfg: Cfg, fault: dict, rows: list[tuple[int, int, int, int]]) -> Path | None:
+def plot_fault(
+    cfg: Cfg, fault: dict, rows: list[tuple[int, int, int, int]], variant: str
+) -> Path | None:
     try:
         import matplotlib
 
@@ -688,16 +722,18 @@ def plot_fault(cfg: Cfg, fault: dict, rows: list[tuple[int, int, int, int]]) -> 
                 ax.axvline(
                     fault["events"][name], color=color, linestyle="--", label=f"partition {name}"
                 )
-        ax.legend(loc="lower right", fontsize=8)
-    top.set_title("TierCache + L1, 3 partitions, 95/5 mix: one partition SIGKILLed and restarted")
+        ax.legend(loc="best", fontsize=8)
+    top.set_title(
+        f"TierCache + L1, 3 partitions ({variant}), 95/5: one partition SIGKILLed, restarted"
+    )
     fig.tight_layout()
-    path = cfg.out / "fault.png"
+    path = cfg.out / ("fault-witness.png" if variant == "witness" else "fault.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def targets(results: dict, fault: dict) -> tuple[list[tuple[str, bool, str]], list[str]]:
+def targets(results: dict, faults: dict) -> tuple[list[tuple[str, bool, str]], list[str]]:
     """The issue's targets on the 95/5 mix; req/s ratios are the paired medians (print_mix)."""
     mix, read = results["95/5"], results["read-only"]
     l1, dr, co = mix["tier_l1"], mix["djredis"], mix["cacheops"]
@@ -729,12 +765,15 @@ def targets(results: dict, fault: dict) -> tuple[list[tuple[str, bool, str]], li
             f"{l1['stale']} of {l1['reads']:,}",
         ),
         ("95/5: TierCache + L1 hit rate >= 80 %", l1["hit_rate"] >= 0.8, f"{l1['hit_rate']:.1%}"),
-        (
-            "partition kill: zero 5xx",
-            fault["status_errors"] == 0,
-            f"{fault['status_errors']} (socket errors {fault['socket_errors']})",
-        ),
     ]
+    for variant, fault in faults.items():
+        checks.append(
+            (
+                f"partition kill ({variant}): zero 5xx",
+                fault["status_errors"] == 0,
+                f"{fault['status_errors']} (socket errors {fault['socket_errors']})",
+            )
+        )
     headline = [
         f"rps_l1/djredis={vs['djredis']:.2f}",
         f"rps_l1/cacheops={vs['cacheops']:.2f}",
@@ -750,7 +789,8 @@ def targets(results: dict, fault: dict) -> tuple[list[tuple[str, bool, str]], li
         f"stale_django={mix['django']['stale']}",
         f"stale_djredis={dr['stale']}",
         f"stale_cacheops={co['stale']}",
-        f"fault_5xx={fault['status_errors']}",
+        f"fault_5xx={faults['no witness']['status_errors']}",
+        f"fault_witness_5xx={faults['witness']['status_errors']}",
     ]
     return checks, headline
 
@@ -930,7 +970,7 @@ def main() -> int:
         old.unlink()
     began = time.monotonic()
     setup_django(cfg)
-    schemas = [f"load_{s}" for s in SYSTEMS] + ["load_fault"]
+    schemas = [f"load_{s}" for s in SYSTEMS] + ["load_fault", "load_fault_witness"]
     info = {
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
         "load_average_at_start": os.getloadavg(),
@@ -957,7 +997,7 @@ def main() -> int:
     seed(cfg, schemas)
     try:
         with contextlib.ExitStack() as stack:
-            results, fault = run_all(cfg, stack)
+            results, faults = run_all(cfg, stack)
     finally:
         drop_schemas(schemas)
     elapsed = time.monotonic() - began
@@ -966,12 +1006,14 @@ def main() -> int:
         print_mix(mix, results[mix])
     print_view_costs(results)
     print_scaling(results["scaling"])
-    rows = fault_table(cfg, fault)
-    print_fault(cfg, fault, rows)
-    png = plot_fault(cfg, fault, rows)
-    if png:
-        print(f"  plot: {png}")
-    checks, headline = targets(results, fault)
+    for variant, fault in faults.items():
+        rows = fault_table(cfg, fault)
+        print_fault(cfg, fault, rows, variant)
+        png = plot_fault(cfg, fault, rows, variant)
+        if png:
+            print(f"  plot: {png}")
+            print()
+    checks, headline = targets(results, faults)
     print()
     print("targets (95/5 mix, gunicorn; issue 25)")
     for label, ok, value in checks:
@@ -984,7 +1026,7 @@ def main() -> int:
         "info": info,
         "settings": {k: str(v) for k, v in vars(cfg).items()},
         "results": results,
-        "fault": fault,
+        "fault": faults,
         "targets": checks,
         "elapsed_s": round(elapsed, 1),
     }

@@ -75,7 +75,11 @@ elif LOAD_SYSTEM in ("tier", "tier_l1"):
             "BACKEND": "django_tiercache.backend.TierCache",
             "LOCATION": LOAD_REDIS,
             "TIMEOUT": _TIMEOUT,
-            "OPTIONS": {"L1": True} if LOAD_SYSTEM == "tier_l1" else {},
+            "OPTIONS": {
+                **({"L1": True} if LOAD_SYSTEM == "tier_l1" else {}),
+                # The fault run's second variant: missed invalidations also kept in a table.
+                **({"WITNESS": "database"} if os.environ.get("LOAD_WITNESS") else {}),
+            },
         }
     }
 else:
