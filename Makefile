@@ -73,7 +73,7 @@ empty :=
 space := $(empty) $(empty)
 TOX_PATH := $(subst $(space),:,$(strip $(PYENV_BINS) $(abspath $(VENV))/bin))
 
-.PHONY: help venv services browser test run lint tox bench bench-backend bench-invalidation clean
+.PHONY: help venv services browser test run lint tox bench bench-backend bench-load bench-invalidation clean
 
 help:
 	@echo "make run      create .venv, migrate, seed and serve the example project"
@@ -88,6 +88,7 @@ help:
 	echo "make bench    benchmarks/bench_hot_path.py: per-call wall and CPU against django-redis,"
 	echo "              then benchmarks/bench_async.py: the async API against django-redis and redis.asyncio"
 	echo "make bench-backend  benchmarks/bench_backend.py (BENCH_ARGS=--quick ...)"
+	echo "make bench-load     benchmarks/bench_load.py: the shop under load, gunicorn + wrk (BENCH_ARGS=--quick ...)"
 	echo "make clean    remove .venv, build output and caches"
 
 # --- virtualenv -------------------------------------------------------------
@@ -282,6 +283,18 @@ bench: venv services
 # TierCache, django-redis, Django's RedisCache and locmem side by side; invalidation over 100,000 entries.
 bench-backend: venv services
 	@$(VPY) benchmarks/bench_backend.py $(BENCH_ARGS)
+
+# The shop under load (gunicorn, wrk) through no cache, Django's RedisCache, django-redis,
+# django-cacheops, TierCache and TierCache + L1; a partition killed; 1-8 workers (issue 25).
+LOAD_DATABASE_URL ?= postgres://postgres@$(PG_HOST):$(PG_PORT)/dev_b
+bench-load: venv services
+	@$(VPY) -c 'import gunicorn, cacheops, matplotlib' 2>/dev/null \
+		|| $(VPY) -m pip install --quiet gunicorn django-cacheops matplotlib
+	if ! command -v wrk >/dev/null 2>&1; then
+		echo "wrk: not installed, installing it with apt-get"
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+	fi
+	LOAD_DATABASE_URL="$(LOAD_DATABASE_URL)" $(VPY) benchmarks/bench_load.py $(BENCH_ARGS)
 
 # Model.save() overhead (with django-cacheops as a comparison) and the stale-read stress run.
 bench-invalidation: venv services
