@@ -73,7 +73,7 @@ empty :=
 space := $(empty) $(empty)
 TOX_PATH := $(subst $(space),:,$(strip $(PYENV_BINS) $(abspath $(VENV))/bin))
 
-.PHONY: help venv services browser test run lint tox bench bench-backend bench-load bench-invalidation clean
+.PHONY: help venv services browser test run lint tox docs bench bench-backend bench-load bench-invalidation clean
 
 help:
 	@echo "make run      create .venv, migrate, seed and serve the example project"
@@ -89,6 +89,7 @@ help:
 	echo "              then benchmarks/bench_async.py: the async API against django-redis and redis.asyncio"
 	echo "make bench-backend  benchmarks/bench_backend.py (BENCH_ARGS=--quick ...)"
 	echo "make bench-load     benchmarks/bench_load.py: the shop under load, gunicorn + wrk (BENCH_ARGS=--quick ...)"
+	echo "make docs     the documentation site into docs/_build/html (Sphinx, warnings as errors)"
 	echo "make clean    remove .venv, build output and caches"
 
 # --- virtualenv -------------------------------------------------------------
@@ -262,6 +263,23 @@ run: venv
 	echo "    cache:  $${REDIS_URL:-memory:// (set REDIS_URL to use Redis)}"
 	echo
 	exec ../$(VPY) manage.py runserver $(HOST):$(PORT)
+
+# --- documentation ----------------------------------------------------------------
+
+# The reference pages are generated from the code (docs/_ext); the diagrams need
+# Graphviz's dot, installed with apt-get when missing.
+$(VENV)/.docs-installed: $(VENV)/.installed
+	@$(VPY) -m pip install --quiet -e '.[$(EXTRAS),docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	@if ! command -v dot >/dev/null 2>&1; then
+		echo "graphviz: not installed, installing it with apt-get (for the docs' diagrams)"
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz
+	fi
+	rm -rf docs/_build
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	echo "docs: docs/_build/html/index.html"
 
 # --- quality --------------------------------------------------------------------
 

@@ -24,6 +24,30 @@ BACKEND = "django_tiercache.backend.TierCache"
 CACHE_KEYS = ("BACKEND", "LOCATION", "OPTIONS", "TIMEOUT", "KEY_PREFIX", "VERSION", "KEY_FUNCTION")
 
 
+# Every check id this app reports, with what it means (the reference in docs/ is
+# generated from these; tests/test_docs.py finds every id in the code here).
+CHECK_IDS: dict[str, str] = {
+    "E001": "a bad LOCATION (no partition, an unsupported scheme, a bad URL, a partition twice)",
+    "E002": "an unknown OPTIONS key (with the known name it most resembles, or advice)",
+    "E003": "a bad OPTIONS value, or a class path that cannot be imported",
+    "E004": "PARTITION_NAMES that do not match LOCATION",
+    "E005": "TIERCACHE is not a dict, or names an unknown key",
+    "E006": "a bad statistics setting (STATS_INTERVAL, STATS_TARGETS: fractions, not percentages)",
+    "E007": "register(parents=[...]) names something that is not a foreign key",
+    "E008": "an observer factory in TIERCACHE['OBSERVERS'] that cannot be imported or built",
+    "E010": "a bad TIERCACHE['WRITE_BEHIND'] value",
+    "E011": "write-behind with no Redis for its journal (memory:// only, no REDIS_URL)",
+    "E012": "a cache that cannot be built for a reason no other check names",
+    "E013": "a key beside OPTIONS that belongs inside it, or that nothing reads",
+    "E014": "a bad consistency sampler setting (CONSISTENCY_SAMPLE_RATE, CONSISTENCY_GRACE)",
+    "E015": "WRITE_LOCK_TIMEOUT not comfortably above TAG_LEASE plus the socket timeouts",
+    "W001": "the pickle serializer with SIGNED off",
+    "W002": "another cache alias on the same Redis database with the same KEY_PREFIX",
+    "W010": "the write-behind journal under the default prefix, shared by every site on that Redis",
+    "W011": "a django-redis setting TierCache does not follow as django-redis would",
+}
+
+
 @register(Tags.caches)
 def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []

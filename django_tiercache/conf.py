@@ -51,6 +51,39 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# One line of help per TIERCACHE key (docs/ reference).
+SETTING_HELP: dict[str, str] = {
+    "WRITE_LOCK_TIMEOUT": (
+        "seconds a write lock (taken when a transaction writes a registered model) lasts at "
+        "most if the transaction never commits; keep it well above TAG_LEASE "
+        "(`tiercache.E015`)"
+    ),
+    "MODEL_TIMEOUT": (
+        "seconds `get_object()` and `cached_queryset()` keep entries when the registration "
+        "gives none; None: the cache's TIMEOUT"
+    ),
+    "STATS": "collect statistics at all",
+    "STATS_INTERVAL": "seconds between two publications of a process's counters to Redis",
+    "STATS_TARGETS": (
+        "the targets the statistics page checks (`HIT_RATE`, `MISS_RATE` as fractions, `P95_MS`)"
+    ),
+    "STATS_METRICS_TOKEN": "a bearer token the Prometheus view accepts",
+    "STATS_METRICS_PUBLIC": "whether the Prometheus view answers anonymous requests",
+    "OBSERVERS": (
+        "dotted paths of the observer factories every TierCache is built with (statistics, "
+        "hot keys, your own)"
+    ),
+    "CONSISTENCY_SAMPLE_RATE": (
+        "share of `get_object` hits re-read from the database in the background (0: off)"
+    ),
+    "CONSISTENCY_GRACE": (
+        "seconds after a sampled read before it is checked (an invalidation in flight is not "
+        "a stale entry)"
+    ),
+    "WRITE_BEHIND": "the write-behind queue's settings (below)",
+}
+
+
 @lru_cache(maxsize=1)
 def get_config() -> dict[str, Any]:
     config = dict(DEFAULTS)

@@ -223,3 +223,16 @@ def test_cached__on_an_async_function_awaits_it_once_for_concurrent_callers(sett
 
     assert run(scenario()) == [6] * 10
     assert calls == [3]
+
+
+def test_more_coroutines_than_connections__wait_for_one_and_all_answer(
+    make_cache, shared_redis_url
+):
+    cache = make_cache(shared_redis_url, CONNECTION_POOL_KWARGS={"max_connections": 2})
+    cache.set("k", "v")
+
+    async def scenario():
+        return await asyncio.gather(*[cache.aget("k") for _ in range(50)])
+
+    assert run(scenario()) == ["v"] * 50
+    assert cache._policy.counts == {}  # nobody gave up waiting

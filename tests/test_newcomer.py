@@ -1,10 +1,11 @@
-"""A newcomer's first project: the README's walkthrough, run against the built wheel.
+"""A newcomer's first project: the Getting started walkthrough (docs/getting-started.md), run
+against the built wheel.
 
 The wheel is built from a copy of the package's files and installed in a fresh
 virtualenv that borrows only its dependencies (Django, redis, django-redis)
 from the environment running the tests, so no network is needed and
 django_tiercache cannot be imported from the source tree. The project is made
-of the README's marked snippets (``<!-- walkthrough: ... -->``), so the README
+of the walkthrough's marked snippets (``<!-- walkthrough: ... -->``), so the guide
 and this test cannot drift apart.
 
 It runs once, on the SQLite pass (the new project has its own SQLite database),
@@ -100,7 +101,9 @@ def newcomer_venv(built, tmp_path_factory):
 
 
 def walkthrough() -> list[tuple[str, str, str]]:
-    readme = (ROOT / "README.md").read_text()
+    # Getting started, then the warming guide's warmer for the same shop.
+    guides = ("getting-started.md", "topics/warming.md")
+    readme = "\n".join((ROOT / "docs" / guide).read_text() for guide in guides)
     return [(m["action"], m["arg"], m["body"]) for m in SNIPPET.finditer(readme)]
 
 
@@ -133,7 +136,7 @@ def wait_for_server(url: str, server: subprocess.Popen) -> None:
 
 
 class Walkthrough:
-    """Runs the README's snippets in a temporary directory, as a newcomer would."""
+    """Runs the walkthrough's snippets in a temporary directory, as a newcomer would."""
 
     def __init__(self, home: Path, venv: Path, wheel: Path):
         self.cwd, self.venv, self.wheel = home, venv, wheel
@@ -167,7 +170,9 @@ class Walkthrough:
                         f'CACHES["default"]["KEY_PREFIX"] = "newcomer-{uuid.uuid4().hex[:8]}"\n'
                     )
         else:
-            raise AssertionError(f"unknown walkthrough action {action!r} in README.md")
+            raise AssertionError(
+                f"unknown walkthrough action {action!r} in docs/getting-started.md"
+            )
 
     def shell(self, line: str) -> None:
         if line.startswith("pip install django-tiercache"):
@@ -235,7 +240,9 @@ def test_readme_walkthrough__from_pip_install_to_a_cached_hit_and_its_invalidati
     built, newcomer_venv, tmp_path
 ):
     steps = walkthrough()
-    assert [a for a, _, _ in steps].count("shell") >= 4, "the README's walkthrough markers moved"
+    assert [a for a, _, _ in steps].count("shell") >= 4, (
+        "the walkthrough markers in docs/getting-started.md moved"
+    )
     walk = Walkthrough(tmp_path, newcomer_venv, built[0])
     try:
         for action, arg, body in steps:

@@ -122,6 +122,121 @@ HOT_KEYS_DEFAULTS: dict[str, Any] = {
     "LOCATION": None,  # a Redis URL for the record; None: every Redis partition
 }
 
+# One line of help per OPTIONS key (the reference in docs/ is generated from these).
+OPTION_HELP: dict[str, str] = {
+    "SERIALIZER": (
+        '`"pickle"`, `"json"`, `"msgpack"` or the dotted path of a django-redis serializer class'
+    ),
+    "COMPRESSOR": (
+        "dotted path of a django-redis compressor, e.g. "
+        "`django_redis.compressors.zlib.ZlibCompressor`"
+    ),
+    "SIGNED": (
+        "sign every serialized entry (keyed BLAKE2b, key derived from `SECRET_KEY`); unsigned"
+        " or tampered entries read as misses"
+    ),
+    "RAISE_ERRORS": "raise Redis errors instead of turning reads into misses and skipping writes",
+    "SOCKET_TIMEOUT": "seconds to wait for a reply",
+    "SOCKET_CONNECT_TIMEOUT": "seconds to wait for a connection",
+    "BREAKER_FAILURES": (
+        "consecutive refused or dropped connections that open a partition's circuit breaker; "
+        'a single timeout opens it at once (see "When Redis fails")'
+    ),
+    "BREAKER_COOLDOWN": (
+        "seconds an open breaker skips the partition before letting one probe call through"
+    ),
+    "TAG_LEASE": (
+        "seconds a partition's tagged entries are trusted between checks with the other "
+        'partitions (see "The guarantee")'
+    ),
+    "INVALIDATION_FAILURE": (
+        "an invalidation (or a model write's lock) that cannot be made safe raises "
+        '`InvalidationIncomplete`, so a model write fails before its query; `"log"` logs it '
+        "and goes on, accepting that a partition may serve stale entries"
+    ),
+    "WITNESS": (
+        '`"database"`: keep every missed invalidation in a database table too, so that a lone'
+        ' partition or the survivor of two keeps serving through an outage (see "The '
+        'guarantee")'
+    ),
+    "WITNESS_DATABASE": "the `DATABASES` alias of that table (created by `migrate`)",
+    "PARTITION_NAMES": (
+        "one stable name per `LOCATION` entry; routing follows names, so renaming moves keys "
+        "and reordering does not"
+    ),
+    "MEMORY_MAX_ENTRIES": (
+        "per `memory://` partition; least recently used entries are culled past it"
+    ),
+    "CLOSE_CONNECTION": (
+        "`True`: `close()` (Django calls it after every request) also closes the shared "
+        "pools' idle connections; `None` follows django-redis' "
+        "`DJANGO_REDIS_CLOSE_CONNECTION`"
+    ),
+    "CLUSTER_SLOT_GROUPS": (
+        "with a `redis+cluster://` `LOCATION`: the number of slot groups keys are spread over"
+        ' (see "Scaling out")'
+    ),
+    "HOT_KEYS": (
+        'sample reads and keep the hottest keys in Redis for `warm_cache --hot` (see "Hot keys")'
+    ),
+    "L1": (
+        '`True` or `{"MAX_ENTRIES": 10000, "MAX_BYTES": 64 * 2**20, "TIMEOUT": 5, "MAX_LAG": '
+        '1.0}`: an in-process tier in front of Redis (see "L1")'
+    ),
+    "SINGLE_FLIGHT": (
+        '`{"CLAIM_TTL": 1, "WAIT": 5}` (seconds): one loader per missed key across threads '
+        "and processes for `get_or_set`, `get_or_set_many`, `get_object(s)` and `cached`; the"
+        " loader renews its claim every third of `CLAIM_TTL` while it loads (a heartbeat), so"
+        " a claim lives `CLAIM_TTL` after its loader dies and one waiter takes over; a waiter"
+        " loads itself after `WAIT`; `False` turns it off"
+    ),
+    "PASSWORD": (
+        "the password of every partition's server (else the URL's); handed to django-redis' "
+        "connection factory"
+    ),
+    "USERNAME": "the ACL user of every partition's server (else the URL's)",
+    "CONNECTION_POOL_KWARGS": (
+        "keyword arguments of the connection pools (e.g. `max_connections`, 100 by default; "
+        "also the async pools' limit)"
+    ),
+    "CONNECTION_POOL_CLASS": "dotted path of the redis-py connection pool class",
+    "REDIS_CLIENT_CLASS": "dotted path of the redis-py client class",
+    "REDIS_CLIENT_KWARGS": "keyword arguments of the redis-py client",
+    "PARSER_CLASS": "dotted path of the redis-py reply parser class",
+    "PICKLE_VERSION": "the pickle protocol of the pickle serializer (-1: the highest)",
+}
+
+# OPTIONS['L1'] as a dict.
+L1_HELP: dict[str, str] = {
+    "MAX_ENTRIES": "copies kept per process",
+    "MAX_BYTES": "their serialized size, roughly, at most",
+    "TIMEOUT": "seconds a copy lives at most, whatever its Redis timeout",
+    "MAX_LAG": (
+        "seconds a partition's subscriber may be proven behind before its copies stop being "
+        "served; None: no bound"
+    ),
+}
+
+# OPTIONS['SINGLE_FLIGHT'] as a dict.
+SINGLE_FLIGHT_HELP: dict[str, str] = {
+    "CLAIM_TTL": (
+        "seconds a loader's claim lives after its loader dies (renewed every third of it "
+        "while the loader runs)"
+    ),
+    "WAIT": "seconds a caller waits for another's load before loading itself",
+}
+
+# OPTIONS['HOT_KEYS'] as a dict.
+HOT_KEYS_HELP: dict[str, str] = {
+    "SAMPLE": "fraction of reads recorded; scores estimate reads (counts / SAMPLE)",
+    "SIZE": "keys kept, hottest first",
+    "HALF_LIFE": "seconds for a key's score to halve without reads",
+    "FLUSH": (
+        "seconds between sends of a process's samples (from a short-lived thread, never by a read)"
+    ),
+    "LOCATION": "a Redis URL for the record; by default a copy lives on every Redis partition",
+}
+
 POSITIVE_NUMBERS = ("SOCKET_TIMEOUT", "SOCKET_CONNECT_TIMEOUT", "BREAKER_COOLDOWN", "TAG_LEASE")
 POSITIVE_INTEGERS = ("BREAKER_FAILURES", "MEMORY_MAX_ENTRIES", "CLUSTER_SLOT_GROUPS")
 BOOLEANS = ("SIGNED", "RAISE_ERRORS")

@@ -71,6 +71,43 @@ _POSITIVE_INT = ("BATCH_SIZE", "MAX_PENDING")
 _POSITIVE_NUMBER = ("FLUSH_INTERVAL", "CLAIM_TIMEOUT")
 
 
+# One line of help per TIERCACHE['WRITE_BEHIND'] key (docs/ reference).
+SETTING_HELP: dict[str, str] = {
+    "BATCH_SIZE": "rows per drain transaction; this many pending sends a trigger",
+    "FLUSH_INTERVAL": "seconds between scheduled drains (`beat_schedule()`)",
+    "MAX_RETRIES": "retries after a row's first failed attempt before it becomes a dead letter",
+    "RETRY_BACKOFF": "seconds before the first retry, doubled after each failure",
+    "MAX_PENDING": "rows pending at most; more take `ON_UNAVAILABLE`",
+    "ON_UNAVAILABLE": (
+        'journal unreachable, full, or not confirmed by `REPLICAS` replicas: `"save"` at '
+        'once, or `"raise"`'
+    ),
+    "CLAIM_TIMEOUT": "seconds a drain holds its rows; then another may take them",
+    "REDIS_URL": (
+        "the journal's Redis (`redis://`, `rediss://`, `unix://`, `redis+sentinel://`, "
+        "`redis+cluster://`); None: the first Redis partition of `CACHE`"
+    ),
+    "CACHE": "the cache alias whose Redis holds the journal",
+    "KEY_PREFIX": (
+        "the journal keys' hash tag; None: `\"<CACHE's KEY_PREFIX>:tiercache:wb\"`, or "
+        '`"tiercache:wb"` without one (`tiercache.W010`)'
+    ),
+    "SOCKET_TIMEOUT": (
+        "seconds a journal call may take, then `ON_UNAVAILABLE` and the breaker; None: the "
+        "`CACHE` alias's `SOCKET_TIMEOUT`"
+    ),
+    "REPLICAS": (
+        "replicas that must confirm an enqueue (`WAIT`); None: 1 on Sentinel and Cluster, 0 "
+        "on a plain Redis"
+    ),
+    "REPLICA_TIMEOUT": (
+        "seconds to wait for them (above 0, below `SOCKET_TIMEOUT`); None: 0.5, or half "
+        "`SOCKET_TIMEOUT` if less; then `ON_UNAVAILABLE`"
+    ),
+    "TRIGGER": "send a drain trigger at `BATCH_SIZE` pending rows",
+}
+
+
 def configured() -> dict[str, Any]:
     """The raw setting merged over DEFAULTS (unknown keys kept, for the check), with
     KEY_PREFIX, SOCKET_TIMEOUT and BREAKER_COOLDOWN filled in from the CACHE alias."""
