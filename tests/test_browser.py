@@ -373,6 +373,9 @@ def sampled_hits(settings, shared_redis_url):
     get_object(Product, fine.pk)  # a miss: loaded, not sampled
     for _ in range(199):
         get_object(Product, fine.pk)
+    # The sampler re-reads in a thread of its own: on SQLite's shared in-memory
+    # database its reads lock the table, so let it finish before writing.
+    assert consistency.wait_idle()
     stale = Product.objects.create(name="cached")
     get_object(Product, stale.pk)
     unseen_sql("UPDATE testapp_product SET name = %s WHERE id = %s", ["changed", stale.pk])
