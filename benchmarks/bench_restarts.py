@@ -1,4 +1,4 @@
-"""How long tagged writes are refused after one of two partitions restarts empty.
+"""How long tagged writes are refused after one partition of two or three restarts empty.
 
     python benchmarks/bench_restarts.py                  # TAG_LEASE 3 s, lock horizon 30 s
     python benchmarks/bench_restarts.py --lease 1 --horizon 10
@@ -9,11 +9,14 @@ restarts one of them empty (as a crash or a restart without persistence does)
 and tries a tagged set() on each partition every 20 ms for the horizon and two
 leases. Printed per partition: the first and the last second after the restart
 at which a tagged write was refused (set() returned False), and how many were. Run
-without and with a witness (OPTIONS["WITNESS"] = "database", on a SQLite file).
+with two partitions without and with a witness (OPTIONS["WITNESS"] = "database", on a
+SQLite file), and with three partitions without one.
 
 The lock horizon is TIERCACHE["WRITE_LOCK_TIMEOUT"] (30 s by default), what the
 model layer declares; a partition that lost its memory waits that long, since
-the write locks it held are known nowhere else (see storage/tags.py).
+the write locks it held are known nowhere else (see storage/tags.py). Its peers
+wait that long too with two partitions and no witness: the fences it forgot were
+kept nowhere else either.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def key_on(cache, partition: str, prefix: str) -> str:
 
 
 def one_run(servers, lease: float, horizon: float, witness: bool) -> list[tuple[str, list[float]]]:
-    """Per partition, the seconds after the restart at which a tagged write was refused."""
+    """Per partition, when (seconds after the last one restarted) a tagged write was refused."""
     from django_tiercache.backend import TierCache
     from django_tiercache.storage.hooks import declare_lock_horizon
 
@@ -48,7 +51,7 @@ def one_run(servers, lease: float, horizon: float, witness: bool) -> list[tuple[
     cache = TierCache(
         [s.url for s in servers], {"KEY_PREFIX": f"b{uuid.uuid4().hex[:8]}", "OPTIONS": options}
     )
-    healthy, peer = servers
+    peer = servers[-1]
     keys = {s.url: key_on(cache, s.url, "entry") for s in servers}
     for server in servers:
         cache.get(key_on(cache, server.url, "greeting"))
@@ -58,7 +61,8 @@ def one_run(servers, lease: float, horizon: float, witness: bool) -> list[tuple[
     peer.stop()
     peer.start()
     started = time.monotonic()
-    roles = {"healthy": healthy.url, "restarted": peer.url}
+    roles = {f"healthy {i + 1}": s.url for i, s in enumerate(servers[:-1])}
+    roles["restarted"] = peer.url
     refusals: dict[str, list[float]] = {role: [] for role in roles}
     while time.monotonic() < started + horizon + 2 * lease + 1:
         for role, url in roles.items():
@@ -87,19 +91,25 @@ def main() -> None:
     call_command("migrate", run_syncdb=True, verbosity=0)
     from tests import redis_servers
 
-    servers = redis_servers.start_servers(2, Path(tempfile.mkdtemp()))
+    servers = redis_servers.start_servers(3, Path(tempfile.mkdtemp()))
     try:
         print(
             f"TAG_LEASE {args.lease:g} s, write-lock horizon {args.horizon:g} s, "
             f"polled every {POLL_S * 1000:g} ms"
         )
-        print(f"{'witness':<8} {'partition':<10} {'refused from':>13} {'until':>8} {'refused':>8}")
-        for witness in (False, True):
-            for role, times in one_run(servers, args.lease, args.horizon, witness):
+        print(
+            f"{'partitions':<11} {'witness':<8} {'partition':<10} {'refused from':>13} "
+            f"{'until':>8} {'refused':>8}"
+        )
+        for count, witness in ((2, False), (2, True), (3, False)):
+            for role, times in one_run(servers[:count], args.lease, args.horizon, witness):
                 span = (
                     f"{times[0]:>11.2f} s {times[-1]:>6.2f} s" if times else f"{'-':>13} {'-':>8}"
                 )
-                print(f"{'yes' if witness else 'no':<8} {role:<10} {span} {len(times):>8,}")
+                print(
+                    f"{count:<11} {'yes' if witness else 'no':<8} {role:<10} {span} "
+                    f"{len(times):>8,}"
+                )
     finally:
         redis_servers.stop_servers(servers)
 

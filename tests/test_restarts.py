@@ -5,7 +5,7 @@ A partition that lost its memory (a restart without persistence) may have lost
 write locks, and fences it kept for its peers; the guarantee then makes partitions
 refuse tagged writes for the write-lock horizon (storage/tags.py). These tests
 assert the order of events: which partition refuses, that set() says so, and
-that a witness lets the healthy partition go on at once. How long the refusals
+that a witness, or a third partition, lets the healthy ones go on at once. How long the refusals
 last is measured by benchmarks/bench_restarts.py, not asserted here.
 """
 
@@ -38,13 +38,26 @@ def restarted(server, cache):
     time.sleep(max(FAST["BREAKER_COOLDOWN"], LEASE) + 0.1)
 
 
-def two_partitions(clean_redis_servers, make_cache, horizon, **options):
-    healthy, peer = clean_redis_servers[0], clean_redis_servers[1]
-    cache = make_cache([healthy.url, peer.url], TAG_LEASE=LEASE, **FAST, **options)
-    for server in (healthy, peer):  # meet both before the horizon counts: they are young
+def partitions(servers, make_cache, horizon, **options):
+    cache = make_cache([s.url for s in servers], TAG_LEASE=LEASE, **FAST, **options)
+    for server in servers:  # meet each before the horizon counts: they are young
         cache.get(keys_on(cache, server.url, count=1, prefix="greeting")[0])
     declare_lock_horizon(f"{cache.key_prefix}:_tc:", horizon)
-    return cache, healthy, peer
+    return cache
+
+
+def two_partitions(clean_redis_servers, make_cache, horizon, **options):
+    healthy, peer = clean_redis_servers[0], clean_redis_servers[1]
+    return partitions([healthy, peer], make_cache, horizon, **options), healthy, peer
+
+
+def tagged_writes(cache, servers):
+    """Per server: did a tagged set() store (None) or was it refused (False); what get() gives."""
+    events = []
+    for server in servers:
+        (key,) = keys_on(cache, server.url, count=1)
+        events.append((cache.set(key, "after", tags=["t"]), cache.get(key)))
+    return events
 
 
 def test_a_tagged_write_a_quiet_partition_refuses__returns_false_and_counts_as_refused(
@@ -131,3 +144,44 @@ def test_with_a_witness__a_partition_that_missed_an_invalidation_is_still_fenced
     assert policy_count(cache, "fenced", victim.url) == 1
     assert cache.set(keys[0], "new", tags=["t"]) is False  # quiet: it may have missed a lock
     assert policy_count(cache, "refused", victim.url) == 1
+
+
+def test_after_one_of_three_restarts__the_other_two_write_at_once_without_a_witness(
+    clean_redis_servers, make_cache
+):
+    """Every fence is on two partitions at least (the next test): the one the
+    restarted peer forgot is still on the third, which kept its memory and answers.
+    So the healthy partitions keep their entries and take tagged writes at once;
+    only the restarted one waits out the locks it lost."""
+    first, second, peer = clean_redis_servers[:3]
+    cache = partitions([first, second, peer], make_cache, horizon=30)
+    keys = [keys_on(cache, s.url, count=1, prefix="kept")[0] for s in (first, second)]
+    cache.set_many(dict.fromkeys(keys, "before"), tags=["t"])
+    restarted(peer, cache)
+    assert tagged_writes(cache, [first, second, peer]) == [
+        (None, "after"),
+        (None, "after"),
+        (False, None),
+    ]
+    assert cache.get_many(keys) == dict.fromkeys(keys, "before")  # nothing to drop
+    assert policy_count(cache, "refused", first.url) == 0
+    assert policy_count(cache, "refused", peer.url) == 1
+    cache.invalidate_tags("t")  # and invalidation still reaches what they wrote
+    assert cache.get_many(keys) == {}
+
+
+def test_an_invalidation_only_one_of_three_partitions_took__is_incomplete_without_a_witness(
+    clean_redis_servers, make_cache
+):
+    """Its fences would be on one partition alone: a restart of that one would
+    lose them, and the two that missed the invalidation could not know. So it
+    fails, as an invalidation that reaches nobody does; two of three will do."""
+    from django_tiercache.exceptions import InvalidationIncomplete
+
+    survivor, second, third = clean_redis_servers[:3]
+    cache = partitions([survivor, second, third], make_cache, horizon=30, BREAKER_FAILURES=1)
+    third.pause()
+    cache.invalidate_tags("t")  # fences on the survivor and the second
+    second.pause()
+    with pytest.raises(InvalidationIncomplete):
+        cache.invalidate_tags("t")

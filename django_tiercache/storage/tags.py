@@ -31,12 +31,14 @@ invalidate_tags() returns, no process is served an entry it covered:
    grant: the invalidation then waits a whole lease from that moment.
 
 A lease needs one other partition that answers: since a complete fence is on
-every other partition, any one of them knows. So with three partitions or
-more, a survivor keeps its tagged entries while another partition is down;
-with two, it drops them until its peer answers again. If the fence cannot be
-recorded on every other partition (or there is no other partition), the
-invalidation is incomplete: InvalidationIncomplete is raised, unless
-OPTIONS["INVALIDATION_FAILURE"] is "log".
+every other partition that could be reached, and with three partitions or more
+on two of them at least, any one of them knows, and one peer losing its memory
+loses no fence. So with three partitions or more, a survivor keeps its tagged
+entries while another partition is down, or after it restarted; with two, it
+drops them until its peer answers again. If the fence cannot be recorded on
+every other partition (or on fewer than two of three or more, or there is no
+other partition), the invalidation is incomplete: InvalidationIncomplete is
+raised, unless OPTIONS["INVALIDATION_FAILURE"] is "log".
 
 A *witness* (OPTIONS["WITNESS"], e.g. the database: orm/witness.py) is a
 durable place of last resort. Every fence is recorded there too, and a fence is
@@ -198,6 +200,8 @@ class Fencing:
         # but what this partition holds was never checked against it.
         forgot = [o for o in checks if vouched[o.partition.id] not in (None, o.value[1])]
         unknown = any(vouched[o.partition.id] is None for o in checks)
+        if forgot and self._fences_outlive(forgot, checks, others, vouched):
+            forgot = []
         # A peer that forgot may have held fences for this partition, so this
         # partition may have missed an invalidation *and the write locks taken
         # with it*: drop every tagged entry, and take nothing under tags until
@@ -224,6 +228,25 @@ class Fencing:
             if witnessed:
                 self._tell_witness("clear_fence", partition.id, witnessed)
         return True
+
+    def _fences_outlive(
+        self, forgot: list, checks: list, others: list[Partition], vouched: dict
+    ) -> bool:
+        """Are the fences a peer forgot still known to the others?
+
+        Without a witness, a fence is complete only once it is on every other
+        reachable partition, and on two of them at least when there are three
+        partitions or more (see fence()). So when one peer alone lost its memory,
+        and every other peer answered with the epoch it had when it last vouched
+        (it kept its memory since), each fence the forgetful peer held is also on
+        one of them, and counted in their answers. The partition then has nothing
+        to drop and no lock it could have missed: no quiet period, no refusals.
+        """
+        if self.witness is not None or len(self.partitions) < 3 or len(forgot) > 1:
+            return False
+        if len(checks) < len(others):
+            return False
+        return all(vouched[o.partition.id] == o.value[1] for o in checks if o is not forgot[0])
 
     def _ask_witness(self, partition: Partition, noting: bool) -> int | None:
         """The misses the witness holds for `partition` (noting the lease if asked), or None."""
@@ -303,7 +326,11 @@ class Fencing:
                 # Leases the peers vouched for, alone, left their grants there.
                 left.append(self.lease_ms)
         else:
-            complete = self.enabled and bool(reachable) and all(o.ok for o in records)
+            # With three partitions or more, on two of them at least: so that one
+            # of them losing its memory (a restart) loses no fence, and its peers
+            # need not wait out the locks it might have known of (_fences_outlive).
+            enough = 2 if len(self.partitions) >= 3 else 1
+            complete = len(reachable) >= enough and all(o.ok for o in records)
         if not complete:
             self._incomplete(missed, tags)
             return
