@@ -45,6 +45,7 @@ CHECK_IDS: dict[str, str] = {
     "W002": "another cache alias on the same Redis database with the same KEY_PREFIX",
     "W010": "the write-behind journal under the default prefix, shared by every site on that Redis",
     "W011": "a django-redis setting TierCache does not follow as django-redis would",
+    "W012": "two Redis partitions without a witness: a restart pauses tagged writes on both",
 }
 
 

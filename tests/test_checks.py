@@ -73,6 +73,14 @@ def test_partition_names_must_match_location__tiercache_e004():
     ]
 
 
+def test_two_redis_partitions_without_a_witness__are_tiercache_w012():
+    two = ["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6380/0"]
+    assert ids_for(two, {}) == ["tiercache.W012"]
+    assert ids_for(two, {"WITNESS": "database"}) == []
+    assert ids_for([*two, "redis://127.0.0.1:6381/0"], {}) == []
+    assert ids_for(["memory://a", "memory://b"], {}) == []  # nothing to restart apart
+
+
 def test_pickle_with_signing_off__is_tiercache_w001():
     assert ids_for("memory://", {"SIGNED": False}) == ["tiercache.W001"]
     assert ids_for("memory://", {"SIGNED": False, "SERIALIZER": "json"}) == []
@@ -242,7 +250,11 @@ def test_two_tier_caches_on_one_database__warn_each_of_them():
     url = "redis://127.0.0.1:6379/3"
     caches = {
         "default": {"BACKEND": BACKEND, "LOCATION": url},
-        "pages": {"BACKEND": BACKEND, "LOCATION": [url, "redis://127.0.0.1:6380/0"]},
+        "pages": {
+            "BACKEND": BACKEND,
+            "LOCATION": [url, "redis://127.0.0.1:6380/0"],
+            "OPTIONS": {"WITNESS": "database"},
+        },
     }
     with override_settings(CACHES=caches):
         messages = check_caches()

@@ -103,7 +103,9 @@ def test_after_a_peer_restarts__with_a_witness_the_healthy_partition_writes_at_o
 ):
     """The witness holds every fence: when it knows of no miss for the healthy
     partition, the fences the peer forgot held nothing for it, and no lock it
-    could have missed exists. Only the restarted peer waits out its own lost locks."""
+    could have missed exists. When it knows of no miss at all, every lock the
+    restarted peer lost is held by the healthy one too, which lends them: both
+    write at once."""
     cache, healthy, peer = two_partitions(
         clean_redis_servers, make_cache, horizon=30, WITNESS="database"
     )
@@ -115,10 +117,11 @@ def test_after_a_peer_restarts__with_a_witness_the_healthy_partition_writes_at_o
         (where, cache.set(key, "after", tags=["t"]), cache.get(key))
         for where, key in (("healthy", on_healthy), ("peer", on_peer))
     ]
-    assert events == [("healthy", None, "after"), ("peer", False, None)]
-    assert policy_count(cache, "refused", healthy.url) == 0
-    cache.invalidate_tags("t")  # and invalidation still reaches what it wrote
-    assert cache.get(on_healthy) is None
+    assert events == [("healthy", None, "after"), ("peer", None, "after")]
+    assert policy_count(cache, "refused") == 0
+    assert policy_count(cache, "adopted", peer.url) == 1
+    cache.invalidate_tags("t")  # and invalidation still reaches what they wrote
+    assert cache.get_many([on_healthy, on_peer]) == {}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -152,20 +155,15 @@ def test_after_one_of_three_restarts__the_other_two_write_at_once_without_a_witn
     """Every fence is on two partitions at least (the next test): the one the
     restarted peer forgot is still on the third, which kept its memory and answers.
     So the healthy partitions keep their entries and take tagged writes at once;
-    only the restarted one waits out the locks it lost."""
+    and every lock the restarted one lost is on one of them, which lend it theirs."""
     first, second, peer = clean_redis_servers[:3]
     cache = partitions([first, second, peer], make_cache, horizon=30)
     keys = [keys_on(cache, s.url, count=1, prefix="kept")[0] for s in (first, second)]
     cache.set_many(dict.fromkeys(keys, "before"), tags=["t"])
     restarted(peer, cache)
-    assert tagged_writes(cache, [first, second, peer]) == [
-        (None, "after"),
-        (None, "after"),
-        (False, None),
-    ]
+    assert tagged_writes(cache, [first, second, peer]) == [(None, "after")] * 3
     assert cache.get_many(keys) == dict.fromkeys(keys, "before")  # nothing to drop
-    assert policy_count(cache, "refused", first.url) == 0
-    assert policy_count(cache, "refused", peer.url) == 1
+    assert policy_count(cache, "refused") == 0
     cache.invalidate_tags("t")  # and invalidation still reaches what they wrote
     assert cache.get_many(keys) == {}
 
@@ -185,3 +183,64 @@ def test_an_invalidation_only_one_of_three_partitions_took__is_incomplete_withou
     second.pause()
     with pytest.raises(InvalidationIncomplete):
         cache.invalidate_tags("t")
+
+
+def test_a_restarted_partition_holds_the_locks_its_peers_lend__so_fills_stay_refused(
+    clean_redis_servers, make_cache
+):
+    """A model write locked a tag on every partition, then one of them restarted
+    and lost the lock: it takes the lock back from its peers, so a fill under the
+    locked tag is still refused there until the writer releases it."""
+    first, second, peer = clean_redis_servers[:3]
+    cache = partitions([first, second, peer], make_cache, horizon=30)
+    cache.lock_tags("writer", ["locked"], 30)
+    restarted(peer, cache)
+    (key,) = keys_on(cache, peer.url, count=1)
+    assert cache.set(key, "free", tags=["free"]) is None  # the peer takes tagged writes
+    assert cache.set(key, "read before the commit", tags=["locked"]) is False
+    assert policy_count(cache, "adopted", peer.url) == 1
+    cache.unlock_tags("writer", ["locked"])
+    assert cache.set(key, "read after the commit", tags=["locked"]) is None
+    assert cache.get(key) == "read after the commit"
+
+
+def test_a_lock_that_reached_only_the_peers_after_they_lent__is_taken_again_where_it_was_lost(
+    clean_redis_servers, make_cache
+):
+    """The race the copies guard against: a writer's lock landed on a partition,
+    which then restarted and copied its peers' locks before the writer's lock
+    reached them. The peers' replies say so, and the writer locks the restarted
+    partition again before it goes on: a fill there under the tag is refused."""
+    first, second, peer = clean_redis_servers[:3]
+    cache = partitions([first, second, peer], make_cache, horizon=30)
+    fencing, by_url = cache._fencing, {p.name: p for p in cache._partitions}
+    lock = (("late",), "writer", 30_000)
+    landed_before = by_url[peer.url].run("lock", *lock)  # the restart loses it
+    restarted(peer, cache)
+    (key,) = keys_on(cache, peer.url, count=1)
+    assert cache.set(key, "v", tags=["other"]) is None  # renewed: the peers lent their locks
+    late = [by_url[s.url].run("lock", *lock) for s in (first, second)]
+    copied = late[0].value[1]  # {id: epoch} of the partitions that copied its locks
+    assert copied[by_url[peer.url].id] != landed_before.value[0]  # the epoch after the restart
+    fencing._lock_again([landed_before, *late], lock[0], lock[1:])
+    assert cache.set(key, "read before the commit", tags=["late"]) is False
+
+
+def test_a_fence_recorded_on_a_partition_soon_after_it_adopted_locks__makes_it_quiet_again(
+    clean_redis_servers, make_cache
+):
+    """A writer whose lock reached the restarted partition alone, and missed the
+    peers, records fences for them there before it commits: nothing told it to
+    lock the restarted partition again, so that partition drops what it filled
+    since and refuses fills, as a fenced one does."""
+    first, second, peer = clean_redis_servers[:3]
+    cache = partitions([first, second, peer], make_cache, horizon=30, BREAKER_FAILURES=1)
+    restarted(peer, cache)
+    (key,) = keys_on(cache, peer.url, count=1)
+    assert cache.set(key, "filled", tags=["t"]) is None
+    assert policy_count(cache, "adopted", peer.url) == 1
+    second.pause()
+    cache.invalidate_tags("u")  # missed by the second: fences on the first and the peer
+    second.resume()
+    assert cache.get(key) is None
+    assert cache.set(key, "again", tags=["t"]) is False

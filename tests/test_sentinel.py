@@ -34,7 +34,7 @@ def test_sentinel_url__names_sentinels_service_database_and_credentials():
 def test_sentinel_url_in_a_comma_separated_location__keeps_its_sentinels_together():
     parsed = options_module.parse("redis+sentinel://s1:1,s2:2/m/0,redis://r:6379/0", {})
     assert parsed.urls == ["redis+sentinel://s1:1,s2:2/m/0", "redis://r:6379/0"]
-    assert not parsed.problems
+    assert [p.id for p in parsed.problems] == ["W012"]  # two partitions, no witness
 
 
 @pytest.mark.parametrize(

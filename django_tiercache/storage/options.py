@@ -305,7 +305,24 @@ def parse(location: Any, options: dict[str, Any] | None) -> CacheOptions:
     if any(_scheme(url) == CLUSTER_SCHEME for url in urls):
         return _cluster_options(urls, merged, problems)
     names = _partition_names(urls, merged["PARTITION_NAMES"], problems)
+    _check_two_partitions(urls, merged, problems)
     return CacheOptions(urls=urls, names=names, options=merged, problems=problems)
+
+
+def _check_two_partitions(urls: list[str], merged: dict[str, Any], problems: list[Problem]) -> None:
+    """Two servers and no witness: a fence is kept on one partition alone (storage/tags.py)."""
+    servers = [url for url in urls if _scheme(url) != "memory"]
+    if len(servers) == 2 and merged["WITNESS"] is None:
+        problems.append(
+            Problem(
+                "W012",
+                "Two Redis partitions and no witness: after either server restarts without "
+                "its data, both refuse tagged writes for TIERCACHE['WRITE_LOCK_TIMEOUT'] "
+                "(the fences and write locks it kept are known nowhere else).",
+                "Set OPTIONS['WITNESS'] = 'database' (then migrate), or use three partitions; "
+                "with either, tagged writes go on at once after a restart.",
+            )
+        )
 
 
 # django-redis options a migrating project may still have, and what to do instead.

@@ -26,9 +26,13 @@ invalidate_tags() returns, no process is served an entry it covered:
    lease is put in force, and refuses fills for the write-lock horizon (locks
    it missed may still be held).
 5. A peer that lost its memory (evicted, restarted, flushed) has a new epoch;
-   the partitions it vouched for notice at their next lease and are fenced.
+   the partitions it vouched for notice at their next lease and are fenced,
+   unless the fences it held are known elsewhere (_fences_outlive).
    A peer that lost its memory less than a lease ago may have forgotten a
    grant: the invalidation then waits a whole lease from that moment.
+6. The partition that lost its memory lost its write locks too; its peers
+   hold each of them, and lend them at its next lease when that is provably
+   complete (_borrow_locks), so it need not wait out the lock horizon.
 
 A lease needs one other partition that answers: since a complete fence is on
 every other partition that could be reached, and with three partitions or more
@@ -177,7 +181,8 @@ class Fencing:
         prepared = partition.run("lease_prepare", nonce, self.lease_ms, [p.id for p in others])
         if not prepared.ok:
             return False
-        vouched = dict(zip((p.id for p in others), prepared.value, strict=True))
+        epoch, lendable, vouched_epochs = prepared.value
+        vouched = dict(zip((p.id for p in others), vouched_epochs, strict=True))
         checks = [
             o
             for o in fan_out([(p, "check_fence", (partition.id, self.lease_ms)) for p in others])
@@ -207,27 +212,69 @@ class Fencing:
         # with it*: drop every tagged entry, and take nothing under tags until
         # any such lock has expired (the write-lock horizon). Nothing else knows
         # of those locks: the peer that lost them was the only one told. With a
-        # witness that is no longer so: every complete fence is on the witness
-        # (see the module docstring), so a witness that reports no miss proves the
-        # forgotten fences held nothing for this partition; it keeps its
-        # entries' safety without the quiet period, and its tagged writes go on
-        # at once. (The peer that lost its memory still waits out its own lost
-        # locks: hello() made it quiet.)
+        # witness, or when the others hold those fences too (_fences_outlive),
+        # that is no longer so: a count of zero proves the forgotten fences held
+        # nothing for this partition; it keeps its entries' safety without the
+        # quiet period, and its tagged writes go on at once. (The peer that lost
+        # its memory waits out its own lost locks, hello() made it quiet, unless
+        # its peers lend them: _borrow_locks.)
         lost_fences = bool(forgot) and self.witness is None
         if fenced or witnessed or lost_fences:
             drop = DROP_AND_QUIET
         else:
             drop = DROP_TAGGED if unknown or forgot else NOT_FENCED
         epochs = {o.partition.id: o.value[1] for o in checks}
+        lent = None
+        if lendable and drop != DROP_AND_QUIET and len(checks) == len(others):
+            lent = self._borrow_locks(partition, epoch, others)
         activated = partition.run("lease_activate", nonce, drop, epochs)
         if not activated.ok or not activated.value:
             return False
+        if lent is not None and partition.run("adopt_locks", epoch, lent, CLOCK_MARGIN_MS).value:
+            self.policy.note(
+                "adopted",
+                partition.name,
+                "partition %s lost its memory and took its peers' write locks: "
+                "it takes tagged writes again",
+                partition.name,
+            )
         if fenced or forgot or witnessed:
             self._note_fenced(partition, bool(fenced or witnessed), forgot)
             fan_out([(o.partition, "clear_fence", (partition.id, o.value[0])) for o in fenced])
             if witnessed:
                 self._tell_witness("clear_fence", partition.id, witnessed)
         return True
+
+    def _borrow_locks(
+        self, partition: Partition, epoch: str, others: list[Partition]
+    ) -> dict[str, list[tuple[int, str]]] | None:
+        """The write locks `partition` lost with its memory, from its peers; None
+        if they may not all be known there (it then waits out the lock horizon).
+
+        A lock that reached this partition reached another one too, or it was
+        fenced there: without a witness, with three partitions or more, fence()
+        takes two partitions that hold the lock; with a witness, the witness holds
+        the fences of the partitions the lock missed until they are made good,
+        and a partition made good is quiet itself meanwhile. So if every peer
+        answers, none is quiet, and the witness (if any) knows of no miss, the
+        peers hold every lock still in force that this partition held. A lock on
+        its way to a peer when the peer lends tells its writer (stores/lua.py:
+        lock), who locks this partition again before it commits; a fence
+        recorded here soon after ends the quiet period again (record_fence).
+        """
+        if self.witness is None and len(self.partitions) < 3:
+            return None  # a fence of two partitions is on one of them only
+        lent = fan_out([(p, "lend_locks", (partition.id, epoch)) for p in others])
+        if not all(o.ok and not o.value[0] for o in lent):
+            return None
+        if self.witness is not None:
+            if any(self._tell_witness("misses", p.id) != 0 for p in self.partitions):
+                return None
+        locks: dict[str, list[tuple[int, str]]] = {}
+        for o in lent:
+            for tag, held in o.value[1].items():
+                locks.setdefault(tag, []).extend(held)
+        return locks
 
     def _fences_outlive(
         self, forgot: list, checks: list, others: list[Partition], vouched: dict
@@ -294,7 +341,10 @@ class Fencing:
         pending = [p.start(operation, tags, *args) for p in self.partitions]
 
         def finish() -> None:
-            missed = [o for o in (call.outcome() for call in pending) if not o.ok]
+            outcomes = [call.outcome() for call in pending]
+            if operation == "lock":
+                outcomes = self._lock_again(outcomes, tags, args)
+            missed = [o for o in outcomes if not o.ok]
             for o in missed:
                 self.policy.note(
                     f"error:{operation}",
@@ -308,6 +358,23 @@ class Fencing:
                 self.fence([o.partition for o in missed], tags)
 
         return finish
+
+    def _lock_again(self, outcomes: list, tags: tuple[str, ...], args: tuple) -> list:
+        """Lock again each partition that, a peer says, copied the peers' locks in
+        an epoch other than the one this lock landed in: it lost its memory (and
+        this lock) after the lock landed, and copied before the lock reached the
+        peer (see _borrow_locks)."""
+        landed = {o.partition.id: o.value[0] for o in outcomes if o.ok}
+        copied = {}
+        for o in outcomes:
+            if o.ok:
+                copied.update(o.value[1])
+        again = {i for i, epoch in copied.items() if i in landed and landed[i] != epoch}
+        if not again:
+            return outcomes
+        return [
+            o.partition.run("lock", tags, *args) if o.partition.id in again else o for o in outcomes
+        ]
 
     def fence(self, missed: list[Partition], tags: tuple[str, ...] = ()) -> None:
         """Make sure partitions that missed an invalidation (or a clear) drop their

@@ -121,7 +121,8 @@ class Store:
 
     def lock(self, tags: tuple[str, ...], writer: str, lock_ms: int) -> Call:
         """Invalidate the tags and refuse fills under them until unlock, or for
-        lock_ms measured by the store's own clock."""
+        lock_ms measured by the store's own clock. -> (this store's epoch,
+        {id: epoch} of the partitions that copied its locks lately: see lend_locks)"""
         raise NotImplementedError
 
     def unlock(self, tags: tuple[str, ...], writer: str) -> Call:
@@ -143,7 +144,21 @@ class Store:
         raise NotImplementedError
 
     def lease_prepare(self, nonce: str, lease_ms: int, peer_ids: list[str]) -> Call:
-        """-> [epoch each peer had when it last vouched, or None]"""
+        """-> (this store's epoch, whether it is quiet for lost memory alone,
+        [epoch each peer had when it last vouched, or None])"""
+        raise NotImplementedError
+
+    def lend_locks(self, id_: str, epoch: str) -> Call:
+        """Partition `id_` (now in `epoch`) lost its memory: note that it copies the
+        write locks held here (a lock taken here later tells its writer), and
+        -> (whether this store is quiet itself, {tag: [(ms left, writer), ...]})"""
+        raise NotImplementedError
+
+    def adopt_locks(
+        self, epoch: str, locks: dict[str, list[tuple[int, str]]], margin_ms: int
+    ) -> Call:
+        """Hold the locks the peers lent (ms left + margin_ms) and end the quiet
+        period, if this store is still in `epoch` and not quiet for a fence. -> bool"""
         raise NotImplementedError
 
     def lease_activate(self, nonce: str, fenced: int, epochs: dict[str, str]) -> Call:

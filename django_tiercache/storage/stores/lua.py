@@ -19,6 +19,13 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
   - ``f:<id>``     invalidations partition <id> missed (kept on the OTHER partitions)
   - ``g:<id>``     the latest lease deadline granted to partition <id>, server ms
   - ``v:<id>``     the epoch partition <id> had when it last vouched for this one
+  - ``fq``         server ms until which the quiet period comes from a fence (it
+                   may have missed locks nobody else holds: it cannot be lent away)
+  - ``adopted``    server ms until which a fence recorded here ends the quiet
+                   period it ended early by adopting its peers' locks again
+  - ``copies``     "until id epoch ...": partitions that copied this one's locks
+                   after losing theirs (``lend_locks``); a lock landing here later
+                   tells its writer, who locks that partition again
 
 - channel ``ns l1``     every change that can make a copy of an entry wrong
   (write, delete, incr, touch, a tag dropped, locked or unlocked, the
@@ -567,7 +574,24 @@ local function lock_keys(ns, tags)
   return fields, tokens
 end
 
--- args: ns, fresh, horizon_ms, writer id, lock_ms, tag*.
+-- The copies noted in a "copies" value still in force at `now`, as a flat
+-- list {id, epoch, ...}, and as "until id epoch" items (but `except`'s).
+local function live_copies(v, now, except)
+  local flat, items = {}, {}
+  for until_ms, id, epoch in string.gmatch(v or '', '(%d+) (%S+) (%S+)') do
+    if tonumber(until_ms) > now and id ~= except then
+      flat[#flat + 1] = id
+      flat[#flat + 1] = epoch
+      items[#items + 1] = until_ms .. ' ' .. id .. ' ' .. epoch
+    end
+  end
+  return flat, items
+end
+
+-- args: ns, fresh, horizon_ms, writer id, lock_ms, tag*. Returns {this
+-- partition's epoch, (id, epoch)* of the partitions that copied its locks
+-- lately}: a writer whose lock on such a partition landed in another epoch
+-- (before it lost its memory) locks it again.
 local function lock(keys, args)
   local ns, writer = args[1], args[4]
   ensure_meta(ns, args[2], tonumber(args[3]))
@@ -586,7 +610,10 @@ local function lock(keys, args)
   chunked('HSET', meta, values)
   chunked('DEL', nil, tokens)
   announce(ns, 't', tags)
-  return 1
+  local state = redis.call('HMGET', meta, 'epoch', 'copies')
+  local out = live_copies(state[2], now, nil)
+  table.insert(out, 1, state[1])
+  return out
 end
 
 -- args: ns, writer id, tag*. Releases the writer's locks and invalidates the tags.
@@ -629,6 +656,18 @@ local function record_fence(keys, args)
   ensure_meta(ns, args[2], tonumber(args[3]))
   local meta, now = ns .. 'meta', now_ms()
   local forgotten = tonumber(redis.call('HGET', meta, 'born') or '0') + tonumber(args[4])
+  local adopted = redis.call('HGET', meta, 'adopted')
+  if adopted and tonumber(adopted) > now then
+    -- This partition adopted its peers' locks lately (adopt_locks). A writer
+    -- that locked it before it lost its memory, and whose locks failed on
+    -- every peer, may be recording this fence before it commits, and nothing
+    -- told it to lock here again: drop what was filled since, and refuse fills
+    -- until such a lock has expired, as a fenced partition does.
+    redis.call('DEL', ns .. 'gen')
+    announce(ns, '*')
+    local horizon = tonumber(args[3])
+    if horizon > 0 then redis.call('HSET', meta, 'quiet', now + horizon, 'fq', now + horizon) end
+  end
   local out = {}
   for i = 5, #args do
     redis.call('HINCRBY', meta, 'f:' .. args[i], 1)
@@ -654,15 +693,86 @@ end
 
 -- On the partition itself, before asking the others: a lease that will run
 -- lease_ms from now, not yet in force, so that it cannot outlive the grants
--- noted after it. Returns the epochs the others had when they last vouched.
--- args: ns, fresh, horizon_ms, nonce, lease_ms, id*.
+-- noted after it. Returns {this partition's epoch, 1 if it is quiet for lost
+-- memory alone (its peers may lend it their locks) else 0, then the epochs the
+-- others had when they last vouched}. args: ns, fresh, horizon_ms, nonce, lease_ms, id*.
 local function lease_prepare(keys, args)
   local ns = args[1]
+  local meta = ns .. 'meta'
   ensure_meta(ns, args[2], tonumber(args[3]))
   redis.call('SET', ns .. 'lease:' .. args[4], '1', 'PX', args[5])
-  local out = {}
-  for i = 6, #args do out[#out + 1] = redis.call('HGET', ns .. 'meta', 'v:' .. args[i]) end
+  local state = redis.call('HMGET', meta, 'epoch', 'quiet', 'fq')
+  local lendable = 0
+  if state[2] then
+    local now = now_ms()
+    local fenced = state[3] and tonumber(state[3]) > now
+    if tonumber(state[2]) > now and not fenced then lendable = 1 end
+  end
+  local out = {state[1], lendable}
+  for i = 6, #args do out[#out + 1] = redis.call('HGET', meta, 'v:' .. args[i]) end
   return out
+end
+
+-- On another partition, for <id>, which lost its memory and with it the write
+-- locks it held: note that <id> (now in `epoch`) copies the locks held here,
+-- for horizon_ms (a lock landing here later tells its writer, see lock), and
+-- return {1 if this partition is quiet itself (its locks may be incomplete)
+-- else 0, then (tag, "ms_left writer ...")* of the locks in force here}.
+-- args: ns, fresh, horizon_ms, id, epoch.
+local function lend_locks(keys, args)
+  local ns, id, epoch = args[1], args[4], args[5]
+  local meta = ns .. 'meta'
+  ensure_meta(ns, args[2], tonumber(args[3]))
+  local now = now_ms()
+  local quiet = redis.call('HGET', meta, 'quiet')
+  local _, copies = live_copies(redis.call('HGET', meta, 'copies'), now, id)
+  copies[#copies + 1] = (now + tonumber(args[3])) .. ' ' .. id .. ' ' .. epoch
+  redis.call('HSET', meta, 'copies', table.concat(copies, ' '))
+  local out = {(quiet and tonumber(quiet) > now) and 1 or 0}
+  local all = redis.call('HGETALL', meta)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 'l:' then
+      local left = {}
+      for _, holder in ipairs((live_holders(all[i + 1], now, nil))) do
+        local until_ms, writer = string.match(holder, '(%d+) (%S+)')
+        left[#left + 1] = (tonumber(until_ms) - now) .. ' ' .. writer
+      end
+      if #left > 0 then
+        out[#out + 1] = string.sub(all[i], 3)
+        out[#out + 1] = table.concat(left, ' ')
+      end
+    end
+  end
+  return out
+end
+
+-- On the partition that lost its memory, once every peer lent its locks: hold
+-- them here too (ms_left from now, plus margin_ms for the clocks' rates) and
+-- end the quiet period, if the meta hash is still the one of `epoch` and its
+-- quiet period does not come from a fence. For horizon_ms a fence recorded
+-- here ends it again (see record_fence). args: ns, epoch, margin_ms, horizon_ms,
+-- (tag, "ms_left writer ...")*. Returns 1 if adopted.
+local function adopt_locks(keys, args)
+  local ns, epoch, margin = args[1], args[2], tonumber(args[3])
+  local meta = ns .. 'meta'
+  local state = redis.call('HMGET', meta, 'epoch', 'fq')
+  if state[1] ~= epoch then return 0 end
+  local now = now_ms()
+  if state[2] and tonumber(state[2]) > now then return 0 end
+  local tags = {}
+  for i = 5, #args, 2 do
+    local field = 'l:' .. args[i]
+    local live = holders(meta, args[i], now, nil)
+    for left, writer in string.gmatch(args[i + 1], '(%d+) (%S+)') do
+      live[#live + 1] = (now + tonumber(left) + margin) .. ' ' .. writer
+    end
+    redis.call('HSET', meta, field, table.concat(live, ' '))
+    tags[#tags + 1] = args[i]
+  end
+  announce(ns, 't', tags)
+  redis.call('HDEL', meta, 'quiet')
+  redis.call('HSET', meta, 'adopted', now + tonumber(args[4]))
+  return 1
 end
 
 -- Put a prepared lease in force. fenced: '0' nothing missed; '1' drop every
@@ -679,7 +789,10 @@ local function lease_activate(keys, args)
   end
   if args[3] == '2' then
     local horizon = tonumber(args[4])
-    if horizon > 0 then redis.call('HSET', meta, 'quiet', now_ms() + horizon) end
+    if horizon > 0 then
+      local until_ms = now_ms() + horizon
+      redis.call('HSET', meta, 'quiet', until_ms, 'fq', until_ms)
+    end
   end
   for i = 5, #args, 2 do redis.call('HSET', meta, 'v:' .. args[i], args[i + 1]) end
   redis.call('RENAME', pending, ns .. 'lease')
@@ -758,6 +871,8 @@ FUNCTIONS = (
     "check_fence",
     "lease_prepare",
     "lease_activate",
+    "lend_locks",
+    "adopt_locks",
     "clear_fence",
     "clear",
     "claim",
@@ -776,6 +891,8 @@ ALLOW_OOM = (
     "check_fence",
     "lease_prepare",
     "lease_activate",
+    "lend_locks",
+    "adopt_locks",
     "clear_fence",
     "clear",
 )

@@ -116,6 +116,9 @@ class _Meta:
         self.fences: dict[str, int] = {}
         self.grants: dict[str, int] = {}
         self.vouched: dict[str, str] = {}
+        self.fence_quiet_until = 0  # the quiet period comes from a fence until then
+        self.adopted_until = 0  # a fence recorded until then ends the quiet again
+        self.copies: dict[str, tuple[int, str]] = {}  # id -> (until, epoch)
 
 
 class MemoryStore(Store):
@@ -300,11 +303,12 @@ class MemoryStore(Store):
 
     def lock(self, tags, writer, lock_ms):
         with self.space.lock:
-            meta = self._meta()[0]
+            meta, now = self._meta()[0], now_ms()
             for tag in tags:
-                meta.locks.setdefault(tag, {})[writer] = now_ms() + lock_ms
+                meta.locks.setdefault(tag, {})[writer] = now + lock_ms
                 self.space.delete(f"{self.ns}t:{tag}")
-            return Done(1)
+            copies = {id_: epoch for id_, (until, epoch) in meta.copies.items() if until > now}
+            return Done((meta.epoch, copies))
 
     def unlock(self, tags, writer):
         with self.space.lock:
@@ -319,6 +323,10 @@ class MemoryStore(Store):
         with self.space.lock:
             meta = self._meta()[0]
             now, left = now_ms(), []
+            if meta.adopted_until > now:  # see record_fence in stores/lua.py
+                self.space.delete(self.ns + "gen")
+                if self.horizon:
+                    meta.quiet_until = meta.fence_quiet_until = now + self.horizon
             for id_ in ids:
                 meta.fences[id_] = meta.fences.get(id_, 0) + 1
                 left.append(max(0, meta.grants.get(id_, 0) - now, meta.born + lease_ms - now))
@@ -334,7 +342,33 @@ class MemoryStore(Store):
         with self.space.lock:
             meta = self._meta()[0]
             self.space.set(f"{self.ns}lease:{nonce}", 1, lease_ms)
-            return Done([meta.vouched.get(id_) for id_ in peer_ids])
+            now = now_ms()
+            lendable = meta.quiet_until > now and meta.fence_quiet_until <= now
+            return Done((meta.epoch, lendable, [meta.vouched.get(id_) for id_ in peer_ids]))
+
+    def lend_locks(self, id_, epoch):
+        with self.space.lock:
+            meta, now = self._meta()[0], now_ms()
+            meta.copies[id_] = (now + self.horizon, epoch)
+            locks = {}
+            for tag, writers in meta.locks.items():
+                held = [(until - now, writer) for writer, until in writers.items() if until > now]
+                if held:
+                    locks[tag] = held
+            return Done((meta.quiet_until > now, locks))
+
+    def adopt_locks(self, epoch, locks, margin_ms):
+        with self.space.lock:
+            meta, now = self.space.get(self.ns + "meta"), now_ms()
+            if meta is None or meta.epoch != epoch or meta.fence_quiet_until > now:
+                return Done(False)
+            for tag, held in locks.items():
+                writers = meta.locks.setdefault(tag, {})
+                for left, writer in held:
+                    writers[writer] = max(writers.get(writer, 0), now + left + margin_ms)
+            meta.quiet_until = 0
+            meta.adopted_until = now + self.horizon
+            return Done(True)
 
     def lease_activate(self, nonce, fenced, epochs):
         with self.space.lock:
@@ -345,7 +379,7 @@ class MemoryStore(Store):
             if fenced:
                 self.space.delete(self.ns + "gen")
             if fenced == DROP_AND_QUIET and self.horizon:
-                meta.quiet_until = now_ms() + self.horizon
+                meta.quiet_until = meta.fence_quiet_until = now_ms() + self.horizon
             meta.vouched.update(epochs)
             self.space.delete(f"{self.ns}lease:{nonce}")
             self.space.set(self.ns + "lease", 1, pending)

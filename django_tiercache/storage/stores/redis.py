@@ -356,7 +356,8 @@ class RedisStore(Store):
         return self._call("drop_tags", [], list(tags))
 
     def lock(self, tags, writer, lock_ms):
-        return self._call("lock", [], [fresh_epoch(), self.horizon, writer, lock_ms, *tags])
+        args = [fresh_epoch(), self.horizon, writer, lock_ms, *tags]
+        return self._call("lock", [], args, _lock_reply)
 
     def unlock(self, tags, writer):
         return self._call("unlock", [], [writer, *tags])
@@ -377,8 +378,15 @@ class RedisStore(Store):
             "lease_prepare",
             [],
             [fresh_epoch(), self.horizon, nonce, lease_ms, *peer_ids],
-            lambda r: [None if e is None else e.decode() for e in r],
+            _prepared,
         )
+
+    def lend_locks(self, id_, epoch):
+        return self._call("lend_locks", [], [fresh_epoch(), self.horizon, id_, epoch], _lent)
+
+    def adopt_locks(self, epoch, locks, margin_ms):
+        pairs = [x for tag, held in locks.items() for x in (tag, _holders_text(held))]
+        return self._call("adopt_locks", [], [epoch, margin_ms, self.horizon, *pairs], bool)
 
     def lease_activate(self, nonce, fenced, epochs):
         pairs = [x for item in epochs.items() for x in item]
@@ -550,3 +558,29 @@ def _entry(reply):
         return None
     body, pttl, *tags = reply
     return body, pttl, tuple(t.decode() for t in tags)
+
+
+def _lock_reply(reply: list) -> tuple[str, dict[str, str]]:
+    """(this partition's epoch, {id: epoch} of the partitions that copied its locks lately)."""
+    epoch, *copies = (x.decode() for x in reply)
+    return epoch, dict(zip(copies[::2], copies[1::2], strict=True))
+
+
+def _lent(reply: list) -> tuple[bool, dict[str, list[tuple[int, str]]]]:
+    """(the lender is quiet itself, {tag: [(ms left, writer), ...]} of its locks)."""
+    quiet, *pairs = reply
+    locks = {}
+    for tag, text in zip(pairs[::2], pairs[1::2], strict=True):
+        items = text.decode().split()
+        locks[tag.decode()] = [(int(ms), w) for ms, w in zip(items[::2], items[1::2], strict=True)]
+    return bool(quiet), locks
+
+
+def _holders_text(held: list[tuple[int, str]]) -> str:
+    return " ".join(f"{ms} {writer}" for ms, writer in held)
+
+
+def _prepared(reply: list) -> tuple[str, bool, list[str | None]]:
+    """lease_prepare's answer: (epoch, quiet for lost memory alone, the peers' vouched epochs)."""
+    epoch, lendable, *vouched = reply
+    return epoch.decode(), bool(lendable), [None if e is None else e.decode() for e in vouched]
