@@ -96,6 +96,9 @@ class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, Bas
         self._partitioner = RendezvousPartitioner(config.names)
         self._codec = Codec(config.options)
         self._close_connection = config["CLOSE_CONNECTION"]
+        # {partition name: [replica URL]}: raw clients' reads only (raw_clients.py).
+        self._read_replicas = config["READ_REPLICAS"]
+        self._connection_options = opts
         # The async API runs natively where every partition can (async_api.py).
         self.native_async = config["WITNESS"] is None and all(
             p.store.native_async for p in self._partitions
