@@ -821,8 +821,8 @@ def _cluster_options(urls: list[str], merged: dict[str, Any], problems: list[Pro
             Problem(
                 "E003",
                 "OPTIONS['READ_REPLICAS'] cannot be given for a redis+cluster:// LOCATION.",
-                "Leave it out: a cluster's replicas are its own (redis-py's RedisCluster "
-                "finds them).",
+                "Leave OPTIONS['READ_REPLICAS'] out: a cluster's replicas are its own (redis-py's "
+                "RedisCluster finds them).",
             )
         )
     merged["READ_REPLICAS"] = {}
