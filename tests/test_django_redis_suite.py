@@ -20,8 +20,9 @@ NOT_PASSING = {
     "test_delete_pattern_with_custom_count",
     "test_delete_pattern_with_settings_default_scan_count",
     # It expects an entry written as a plain SET of `client.encode(value)` on the
-    # caller's pipeline: TierCache writes entries only through its Functions
-    # (tags, L1 announcements) and signs them bound to their key.
+    # caller's pipeline: an entry is signed bound to its key, which encode(value)
+    # does not know, and TierCache writes entries through its Functions (tags,
+    # L1 announcements).
     "test_set_call_empty_pipeline",
 }
 
