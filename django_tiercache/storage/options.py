@@ -323,7 +323,8 @@ DJANGO_REDIS_OPTIONS = {
     "CLIENT_CLASS": "Remove it: partitioning is built in (LOCATION lists the partitions).",
     "IGNORE_EXCEPTIONS": "Remove it: errors become misses by default; "
     "RAISE_ERRORS=True makes them raise.",
-    "REPLICA_READ_ONLY": "Remove it: every LOCATION entry is a primary of its own partition.",
+    "REPLICA_READ_ONLY": "Remove it: every LOCATION entry is a primary of its own partition; "
+    "list replicas in OPTIONS['READ_REPLICAS'] (raw get_client(write=False) reads only).",
     "SHARD_CLIENT_KEY_FUNC": "Remove it: keys are spread by rendezvous hashing of their names.",
 }
 
