@@ -171,7 +171,11 @@ def _url_of(cache: Any, partition: Any, index: int) -> str:
 def _indexed_client(cache: Any, partition: Any, index: int) -> Any:
     if index == 0 or not _replicas(cache, partition):
         return _redis_client(partition.store)
-    return connect(_url_of(cache, partition, index), cache._connection_options)
+    url = _url_of(cache, partition, index)
+    client = cache._replica_clients.get(url)
+    if client is None:  # one per URL and cache instance (its pool is shared anyway)
+        client = cache._replica_clients[url] = connect(url, cache._connection_options)
+    return client
 
 
 def _partition_client(cache: Any, partition: Any, write: bool) -> Any:

@@ -144,3 +144,18 @@ def test_read_replicas__named_by_partition_name_and_valkey_urls_read_as_redis():
     )
     assert config.problems == []
     assert config["READ_REPLICAS"] == {"b": ["redis://r:1/0"]}
+
+
+def test_replica_clients__are_kept_and_close_connection_closes_their_idle_connections(
+    clean_replicated, make_cache
+):
+    primary, replica = clean_replicated
+    cache = make_cache(primary.url, READ_REPLICAS=[replica.url], CLOSE_CONNECTION=True)
+    made = cache.make_key("k")
+    reader = cache.client.get_client(write=False, key=made)
+    assert cache.client.get_client(write=False, key=made) is reader
+    reader.get(made)
+    with replica.client() as probe:
+        before = int(probe.info("clients")["connected_clients"])
+        cache.close()
+        assert int(probe.info("clients")["connected_clients"]) == before - 1
