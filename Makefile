@@ -54,7 +54,7 @@ VALKEY_TESTS ?= $(ENGINE_TESTS) tests/test_django_api.py tests/test_tags.py test
 	tests/test_l1_mutations.py tests/test_structures.py tests/test_django_redis_suite.py \
 	tests/test_redis_compat.py tests/test_cluster.py tests/test_sentinel.py tests/test_fencing.py \
 	tests/test_counters.py tests/test_timeouts.py tests/test_write_behind_replicated.py \
-	tests/test_connections.py tests/test_failures.py
+	tests/test_connections.py tests/test_failures.py tests/test_raw_clients.py
 TOX_ARGS ?=
 BENCH_ARGS ?=
 

@@ -96,6 +96,10 @@ class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, Bas
         self._partitioner = RendezvousPartitioner(config.names)
         self._codec = Codec(config.options)
         self._close_connection = config["CLOSE_CONNECTION"]
+        # {partition name: [replica URL]}: raw clients' reads only (raw_clients.py).
+        self._read_replicas = config["READ_REPLICAS"]
+        self._connection_options = opts
+        self._replica_clients: dict[str, Any] = {}  # {URL: redis-py client}, made when asked
         # The async API runs natively where every partition can (async_api.py).
         self.native_async = config["WITNESS"] is None and all(
             p.store.native_async for p in self._partitions
@@ -435,6 +439,9 @@ class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, Bas
             partition.store.close()
             if close_pools:
                 partition.store.disconnect()
+        if close_pools:
+            for client in self._replica_clients.values():
+                client.connection_pool.disconnect(inuse_connections=False)
 
     @property
     def client(self) -> DjangoRedisClient:

@@ -19,14 +19,10 @@ NOT_PASSING = {
     "test_close_with_signal_parameter",
     "test_delete_pattern_with_custom_count",
     "test_delete_pattern_with_settings_default_scan_count",
-    # They set django-redis' private primary/replica list and expect reads from
-    # the replica: TierCache's LOCATION list holds partitions, all primaries
-    # (reading from a replica could serve an entry after its invalidation).
-    "test_primary_replica_switching",
-    "test_primary_replica_switching_with_index",
     # It expects an entry written as a plain SET of `client.encode(value)` on the
-    # caller's pipeline: TierCache writes entries only through its Functions
-    # (tags, L1 announcements) and signs them bound to their key.
+    # caller's pipeline: an entry is signed bound to its key, which encode(value)
+    # does not know, and TierCache writes entries through its Functions (tags,
+    # L1 announcements).
     "test_set_call_empty_pipeline",
 }
 

@@ -96,6 +96,9 @@ DEFAULTS: dict[str, Any] = {
     # close() also closes the pools' idle connections: None follows django-redis'
     # DJANGO_REDIS_CLOSE_CONNECTION setting (off unless set).
     "CLOSE_CONNECTION": None,
+    # Replicas of the partitions, for raw reads only: cache.client.get_client(write=False)
+    # (django-redis' primary/replica reads). A list (one partition) or {partition: [URL]}.
+    "READ_REPLICAS": None,
 }
 
 SINGLE_FLIGHT_DEFAULTS: dict[str, Any] = {
@@ -171,6 +174,12 @@ OPTION_HELP: dict[str, str] = {
         "`True`: `close()` (Django calls it after every request) also closes the shared "
         "pools' idle connections; `None` follows django-redis' "
         "`DJANGO_REDIS_CLOSE_CONNECTION`"
+    ),
+    "READ_REPLICAS": (
+        "replica URLs of the partitions, as django-redis' `LOCATION` `[primary, replica, ...]`:"
+        " a list for a one-partition cache or `{partition name or URL: [URL, ...]}`; only "
+        "`cache.client.get_client(write=False)` reads there (the cache itself reads primaries:"
+        ' a lagging replica could serve an invalidated entry; see "Coming from django-redis")'
     ),
     "CLUSTER_SLOT_GROUPS": (
         "with a `redis+cluster://` `LOCATION`: the number of slot groups keys are spread over"
@@ -306,6 +315,7 @@ def parse(location: Any, options: dict[str, Any] | None) -> CacheOptions:
         return _cluster_options(urls, merged, problems)
     names = _partition_names(urls, merged["PARTITION_NAMES"], problems)
     _check_two_partitions(urls, merged, problems)
+    merged["READ_REPLICAS"] = _read_replicas(urls, names, merged["READ_REPLICAS"], problems)
     return CacheOptions(urls=urls, names=names, options=merged, problems=problems)
 
 
@@ -330,7 +340,8 @@ DJANGO_REDIS_OPTIONS = {
     "CLIENT_CLASS": "Remove it: partitioning is built in (LOCATION lists the partitions).",
     "IGNORE_EXCEPTIONS": "Remove it: errors become misses by default; "
     "RAISE_ERRORS=True makes them raise.",
-    "REPLICA_READ_ONLY": "Remove it: every LOCATION entry is a primary of its own partition.",
+    "REPLICA_READ_ONLY": "Remove it: every LOCATION entry is a primary of its own partition; "
+    "list replicas in OPTIONS['READ_REPLICAS'] (raw get_client(write=False) reads only).",
     "SHARD_CLIENT_KEY_FUNC": "Remove it: keys are spread by rendezvous hashing of their names.",
 }
 
@@ -648,6 +659,65 @@ def _partition_names(urls: list[str], given: Any, problems: list[Problem]) -> li
     return list(given)
 
 
+READ_REPLICAS_HINT = (
+    "Set OPTIONS['READ_REPLICAS'] to a list of replica URLs (redis://, rediss://, unix://) "
+    "when LOCATION names one partition, or to {partition name or LOCATION URL: [replica URL, "
+    "...]}; only a plain Redis partition can have them (a Sentinel finds its own)."
+)
+
+
+def _read_replicas(
+    urls: list[str], names: list[str], given: Any, problems: list[Problem]
+) -> dict[str, list[str]]:
+    """OPTIONS['READ_REPLICAS'] as {partition name: [replica URL]}, problems reported."""
+    if given is None:
+        return {}
+    if isinstance(given, (list, tuple)) and len(urls) == 1:
+        given = {names[0]: given}
+    if not isinstance(given, dict):
+        what = "a list needs a one-partition LOCATION" if isinstance(given, (list, tuple)) else ""
+        problems.append(
+            Problem(
+                "E003",
+                f"OPTIONS['READ_REPLICAS'] = {given!r} is not valid{': ' + what if what else ''}.",
+                READ_REPLICAS_HINT,
+            )
+        )
+        return {}
+    by_name = {**dict(zip(urls, names, strict=True)), **{n: n for n in names}}
+    url_of = dict(zip(names, urls, strict=True))
+    replicas: dict[str, list[str]] = {}
+    for partition, listed in given.items():
+        name = by_name.get(partition)
+        problem = _replicas_problem(partition, name, listed, url_of.get(name or "", ""))
+        if problem:
+            problems.append(Problem("E003", problem, READ_REPLICAS_HINT))
+        else:
+            replicas[name] = [redis_scheme_url(url) for url in listed]  # type: ignore[index]
+    return replicas
+
+
+def _replicas_problem(partition: Any, name: str | None, listed: Any, url: str) -> str | None:
+    where = f"OPTIONS['READ_REPLICAS'][{partition!r}]"
+    if name is None:
+        return f"{where}: {partition!r} is not a partition of LOCATION."
+    if urlsplit(url).scheme not in REDIS_SCHEMES:
+        return f"{where}: partition {partition!r} is not a plain Redis server."
+    if not isinstance(listed, (list, tuple)) or not listed:
+        return f"{where} = {listed!r} is not a non-empty list of URLs."
+    for replica in listed:
+        normal = redis_scheme_url(replica)
+        if (
+            not isinstance(normal, str)
+            or _url_problem(normal) is not None
+            or urlsplit(normal).scheme not in REDIS_SCHEMES
+        ):
+            return f"{where}: {replica!r} is not a redis://, rediss:// or unix:// URL."
+        if normal == url:
+            return f"{where}: {replica!r} is the partition itself."
+    return None
+
+
 def redact(url: str) -> str:
     """The URL without its password, fit to show on a page or in a log.
 
@@ -764,6 +834,16 @@ def _cluster_options(urls: list[str], merged: dict[str, Any], problems: list[Pro
                 "Leave it out: the partitions are the cluster's slot groups, named after it.",
             )
         )
+    if merged["READ_REPLICAS"] is not None:
+        problems.append(
+            Problem(
+                "E003",
+                "OPTIONS['READ_REPLICAS'] cannot be given for a redis+cluster:// LOCATION.",
+                "Leave OPTIONS['READ_REPLICAS'] out: a cluster's replicas are its own (redis-py's "
+                "RedisCluster finds them).",
+            )
+        )
+    merged["READ_REPLICAS"] = {}
     groups = merged["CLUSTER_SLOT_GROUPS"]
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         groups = 1  # reported by _check_values

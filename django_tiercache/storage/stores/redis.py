@@ -277,10 +277,7 @@ class RedisStore(Store):
 
     def _connect(self, url: str, options: dict[str, Any]) -> Any:
         """The redis-py client whose pool the calls use (stores/sentinel.py overrides it)."""
-        factory = get_connection_factory(options=options)
-        if type(factory) is ConnectionFactory:  # a project's own factory is left as it is
-            factory = PoolPerOptions(options)
-        return factory.connect(url)
+        return connect(url, options)
 
     def hello_command(self) -> tuple:
         return ("FCALL", lua.function_name("hello"), 0, self.ns, fresh_epoch(), self.horizon)
@@ -447,6 +444,15 @@ class RedisStore(Store):
         # django-redis does), but give back this instance's idle connections.
         for kept in (self._idle, self._releasing):
             _give_all_back(self.pool, kept, self._idle_pid, self.later_failed)
+
+
+def connect(url: str, options: dict[str, Any]) -> Any:
+    """A redis-py client of `url` made as a partition's is (same options, shared pools):
+    a partition's own, or a replica's (OPTIONS["READ_REPLICAS"], raw_clients.py)."""
+    factory = get_connection_factory(options=options)
+    if type(factory) is ConnectionFactory:  # a project's own factory is left as it is
+        factory = PoolPerOptions(options)
+    return factory.connect(url)
 
 
 class PoolPerOptions(ConnectionFactory):
