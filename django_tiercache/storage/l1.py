@@ -15,12 +15,13 @@ not heard. A live slot also serves only while it is known to be at most
 pings that server, and a reply proves that every message it published before
 the ping was sent has been applied (they travel ahead of it on one connection).
 While the last such proof is older than MAX_LAG, its copies are kept but not
-served; nor are they while a message has reached this process but is not yet
-applied (still on the subscriber's socket, or read and not yet applied: the
-subscriber thread may wait milliseconds for the GIL or a CPU while a request
-thread runs, and the request must not be served what the message invalidates). (It proves nothing about another server: a Cluster slot mid-migration,
+served. (It proves nothing about another server: a Cluster slot mid-migration,
 where stores/cluster.py announces on the source first and keeps nothing read
-from the importing master.)
+from the importing master.) Nor are they served, with MAX_LAG set, while a
+message has reached this process but is not yet applied (still on the
+subscriber's socket, or read off it and not yet applied): the subscriber thread
+may wait milliseconds for the GIL or a CPU while a request thread runs, and the
+request must not be served what that message invalidates.
 
 Every change a slot hears is numbered; a read from Redis takes the number
 first (its *ticket*) and may fill L1 only if no change to its key or tags was
