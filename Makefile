@@ -306,8 +306,8 @@ bench-backend: venv services
 # django-cacheops, TierCache and TierCache + L1; a partition killed; 1-8 workers (issue 25).
 LOAD_DATABASE_URL ?= postgres://postgres@$(PG_HOST):$(PG_PORT)/dev_b
 bench-load: venv services
-	@$(VPY) -c 'import gunicorn, cacheops, matplotlib' 2>/dev/null \
-		|| $(VPY) -m pip install --quiet gunicorn django-cacheops matplotlib
+	@$(VPY) -c 'import gunicorn, cacheops, matplotlib, uvicorn, uvloop, httptools, psycopg_pool' 2>/dev/null \
+		|| $(VPY) -m pip install --quiet gunicorn django-cacheops matplotlib uvicorn uvloop httptools psycopg-pool
 	if ! command -v wrk >/dev/null 2>&1; then
 		echo "wrk: not installed, installing it with apt-get"
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk

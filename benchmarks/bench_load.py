@@ -70,6 +70,7 @@ SYSTEMS = {
     "tier_l1": "TierCache + L1",
 }
 SCALING_SYSTEMS = ("djredis", "tier_l1")
+ASGI_SYSTEMS = ("djredis", "tier_l1")
 SCALING_WORKERS = (1, 2, 4, 8)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BEGAN = time.monotonic()
@@ -101,7 +102,8 @@ class Cfg:
 
 
 class Server:
-    """One gunicorn (sync workers) serving the shop for one system."""
+    """One gunicorn (sync workers) serving the shop for one system; with `asgi`, uvicorn
+    (uvloop, httptools) serving it with the async views."""
 
     def __init__(
         self,
@@ -111,6 +113,7 @@ class Server:
         redis_ports: list[int],
         workers: int,
         extra_env: dict[str, str] | None = None,
+        asgi: bool = False,
     ):
         self.cfg, self.system, self.schema, self.workers = cfg, system, schema, workers
         self.redis_ports = redis_ports
@@ -122,7 +125,8 @@ class Server:
         )
         os.close(fd)
         shared.create(self.shm, cfg.products)
-        self.log = cfg.out / f"gunicorn-{schema}-w{workers}.log"
+        server = "uvicorn" if asgi else "gunicorn"
+        self.log = cfg.out / f"{server}-{schema}-w{workers}.log"
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -142,6 +146,13 @@ class Server:
             "--timeout", "60", "--graceful-timeout", "5", "--log-level", "warning",
             "benchmarks.loadapp.wsgi:application",
         ]  # fmt: skip
+        if asgi:
+            cmd = [
+                sys.executable, "-m", "uvicorn", "benchmarks.loadapp.asgi:application",
+                "--workers", str(workers), "--host", "127.0.0.1", "--port", str(self.port),
+                "--loop", "uvloop", "--http", "httptools", "--backlog", "2048",
+                "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "5",
+            ]  # fmt: skip
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -574,8 +585,51 @@ def run_all(cfg: Cfg, stack: contextlib.ExitStack) -> tuple[dict[str, dict[str, 
                 flush=True,
             )
     results["scaling"] = scaling
+    stamp("asgi")
+    results["asgi"] = run_asgi(cfg, {s: ports[order.index(s)] for s in ASGI_SYSTEMS}, bases)
     results["cold_start"] = {"tier_l1": cold}
     return results, {"no witness": faults[0].run(), "witness": faults[1].run()}
+
+
+def paired(cells: dict[str, list[dict]], system: str, other: str) -> float:
+    """The median of the rounds' req/s ratios (rounds ran back to back)."""
+    return statistics.median(
+        a["rps"] / b["rps"] for a, b in zip(cells[system], cells[other], strict=True)
+    )
+
+
+def run_asgi(cfg: Cfg, ports: dict[str, int], bases: dict[int, int]) -> dict[str, dict]:
+    """The read-only and 95/5 mixes again, served by uvicorn with the async views
+    (``aget_object``; django-redis through Django's ``aget``/``aset``), on the warm Redis and
+    tables of the sync run."""
+    servers = {
+        s: Server(cfg, s, f"load_{s}", [ports[s]], cfg.workers, asgi=True) for s in ASGI_SYSTEMS
+    }
+    out: dict[str, dict] = {}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+            server.redis_base = bases[server.redis_ports[0]]
+            run_wrk(cfg, server.port, 2, 2 * server.workers, 0)  # fills the new processes' L1s
+        order = list(ASGI_SYSTEMS)
+        for mix, write_pct, _, rounds, seconds in mixes(cfg)[:2]:
+            cells: dict[str, list[dict]] = {s: [] for s in order}
+            for r in range(rounds):
+                for system in order[r % len(order) :] + order[: r % len(order)]:
+                    cells[system].append(measure(cfg, servers[system], seconds, write_pct))
+                    c = cells[system][-1]
+                    print(
+                        f"  asgi {mix:<9} round {r + 1}/{rounds} {system:<8} {c['rps']:7.0f} req/s "
+                        f"p99 {c['p99_ms']:6.1f} ms  hit {c['hit_rate']:.0%}  stale {c['stale']}",
+                        flush=True,
+                    )
+            out[mix] = {s: combine(cells[s]) for s in order}
+            for system in order:
+                out[mix][system]["vs"] = {other: paired(cells, system, other) for other in order}
+    finally:
+        for server in servers.values():
+            server.stop()
+    return out
 
 
 # -- report --
@@ -653,6 +707,33 @@ def print_scaling(scaling: dict[str, dict]) -> None:
             f"  {SYSTEMS[s]}, 2 workers: gunicorn workers {fmt(c['app_cpu_us'])} µs CPU per "
             f"request, wrk {fmt(c['wrk_cpu_us'])} µs"
         )
+    print()
+
+
+def print_asgi(results: dict) -> None:
+    asgi = results["asgi"]
+    print("### ASGI: uvicorn (uvloop, httptools), async views, same workers and load")
+    print()
+    print(
+        "| mix | system | req/s | vs django-redis | vs its gunicorn run | p50 ms | p99 ms | "
+        "p99.9 ms | hit rate | stale reads | 5xx | socket err | app CPU µs/req |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for mix, rows in asgi.items():
+        for system, c in rows.items():
+            sync = results[mix][system]["rps"]
+            print(
+                f"| {mix} | {SYSTEMS[system]} | {fmt(c['rps'])} | {c['vs']['djredis']:.2f}x | "
+                f"{c['rps'] / sync:.2f}x | {fmt(c['p50_ms'], 2)} | {fmt(c['p99_ms'], 1)} | "
+                f"{fmt(c['p999_ms'], 1)} | {fmt(c['hit_rate'] * 100, 1)} % | "
+                f"{c['stale']} of {c['reads']:,} | {c['status_errors']} | {c['socket_errors']} | "
+                f"{fmt(c['app_cpu_us'])} |"
+            )
+    print()
+    print(
+        "  (vs django-redis: median of the rounds' ratios; vs its gunicorn run: medians of two "
+        "runs minutes apart, not paired)"
+    )
     print()
 
 
@@ -736,7 +817,7 @@ def plot_fault(
 
 def targets(results: dict, faults: dict) -> tuple[list[tuple[str, bool, str]], list[str]]:
     """The issue's targets on the 95/5 mix; req/s ratios are the paired medians (print_mix)."""
-    mix, read = results["95/5"], results["read-only"]
+    mix, read, asgi = results["95/5"], results["read-only"], results["asgi"]
     l1, dr, co = mix["tier_l1"], mix["djredis"], mix["cacheops"]
     vs = l1["vs"]
     checks = [
@@ -790,6 +871,9 @@ def targets(results: dict, faults: dict) -> tuple[list[tuple[str, bool, str]], l
         f"stale_django={mix['django']['stale']}",
         f"stale_djredis={dr['stale']}",
         f"stale_cacheops={co['stale']}",
+        f"asgi_rps_l1/djredis={asgi['95/5']['tier_l1']['vs']['djredis']:.2f}",
+        f"asgi_read_rps_l1/djredis={asgi['read-only']['tier_l1']['vs']['djredis']:.2f}",
+        f"asgi_stale_l1={asgi['95/5']['tier_l1']['stale']}",
         f"fault_5xx={faults['no witness']['status_errors']}",
         f"fault_witness_5xx={faults['witness']['status_errors']}",
     ]
@@ -803,6 +887,7 @@ def versions() -> dict[str, str]:
     for name in (
         "Django",
         "gunicorn",
+        "uvicorn",
         "django-redis",
         "django-cacheops",
         "redis",
@@ -967,8 +1052,9 @@ def main() -> int:
         )
         return 2
     cfg.out.mkdir(parents=True, exist_ok=True)
-    for old in cfg.out.glob("gunicorn-*.log"):
-        old.unlink()
+    for pattern in ("gunicorn-*.log", "uvicorn-*.log"):
+        for old in cfg.out.glob(pattern):
+            old.unlink()
     began = time.monotonic()
     setup_django(cfg)
     schemas = [f"load_{s}" for s in SYSTEMS] + ["load_fault", "load_fault_witness"]
@@ -1007,6 +1093,7 @@ def main() -> int:
         print_mix(mix, results[mix])
     print_view_costs(results)
     print_scaling(results["scaling"])
+    print_asgi(results)
     for variant, fault in faults.items():
         rows = fault_table(cfg, fault)
         print_fault(cfg, fault, rows, variant)
@@ -1020,7 +1107,7 @@ def main() -> int:
     for label, ok, value in checks:
         print(f"  [{'PASS' if ok else 'MISS'}] {label}: {value}")
     print()
-    for mix in results.values():
+    for mix in [*results.values(), *results["asgi"].values()]:
         for c in mix.values():
             c.pop("timeline", None)
     payload = {

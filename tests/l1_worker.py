@@ -57,6 +57,25 @@ def _heard(cache, key: str) -> bool:
         return any(kind == "k" and cache.make_key(key) in items for _, kind, items in slot.log)
 
 
+def _get_when_flagged(cache, key: str, path: str):
+    """Hold the GIL (no thread switch) while waiting for the file's first byte to
+    be set, then get(key): this process's subscriber thread cannot run meanwhile,
+    so a message that reached its socket is still unapplied, as when a busy
+    request thread keeps it waiting. The second byte says the wait has begun."""
+    import mmap
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 2) as flags:
+        try:
+            flags[1] = 1
+            while flags[0] == 0:
+                pass
+            return cache.get(key)
+        finally:
+            sys.setswitchinterval(switch)
+
+
 def _single_flight(cache, key: str, threads: int, counter_url: str, counter: str) -> list:
     import redis
 
@@ -184,6 +203,7 @@ OPS = {
     "is_live": lambda cache: all(s.live for s in cache._l1.slots),
     "wait_heard": lambda cache, key: _wait(lambda: _heard(cache, key)),
     "wait_gone": lambda cache, key: _wait(lambda: cache.make_key(key) not in cache._l1.entries),
+    "get_when_flagged": _get_when_flagged,
     "single_flight": _single_flight,
     "hang_loading": _hang_loading,
     "get_object_flight": _get_object_flight,

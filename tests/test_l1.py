@@ -16,6 +16,7 @@ import pytest
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
+from django_tiercache.storage.l1 import MISS as MISS_OF_L1
 from tests import l1_gate
 from tests.redis_servers import SHARED_REDIS_URL
 
@@ -275,6 +276,9 @@ def test_a_subscriber_behind_by_more_than_max_lag__l1_is_bypassed_until_it_catch
         while cache.get("k") == "v":  # served from L1 while the proof is recent ...
             assert time.monotonic() < deadline, "L1 went on serving a subscriber that fell behind"
             time.sleep(0.01)
+        # (The thread is held with a ping's reply in hand, which settled() sees
+        # first; held past MAX_LAG, it is behind by that too, and says so after.)
+        time.sleep(0.3)
         assert cache.get("k") is None  # ... then from Redis
         assert cache.make_key("k") in cache._l1.entries  # the copy is kept meanwhile
     finally:
@@ -289,6 +293,22 @@ def test_a_subscriber_behind_by_more_than_max_lag__l1_is_bypassed_until_it_catch
     assert cache._policy.counts[("l1_behind", partition.name)] >= 1
     said = [r.getMessage() for r in caplog.records]
     assert any(f"L1 copies of partition {partition.name}" in m for m in said), said
+
+
+def test_a_copy_whose_slot_was_last_proven_more_than_max_lag_ago__is_kept_not_served():
+    """MAX_LAG on its own, with nothing pending on the channel: the in-process
+    tier alone (no subscriber; its slot is told what a subscriber would tell it)."""
+    from django_tiercache.storage.l1 import L1 as Tier
+
+    tier = Tier(1, 100, 2**20, 30, loads=None, max_lag=1.0)
+    tier.connected(0, since=time.monotonic())
+    assert tier.fill("k", 0, tier.ticket(0), "v", None, (), time.monotonic() + 30)
+    assert tier.get("k") == "v"
+    tier.slots[0].heard = time.monotonic() - 2  # the last proof is 2 s old
+    assert tier.get("k") is MISS_OF_L1
+    assert "k" in tier.entries
+    tier.heard(0, time.monotonic())
+    assert tier.get("k") == "v"
 
 
 def test_with_no_lag_bound__l1_serves_however_far_behind_its_subscriber_is(make_cache, prefix):
@@ -379,6 +399,71 @@ def test_fill_racing_an_invalidation__is_dropped(workers, l1_cache, prefix):
     assert got[0].label == "old"  # the read itself predates the invalidation
     assert l1_cache.make_key("k") not in l1_cache._l1.entries
     assert l1_cache.get("k") is None
+
+
+def _written_and_sent(writer, url):
+    """A round trip after the write: Redis sends a call's announcement to the
+    subscribers just after its reply, in the same turn of its event loop, so a
+    later reply proves the announcement has reached every socket on this host."""
+    redis.Redis.from_url(url).ping()
+
+
+@pytest.mark.parametrize("change", ["set", "invalidate", "lock"])
+def test_change_that_reached_a_busy_process__is_not_served_before_its_thread_applies_it(
+    workers, make_cache, prefix, tmp_path, change
+):
+    """The load benchmark's stale reads: a request thread that keeps the GIL must
+    not be served a copy whose invalidation already sits on its subscriber's socket."""
+    writer = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix)
+    reader = workers(SHARED_REDIS_URL, prefix, {"L1": L1})
+    writer.set("k", 1, tags=[TAG])
+    settle(SHARED_REDIS_URL, prefix, lambda marker: reader("wait_heard", marker))
+    assert reader("in_l1", "k")
+    flags = tmp_path / "flags"
+    flags.write_bytes(bytes(2))
+    reader.send("get_when_flagged", "k", str(flags))
+    deadline = time.monotonic() + 10
+    while flags.read_bytes()[1] == 0:  # the reader holds the GIL from here on
+        assert time.monotonic() < deadline, "the reader never started waiting"
+        time.sleep(0.005)
+    make_change(writer, change)
+    _written_and_sent(writer, SHARED_REDIS_URL)
+    with flags.open("r+b") as f:
+        f.write(b"\x01")
+    assert reader.receive("get_when_flagged") == AFTER_CHANGE.get(change)
+    if change == "lock":
+        writer.unlock_tags("writer-1", [TAG])
+
+
+def test_change_read_off_the_socket_but_not_applied__is_not_served(make_cache, prefix):
+    """The subscriber took the message off its socket and is held before it applies
+    it: the copy is not served meanwhile (nor the one read back once it is applied)."""
+    cache = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix, L1=L1)
+    writer = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix)
+    wait_live(cache)
+    writer.set("k", "v")
+    assert read_into_l1(cache, "k") == "v"
+    subscriber = _subscriber_of(cache)
+    subscriber.lock.acquire()  # _dispatch() waits for it, the message in hand
+    try:
+        writer.set("k", "v2")
+        _written_and_sent(writer, SHARED_REDIS_URL)
+        deadline = time.monotonic() + 10
+        while _socket_holds_bytes(subscriber):
+            assert time.monotonic() < deadline, "the subscriber never read the message"
+            time.sleep(0.005)
+        assert cache.make_key("k") in cache._l1.entries  # the copy is still there ...
+        assert cache.get("k") == "v2"  # ... and not served
+    finally:
+        subscriber.lock.release()
+
+
+def _socket_holds_bytes(subscriber) -> bool:
+    import fcntl
+    import termios
+
+    fd = subscriber.client.connection._sock.fileno()
+    return fcntl.ioctl(fd, termios.FIONREAD, bytes(4)) != bytes(4)
 
 
 def test_killed_channel__flushes_the_other_process_l1(workers, make_cache, prefix, redis_servers):

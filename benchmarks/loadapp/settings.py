@@ -1,10 +1,10 @@
 """Settings of the load benchmark's shop; every system gets the same app, data and server.
 
-Environment (set by benchmarks/bench_load.py for each gunicorn it starts):
-LOAD_SYSTEM (nocache, django, djredis, cacheops, tier, tier_l1), LOAD_REDIS (comma-separated
-redis:// URLs, one per TierCache partition), LOAD_DATABASE_URL, LOAD_SCHEMA (each system reads
-its own copy of the table, so one system's writes never reach another's cache), LOAD_SHM and
-LOAD_PRODUCTS (benchmarks/loadapp/shared.py).
+Environment (set by benchmarks/bench_load.py for each gunicorn or uvicorn it starts):
+LOAD_SYSTEM (nocache, django, djredis, cacheops, tier, tier_l1), LOAD_ASYNC (asgi.py sets it),
+LOAD_REDIS (comma-separated redis:// URLs, one per TierCache partition), LOAD_DATABASE_URL,
+LOAD_SCHEMA (each system reads its own copy of the table, so one system's writes never reach
+another's cache), LOAD_SHM and LOAD_PRODUCTS (benchmarks/loadapp/shared.py).
 """
 
 import os
@@ -14,6 +14,8 @@ LOAD_SYSTEM = os.environ.get("LOAD_SYSTEM", "nocache")
 LOAD_REDIS = os.environ.get("LOAD_REDIS", "redis://127.0.0.1:6379/0").split(",")
 LOAD_SHM = os.environ.get("LOAD_SHM", "")
 LOAD_PRODUCTS = int(os.environ.get("LOAD_PRODUCTS", "5000"))
+# Served by an ASGI server (asgi.py sets it): the async views.
+LOAD_ASYNC = bool(os.environ.get("LOAD_ASYNC"))
 
 _db = urlsplit(os.environ.get("LOAD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dev_b"))
 _schema = os.environ.get("LOAD_SCHEMA", "public")
@@ -44,9 +46,14 @@ DATABASES = {
         "PASSWORD": unquote(_db.password or ""),
         "HOST": _db.hostname or "",
         "PORT": str(_db.port or ""),
-        # Persistent connections for every system: one per worker, opened once.
-        "CONN_MAX_AGE": None,
-        "OPTIONS": {"options": f"-c search_path={_schema}"},
+        # Persistent connections for every system: one per worker, opened once. Under ASGI a
+        # request's queries run in a thread of its own, so connections come from a pool instead
+        # (Django's psycopg pool, 4 per worker process), as Django advises for async.
+        "CONN_MAX_AGE": 0 if LOAD_ASYNC else None,
+        "OPTIONS": {
+            "options": f"-c search_path={_schema}",
+            **({"pool": {"min_size": 2, "max_size": 4}} if LOAD_ASYNC else {}),
+        },
     }
 }
 

@@ -27,9 +27,12 @@ moves subscriptions to the new master by itself, hiding the gap too.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import select
+import termios
 import threading
 import time
 from collections import deque
@@ -68,6 +71,10 @@ class Subscriber:
         self.live = False
         self.subscribed_at = 0.0  # monotonic() when the live subscription was asked for
         self.heard_until = 0.0  # what the last ping reply proved (see _heard)
+        # The live subscription's socket (-1: none), and whether this thread is
+        # between taking bytes off it and applying them (see settled()).
+        self.fd = -1
+        self.reading = False
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.client: Any = None  # the connection, for tests that kill it
@@ -79,6 +86,7 @@ class Subscriber:
     def add(self, l1: L1, slot: int) -> None:
         with self.lock:
             self.listeners.append((l1, slot))
+            l1.slots[slot].settled = self.settled
             if self.live:
                 # Heard up to now? Not proven: the next ping's reply says it.
                 l1.connected(slot, since=self.subscribed_at)
@@ -95,6 +103,26 @@ class Subscriber:
 
     def stop(self) -> None:
         self.stopped.set()
+
+    def settled(self) -> bool:
+        """Has every byte that reached this process's socket been applied?
+
+        Asked by a request thread before an L1 hit. A message can sit unread
+        for milliseconds after Redis sent it (this thread waits for the GIL or a
+        CPU while the request thread runs), and the hit would serve what it
+        invalidates. The socket is asked first, then the flag: bytes gone from
+        the socket were taken by this thread with the flag up, so once both say
+        nothing is pending, every message sent before the first question has
+        been applied."""
+        fd = self.fd
+        if fd < 0:
+            return False
+        try:
+            if fcntl.ioctl(fd, termios.FIONREAD, NOTHING) != NOTHING:
+                return False
+        except OSError:  # closed under us: the subscription is going
+            return False
+        return not self.reading
 
     def _run(self) -> None:
         failures = 0
@@ -126,42 +154,64 @@ class Subscriber:
                 pubsub.ssubscribe(self.channel)
             else:
                 pubsub.subscribe(self.channel)
+            self.fd = pubsub.connection._sock.fileno()
             self._receive(pubsub, asked)
         finally:
+            self.fd = -1  # before the socket closes: its number may be reused
             self.client = None
             pubsub.close()
             pool.disconnect()
 
     def _receive(self, pubsub: Any, asked: float) -> None:
-        confirmed: set[bytes] = set()
-        pings: deque[float] = deque()  # when each ping not yet answered was sent
-        last_seen = last_ping = time.monotonic()
+        state = _Receiving(asked)
+        waiting = select.poll()  # waits for bytes without taking them off the socket
+        waiting.register(self.fd, select.POLLIN)
+        last_ping = time.monotonic()
         while not self.stopped.is_set():
             every = self.ping_every()
-            message = pubsub.get_message(timeout=every)
+            if waiting.poll(every * 1000):
+                self._read_all(pubsub, state)
             now = time.monotonic()
-            if message is not None:
-                last_seen = now
-                kind = message["type"]
-                if kind in ("message", "smessage"):
-                    self._dispatch(message["data"])
-                elif kind == "pong":
-                    if pings:
-                        self._heard(pings.popleft())
-                elif kind in ("subscribe", "ssubscribe"):
-                    if message["channel"] in confirmed:  # resubscribed behind our back
-                        raise redis.ConnectionError("subscription was renewed")
-                    confirmed.add(message["channel"])
-                    if len(confirmed) == 1:
-                        self._set_live(True, since=asked)
-                elif kind == "sunsubscribe":  # the server gave the channel's slot up
-                    raise redis.ConnectionError("the shard channel's slot moved")
             if now - last_ping >= every:
-                pings.append(time.monotonic())  # taken before the ping leaves
+                state.pings.append(time.monotonic())  # taken before the ping leaves
                 pubsub.ping()
                 last_ping = now
-            if now - last_seen > DEAD_AFTER:
+            if now - state.last_seen > DEAD_AFTER:
                 raise redis.TimeoutError(f"no reply on the channel for {DEAD_AFTER} s")
+
+    def _read_all(self, pubsub: Any, state: _Receiving) -> None:
+        """Read and apply everything that arrived, with the flag settled() reads up."""
+        self.reading = True
+        try:
+            while True:
+                message = pubsub.get_message(timeout=0)
+                if message is None:
+                    if not pubsub.connection.can_read(timeout=0):
+                        return
+                    continue
+                state.last_seen = time.monotonic()
+                self._handle(message, state)
+        except BaseException:
+            self._set_live(False)  # before the flag drops: what was read may be unapplied
+            raise
+        finally:
+            self.reading = False
+
+    def _handle(self, message: dict, state: _Receiving) -> None:
+        kind = message["type"]
+        if kind in ("message", "smessage"):
+            self._dispatch(message["data"])
+        elif kind == "pong":
+            if state.pings:
+                self._heard(state.pings.popleft())
+        elif kind in ("subscribe", "ssubscribe"):
+            if message["channel"] in state.confirmed:  # resubscribed behind our back
+                raise redis.ConnectionError("subscription was renewed")
+            state.confirmed.add(message["channel"])
+            if len(state.confirmed) == 1:
+                self._set_live(True, since=state.asked)
+        elif kind == "sunsubscribe":  # the server gave the channel's slot up
+            raise redis.ConnectionError("the shard channel's slot moved")
 
     def _dispatch(self, data: bytes) -> None:
         parsed = _parse(data)
@@ -204,6 +254,19 @@ class Subscriber:
                     l1.connected(slot, since)
                 else:
                     l1.lost(slot)
+
+
+NOTHING = bytes(4)  # FIONREAD's answer for an empty socket (a C int)
+
+
+class _Receiving:
+    """What one subscription's thread keeps while it reads."""
+
+    def __init__(self, asked: float):
+        self.asked = asked  # monotonic() when the subscription was asked for
+        self.confirmed: set[bytes] = set()
+        self.pings: deque[float] = deque()  # when each ping not yet answered was sent
+        self.last_seen = time.monotonic()
 
 
 def _parse(data: Any) -> tuple[str, list[str]] | None:

@@ -17,7 +17,11 @@ the ping was sent has been applied (they travel ahead of it on one connection).
 While the last such proof is older than MAX_LAG, its copies are kept but not
 served. (It proves nothing about another server: a Cluster slot mid-migration,
 where stores/cluster.py announces on the source first and keeps nothing read
-from the importing master.)
+from the importing master.) Nor are they served, with MAX_LAG set, while a
+message has reached this process but is not yet applied (still on the
+subscriber's socket, or read off it and not yet applied): the subscriber thread
+may wait milliseconds for the GIL or a CPU while a request thread runs, and the
+request must not be served what that message invalidates.
 
 Every change a slot hears is numbered; a read from Redis takes the number
 first (its *ticket*) and may fill L1 only if no change to its key or tags was
@@ -55,7 +59,7 @@ _all: weakref.WeakSet[L1] = weakref.WeakSet()
 class Copy:
     """What L1 holds for one key."""
 
-    __slots__ = ("value", "data", "tags", "expires", "slot")
+    __slots__ = ("value", "data", "tags", "expires", "slot", "gone")
 
     def __init__(self, value: Any, data: bytes | None, tags: tuple, expires: float, slot: Slot):
         self.value, self.data, self.tags, self.expires, self.slot = (
@@ -65,12 +69,17 @@ class Copy:
             expires,
             slot,
         )
+        self.gone = False  # dropped from L1 (a hit that looked it up first must not serve it)
+
+
+def _settled() -> bool:
+    return True
 
 
 class Slot:
     """One partition as L1 sees it: is its channel live, and what changed lately."""
 
-    __slots__ = ("index", "live", "heard", "seq", "log", "keys")
+    __slots__ = ("index", "live", "heard", "seq", "log", "keys", "settled")
 
     def __init__(self, index: int):
         self.index = index
@@ -81,6 +90,9 @@ class Slot:
         self.seq = 0
         self.log: deque[tuple[int, str, frozenset]] = deque(maxlen=CHANGE_LOG)
         self.keys: set[str] = set()
+        # Has everything that reached this process on the slot's channel been
+        # applied? (its subscriber answers: coherence.Subscriber.settled)
+        self.settled: Callable[[], bool] = _settled
 
     def changed_since(self, ticket: int, key: str, tags: tuple) -> bool:
         """Was a change to key or tags heard after `ticket`?"""
@@ -140,6 +152,13 @@ class L1:
                 return MISS
             if self.max_lag is not None and now - copy.slot.heard > self.max_lag:
                 return MISS  # kept: the messages it waits for will drop it or not
+        if self.max_lag is not None:
+            # A change that already reached this process but is not applied yet
+            # (its subscriber thread waits for the GIL or a CPU) must not be
+            # hidden by the copy: asked outside the lock, which the subscriber
+            # needs to apply it; a copy dropped meanwhile is not served.
+            if not copy.slot.settled() or copy.gone:
+                return MISS
         return copy.value if copy.data is None else self.loads(copy.data)
 
     def ticket(self, slot: int) -> int | None:
@@ -251,6 +270,7 @@ class L1:
         self._unindex(key, copy)
 
     def _unindex(self, key: str, copy: Copy) -> None:
+        copy.gone = True
         copy.slot.keys.discard(key)
         for tag in copy.tags:
             keys = self.tag_keys.get(tag)
