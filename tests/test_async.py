@@ -236,3 +236,53 @@ def test_more_coroutines_than_connections__wait_for_one_and_all_answer(
 
     assert run(scenario()) == ["v"] * 50
     assert cache._policy.counts == {}  # nobody gave up waiting
+
+
+# -- the bridge (storage/bridge.py) --
+
+
+def test_bridge__serves_call_after_call_on_one_parked_greenlet_even_after_a_failure():
+    import greenlet
+
+    from django_tiercache.storage import bridge
+
+    def where(fail=False):
+        bridge.await_only(asyncio.sleep(0))
+        if fail:
+            raise KeyError("boom")
+        return greenlet.getcurrent()
+
+    async def scenario():
+        first = await bridge.run(where)
+        with pytest.raises(KeyError):
+            await bridge.run(where, fail=True)
+        return first, await bridge.run(where)
+
+    first, again = run(scenario())
+    assert first is again and not first.dead
+
+
+def test_bridge__a_parked_greenlet_keeps_nothing_of_its_last_call():
+    import gc
+    import weakref
+
+    from django_tiercache.storage import bridge
+
+    class Value:
+        pass
+
+    made = []
+
+    def call(arg):
+        made.append(Value())
+        return made[-1]
+
+    async def scenario(sent):
+        await bridge.run(call, sent)
+
+    sent = Value()
+    run(scenario(sent))
+    refs = [weakref.ref(sent), weakref.ref(made.pop())]
+    del sent
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
