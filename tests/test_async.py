@@ -286,3 +286,41 @@ def test_bridge__a_parked_greenlet_keeps_nothing_of_its_last_call():
     del sent
     gc.collect()
     assert [ref() for ref in refs] == [None, None]
+
+
+def test_waiting_for_a_connection__cancelled_or_given_up_leaves_the_pool_whole(
+    make_cache, clean_redis_servers
+):
+    from django_tiercache.storage.stores.async_pools import pool_for
+
+    server = clean_redis_servers[0]
+    cache = make_cache(
+        server.url,
+        SOCKET_TIMEOUT=0.5,
+        BREAKER_COOLDOWN=0.1,  # the held call's timeout opens the breaker: for moments
+        CONNECTION_POOL_KWARGS={"max_connections": 1},
+    )
+    cache.set("k", "v")
+    store = cache._partitions[0].store
+
+    async def scenario():
+        await cache.aget("k")
+        server.pause()
+        try:
+            holder = asyncio.ensure_future(cache.aget("k"))  # holds the one connection
+            await asyncio.sleep(0.05)
+            cancelled = asyncio.ensure_future(cache.aget("k"))  # waits for it
+            gives_up = asyncio.ensure_future(cache.aget("k"))  # waits, then gives up
+            await asyncio.sleep(0.05)
+            cancelled.cancel()
+            outcomes = await asyncio.gather(holder, cancelled, gives_up, return_exceptions=True)
+        finally:
+            server.resume()
+        pool = pool_for(store.url, store._async_options, store._async_key)
+        await asyncio.sleep(0.2)
+        return outcomes, await cache.aget("k"), pool.made
+
+    (held, cancelled, gave_up), after, made = run(scenario())
+    assert held is None and gave_up is None  # a socket timeout, a wait given up: misses
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert after == "v" and made == 1
