@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import sys
 import threading
 import weakref
 from typing import Any
