@@ -8,9 +8,11 @@ process's L1. No thread is involved, so a hung partition delays only the
 coroutines that wait on it.
 
 Where a cache cannot run natively, its calls go through ``sync_to_async`` as
-Django's own backends do: a Redis Cluster or Sentinel partition (their clients
-are redis-py's sync ones), or a WITNESS (it writes through the ORM, which
-Django does not allow inside an event loop). ``native_async`` says which.
+Django's own backends do: a Redis Cluster partition (its calls follow the sync
+client's slot map), or a WITNESS (it writes through the ORM, which Django does
+not allow inside an event loop). ``native_async`` says which. A Sentinel
+partition is native: its connections find the primary through redis.asyncio's
+Sentinel client.
 """
 
 from __future__ import annotations

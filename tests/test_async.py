@@ -57,7 +57,7 @@ def test_every_async_method__does_what_its_sync_twin_does(any_cache, any_locatio
         assert await cache.aget("i") is None
 
     run(scenario())
-    native = not isinstance(any_location, str) or any_location.startswith(("memory", "redis://"))
+    native = not isinstance(any_location, str) or not any_location.startswith("redis+cluster")
     assert cache.native_async is native
 
 
@@ -291,8 +291,6 @@ def test_bridge__a_parked_greenlet_keeps_nothing_of_its_last_call():
 def test_waiting_for_a_connection__cancelled_or_given_up_leaves_the_pool_whole(
     make_cache, clean_redis_servers
 ):
-    from django_tiercache.storage.stores.async_pools import pool_for
-
     server = clean_redis_servers[0]
     cache = make_cache(
         server.url,
@@ -316,7 +314,7 @@ def test_waiting_for_a_connection__cancelled_or_given_up_leaves_the_pool_whole(
             outcomes = await asyncio.gather(holder, cancelled, gives_up, return_exceptions=True)
         finally:
             server.resume()
-        pool = pool_for(store.url, store._async_options, store._async_key)
+        pool = store.loop_pool()
         await asyncio.sleep(0.2)
         return outcomes, await cache.aget("k"), pool.made
 

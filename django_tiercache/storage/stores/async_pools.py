@@ -17,6 +17,7 @@ import collections
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import ConnectionPool
@@ -127,9 +128,10 @@ def options_key(url: str, options: dict[str, Any]) -> tuple:
     return (url, *sorted((k, repr(v)) for k, v in options.items()))
 
 
-def pool_for(url: str, options: dict[str, Any], key: tuple) -> LoopPool:
-    """The connections of `url` for the running loop and this process (see LoopPool);
-    `key` is options_key(url, options)."""
+def pool_for(key: tuple, make: Callable[[], ConnectionPool], wait: float) -> LoopPool:
+    """The connections `key` (options_key()) names, for the running loop and this
+    process (see LoopPool); `make` makes the redis.asyncio pool behind them the
+    first time: a plain one, or a Sentinel one that finds the primary (sentinel.py)."""
     loop = asyncio.get_running_loop()
     pools = _pools.get(loop)
     key = (os.getpid(), *key)
@@ -140,8 +142,7 @@ def pool_for(url: str, options: dict[str, Any], key: tuple) -> LoopPool:
         pools = _pools.setdefault(loop, {})
         pool = pools.get(key)
         if pool is None:
-            wait = options.get("socket_timeout") or 1.0
-            pool = pools[key] = LoopPool(ConnectionPool.from_url(url, **options), wait)
+            pool = pools[key] = LoopPool(make(), wait)
         return pool
 
 
