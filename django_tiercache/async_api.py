@@ -114,8 +114,10 @@ class AsyncAPI:
         return await self._native(self.persist, key, version)  # type: ignore[attr-defined]
 
     async def adelete_pattern(self, pattern: str, version=None, itersize=None) -> int:
-        # SCAN runs on the partitions' sync clients: in a thread, as Django's backends do.
-        return await sync_to_async(self.delete_pattern)(pattern, version, itersize)  # type: ignore[attr-defined]
+        return await self._native(self.delete_pattern, pattern, version, itersize)  # type: ignore[attr-defined]
+
+    async def akeys(self, search: str, version: int | None = None) -> list[str]:
+        return await self._native(self.keys, search, version)  # type: ignore[attr-defined]
 
     def _loader(self, load: Any) -> Any:
         """A sync stand-in for an async loader: awaited on the loop when native."""

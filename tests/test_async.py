@@ -47,6 +47,7 @@ def test_every_async_method__does_what_its_sync_twin_does(any_cache, any_locatio
         await cache.ainvalidate_tags("t")
         assert await cache.aget("a") is None and await cache.aget("d") is None
         await cache.aset("p:1", 1)
+        assert await cache.akeys("p:*") == ["p:1"]
         assert await cache.adelete_pattern("p:*") == 1
         await cache.aset("f", 1)
         assert await cache.adelete("f") is True
@@ -173,6 +174,34 @@ def test_cancelled_mid_call__returns_its_connection_and_leaves_no_claim(
     assert run(scenario()) == (2, 1)
     claims = [k for k in server.client().keys("*") if b"sf:" in k]
     assert claims == []
+
+
+def test_adelete_pattern__scans_on_the_loop_so_a_stopped_partition_delays_no_other_coroutine(
+    make_cache, clean_redis_servers
+):
+    stalled, healthy = clean_redis_servers[:2]
+    cache = make_cache([stalled.url, healthy.url], SOCKET_TIMEOUT=3)
+    keys = [f"p:{i}" for i in range(40)]
+    cache.set_many(dict.fromkeys(keys, 1))
+    on_healthy = [key for key in keys if cache.partition_for(key) == healthy.url]
+    others = [f"o{i}" for i in range(200) if cache.partition_for(f"o{i}") == healthy.url][:20]
+    cache.set_many(dict.fromkeys(others, 2))
+
+    async def scenario():
+        await cache.aget(others[0])
+        stalled.pause()
+        try:
+            hung = asyncio.ensure_future(cache.adelete_pattern("p:*"))
+            await asyncio.sleep(0.05)
+            values = await asyncio.gather(*[cache.aget(key) for key in others])
+            return values, not hung.done(), await hung
+        finally:
+            stalled.resume()
+
+    values, still_scanning, deleted = run(scenario())
+    assert values == [2] * len(others) and still_scanning
+    assert deleted == len(on_healthy)  # the stalled partition failed, the other was scanned
+    assert cache.get_many(on_healthy) == {}
 
 
 # -- the ORM helpers and cached() --

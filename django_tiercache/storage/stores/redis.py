@@ -437,8 +437,18 @@ class RedisStore(Store):
         return f"{self.ns}meta"
 
     def scan_keys(self, pattern: str, count: int) -> Any:
-        """The keys matching a Redis glob pattern, as str (django-redis' keys and friends)."""
-        return (key.decode() for key in self.client.scan_iter(match=pattern, count=count))
+        """The keys matching a Redis glob pattern, as str (django-redis' keys and friends).
+
+        SCAN sent as any call is (RedisCall), so that for a coroutine it runs on
+        the loop's connections (adelete_pattern) like every other command."""
+        cursor: Any = 0
+        while True:
+            cursor, keys = self._call(
+                None, ["SCAN", cursor], ["MATCH", pattern, "COUNT", count]
+            ).result()
+            yield from (key.decode() for key in keys)
+            if int(cursor) == 0:
+                return
 
     def disconnect(self) -> None:
         self.close()
