@@ -204,6 +204,40 @@ def test_adelete_pattern__scans_on_the_loop_so_a_stopped_partition_delays_no_oth
     assert cache.get_many(on_healthy) == {}
 
 
+def test_alock__excludes_a_sync_holder_and_waits_without_holding_up_the_loop(any_cache):
+    from redis.exceptions import LockError
+
+    sync_lock = any_cache.lock("job", timeout=30, thread_local=False)
+    assert sync_lock.acquire(blocking=False)
+
+    async def scenario():
+        waiting = asyncio.ensure_future(any_cache.alock("job", timeout=30).acquire())
+        ticks = 0
+        while not waiting.done() and ticks < 5:  # the loop runs while it waits
+            await asyncio.sleep(0.02)
+            ticks += 1
+        still_waiting = not waiting.done()
+        await asyncio.to_thread(sync_lock.release)
+        assert await waiting is True
+        with pytest.raises(LockError):
+            async with any_cache.alock("job", timeout=30, blocking_timeout=0.1):
+                pass
+        return still_waiting
+
+    assert run(scenario()) is True
+    assert sync_lock.acquire(blocking=False) is False  # the alock() still holds it
+
+
+def test_alock__as_an_async_context_manager(any_cache):
+    async def scenario():
+        lock = any_cache.alock("job", timeout=30)
+        async with lock:
+            held = await lock.locked(), await lock.owned()
+        return held, await lock.locked()
+
+    assert run(scenario()) == ((True, True), False)
+
+
 # -- the ORM helpers and cached() --
 
 
