@@ -6,7 +6,11 @@ On one throw-away redis-server (loopback), with the same 210-byte pickled dict:
 
 - 200 concurrent ``aget``s in one event loop (asyncio.gather), ops/s: TierCache
   (native, storage/bridge.py), django-redis' ``aget`` (sync_to_async, Django's
-  default), and raw redis.asyncio GET + pickle.loads (the floor);
+  default), and raw redis.asyncio GET + pickle.loads (the floor). The raw client
+  and TierCache get one connection per coroutine (max_connections=200; raw
+  redis.asyncio's pool raises past its limit instead of waiting); TierCache with
+  its default pool of 100 per loop, where half the coroutines wait for a
+  connection, is shown too;
 - one ``aget`` awaited alone against one sync ``get`` (µs per call).
 
 Each figure is the median of --rounds rounds; the last line gives the ratios
@@ -34,13 +38,19 @@ from benchmarks._servers import redis_servers  # noqa: E402
 VALUE = {"id": 7, "name": "x" * 120, "price": "19.90", "tags": ["a", "b", "c"], "stock": 3}
 
 
-def configure(port: int) -> None:
+def configure(port: int, concurrency: int) -> None:
     url = f"redis://127.0.0.1:{port}/0"
     settings.configure(
         SECRET_KEY="bench-async",  # noqa: S106 - a throw-away benchmark process
         CACHES={
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
             "tier": {
+                "BACKEND": "django_tiercache.backend.TierCache",
+                "LOCATION": url,
+                "KEY_PREFIX": "tier",
+                "OPTIONS": {"CONNECTION_POOL_KWARGS": {"max_connections": concurrency}},
+            },
+            "tier_default_pool": {
                 "BACKEND": "django_tiercache.backend.TierCache",
                 "LOCATION": url,
                 "KEY_PREFIX": "tier",
@@ -81,7 +91,7 @@ async def measure(port: int, rounds: int, concurrency: int) -> dict[str, list[fl
     import redis.asyncio as aioredis
     from django.core.cache import caches
 
-    tier, djr = caches["tier"], caches["djr"]
+    tier, djr, tier_default = caches["tier"], caches["djr"], caches["tier_default_pool"]
     tier.set("k", VALUE)
     djr.set("k", VALUE)
     raw = aioredis.Redis(port=port, max_connections=concurrency)
@@ -92,13 +102,14 @@ async def measure(port: int, rounds: int, concurrency: int) -> dict[str, list[fl
         return pickle.loads(await raw.get(key))  # noqa: S301 - the benchmark's own bytes
 
     assert await tier.aget("k") == VALUE and await djr.aget("k") == VALUE
-    figures: dict[str, list[float]] = {name: [] for name in ("tier", "djr", "raw")}
+    figures: dict[str, list[float]] = {name: [] for name in ("tier", "djr", "raw", "tier_100")}
     figures.update({"tier_lone": [], "tier_sync": [], "djr_lone": [], "raw_lone": []})
     batches = max(1, 4000 // concurrency)
     for _ in range(rounds):
         figures["raw"].append(await concurrent(raw_aget, raw_key, concurrency, batches))
         figures["tier"].append(await concurrent(tier.aget, "k", concurrency, batches))
         figures["djr"].append(await concurrent(djr.aget, "k", concurrency, batches))
+        figures["tier_100"].append(await concurrent(tier_default.aget, "k", concurrency, batches))
         figures["tier_lone"].append(await lone(tier.aget, "k", 500))
         figures["tier_sync"].append(sync_lone(tier.get, "k", 500))
         figures["djr_lone"].append(await lone(djr.aget, "k", 500))
@@ -113,7 +124,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     args = parser.parse_args()
     with redis_servers(1) as (port,):
-        configure(port)
+        configure(port, args.concurrency)
         figures = asyncio.run(measure(port, args.rounds, args.concurrency))
     median = {name: statistics.median(values) for name, values in figures.items()}
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -124,6 +135,7 @@ def main() -> None:
     print("| --- | ---: |")
     print(f"| raw redis.asyncio GET + pickle.loads | {median['raw']:,.0f} |")
     print(f"| TierCache aget (native) | {median['tier']:,.0f} |")
+    print(f"| TierCache aget (native), default pool of 100 | {median['tier_100']:,.0f} |")
     print(f"| django-redis aget (sync_to_async) | {median['djr']:,.0f} |")
     print()
     print("| one call, awaited alone | µs |")
@@ -136,6 +148,7 @@ def main() -> None:
     print(
         f"concurrent_tier/raw={median['tier'] / median['raw']:.2f} "
         f"concurrent_tier/djredis={median['tier'] / median['djr']:.2f} "
+        f"concurrent_tier_pool100/raw={median['tier_100'] / median['raw']:.2f} "
         f"lone_aget/sync_get={median['tier_lone'] / median['tier_sync']:.2f} "
         f"lone_raw_asyncio/sync_get={median['raw_lone'] / median['tier_sync']:.2f}"
     )

@@ -8,9 +8,11 @@ process's L1. No thread is involved, so a hung partition delays only the
 coroutines that wait on it.
 
 Where a cache cannot run natively, its calls go through ``sync_to_async`` as
-Django's own backends do: a Redis Cluster or Sentinel partition (their clients
-are redis-py's sync ones), or a WITNESS (it writes through the ORM, which
-Django does not allow inside an event loop). ``native_async`` says which.
+Django's own backends do: a Redis Cluster partition (its calls follow the sync
+client's slot map), or a WITNESS (it writes through the ORM, which Django does
+not allow inside an event loop). ``native_async`` says which. A Sentinel
+partition is native: its connections find the primary through redis.asyncio's
+Sentinel client.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from redis.exceptions import LockError
 
 from .storage import bridge
 
@@ -112,8 +115,28 @@ class AsyncAPI:
         return await self._native(self.persist, key, version)  # type: ignore[attr-defined]
 
     async def adelete_pattern(self, pattern: str, version=None, itersize=None) -> int:
-        # SCAN runs on the partitions' sync clients: in a thread, as Django's backends do.
-        return await sync_to_async(self.delete_pattern)(pattern, version, itersize)  # type: ignore[attr-defined]
+        return await self._native(self.delete_pattern, pattern, version, itersize)  # type: ignore[attr-defined]
+
+    async def akeys(self, search: str, version: int | None = None) -> list[str]:
+        return await self._native(self.keys, search, version)  # type: ignore[attr-defined]
+
+    def alock(
+        self,
+        key: str,
+        version: int | None = None,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+    ) -> AsyncLock:
+        """lock() for coroutines: ``async with cache.alock("report:build", timeout=60):``.
+
+        The same lock (a sync lock() and an alock() of one key exclude each
+        other); its calls, and the sleeps of a blocking acquire, run in worker
+        threads, so a wait for the lock never holds up the loop.
+        """
+        lock = self.lock(key, version, timeout, sleep, blocking, blocking_timeout, False)  # type: ignore[attr-defined]
+        return AsyncLock(lock)
 
     def _loader(self, load: Any) -> Any:
         """A sync stand-in for an async loader: awaited on the loop when native."""
@@ -126,3 +149,38 @@ class AsyncAPI:
             return async_to_sync(load)(*args)
 
         return loaded
+
+
+class AsyncLock:
+    """A cache lock (redis_compat.py) with awaitable methods. Not thread-local:
+    acquire and release may run in different worker threads."""
+
+    def __init__(self, lock: Any):
+        self.lock = lock
+
+    async def acquire(self, blocking: bool | None = None, blocking_timeout: float | None = None):
+        return await self._in_a_thread(
+            self.lock.acquire, blocking=blocking, blocking_timeout=blocking_timeout
+        )
+
+    async def release(self) -> None:
+        await self._in_a_thread(self.lock.release)
+
+    async def locked(self) -> bool:
+        return await self._in_a_thread(self.lock.locked)
+
+    async def owned(self) -> bool:
+        return await self._in_a_thread(self.lock.owned)
+
+    async def __aenter__(self) -> AsyncLock:
+        if await self.acquire():
+            return self
+        raise LockError("Unable to acquire lock within the time specified")
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.release()
+
+    @staticmethod
+    async def _in_a_thread(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        # Not the one thread sync_to_async funnels into: a blocking acquire may wait long.
+        return await sync_to_async(method, thread_sensitive=False)(*args, **kwargs)

@@ -47,6 +47,7 @@ def test_every_async_method__does_what_its_sync_twin_does(any_cache, any_locatio
         await cache.ainvalidate_tags("t")
         assert await cache.aget("a") is None and await cache.aget("d") is None
         await cache.aset("p:1", 1)
+        assert await cache.akeys("p:*") == ["p:1"]
         assert await cache.adelete_pattern("p:*") == 1
         await cache.aset("f", 1)
         assert await cache.adelete("f") is True
@@ -57,7 +58,7 @@ def test_every_async_method__does_what_its_sync_twin_does(any_cache, any_locatio
         assert await cache.aget("i") is None
 
     run(scenario())
-    native = not isinstance(any_location, str) or any_location.startswith(("memory", "redis://"))
+    native = not isinstance(any_location, str) or not any_location.startswith("redis+cluster")
     assert cache.native_async is native
 
 
@@ -175,6 +176,68 @@ def test_cancelled_mid_call__returns_its_connection_and_leaves_no_claim(
     assert claims == []
 
 
+def test_adelete_pattern__scans_on_the_loop_so_a_stopped_partition_delays_no_other_coroutine(
+    make_cache, clean_redis_servers
+):
+    stalled, healthy = clean_redis_servers[:2]
+    cache = make_cache([stalled.url, healthy.url], SOCKET_TIMEOUT=3)
+    keys = [f"p:{i}" for i in range(40)]
+    cache.set_many(dict.fromkeys(keys, 1))
+    on_healthy = [key for key in keys if cache.partition_for(key) == healthy.url]
+    others = [f"o{i}" for i in range(200) if cache.partition_for(f"o{i}") == healthy.url][:20]
+    cache.set_many(dict.fromkeys(others, 2))
+
+    async def scenario():
+        await cache.aget(others[0])
+        stalled.pause()
+        try:
+            hung = asyncio.ensure_future(cache.adelete_pattern("p:*"))
+            await asyncio.sleep(0.05)
+            values = await asyncio.gather(*[cache.aget(key) for key in others])
+            return values, not hung.done(), await hung
+        finally:
+            stalled.resume()
+
+    values, still_scanning, deleted = run(scenario())
+    assert values == [2] * len(others) and still_scanning
+    assert deleted == len(on_healthy)  # the stalled partition failed, the other was scanned
+    assert cache.get_many(on_healthy) == {}
+
+
+def test_alock__excludes_a_sync_holder_and_waits_without_holding_up_the_loop(any_cache):
+    from redis.exceptions import LockError
+
+    sync_lock = any_cache.lock("job", timeout=30, thread_local=False)
+    assert sync_lock.acquire(blocking=False)
+
+    async def scenario():
+        waiting = asyncio.ensure_future(any_cache.alock("job", timeout=30).acquire())
+        ticks = 0
+        while not waiting.done() and ticks < 5:  # the loop runs while it waits
+            await asyncio.sleep(0.02)
+            ticks += 1
+        still_waiting = not waiting.done()
+        await asyncio.to_thread(sync_lock.release)
+        assert await waiting is True
+        with pytest.raises(LockError):
+            async with any_cache.alock("job", timeout=30, blocking_timeout=0.1):
+                pass
+        return still_waiting
+
+    assert run(scenario()) is True
+    assert sync_lock.acquire(blocking=False) is False  # the alock() still holds it
+
+
+def test_alock__as_an_async_context_manager(any_cache):
+    async def scenario():
+        lock = any_cache.alock("job", timeout=30)
+        async with lock:
+            held = await lock.locked(), await lock.owned()
+        return held, await lock.locked()
+
+    assert run(scenario()) == ((True, True), False)
+
+
 # -- the ORM helpers and cached() --
 
 
@@ -236,3 +299,89 @@ def test_more_coroutines_than_connections__wait_for_one_and_all_answer(
 
     assert run(scenario()) == ["v"] * 50
     assert cache._policy.counts == {}  # nobody gave up waiting
+
+
+# -- the bridge (storage/bridge.py) --
+
+
+def test_bridge__serves_call_after_call_on_one_parked_greenlet_even_after_a_failure():
+    import greenlet
+
+    from django_tiercache.storage import bridge
+
+    def where(fail=False):
+        bridge.await_only(asyncio.sleep(0))
+        if fail:
+            raise KeyError("boom")
+        return greenlet.getcurrent()
+
+    async def scenario():
+        first = await bridge.run(where)
+        with pytest.raises(KeyError):
+            await bridge.run(where, fail=True)
+        return first, await bridge.run(where)
+
+    first, again = run(scenario())
+    assert first is again and not first.dead
+
+
+def test_bridge__a_parked_greenlet_keeps_nothing_of_its_last_call():
+    import gc
+    import weakref
+
+    from django_tiercache.storage import bridge
+
+    class Value:
+        pass
+
+    made = []
+
+    def call(arg):
+        made.append(Value())
+        return made[-1]
+
+    async def scenario(sent):
+        await bridge.run(call, sent)
+
+    sent = Value()
+    run(scenario(sent))
+    refs = [weakref.ref(sent), weakref.ref(made.pop())]
+    del sent
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
+
+
+def test_waiting_for_a_connection__cancelled_or_given_up_leaves_the_pool_whole(
+    make_cache, clean_redis_servers
+):
+    server = clean_redis_servers[0]
+    cache = make_cache(
+        server.url,
+        SOCKET_TIMEOUT=0.5,
+        BREAKER_COOLDOWN=0.1,  # the held call's timeout opens the breaker: for moments
+        CONNECTION_POOL_KWARGS={"max_connections": 1},
+    )
+    cache.set("k", "v")
+    store = cache._partitions[0].store
+
+    async def scenario():
+        await cache.aget("k")
+        server.pause()
+        try:
+            holder = asyncio.ensure_future(cache.aget("k"))  # holds the one connection
+            await asyncio.sleep(0.05)
+            cancelled = asyncio.ensure_future(cache.aget("k"))  # waits for it
+            gives_up = asyncio.ensure_future(cache.aget("k"))  # waits, then gives up
+            await asyncio.sleep(0.05)
+            cancelled.cancel()
+            outcomes = await asyncio.gather(holder, cancelled, gives_up, return_exceptions=True)
+        finally:
+            server.resume()
+        pool = store.loop_pool()
+        await asyncio.sleep(0.2)
+        return outcomes, await cache.aget("k"), pool.made
+
+    (held, cancelled, gave_up), after, made = run(scenario())
+    assert held is None and gave_up is None  # a socket timeout, a wait given up: misses
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert after == "v" and made == 1

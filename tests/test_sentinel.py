@@ -3,6 +3,7 @@
 Each test starts its own primary, replica and three sentinels (conftest.sentinel_set).
 """
 
+import asyncio
 import json
 import time
 
@@ -50,7 +51,16 @@ def test_bad_sentinel_urls__are_tiercache_e001(location):
     assert ids_for(location) == ["tiercache.E001"]
 
 
-def test_sentinels_that_all_fail__fail_the_call_at_once_without_retries(make_cache):
+def _sync_get(cache, key):
+    return cache.get(key)
+
+
+def _async_get(cache, key):  # native: redis.asyncio's Sentinel client (stores/sentinel.py)
+    return asyncio.run(cache.aget(key))
+
+
+@pytest.mark.parametrize("get", [_sync_get, _async_get], ids=["sync", "async"])
+def test_sentinels_that_all_fail__fail_the_call_at_once_without_retries(make_cache, get):
     """redis-py's default for the clients Sentinel makes is three retries with
     backoffs of up to 10 s: a read would sleep for seconds before failing. Each
     sentinel here accepts the connection and closes it at once."""
@@ -82,8 +92,8 @@ def test_sentinels_that_all_fail__fail_the_call_at_once_without_retries(make_cac
     try:
         hosts = ",".join(f"127.0.0.1:{port}" for port in ports)
         cache = make_cache(f"redis+sentinel://{hosts}/nowhere/0", BREAKER_FAILURES=100)
-        assert cache.get("k") is None  # a miss, not an exception
-        assert cache.get("k") is None
+        assert get(cache, "k") is None  # a miss, not an exception
+        assert get(cache, "k") is None
     finally:
         done.set()
         for thread in threads:
@@ -135,6 +145,36 @@ def test_failover__an_invalidation_the_replica_missed_is_never_served(sentinel_s
     with replica.client() as client:
         ns_meta = next(k for k in client.keys("*:_tc:meta"))
         assert client.hget(ns_meta, "run").decode() == client.info("server")["run_id"]
+
+
+def test_failover__async_reads_follow_the_new_primary_and_serve_nothing_stale(
+    sentinel_set, make_cache
+):
+    """As above, with the reads native on the event loop (their connections ask
+    redis.asyncio's Sentinel client for the primary): connections made before
+    the failover, kept by the loop's pool, never serve the stale entry."""
+    cache = make_cache(sentinel_set.url(), **FAST)
+    primary, replica = sentinel_set.primary, sentinel_set.replica
+
+    async def scenario():
+        await cache.aset("product:1", "old", tags=["product"])
+        await cache.aset("plain", "kept")
+        assert await cache.aget("product:1") == "old"  # a connection, kept for later
+        cut_off_replica(primary, replica)
+        await cache.ainvalidate_tags("product")
+        assert await cache.aget("product:1") is None
+        crash(primary)
+        replica.resume()
+        await asyncio.to_thread(sentinel_set.wait_for_failover, primary.port)
+        deadline = time.monotonic() + 30
+        while await cache.aget("plain") is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return await cache.aget("plain"), await cache.aget("product:1")
+
+    assert asyncio.run(scenario()) == ("kept", None)
+    with replica.client() as client:
+        assert client.info("replication")["role"] == "master"
+        assert _tagged_values(client)  # the stale entry is there: it was never served
 
 
 def _tagged_values(client: redis.Redis) -> list[bytes]:

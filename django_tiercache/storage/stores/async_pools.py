@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import ConnectionPool
@@ -50,6 +50,7 @@ class LoopPool:
         self.pool, self.wait = pool, wait
         self.idle: list[BridgedConnection] = []
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.made = 0  # connections taken from redis.asyncio's pool, not yet returned
 
     def take(self) -> BridgedConnection:
         while self.idle:
@@ -58,24 +59,35 @@ class LoopPool:
             if reader is not None and not reader.at_eof():  # the server did not hang up
                 return bridged
             self.discard(bridged)
+        if self.made < self.pool.max_connections:
+            try:
+                conn = await_only(self.pool.get_connection())
+            except RedisConnectionError as exc:
+                if not pool_exhausted(exc):
+                    raise
+            else:
+                self.made += 1
+                return self._bridged(conn)
+        return self._wait_for_one()
+
+    def _wait_for_one(self) -> BridgedConnection:
+        """The next connection given back, within `wait` seconds. A future and a
+        timer: asyncio.wait_for would cost a coroutine and a shield besides, each
+        time more coroutines than connections call at once."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self.waiters.append(waiter)  # give_back() skips it once done (given up, cancelled)
+        timer = loop.call_later(self.wait, _give_up, waiter)
         try:
-            return self._bridged(await_only(self.pool.get_connection()))
-        except RedisConnectionError as exc:
-            if not pool_exhausted(exc):
-                raise
-        waiter = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            return await_only(asyncio.wait_for(asyncio.shield(waiter), self.wait))
-        except asyncio.TimeoutError:
-            raise RedisConnectionError("No connection available.") from None
-        finally:
-            if waiter.done() and not waiter.cancelled() and sys.exc_info()[0] is not None:
+            return await_only(waiter)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.give_back(waiter.result())  # handed over as we gave up: pass it on
-            elif not waiter.done():
+            raise
+        finally:
+            timer.cancel()
+            if not waiter.done():
                 waiter.cancel()
-            if waiter in self.waiters:
-                self.waiters.remove(waiter)
 
     def give_back(self, bridged: BridgedConnection) -> None:
         while self.waiters:
@@ -90,11 +102,14 @@ class LoopPool:
         another for a coroutine waiting."""
         await_only(bridged.conn.disconnect())
         await_only(self.pool.release(bridged.conn))
-        if self.waiters:
+        self.made -= 1
+        if any(not waiter.done() for waiter in self.waiters):
             try:
-                self.give_back(self._bridged(await_only(self.pool.get_connection())))
+                conn = await_only(self.pool.get_connection())
             except RedisConnectionError:
-                pass  # the waiter's own timeout ends its wait
+                return  # the waiter's own timeout ends its wait
+            self.made += 1
+            self.give_back(self._bridged(conn))
 
     def _bridged(self, conn: Any) -> BridgedConnection:
         bridged = conn.__dict__.get("_tiercache_bridged")
@@ -103,14 +118,20 @@ class LoopPool:
         return bridged
 
 
+def _give_up(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(RedisConnectionError("No connection available."))
+
+
 def options_key(url: str, options: dict[str, Any]) -> tuple:
     """What tells pools apart: the server and the connection options (computed once a store)."""
     return (url, *sorted((k, repr(v)) for k, v in options.items()))
 
 
-def pool_for(url: str, options: dict[str, Any], key: tuple) -> LoopPool:
-    """The connections of `url` for the running loop and this process (see LoopPool);
-    `key` is options_key(url, options)."""
+def pool_for(key: tuple, make: Callable[[], ConnectionPool], wait: float) -> LoopPool:
+    """The connections `key` (options_key()) names, for the running loop and this
+    process (see LoopPool); `make` makes the redis.asyncio pool behind them the
+    first time: a plain one, or a Sentinel one that finds the primary (sentinel.py)."""
     loop = asyncio.get_running_loop()
     pools = _pools.get(loop)
     key = (os.getpid(), *key)
@@ -121,8 +142,7 @@ def pool_for(url: str, options: dict[str, Any], key: tuple) -> LoopPool:
         pools = _pools.setdefault(loop, {})
         pool = pools.get(key)
         if pool is None:
-            wait = options.get("socket_timeout") or 1.0
-            pool = pools[key] = LoopPool(ConnectionPool.from_url(url, **options), wait)
+            pool = pools[key] = LoopPool(make(), wait)
         return pool
 
 

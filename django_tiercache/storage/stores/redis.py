@@ -10,12 +10,13 @@ from time import monotonic
 from typing import Any
 
 from django_redis.pool import ConnectionFactory, get_connection_factory
+from redis.asyncio import ConnectionPool
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from ..bridge import in_bridge
 from ..hooks import kept_on_clear
 from . import lua
-from .async_pools import BridgedConnection, async_options, options_key, pool_for
+from .async_pools import BridgedConnection, LoopPool, async_options, options_key, pool_for
 from .base import Done, Store, Write
 from .plain_reads import Unchecked, checked_reply, hints_for, plain_command, split_header
 
@@ -211,7 +212,7 @@ class RedisStore(Store):
         """A connection for one call: an idle one of this store's, else the pool's
         (for a coroutine, bridge.py: a redis.asyncio one of the running loop's)."""
         if in_bridge():
-            return BridgedConnection.take(pool_for(self.url, self._async_options, self._async_key))
+            return BridgedConnection.take(self.loop_pool())
         idle = self._idle
         if idle:
             if self._idle_pid == os.getpid():
@@ -226,6 +227,15 @@ class RedisStore(Store):
             else:
                 self._forked()
         return self.pool.get_connection()
+
+    def loop_pool(self) -> LoopPool:
+        """The redis.asyncio connections of the running loop (async_pools.py)."""
+        wait = self._async_options["socket_timeout"] or 1.0  # for a free connection
+        return pool_for(self._async_key, self._async_pool, wait)
+
+    def _async_pool(self) -> Any:
+        """A redis.asyncio pool of the partition's server (sentinel.py overrides it)."""
+        return ConnectionPool.from_url(self.url, **self._async_options)
 
     def _forked(self) -> None:
         """In a forked child: the parent's sockets are not ours to use."""
@@ -432,8 +442,18 @@ class RedisStore(Store):
         return f"{self.ns}meta"
 
     def scan_keys(self, pattern: str, count: int) -> Any:
-        """The keys matching a Redis glob pattern, as str (django-redis' keys and friends)."""
-        return (key.decode() for key in self.client.scan_iter(match=pattern, count=count))
+        """The keys matching a Redis glob pattern, as str (django-redis' keys and friends).
+
+        SCAN sent as any call is (RedisCall), so that for a coroutine it runs on
+        the loop's connections (adelete_pattern) like every other command."""
+        cursor: Any = 0
+        while True:
+            cursor, keys = self._call(
+                None, ["SCAN", cursor], ["MATCH", pattern, "COUNT", count]
+            ).result()
+            yield from (key.decode() for key in keys)
+            if int(cursor) == 0:
+                return
 
     def disconnect(self) -> None:
         self.close()

@@ -16,6 +16,10 @@ tagged entry dropped), no lease, a new epoch (so the other partitions fence
 it at its next lease) and no fills under tags for the write-lock horizon.
 Untagged entries survive; like any write Redis acknowledged but did not
 replicate, the last writes to them before the failover may be lost.
+
+Calls made for a coroutine (storage/bridge.py) take their connections from a
+redis.asyncio Sentinel pool of the running loop (async_primary_pool): the same
+discovery, the same greeting, the same rules.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -63,12 +69,38 @@ def _connect(location: SentinelLocation, options: dict[str, Any]) -> Redis:
     return sentinel.master_for(location.service, db=location.db, **credentials, **pool_kwargs)
 
 
+def async_primary_pool(url: str, options: dict[str, Any]) -> Any:
+    """A redis.asyncio pool of the primary this URL names (for one event loop,
+    stores/async_pools.py): its connections ask redis.asyncio's Sentinel client
+    where the primary is, as the sync ones do; `options` are async_options()'."""
+    location = parse_sentinel_url(url)
+    connection = {
+        "socket_timeout": options["socket_timeout"],
+        "socket_connect_timeout": options["socket_connect_timeout"],
+        "retry": AsyncRetry(NoBackoff(), 0),  # as _connect(): a failed call fails at once
+    }
+    credentials = {
+        "username": location.username or options.get("username"),
+        "password": location.password or options.get("password"),
+    }
+    sentinel = AsyncSentinel(location.sentinels, sentinel_kwargs=dict(connection), **connection)
+    primary = sentinel.master_for(
+        location.service,
+        db=location.db,
+        max_connections=options["max_connections"],
+        **credentials,
+    )
+    return primary.connection_pool
+
+
 class SentinelStore(RedisStore):
-    native_async = False  # the primary is found through the sync Sentinel client
     """A RedisStore whose connections go to whichever server Sentinel names primary."""
 
     def _connect(self, url: str, options: dict[str, Any]) -> Redis:
         return shared_client(url, options)
+
+    def _async_pool(self) -> Any:
+        return async_primary_pool(self.url, self._async_options)
 
     def placement(self) -> dict[str, Any]:
         host, port = self.pool.get_master_address()  # asks the sentinels
