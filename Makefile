@@ -86,7 +86,8 @@ help:
 	echo "              the suite against the installed wheel, lint, packaging) with every"
 	echo "              pyenv interpreter on PATH (TOX_ARGS=\"-e py312-django52\", DATABASE_URL=...)"
 	echo "make bench    benchmarks/bench_hot_path.py: per-call wall and CPU against django-redis,"
-	echo "              then benchmarks/bench_async.py: the async API against django-redis and redis.asyncio"
+	echo "              then benchmarks/bench_async.py: the async API against django-redis and redis.asyncio,"
+	echo "              then benchmarks/bench_memory.py: Redis bytes per entry against django-redis"
 	echo "make bench-backend  benchmarks/bench_backend.py (BENCH_ARGS=--quick ...)"
 	echo "make bench-load     benchmarks/bench_load.py: the shop under load, gunicorn + wrk (BENCH_ARGS=--quick ...)"
 	echo "make docs     the documentation site into docs/_build/html (Sphinx, warnings as errors)"
@@ -297,6 +298,8 @@ bench: venv services
 	@$(VPY) benchmarks/bench_hot_path.py $(BENCH_ARGS)
 	echo
 	$(VPY) benchmarks/bench_async.py
+	echo
+	$(VPY) benchmarks/bench_memory.py
 
 # TierCache, django-redis, Django's RedisCache and locmem side by side; invalidation over 100,000 entries.
 bench-backend: venv services
