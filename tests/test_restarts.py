@@ -238,6 +238,7 @@ def test_a_fence_recorded_on_a_partition_soon_after_it_adopted_locks__makes_it_q
     restarted(peer, cache)
     (key,) = keys_on(cache, peer.url, count=1)
     assert cache.set(key, "filled", tags=["t"]) is None
+    assert cache.get(key) == "filled"  # served from the restarted partition
     assert policy_count(cache, "adopted", peer.url) == 1
     second.pause()
     cache.invalidate_tags("u")  # missed by the second: fences on the first and the peer
