@@ -125,6 +125,25 @@ def test_after_a_peer_restarts__with_a_witness_the_healthy_partition_writes_at_o
 
 
 @pytest.mark.django_db(transaction=True)
+def test_after_a_peer_restarts__with_a_witness_the_healthy_partition_keeps_its_entries(
+    clean_redis_servers, make_cache
+):
+    """Every complete fence is on the witness: when it knows of no miss for the
+    healthy partition, the fences the peer forgot held nothing for it, so its
+    tagged entries are as good as before and still served."""
+    cache, healthy, peer = two_partitions(
+        clean_redis_servers, make_cache, horizon=30, WITNESS="database"
+    )
+    (on_healthy,) = keys_on(cache, healthy.url, count=1)
+    assert cache.set(on_healthy, "before", tags=["t"]) is None
+    restarted(peer, cache)
+    assert cache.get(on_healthy) == "before"
+    assert policy_count(cache, "fenced", healthy.url) == 0
+    cache.invalidate_tags("t")
+    assert cache.get(on_healthy) is None
+
+
+@pytest.mark.django_db(transaction=True)
 def test_with_a_witness__a_partition_that_missed_an_invalidation_is_still_fenced_after_a_restart(
     clean_redis_servers, make_cache
 ):

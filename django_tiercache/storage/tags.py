@@ -205,7 +205,11 @@ class Fencing:
         # but what this partition holds was never checked against it.
         forgot = [o for o in checks if vouched[o.partition.id] not in (None, o.value[1])]
         unknown = any(vouched[o.partition.id] is None for o in checks)
-        if forgot and self._fences_outlive(forgot, checks, others, vouched):
+        if forgot and (
+            witnessed is not None or self._fences_outlive(forgot, checks, others, vouched)
+        ):
+            # With a witness, every complete fence is on it too, and it answered:
+            # what the forgetful peer held for this partition is in `witnessed`.
             forgot = []
         # A peer that forgot may have held fences for this partition, so this
         # partition may have missed an invalidation *and the write locks taken
