@@ -90,7 +90,7 @@ def _entry_keys(alias: str, config: dict[str, Any]) -> list[CheckMessage]:
             msg = f"Unknown key {key!r} in the CACHES entry, where it is ignored.{near}"
             hint = (
                 f"A CACHES entry takes {', '.join(CACHE_KEYS)}; the TierCache options "
-                "go inside OPTIONS (see the README, Settings)."
+                "go inside OPTIONS (see the documentation, Reference: Options)."
             )
         messages.append(Error(msg, hint=hint, obj=f"CACHES[{alias!r}]", id="tiercache.E013"))
     return messages
@@ -214,7 +214,8 @@ def check_app_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
         return [
             Error(
                 f"TIERCACHE must be a dict, not {type(configured).__name__}.",
-                hint="Write TIERCACHE = {...} with keys from the README.",
+                hint="Write TIERCACHE = {...} with keys from the documentation, Reference: "
+                "Settings.",
                 id="tiercache.E005",
             )
         ]
@@ -272,8 +273,8 @@ def _write_behind_settings() -> list[CheckMessage]:
         messages.append(
             Error(
                 problem + (near[0] if near else ""),
-                hint="Fix the value, or leave the key out to get the default (see the README, "
-                "Write-behind).",
+                hint="Fix the value, or leave the key out to get the default (see the "
+                "documentation, Write-through and write-behind).",
                 obj="TIERCACHE['WRITE_BEHIND']",
                 id="tiercache.E010",
             )
@@ -296,8 +297,8 @@ def _stats_settings(config: dict[str, Any]) -> list[CheckMessage]:
     return [
         Error(
             problem,
-            hint="Fix the value, or leave the key out to get the default (see the README, "
-            "Statistics).",
+            hint="Fix the value, or leave the key out to get the default (see the "
+            "documentation, Statistics).",
             obj="TIERCACHE",
             id="tiercache.E006",
         )

@@ -355,3 +355,26 @@ def test_django_redis_ignore_exceptions__warns_w011_where_behaviour_differs(
 def test_django_redis_logger__warns_w011():
     with override_settings(DJANGO_REDIS_LOGGER="myproject.cache"):
         assert ids_for("memory://") == ["tiercache.W011"]
+
+
+@pytest.mark.parametrize(
+    "tiercache",
+    [
+        [],
+        {"STATS_TARGETS": {"HIT_RATE": 80}},
+        {"WRITE_BEHIND": {"BATCH_SIZE": "lots"}},
+    ],
+)
+def test_app_setting_hints__point_at_the_documentation_not_at_readme_sections(settings, tiercache):
+    """The README holds no Settings, Statistics or Write-behind section any more: a hint
+    sending a newcomer there sends them nowhere."""
+    from django_tiercache.checks import check_app_settings
+
+    settings.TIERCACHE = tiercache
+    (message,) = check_app_settings()
+    assert "README" not in message.hint and "documentation" in message.hint
+
+
+def test_an_unknown_key_beside_options__hints_at_the_documentation():
+    (message,) = messages_for({"LOCATION": "memory://", "OPTIONZ": {}})
+    assert "README" not in message.hint and "documentation" in message.hint
