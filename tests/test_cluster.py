@@ -371,6 +371,36 @@ def test_calls_during_a_slot_migration__follow_ask_to_the_importing_master(
     assert cache.get("product:1") == "new"
 
 
+def test_a_lease_moved_by_migrate__is_not_trusted_on_the_importing_master(
+    fresh_redis_cluster, make_cache
+):
+    """MIGRATE restores a key with the TTL it had on the source, later: a lease can
+    arrive on the importing master longer than the grants a fence waits out (here
+    stretched by hand, as a slow move does). The group missed an invalidation and is
+    fenced; its entry, read from the importing master, must not be served."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), TAG_LEASE=1.0, **FAST)
+    cache.set("product:1", "old", tags=["product"])
+    assert cache.get("product:1") == "old"
+    partition = cache._partition(cache.make_key("product:1"))
+    slot, ns = partition.store.slot, partition.store.ns
+    source, target = _start_migration(cluster, slot)
+    with source.client() as src:
+        keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    _migrate_keys(source, target, keys)  # every key of the group, the lease too
+    with target.client() as client:  # ASKING: the slot is still the source's
+        asked = client.pipeline(transaction=False)
+        asked.execute_command("ASKING")
+        asked.pexpire(f"{ns}lease", 60_000)  # longer than any grant its peers noted
+        assert asked.execute() == [True, True]
+    cache._fencing.fence([partition], ("product",))  # waits out the grants
+    assert cache.get("product:1") is None  # through ASK, from the importing master
+    _move_slot(cluster, slot, target)
+    assert cache.get("product:1") is None
+    cache.set("product:1", "new", tags=["product"])
+    assert cache.get("product:1") == "new"
+
+
 def test_a_call_on_keys_split_by_a_migration__is_retried_on_tryagain_then_fails_safe(
     fresh_redis_cluster, make_cache
 ):

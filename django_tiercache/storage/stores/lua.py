@@ -282,6 +282,16 @@ local function tag_token(ns, tag, fresh, ttl, now)
   return token(ns .. 't:' .. tag, fresh, ttl)
 end
 
+-- What a lease is written as, and how long the partition's lease has left
+-- (ms; -2 when there is none).
+local function lease_mark()
+  return '1'
+end
+
+local function lease_left(ns)
+  return redis.call('PTTL', ns .. 'lease')
+end
+
 -- The first call on every connection: has the server restarted, been
 -- restored from older data or replaced (failover) since this namespace last
 -- looked? Then its tagged entries and what it knew of locks and peers are
@@ -321,7 +331,7 @@ local function read(keys, args)
     for i, v in ipairs(values) do
       if v and is_tagged(v) then
         if leased and out[1] == -3 then
-          out[1] = redis.call('PTTL', ns .. 'lease')
+          out[1] = lease_left(ns)
           lease_ok = out[1] > 0
         end
         -- A valid value goes back whole (the client cuts the header off):
@@ -342,7 +352,7 @@ end
 -- May this partition take tagged entries? With leases on, only while it
 -- holds one: a partition's first lease may drop what was written before it.
 local function leased_now(ns, leased)
-  return not leased or redis.call('PTTL', ns .. 'lease') > 0
+  return not leased or lease_left(ns) > 0
 end
 
 -- The entries of a write's args (see write), as parallel lists: ttls, tag
@@ -700,7 +710,7 @@ local function lease_prepare(keys, args)
   local ns = args[1]
   local meta = ns .. 'meta'
   ensure_meta(ns, args[2], tonumber(args[3]))
-  redis.call('SET', ns .. 'lease:' .. args[4], '1', 'PX', args[5])
+  redis.call('SET', ns .. 'lease:' .. args[4], lease_mark(), 'PX', args[5])
   local state = redis.call('HMGET', meta, 'epoch', 'quiet', 'fq')
   local lendable = 0
   if state[2] then
@@ -934,6 +944,29 @@ LIBRARY = "\n".join([f"#!lua name={LIBRARY_NAME}", LIBRARY_BODY, *map(_registrat
 # changes anything: during a slot migration a Function can fail halfway (a
 # key it touches has already moved: "non local key"), and a change must never
 # stay unannounced; a key announced but not written only costs L1 a copy.
+# And a lease is trusted only on the node that granted it. MIGRATE moves a key
+# with its TTL measured on the source and restored on the target, later: a
+# lease stretched by the move could outlive the grants that a fence waits out.
+# So a lease is written as its node's id (CLUSTER MYID) and one that moved, to
+# the importing master during a migration or with the slot, counts as none:
+# the next read renews it there, through the fences.
+
+_CLUSTER_LEASE = """local function lease_mark()
+  return redis.call('CLUSTER', 'MYID')
+end
+
+local function lease_left(ns)
+  local lease = ns .. 'lease'
+  if redis.call('GET', lease) ~= lease_mark() then return -2 end
+  return redis.call('PTTL', lease)
+end"""
+_LEASE = """local function lease_mark()
+  return '1'
+end
+
+local function lease_left(ns)
+  return redis.call('PTTL', ns .. 'lease')
+end"""
 
 
 def _swapped(text: str, swaps: list[tuple[str, str, int]]) -> str:
@@ -951,6 +984,7 @@ CLUSTER_LIBRARY_BODY = _swapped(
         ("  local changed = {}\n", "  announce(ns, 'k', keys)\n", 1),
         ("      changed[#changed + 1] = k\n", "", 1),
         ("  announce(ns, 'k', changed)\n", "", 1),
+        (_LEASE, _CLUSTER_LEASE, 1),
     ],
 )
 CLUSTER_VERSION = hashlib.blake2b(
