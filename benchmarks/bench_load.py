@@ -14,7 +14,10 @@ thread, two connections per worker, Zipf-chosen products, s = ``--zipf``), loopb
 - djredis   django-redis, the same code;
 - cacheops  django-cacheops' automatic caching (``ops: all``) of that same query;
 - tier      TierCache ``get_object`` with model invalidation (``register``);
-- tier_l1   the same with ``OPTIONS["L1"] = True``.
+- tier_l1   the same with ``OPTIONS["L1"] = True``;
+- ceiling   Django's LocMemCache, the same cache-aside code: an in-process dict, no network, no
+            coherence between processes (it serves stale reads after another worker's write). No
+            cache can serve a hit for less, so its req/s bounds what any cache could reach here.
 
 Each system has a redis-server of its own on a free port (started and stopped here). Mixes:
 read-only; 95/5 reads/writes (a write is ``select_for_update().get()``, ``version += 1``, ``save()``
@@ -68,7 +71,9 @@ SYSTEMS = {
     "cacheops": "django-cacheops",
     "tier": "TierCache get_object",
     "tier_l1": "TierCache + L1",
+    "ceiling": "ceiling: LocMemCache, cache-aside (not coherent)",
 }
+NO_REDIS = ("nocache", "ceiling")
 SCALING_SYSTEMS = ("djredis", "tier_l1")
 ASGI_SYSTEMS = ("djredis", "tier_l1")
 SCALING_WORKERS = (1, 2, 4, 8)
@@ -513,7 +518,7 @@ def run_all(cfg: Cfg, stack: contextlib.ExitStack) -> tuple[dict[str, dict[str, 
     bases = {p: redis_memory([p]) for p in ports}
     servers: dict[str, Server] = {}
     for (system, _), port in zip(SYSTEMS.items(), ports, strict=True):
-        redis_ports = [] if system == "nocache" else [port]
+        redis_ports = [] if system in NO_REDIS else [port]
         server = Server(cfg, system, f"load_{system}", redis_ports, cfg.workers)
         server.redis_base = bases[port] if redis_ports else 0
         stack.callback(server.stop)
@@ -862,6 +867,8 @@ def targets(results: dict, faults: dict) -> tuple[list[tuple[str, bool, str]], l
         f"rps_l1/django={vs['django']:.2f}",
         f"rps_l1/nocache={vs['nocache']:.2f}",
         f"rps_tier/djredis={mix['tier']['vs']['djredis']:.2f}",
+        f"rps_ceiling/djredis={mix['ceiling']['vs']['djredis']:.2f}",
+        f"rps_l1/ceiling={vs['ceiling']:.2f}",
         f"read_rps_l1/djredis={read['tier_l1']['vs']['djredis']:.2f}",
         f"p99_l1/djredis={l1['p99_ms'] / dr['p99_ms']:.2f}",
         f"p99_l1/cacheops={l1['p99_ms'] / co['p99_ms']:.2f}",

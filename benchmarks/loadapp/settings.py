@@ -1,7 +1,8 @@
 """Settings of the load benchmark's shop; every system gets the same app, data and server.
 
 Environment (set by benchmarks/bench_load.py for each gunicorn or uvicorn it starts):
-LOAD_SYSTEM (nocache, django, djredis, cacheops, tier, tier_l1), LOAD_ASYNC (asgi.py sets it),
+LOAD_SYSTEM (nocache, django, djredis, cacheops, tier, tier_l1, ceiling),
+LOAD_ASYNC (asgi.py sets it),
 LOAD_REDIS (comma-separated redis:// URLs, one per TierCache partition), LOAD_DATABASE_URL,
 LOAD_SCHEMA (each system reads its own copy of the table, so one system's writes never reach
 another's cache), LOAD_SHM and LOAD_PRODUCTS (benchmarks/loadapp/shared.py).
@@ -91,11 +92,13 @@ elif LOAD_SYSTEM in ("tier", "tier_l1"):
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    if LOAD_SYSTEM == "ceiling":  # every product fits: its default culls at 300 entries
+        CACHES["default"]["OPTIONS"] = {"MAX_ENTRIES": 10**6}
     if LOAD_SYSTEM == "cacheops":
         # Its automatic caching, as its users run it: every query on the model cached,
         # invalidated by its own signals on save.
         INSTALLED_APPS.append("cacheops")
         CACHEOPS_REDIS = LOAD_REDIS[0]
         CACHEOPS = {"loadapp.product": {"ops": "all", "timeout": _TIMEOUT}}
-    elif LOAD_SYSTEM != "nocache":
+    elif LOAD_SYSTEM not in ("nocache", "ceiling"):
         raise ValueError(f"unknown LOAD_SYSTEM {LOAD_SYSTEM!r}")

@@ -21,7 +21,7 @@ from .shared import FIELDS, Shared
 SYSTEM = settings.LOAD_SYSTEM
 SHARED = Shared(settings.LOAD_SHM, settings.LOAD_PRODUCTS)
 READS, WRITES, READ_QUERIES, WRITE_QUERIES, HITS, STALE = range(len(FIELDS))
-CACHE_ASIDE = SYSTEM in ("django", "djredis")
+CACHE_ASIDE = SYSTEM in ("django", "djredis", "ceiling")
 
 
 class Queries:
