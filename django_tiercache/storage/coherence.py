@@ -36,12 +36,17 @@ import termios
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+try:
+    import hiredis
+except ImportError:  # the optional extra: redis-py's own reading then
+    hiredis = None
 
 from .l1 import L1, forget_all
 
@@ -78,6 +83,7 @@ class Subscriber:
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.client: Any = None  # the connection, for tests that kill it
+        self.reads_with = ""  # how the live subscription is read (tests, diagnostics)
         self.thread = threading.Thread(
             target=self._run, name=f"tiercache-l1 {channel}", daemon=True
         )
@@ -155,14 +161,16 @@ class Subscriber:
             else:
                 pubsub.subscribe(self.channel)
             self.fd = pubsub.connection._sock.fileno()
-            self._receive(pubsub, asked)
+            raw = _RawReplies.of(pubsub)
+            self.reads_with = "redis-py" if raw is None else "hiredis"
+            self._receive(pubsub, asked, raw)
         finally:
             self.fd = -1  # before the socket closes: its number may be reused
             self.client = None
             pubsub.close()
             pool.disconnect()
 
-    def _receive(self, pubsub: Any, asked: float) -> None:
+    def _receive(self, pubsub: Any, asked: float, raw: _RawReplies | None) -> None:
         state = _Receiving(asked)
         waiting = select.poll()  # waits for bytes without taking them off the socket
         waiting.register(self.fd, select.POLLIN)
@@ -170,7 +178,7 @@ class Subscriber:
         while not self.stopped.is_set():
             every = self.ping_every()
             if waiting.poll(every * 1000):
-                self._read_all(pubsub, state)
+                self._read_all(pubsub, state, raw)
             now = time.monotonic()
             if now - last_ping >= every:
                 state.pings.append(time.monotonic())  # taken before the ping leaves
@@ -179,23 +187,21 @@ class Subscriber:
             if now - state.last_seen > DEAD_AFTER:
                 raise redis.TimeoutError(f"no reply on the channel for {DEAD_AFTER} s")
 
-    def _read_all(self, pubsub: Any, state: _Receiving) -> None:
-        """Read and apply everything that arrived, with the flag settled() reads up."""
+    def _read_all(self, pubsub: Any, state: _Receiving, raw: _RawReplies | None) -> None:
+        """Read and apply everything that arrived, with the flag settled() reads up:
+        with `raw`, what one recv() brought (a reply only partly received keeps the
+        flag up: its bytes are off the socket, not applied yet); else through
+        redis-py's get_message()."""
         self.reading = True
         try:
-            while True:
-                message = pubsub.get_message(timeout=0)
-                if message is None:
-                    if not pubsub.connection.can_read(timeout=0):
-                        return
-                    continue
+            for message in raw.received() if raw is not None else _messages(pubsub):
                 state.last_seen = time.monotonic()
                 self._handle(message, state)
         except BaseException:
             self._set_live(False)  # before the flag drops: what was read may be unapplied
             raise
         finally:
-            self.reading = False
+            self.reading = raw is not None and raw.partial()
 
     def _handle(self, message: dict, state: _Receiving) -> None:
         kind = message["type"]
@@ -267,6 +273,73 @@ class _Receiving:
         self.confirmed: set[bytes] = set()
         self.pings: deque[float] = deque()  # when each ping not yet answered was sent
         self.last_seen = time.monotonic()
+
+
+def _messages(pubsub: Any) -> Iterator[dict]:
+    """The messages redis-py has for a subscription now, without waiting."""
+    while True:
+        message = pubsub.get_message(timeout=0)
+        if message is not None:
+            yield message
+        elif not pubsub.connection.can_read(timeout=0):
+            return
+
+
+class _RawReplies:
+    """The replies on a subscribed connection, read straight off its socket.
+
+    redis-py's get_message() costs tens of microseconds of Python per message
+    (retry wrappers, readiness checks, two calls per message), paid by every
+    process for every change announced: with four workers, a save's few
+    messages cost a millisecond of CPU. A subscribed connection only ever
+    receives pushes and the replies to its pings, so they are parsed here with
+    hiredis, one recv() per wake-up (RESP2 or RESP3). Used on plain TCP
+    connections; TLS, whose buffered bytes the socket does not show, keeps
+    redis-py's reading, as does a process without hiredis.
+    """
+
+    HEALTH_CHECK = b"redis-py-health-check"  # redis-py's own pings, not ours
+
+    def __init__(self, sock: Any):
+        self.sock = sock
+        self.reader = hiredis.Reader()
+
+    @classmethod
+    def of(cls, pubsub: Any) -> _RawReplies | None:
+        conn = pubsub.connection
+        sock = getattr(conn, "_sock", None)
+        plain = sock is not None and type(sock).__name__ == "socket"
+        if hiredis is None or not plain or str(getattr(conn, "protocol", 2) or 2) not in "23":
+            return None
+        return cls(sock)
+
+    def received(self) -> list[dict]:
+        """The messages one recv() completed (the socket said it had bytes)."""
+        data = self.sock.recv(65536)
+        if not data:
+            raise redis.ConnectionError("the server closed the subscription")
+        self.reader.feed(data)
+        messages = []
+        while (reply := self.reader.gets()) is not False:
+            if isinstance(reply, Exception):  # hiredis' ReplyError
+                raise redis.ResponseError(str(reply))
+            if reply == b"PONG":  # RESP3 answers a ping in place, not as a push
+                messages.append({"type": "pong", "channel": None, "data": None})
+                continue
+            if reply == self.HEALTH_CHECK:
+                continue
+            if not isinstance(reply, list) or not reply or not isinstance(reply[0], bytes):
+                raise redis.ConnectionError(f"unexpected reply on a subscription: {reply!r}")
+            kind = reply[0].decode().lower()
+            if kind == "pong" and len(reply) > 1 and reply[1] == self.HEALTH_CHECK:
+                continue
+            rest = [*reply[1:], None, None]
+            messages.append({"type": kind, "channel": rest[0], "data": rest[1]})
+        return messages
+
+    def partial(self) -> bool:
+        """Does the parser hold the start of a reply whose end has not arrived?"""
+        return bool(self.reader.has_data())
 
 
 def _parse(data: Any) -> tuple[str, list[str]] | None:
