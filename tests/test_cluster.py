@@ -443,17 +443,20 @@ def _key_in(cache, partition) -> str:
     )
 
 
-def _disturbed_run(cluster, database_env: dict, make_cache, disturb) -> tuple[dict, stress.Probe]:
+def _disturbed_run(
+    cluster, database_env: dict, make_cache, disturb, reader_role: str = "reader"
+) -> tuple[dict, stress.Probe]:
     """Writers and readers on PostgreSQL over the cluster (tests/stress.py) while
     `disturb(cache)` runs 3 s in, with `cache` a RAISE_ERRORS cache of the same
-    prefix for its stress.Probe, which it returns: the run's summary and the probe."""
+    prefix for its stress.Probe, which it returns: the run's summary and the probe.
+    reader_role "areader": the readers read through the async API."""
     setting = stress.cache_setting(cluster.url(), "cl")
     env = {**database_env, "TIERCACHE_TEST_CACHE": json.dumps(setting)}
     pks = [Product.objects.create(name=f"k{i}").pk for i in range(12)]
     cache = make_cache(
         cluster.url(), KEY_PREFIX=setting["KEY_PREFIX"], RAISE_ERRORS=True, **stress.FAST
     )
-    return stress.run_disturbed(env, pks, lambda: disturb(cache))
+    return stress.run_disturbed(env, pks, lambda: disturb(cache), reader_role=reader_role)
 
 
 @pytest.mark.django_db(transaction=True)
