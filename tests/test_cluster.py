@@ -491,17 +491,25 @@ def test_slots_migrated_mid_traffic__no_stale_reads(
     cluster = fresh_redis_cluster
 
     def migrate_all(cache) -> stress.Probe:
-        keys = [_key_in(cache, group) for group in cache._partitions]
-        with stress.Probe(cache, keys) as probe:
-            for group in cache._partitions:
-                source = cluster.node_serving(group.store.slot)
-                target = next(m for m in cluster.masters() if m.port != source.port)
-                _move_slot(cluster, group.store.slot, target, batch=2, pause=0.05)
-            probe.disturbed()
-        return probe
+        return _migrate_every_group(cluster, cache)
 
     totals, probe = _disturbed_run(cluster, shared_database_env, make_cache, migrate_all)
     note = f"{len(probe.keys)} slots migrated, {probe.figures()}"
     stress.show(capsys, stress.describe("cluster, slots migrated", totals, note))
     stress.assert_no_stale_reads_and_bounded_errors(totals, probe)
     assert totals["redirections"].get("ask", 0) > 0, "no call met the migrations halfway"
+
+
+def _migrate_every_group(
+    cluster, cache, coroutines: bool = False, batch: int = 2, pause: float = 0.05
+) -> stress.Probe:
+    """Move every group's slot to another master, `batch` keys every `pause` s,
+    while a stress.Probe writes to each group (through coroutines if asked)."""
+    keys = [_key_in(cache, group) for group in cache._partitions]
+    with stress.Probe(cache, keys, coroutines=coroutines) as probe:
+        for group in cache._partitions:
+            source = cluster.node_serving(group.store.slot)
+            target = next(m for m in cluster.masters() if m.port != source.port)
+            _move_slot(cluster, group.store.slot, target, batch=batch, pause=pause)
+        probe.disturbed()
+    return probe
