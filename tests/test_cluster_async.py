@@ -37,10 +37,16 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-def _keys_on_every_group(cache, count: int = 60) -> list[str]:
-    keys = [f"product:{i}" for i in range(count)]
-    assert len({cache._partition(cache.make_key(k)) for k in keys}) == len(cache._partitions)
-    return keys
+def _keys_on_every_group(cache, per_group: int = 6) -> list[str]:
+    """`per_group` keys in each slot group of the cache."""
+    found: dict[object, list[str]] = {p: [] for p in cache._partitions}
+    for i in range(100_000):
+        in_group = found[cache._partition(cache.make_key(f"product:{i}"))]
+        if len(in_group) < per_group:
+            in_group.append(f"product:{i}")
+        if all(len(keys) == per_group for keys in found.values()):
+            break
+    return [key for keys in found.values() for key in keys]
 
 
 def test_async_calls__run_on_the_loops_connections_in_the_callers_thread(
@@ -93,7 +99,7 @@ def test_a_closed_loop__leaves_no_cluster_connection_the_next_loop_trips_on(
     clean_redis_cluster, make_cache
 ):
     cache = make_cache(clean_redis_cluster.url(), **FAST)
-    keys = _keys_on_every_group(cache, 30)
+    keys = _keys_on_every_group(cache, 3)
     pools = []
 
     async def write_and_read(i):
