@@ -87,6 +87,7 @@ help:
 	echo "              pyenv interpreter on PATH (TOX_ARGS=\"-e py312-django52\", DATABASE_URL=...)"
 	echo "make bench    benchmarks/bench_hot_path.py: per-call wall and CPU against django-redis,"
 	echo "              then benchmarks/bench_async.py: the async API against django-redis and redis.asyncio,"
+	echo "              and again on a local Redis Cluster (--cluster),"
 	echo "              then benchmarks/bench_memory.py: Redis bytes per entry against django-redis"
 	echo "make bench-backend  benchmarks/bench_backend.py (BENCH_ARGS=--quick ...)"
 	echo "make bench-load     benchmarks/bench_load.py: the shop under load, gunicorn + wrk (BENCH_ARGS=--quick ...)"
@@ -298,6 +299,8 @@ bench: venv services
 	@$(VPY) benchmarks/bench_hot_path.py $(BENCH_ARGS)
 	echo
 	$(VPY) benchmarks/bench_async.py
+	echo
+	$(VPY) benchmarks/bench_async.py --cluster --rounds 5
 	echo
 	$(VPY) benchmarks/bench_memory.py
 

@@ -15,6 +15,12 @@ On one throw-away redis-server (loopback), with the same 210-byte pickled dict:
 
 Each figure is the median of --rounds rounds; the last line gives the ratios
 the README quotes as name=value pairs. No L1 (it would serve from memory).
+
+With ``--cluster``, the same on a local 3-master Redis Cluster (one replica
+each, tests/redis_servers.py) instead: TierCache's native ``aget`` on its slot
+groups, the same cache through ``sync_to_async`` (how its Cluster calls ran
+before they were native), and raw ``redis.asyncio.cluster.RedisCluster`` GET +
+pickle.loads, each with one connection per coroutine per node.
 """
 
 from __future__ import annotations
@@ -118,11 +124,82 @@ async def measure(port: int, rounds: int, concurrency: int) -> dict[str, list[fl
     return figures
 
 
+async def measure_cluster(url: str, seed: int, rounds: int, concurrency: int) -> dict:
+    import redis.asyncio.cluster as aiocluster
+
+    from django_tiercache.backend import TierCache
+
+    params = {
+        "KEY_PREFIX": "tier",
+        "OPTIONS": {"CONNECTION_POOL_KWARGS": {"max_connections": concurrency}},
+    }
+    native, hopping = TierCache(url, params), TierCache(url, params)
+    hopping.native_async = False  # sync_to_async over the sync RedisCluster
+    native.set("k", VALUE)
+    raw = aiocluster.RedisCluster(host="127.0.0.1", port=seed, max_connections=concurrency)
+    raw_key = "raw:k"
+    await raw.set(raw_key, pickle.dumps(VALUE))
+
+    async def raw_aget(key: str):
+        return pickle.loads(await raw.get(key))  # noqa: S301 - the benchmark's own bytes
+
+    assert await native.aget("k") == VALUE and await hopping.aget("k") == VALUE
+    names = ("tier", "tier_thread", "raw", "tier_lone", "tier_sync", "raw_lone")
+    figures: dict[str, list[float]] = {name: [] for name in names}
+    batches = max(1, 4000 // concurrency)
+    for _ in range(rounds):
+        figures["raw"].append(await concurrent(raw_aget, raw_key, concurrency, batches))
+        figures["tier"].append(await concurrent(native.aget, "k", concurrency, batches))
+        figures["tier_thread"].append(await concurrent(hopping.aget, "k", concurrency, batches))
+        figures["tier_lone"].append(await lone(native.aget, "k", 500))
+        figures["tier_sync"].append(sync_lone(native.get, "k", 500))
+        figures["raw_lone"].append(await lone(raw_aget, raw_key, 500))
+    await raw.aclose()
+    return figures
+
+
+def cluster_main(rounds: int, concurrency: int) -> None:
+    import tempfile
+
+    from tests.redis_servers import RedisClusterSet
+
+    cluster = RedisClusterSet(Path(tempfile.mkdtemp(prefix="bench-async-cluster-")))
+    cluster.start()
+    try:
+        configure(cluster.masters()[0].port, concurrency)
+        figures = asyncio.run(
+            measure_cluster(cluster.url(), cluster.masters()[0].port, rounds, concurrency)
+        )
+    finally:
+        cluster.stop()
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# bench_async --cluster  {time.strftime('%Y-%m-%d')}  load {load}")
+    print(f"# {concurrency} concurrent aget()s, 3-master cluster, medians of {rounds} rounds")
+    print()
+    print("| caller | ops/s |")
+    print("| --- | ---: |")
+    print(f"| raw redis.asyncio RedisCluster GET + pickle.loads | {median['raw']:,.0f} |")
+    print(f"| TierCache aget (native) | {median['tier']:,.0f} |")
+    print(f"| TierCache aget (sync_to_async) | {median['tier_thread']:,.0f} |")
+    print()
+    print(
+        f"cluster_concurrent_tier/raw={median['tier'] / median['raw']:.2f} "
+        f"cluster_concurrent_tier/sync_to_async={median['tier'] / median['tier_thread']:.2f} "
+        f"cluster_lone_aget/sync_get={median['tier_lone'] / median['tier_sync']:.2f} "
+        f"cluster_lone_raw_asyncio/sync_get={median['raw_lone'] / median['tier_sync']:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--cluster", action="store_true", help="on a local Redis Cluster")
     args = parser.parse_args()
+    if args.cluster:
+        cluster_main(args.rounds, args.concurrency)
+        return
     with redis_servers(1) as (port,):
         configure(port, args.concurrency)
         figures = asyncio.run(measure(port, args.rounds, args.concurrency))

@@ -8,11 +8,12 @@ process's L1. No thread is involved, so a hung partition delays only the
 coroutines that wait on it.
 
 Where a cache cannot run natively, its calls go through ``sync_to_async`` as
-Django's own backends do: a Redis Cluster partition (its calls follow the sync
-client's slot map), or a WITNESS (it writes through the ORM, which Django does
-not allow inside an event loop). ``native_async`` says which. A Sentinel
-partition is native: its connections find the primary through redis.asyncio's
-Sentinel client.
+Django's own backends do: a cache with a WITNESS (it writes through the ORM,
+which Django does not allow inside an event loop). ``native_async`` says
+which. Sentinel and Cluster partitions are native: a Sentinel one's
+connections find the primary through redis.asyncio's Sentinel client, a
+Cluster one's are redis.asyncio connections to the master the slot map names
+(storage/stores/cluster_nodes.py).
 """
 
 from __future__ import annotations

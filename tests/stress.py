@@ -8,7 +8,7 @@ by tests/test_stress.py, under failures by tests/test_cluster.py and
 tests/test_sentinel.py (run_disturbed, Probe), and at full size by
 benchmarks/bench_invalidation.py.
 
-    python -m tests.stress writer|reader --seconds 5 --pks 1,2,3
+    python -m tests.stress writer|reader|areader --seconds 5 --pks 1,2,3
 prints one JSON line: {"role", "operations", "stale", "reads", "redirections"}.
 """
 
@@ -85,6 +85,55 @@ def reader(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> di
     return {"role": "reader", "reads": reads, "stale": stale, "stale_reads": seen_how}
 
 
+def async_reader(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> dict:
+    """reader(), its cache reads made by coroutines (aget_object, acached_queryset,
+    native on the loop): ASYNC_READERS of them in one event loop, each a reader of
+    its own, checking what it reads against what it saw before."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from django_tiercache import acached_queryset, aget_object
+    from tests.testapp.models import Product
+
+    deadline = time.monotonic() + seconds
+
+    async def from_database(pk: int) -> int:
+        return await sync_to_async(lambda: Product.objects.get(pk=pk).version)()
+
+    async def from_object(pk: int) -> int:
+        return (await aget_object(Product, pk)).version
+
+    async def from_queryset(pk: int) -> int:
+        return (await acached_queryset(Product.objects.filter(pk=pk)))[0].version
+
+    async def one(start: int) -> tuple[int, int]:
+        seen = dict.fromkeys(pks, -1)
+        reads = stale = 0
+        while time.monotonic() < deadline and reads < limit // ASYNC_READERS + 1:
+            pk = pks[(start + reads) % len(pks)]
+            for read in (from_database, from_object, from_queryset):
+                version = await read(pk)
+                reads += 1
+                if version < seen[pk]:
+                    stale += 1
+                seen[pk] = max(seen[pk], version)
+        return reads, stale
+
+    async def all_of_them() -> list[tuple[int, int]]:
+        return await asyncio.gather(*[one(i) for i in range(ASYNC_READERS)])
+
+    results = asyncio.run(all_of_them())
+    return {
+        "role": "areader",
+        "reads": sum(reads for reads, _ in results),
+        "stale": sum(stale for _, stale in results),
+    }
+
+
+ASYNC_READERS = 4  # coroutines per async reader process
+
+
 def run(
     writers: int,
     readers: int,
@@ -93,6 +142,7 @@ def run(
     env: dict,
     limit: int = 10**9,
     pause: float = 0.0,
+    reader_role: str = "reader",
 ) -> list[dict]:
     """Start the processes, wait for them (bounded), return their reports.
 
@@ -111,7 +161,7 @@ def run(
             stderr=subprocess.PIPE,
             text=True,
         )
-        for role in ["writer"] * writers + ["reader"] * readers
+        for role in ["writer"] * writers + [reader_role] * readers
     ]
     reports = []
     for proc in procs:
@@ -130,7 +180,7 @@ def summary(reports: list[dict]) -> dict:
     """The figures a run's reports add up to: commits, refused saves, reads, and
     the stale reads of each reader."""
     writers = [r for r in reports if r["role"] == "writer"]
-    readers = [r for r in reports if r["role"] == "reader"]
+    readers = [r for r in reports if r["role"] in ("reader", "areader")]
     return {
         "commits": sum(r["operations"] for r in writers),
         "refused": sum(r.get("refused", 0) for r in writers),
@@ -156,11 +206,17 @@ def cache_setting(location: Any, stem: str) -> dict:
 
 
 def run_disturbed(
-    env: dict, pks: list[int], disturb: Callable[[], Any], seconds: float = 9, after: float = 3
+    env: dict,
+    pks: list[int],
+    disturb: Callable[[], Any],
+    seconds: float = 9,
+    after: float = 3,
+    reader_role: str = "reader",
 ) -> tuple[dict, Any]:
-    """Two writers and three readers (`run`, 20 ms between commits) while `disturb()`
-    runs in a thread started `after` seconds in: the run's summary and what
-    disturb() returned (what it raised is raised here)."""
+    """Two writers and three readers (`run`, 20 ms between commits; "areader": each
+    reader's reads made by coroutines) while `disturb()` runs in a thread started
+    `after` seconds in: the run's summary and what disturb() returned (what it
+    raised is raised here)."""
     outcome: dict[str, Any] = {}
 
     def later() -> None:
@@ -173,7 +229,7 @@ def run_disturbed(
     thread = threading.Thread(target=later)
     thread.start()
     try:
-        reports = run(writers=2, readers=3, pks=pks, seconds=seconds, env=env, pause=0.02)
+        reports = run(2, 3, pks, seconds, env, pause=0.02, reader_role=reader_role)
     finally:
         thread.join()
     if "error" in outcome:
@@ -219,11 +275,12 @@ class Probe:
         # probe.error_time: from the kill to the first write that succeeded after it
 
     Leaving the block waits (ERROR_TIME_BOUND at most) for a write begun after
-    disturbed() to succeed: `recovered` says whether one did.
+    disturbed() to succeed: `recovered` says whether one did. With `coroutines`,
+    the writes are ``aset_many``s awaited on an event loop of the probe's thread.
     """
 
-    def __init__(self, cache: Any, keys: list[str]):
-        self.cache, self.keys = cache, keys
+    def __init__(self, cache: Any, keys: list[str], coroutines: bool = False):
+        self.cache, self.keys, self.coroutines = cache, keys, coroutines
         self.writes = self.failures = 0
         self.error_time = 0.0
         self._failing_since: float | None = None
@@ -269,13 +326,20 @@ class Probe:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            written = self._write()
-            now = time.monotonic()
-            with self._lock:
-                self._count(started, now, written)
-            self._stop.wait(0.02)
+        import asyncio
+
+        loop = asyncio.new_event_loop() if self.coroutines else None
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                written = self._write(loop)
+                now = time.monotonic()
+                with self._lock:
+                    self._count(started, now, written)
+                self._stop.wait(0.02)
+        finally:
+            if loop is not None:
+                loop.close()
 
     def _count(self, started: float, now: float, written: bool) -> None:
         self.writes += 1
@@ -289,18 +353,21 @@ class Probe:
                 self.error_time += now - self._failing_since
                 self._failing_since = None
 
-    def _write(self) -> bool:
+    def _write(self, loop: Any) -> bool:
         from redis.exceptions import RedisError
 
+        values = dict.fromkeys(self.keys, 1)
         try:
-            return not self.cache.set_many(dict.fromkeys(self.keys, 1))
+            if loop is not None:
+                return not loop.run_until_complete(self.cache.aset_many(values))
+            return not self.cache.set_many(values)
         except RedisError:
             return False
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["writer", "reader"])
+    parser.add_argument("role", choices=["writer", "reader", "areader"])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--pks", required=True)
     parser.add_argument("--limit", type=int, default=10**9)
@@ -311,7 +378,7 @@ def main() -> None:
 
     django.setup()
     pks = [int(pk) for pk in options.pks.split(",")]
-    work = writer if options.role == "writer" else reader
+    work = {"writer": writer, "reader": reader, "areader": async_reader}[options.role]
     report = work(pks, options.seconds, options.limit, options.pause)
     from django_tiercache.storage.stores.cluster import redirections
 

@@ -1,8 +1,8 @@
 """The async API: native on the event loop (storage/bridge.py), the same rules as sync.
 
 Real Redis servers (one, four partitions, a Cluster, a Sentinel-managed primary)
-and memory://. Cluster and Sentinel caches go through sync_to_async
-(async_api.py); every other one runs in the calling thread with no thread hop.
+and memory://: every one runs in the calling thread with no thread hop (the
+Cluster's own cases: tests/test_cluster_async.py).
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ def test_every_async_method__does_what_its_sync_twin_does(any_cache, any_locatio
         assert await cache.aget("i") is None
 
     run(scenario())
-    native = not isinstance(any_location, str) or not any_location.startswith("redis+cluster")
-    assert cache.native_async is native
+    assert cache.native_async is True
 
 
 def test_native__runs_in_the_callers_thread_and_mixes_with_sync_callers(

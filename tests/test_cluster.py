@@ -473,17 +473,20 @@ def _key_in(cache, partition) -> str:
     )
 
 
-def _disturbed_run(cluster, database_env: dict, make_cache, disturb) -> tuple[dict, stress.Probe]:
+def _disturbed_run(
+    cluster, database_env: dict, make_cache, disturb, reader_role: str = "reader"
+) -> tuple[dict, stress.Probe]:
     """Writers and readers on PostgreSQL over the cluster (tests/stress.py) while
     `disturb(cache)` runs 3 s in, with `cache` a RAISE_ERRORS cache of the same
-    prefix for its stress.Probe, which it returns: the run's summary and the probe."""
+    prefix for its stress.Probe, which it returns: the run's summary and the probe.
+    reader_role "areader": the readers read through the async API."""
     setting = stress.cache_setting(cluster.url(), "cl")
     env = {**database_env, "TIERCACHE_TEST_CACHE": json.dumps(setting)}
     pks = [Product.objects.create(name=f"k{i}").pk for i in range(12)]
     cache = make_cache(
         cluster.url(), KEY_PREFIX=setting["KEY_PREFIX"], RAISE_ERRORS=True, **stress.FAST
     )
-    return stress.run_disturbed(env, pks, lambda: disturb(cache))
+    return stress.run_disturbed(env, pks, lambda: disturb(cache), reader_role=reader_role)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -518,17 +521,25 @@ def test_slots_migrated_mid_traffic__no_stale_reads(
     cluster = fresh_redis_cluster
 
     def migrate_all(cache) -> stress.Probe:
-        keys = [_key_in(cache, group) for group in cache._partitions]
-        with stress.Probe(cache, keys) as probe:
-            for group in cache._partitions:
-                source = cluster.node_serving(group.store.slot)
-                target = next(m for m in cluster.masters() if m.port != source.port)
-                _move_slot(cluster, group.store.slot, target, batch=2, pause=0.05)
-            probe.disturbed()
-        return probe
+        return _migrate_every_group(cluster, cache)
 
     totals, probe = _disturbed_run(cluster, shared_database_env, make_cache, migrate_all)
     note = f"{len(probe.keys)} slots migrated, {probe.figures()}"
     stress.show(capsys, stress.describe("cluster, slots migrated", totals, note))
     stress.assert_no_stale_reads_and_bounded_errors(totals, probe)
     assert totals["redirections"].get("ask", 0) > 0, "no call met the migrations halfway"
+
+
+def _migrate_every_group(
+    cluster, cache, coroutines: bool = False, batch: int = 2, pause: float = 0.05
+) -> stress.Probe:
+    """Move every group's slot to another master, `batch` keys every `pause` s,
+    while a stress.Probe writes to each group (through coroutines if asked)."""
+    keys = [_key_in(cache, group) for group in cache._partitions]
+    with stress.Probe(cache, keys, coroutines=coroutines) as probe:
+        for group in cache._partitions:
+            source = cluster.node_serving(group.store.slot)
+            target = next(m for m in cluster.masters() if m.port != source.port)
+            _move_slot(cluster, group.store.slot, target, batch=batch, pause=pause)
+        probe.disturbed()
+    return probe

@@ -191,7 +191,14 @@ def _heartbeat() -> None:
         every = min(ms for _, (_, _, ms) in claims) / 3000
         for owner, (cache, keys, claim_ms) in claims:
             for key in keys:
-                cache._partition(key).run("claim", key, owner, claim_ms)  # renews it
+                partition = cache._partition(key)
+                partition.run("claim", key, owner, claim_ms)  # renews it
+                with _beating_lock:
+                    done = owner not in _beating
+                if done:
+                    # The load ended meanwhile and its release may have reached Redis
+                    # before this renewal, which then took the claim again: drop it.
+                    partition.run("release", key, owner)
         time.sleep(every)
 
 

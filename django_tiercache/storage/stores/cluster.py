@@ -19,28 +19,14 @@ Calls go straight to the node that serves the group's slot, on that node's
 pooled connections (the same greeting and lazy ``FUNCTION LOAD`` as a
 standalone partition, stores/redis.py, but of the cluster variant of the
 library, lua.CLUSTER_LIBRARY), so a call to every group is sent to every node
-before any reply is read. A ``MOVED`` reply, or a script told its keys are no
-longer local, refreshes redis-py's slot map and sends the call once more.
+before any reply is read. They follow the slot as it moves or migrates
+(``MOVED``, ``ASK``, ``TRYAGAIN``: stores/cluster_redirections.py).
 
-While a slot migrates, its keys are split between two masters: the source
-answers ``ASK`` for a key it no longer holds, the importing target serves a
-call preceded by ``ASKING``, and answers ``TRYAGAIN`` to a call on several
-keys it does not all hold yet. That makes a call safe on the target only if
-it declares every key whose absence it acts on (Redis checks declared keys;
-a key a Function reaches undeclared would read as missing on the target while
-it still sits on the source). So every Function call declares the keys of
-the group it may create, delete or trust (``_declared``), which the
-Functions themselves ignore; ``ASK`` is then followed (``ASKING`` and the call
-on the target, as redis-py's RedisCluster does, without the greeting: a
-target learns the group's ``run_id`` once the slot is its own) and
-``TRYAGAIN`` retried a few times (``TRYAGAIN_PAUSES``) before the call fails.
-A tagged write is the one call that creates keys it cannot declare (the tag
-tokens and the generation it reads from its header); it is not sent to a
-target and fails as a skipped write. A change made on the target is
-announced on the target's shard while the group's subscribers still listen
-on the source: the call first announces ``*`` for the group on the source,
-and is not sent if that fails; what is read from the target is not kept in
-L1 (``elsewhere_at``), since changes there are not announced where L1 hears.
+The async API is native here too (storage/bridge.py): a call made for a
+coroutine runs the same code, routed by the same slot map, on redis.asyncio
+connections of the running loop (stores/cluster_nodes.py), so an entry
+written by a thread is read by a coroutine and an invalidation made by either
+is honoured by both.
 
 A call that fails keeps the failure policy: a miss, a skipped write or a
 fence. A dead master fails the group's calls until the cluster promotes its
@@ -58,50 +44,25 @@ channel: the group's copies are flushed until the new master confirms.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from functools import lru_cache
 from typing import Any
 
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import (
-    AskError,
-    MovedError,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-    SlotNotCoveredError,
-    TryAgainError,
-)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError, SlotNotCoveredError
 
 from ..hooks import lock_horizon_ms
-from ..options import parse_cluster_url
 from . import lua
-from .base import Done, SharedClients
-from .redis import (
-    GreetingFailed,
-    RedisCall,
-    RedisStore,
-    _load_library,
-    _missing_function,
-    _same,
-    fresh_epoch,
-)
+from .async_pools import LoopPool
+from .base import Done
+from .cluster_nodes import NodeConnections, refresh_slot_map, shared_client
+from .cluster_redirections import TRYAGAIN_PAUSES, ClusterCall, declared, redirections, tagged
+from .redis import RedisCall, RedisStore, _same, fresh_epoch
+
+__all__ = ["SLOTS", "TRYAGAIN_PAUSES", "ClusterStore", "group_hashtag", "redirections"]
 
 SLOTS = 16384
-# Refresh the slot map at most this often after failures (a dead master fails
-# every call until its replica is promoted).
-REFRESH_INTERVAL = 0.1
-# Pauses before sending again a call refused with TRYAGAIN (several keys of a
-# slot being migrated, not all on the target yet); then the call fails.
-TRYAGAIN_PAUSES = (0.01, 0.02, 0.05)
-# Redirections (MOVED, ASK) one call follows at most.
-MAX_REDIRECTIONS = 5
-
-_clients = SharedClients()
 
 
 @lru_cache(maxsize=1024)
@@ -114,209 +75,11 @@ def group_hashtag(group: int, groups: int) -> str:
     return f"tc{group}.{salt}"
 
 
-def shared_client(seeds: str, options: dict[str, Any]) -> RedisCluster:
-    """The RedisCluster of these seeds and connection options, one per process."""
-    return _clients.get(seeds, options, lambda: _connect(seeds, options))
-
-
-def _connect(seeds: str, options: dict[str, Any]) -> RedisCluster:
-    """A RedisCluster, which asks the seeds for the slot map as it is built. A cluster
-    that cannot answer yet is an unreachable partition (a ConnectionError), not an
-    error that would stop the cache from being built."""
-    timeouts = (options.get("SOCKET_TIMEOUT"), options.get("SOCKET_CONNECT_TIMEOUT"))
-    location = parse_cluster_url(seeds)
-    try:
-        client = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in location.nodes],
-            username=location.username or options.get("USERNAME"),
-            password=location.password or options.get("PASSWORD"),
-            socket_timeout=timeouts[0],
-            socket_connect_timeout=timeouts[1],
-            **dict(options.get("CONNECTION_POOL_KWARGS") or {}),
-        )
-    except (RedisClusterException, RedisError) as exc:
-        raise RedisConnectionError(f"no seed node of the cluster answered: {exc}") from exc
-    client._tiercache_refreshed = 0.0  # type: ignore[attr-defined]
-    client._tiercache_lock = threading.Lock()  # type: ignore[attr-defined]
-    return client
-
-
-def refresh_slot_map(client: RedisCluster) -> None:
-    """Ask the cluster for its slot map again (not more often than REFRESH_INTERVAL)."""
-    with client._tiercache_lock:  # type: ignore[attr-defined]
-        if time.monotonic() - client._tiercache_refreshed < REFRESH_INTERVAL:  # type: ignore[attr-defined]
-            return
-        client._tiercache_refreshed = time.monotonic()  # type: ignore[attr-defined]
-    try:
-        client.nodes_manager.initialize()
-    except Exception:  # noqa: BLE001, S110 - the next call fails and reports it
-        pass
-
-
-def _moved(error: ResponseError) -> bool:
-    return "non local key" in str(error)
-
-
-class Redirections:
-    """How many redirections the cluster stores of this process followed (tests,
-    diagnostics): moved, ask, tryagain, and announce_failed (the ``*`` on the
-    source after a change on the target could not be sent)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-
-    def count(self, kind: str) -> None:
-        with self._lock:
-            self._counts[kind] = self._counts.get(kind, 0) + 1
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-
-redirections = Redirections()
-
-
-def _declared(ns: str, function: str, args: list) -> list[str]:
-    """The keys a Function that takes none (it reads its arguments) may create,
-    delete or trust, declared to Redis so that a migration's ASK and TRYAGAIN
-    rules cover them (see the module docstring). The Functions ignore them."""
-    meta = ns + "meta"
-    if function == "drop_tags":
-        return [ns + "t:" + tag for tag in args]
-    if function == "snapshot":  # fresh, ttl, horizon, leased, tag*
-        return [meta, ns + "gen", *(ns + "t:" + tag for tag in args[4:])]
-    if function == "lock":  # fresh, horizon, writer, lock_ms, tag*
-        return [meta, *(ns + "t:" + tag for tag in args[4:])]
-    if function == "unlock":  # writer, tag*
-        return [meta, *(ns + "t:" + tag for tag in args[1:])]
-    if function == "lease_activate":  # nonce, ...
-        return [meta, ns + "gen", ns + "lease", ns + "lease:" + str(args[0])]
-    return [meta]  # hello, fences, lease_prepare: the meta hash is what they stand on
-
-
-def _tagged(args: list) -> bool:
-    """Does WRITE's argument list (stores/redis.py) hold a tagged entry?"""
-    a = 4  # fresh, nx, horizon, leased; then per entry: ttl, n, tag*n, snapshot, body
-    while a < len(args):
-        if int(args[a + 1]):
-            return True
-        a += 2
-        a += 2 if args[a] == "1" else 1  # an untagged snapshot is the generation alone
-        a += 1
-    return False
-
-
-class AskedCall:
-    """A call sent with ASKING to the master importing the group's slot."""
-
-    __slots__ = ("_store", "_node", "_args", "_convert")
-
-    def __init__(self, store: ClusterStore, error: AskError, args: tuple, convert: Any):
-        client = store.client
-        node = client.get_node(host=error.host, port=error.port)
-        if node is None:  # a master our slot map does not know yet
-            refresh_slot_map(client)
-            node = client.get_node(host=error.host, port=error.port)
-            if node is None:
-                raise error
-        self._store, self._node, self._args, self._convert = store, node, args, convert
-
-    def result(self) -> Any:
-        pool = self._store.client.get_redis_connection(self._node).connection_pool
-        conn = pool.get_connection()
-        try:
-            try:
-                reply = self._send(conn)
-            except ResponseError as error:
-                if not _missing_function(error):
-                    raise
-                _load_library(conn, self._store.library)
-                reply = self._send(conn)
-        except ResponseError:  # the connection is in a clean state
-            pool.release(conn)
-            raise
-        except BaseException:
-            conn.disconnect()
-            pool.release(conn)
-            raise
-        pool.release(conn)
-        return self._convert(reply)
-
-    def _send(self, conn: Any) -> Any:
-        conn.send_packed_command(conn.pack_commands([("ASKING",), self._args]))
-        conn.read_response()
-        return conn.read_response()
-
-
-class ClusterCall:
-    """A call to the node serving a group's slot, following MOVED, ASK and
-    TRYAGAIN (see the module docstring)."""
-
-    __slots__ = ("_store", "_args", "_convert", "_call", "_askable", "_changes")
-
-    def __init__(
-        self, store: ClusterStore, args: tuple, convert: Any, askable: bool, changes: bool
-    ):
-        self._store, self._args, self._convert = store, args, convert
-        self._askable, self._changes = askable, changes
-        self._call: Any = store.start(args, convert)
-
-    def result(self) -> Any:
-        store, call = self._store, self._call
-        pauses, refreshed = list(TRYAGAIN_PAUSES), False
-        for _ in range(MAX_REDIRECTIONS + len(TRYAGAIN_PAUSES)):
-            try:
-                reply = call.result()
-            except MovedError as error:  # the slot's new master is named: no need to ask
-                redirections.count("moved")
-                store.client.nodes_manager.move_slot(error)
-            except AskError as error:
-                if not self._askable:
-                    raise
-                redirections.count("ask")
-                # Before, not after: a change the source's subscribers were not
-                # told of must not be made (see announce_on_source).
-                if self._changes:
-                    store.announce_on_source()
-                store.elsewhere_at = time.monotonic()
-                call = AskedCall(store, error, self._args, self._convert)
-                continue
-            except TryAgainError:
-                if not pauses:
-                    raise
-                redirections.count("tryagain")
-                time.sleep(pauses.pop(0))
-            except GreetingFailed:
-                raise
-            except ResponseError as error:
-                # A script found its keys gone: the slot moved (the refresh finds
-                # it) or is moving (a key it reaches undeclared is on the target).
-                if not _moved(error) or refreshed:
-                    raise
-                refreshed = True
-                refresh_slot_map(store.client)
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                refresh_slot_map(store.client)  # the master may be gone: look again next time
-                raise
-            else:
-                return reply
-            call = self._again()
-        return call.result()
-
-    def _again(self) -> Any:
-        try:
-            return self._store.start(self._args, self._convert)
-        except SlotNotCoveredError as exc:  # no master serves the slot now: unreachable
-            return Done(error=RedisConnectionError(str(exc)))
-
-
 class ClusterStore(RedisStore):
     """One slot group of a Redis Cluster (see the module docstring)."""
 
     library = lua.CLUSTER_LIBRARY
-    native_async = False  # calls follow the sync RedisCluster's slot map
+    native_async = True  # a coroutine's calls: the same slot map, the loop's connections
     sharded_channel = True
     # An entry and its partition's tokens are in different slots: no one MGET reads both.
     plain_reads = False
@@ -331,6 +94,7 @@ class ClusterStore(RedisStore):
         self.key_prefix = f"{{{self.hashtag}}}"
         self._seeds, self._options = base, options
         self._client: RedisCluster | None = None
+        self._nodes = NodeConnections(base, options)
         # The group's changes are SPUBLISHed here, in the group's slot (lua.py).
         self.channel = f"{self.ns}l1"
         # No idle connections kept (RedisStore keeps some per store): the
@@ -338,13 +102,21 @@ class ClusterStore(RedisStore):
         self._idle_max, self._idle, self._idle_pid = 0, [], os.getpid()
 
     def take(self) -> Any:
-        pool = self.pool
-        conn = pool.get_connection()
-        conn._tiercache_pool = pool  # where give_back returns it, whoever serves the slot now
-        return conn
+        return self._nodes.take(self.client, self._node())
+
+    def take_on(self, node: ClusterNode) -> Any:
+        """A connection to `node` (a master importing the slot, say)."""
+        return self._nodes.take(self.client, node)
 
     def give_back(self, conn: Any) -> None:
-        conn._tiercache_pool.release(conn)
+        self._nodes.give_back(conn)
+
+    def drop(self, conn: Any) -> None:
+        self._nodes.drop(conn)
+
+    def loop_pool(self, node: ClusterNode | None = None) -> LoopPool:
+        """The running loop's connections to `node`, by default the group's master."""
+        return self._nodes.loop_pool(node or self._node())
 
     def close(self) -> None:
         pass  # no idle connections to give back; the pools are the cluster client's
@@ -375,10 +147,13 @@ class ClusterStore(RedisStore):
             refresh_slot_map(self.client)
         return self.pool
 
+    def _node(self) -> ClusterNode:
+        """The master now serving the group's slot, as the slot map says."""
+        return self.client.nodes_manager.get_node_from_slot(self.slot)
+
     def _master(self) -> Any:
         """A redis-py client of the master now serving the group's slot."""
-        node = self.client.nodes_manager.get_node_from_slot(self.slot)
-        return self.client.get_redis_connection(node)
+        return self.client.get_redis_connection(self._node())
 
     def server_client(self) -> Any:
         return self._master()
@@ -421,8 +196,8 @@ class ClusterStore(RedisStore):
         if keys:
             keys = [self.key_prefix + key for key in keys]
         else:
-            keys = _declared(self.ns, function, args)
-        askable = function != "write" or not _tagged(args)
+            keys = declared(self.ns, function, args)
+        askable = function != "write" or not tagged(args)
         name = lua.cluster_function_name(function)
         command = ("FCALL", name, len(keys), *keys, self.ns, *args)
         return self._send(command, convert, askable, function not in lua.READ_ONLY)
@@ -456,32 +231,40 @@ class ClusterStore(RedisStore):
         source's answers to its MAX_LAG pings still prove what they claim.
         """
         try:
-            self._master().execute_command("SPUBLISH", self.channel, "*")
+            self.command_on_master("SPUBLISH", self.channel, "*")
         except RedisError:
             redirections.count("announce_failed")
             raise
 
+    def command_on_master(self, *args: Any) -> Any:
+        """A plain command on the master the slot map names (on the loop's connections
+        for a coroutine): its raw reply."""
+        return self._nodes.command(self.client, self._node(), *args)
+
     def scan_keys(self, pattern: str, count: int) -> Any:
         """The group's keys matching a Redis glob pattern, without the group's hashtag."""
-        server = self._master()
         escaped = "".join("\\" + c if c in "*?[]\\{}" else c for c in self.key_prefix)
-        cut = len(self.key_prefix)
-        for key in server.scan_iter(match=escaped + pattern, count=count):
-            yield key.decode()[cut:]
+        cut, cursor = len(self.key_prefix), b"0"
+        while True:
+            cursor, keys = self.command_on_master(
+                "SCAN", cursor, "MATCH", escaped + pattern, "COUNT", count
+            )
+            yield from (key.decode()[cut:] for key in keys)
+            if int(cursor) == 0:
+                return
 
     def clear(self):
         """Delete every key in the group's slot but the meta hashes (the guarantee's
         memory), then tell the group's L1 copies everywhere."""
         try:
-            server = self._master()
             keep = f":_tc:{{{self.hashtag}}}:meta".encode()
             for _ in range(10_000):
-                keys = server.execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, 1000)
+                keys = self.command_on_master("CLUSTER", "GETKEYSINSLOT", self.slot, 1000)
                 doomed = [k for k in keys if not k.endswith(keep)]
                 if not doomed:
                     break
-                server.delete(*doomed)
-            server.execute_command("SPUBLISH", self.channel, "*")
+                self.command_on_master("DEL", *doomed)
+            self.command_on_master("SPUBLISH", self.channel, "*")
             return Done(1)
         except Exception as exc:  # noqa: BLE001 - reported by result()
             return Done(error=exc)
