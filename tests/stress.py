@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -34,6 +36,9 @@ FAST = {"SOCKET_TIMEOUT": 0.25, "SOCKET_CONNECT_TIMEOUT": 0.25, "BREAKER_COOLDOW
 # migrated) may fail before a failure test fails: a generous bound on recovery,
 # not a speed figure (the runs print what they measured; the README quotes it).
 ERROR_TIME_BOUND = 30.0
+# Where each process of run_disturbed() says it has started (a file per process).
+READY_DIR = "TIERCACHE_STRESS_READY"
+DISTURBED = (2, 3)  # writers, readers of run_disturbed()
 
 
 def writer(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> dict:
@@ -218,8 +223,16 @@ def run_disturbed(
     `after` seconds in: the run's summary and what disturb() returned (what it
     raised is raised here)."""
     outcome: dict[str, Any] = {}
+    ready = Path(tempfile.mkdtemp(prefix="tiercache-stress-"))
+    env = {**env, READY_DIR: str(ready)}
 
     def later() -> None:
+        # `after` seconds into the processes' own runs, not from their launch: on
+        # a loaded machine starting Python and Django can take longer than that,
+        # and a disturbance over before they run would test nothing.
+        deadline = time.monotonic() + 60
+        while len(list(ready.iterdir())) < sum(DISTURBED) and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(after)
         try:
             outcome["note"] = disturb()
@@ -229,9 +242,10 @@ def run_disturbed(
     thread = threading.Thread(target=later)
     thread.start()
     try:
-        reports = run(2, 3, pks, seconds, env, pause=0.02, reader_role=reader_role)
+        reports = run(*DISTURBED, pks, seconds, env, pause=0.02, reader_role=reader_role)
     finally:
         thread.join()
+        shutil.rmtree(ready, ignore_errors=True)
     if "error" in outcome:
         raise outcome["error"]
     return summary(reports), outcome.get("note")
@@ -377,6 +391,8 @@ def main() -> None:
     import django
 
     django.setup()
+    if os.environ.get(READY_DIR):  # run_disturbed() starts its clock once all are here
+        Path(os.environ[READY_DIR], str(os.getpid())).touch()
     pks = [int(pk) for pk in options.pks.split(",")]
     work = {"writer": writer, "reader": reader, "areader": async_reader}[options.role]
     report = work(pks, options.seconds, options.limit, options.pause)
