@@ -151,26 +151,29 @@ def test_a_stopped_partition__never_delays_coroutines_reading_the_others(
     assert still_waiting  # all 100 answered while the stalled read still waited
 
 
+async def cancelled_mid_call(cache, warm: str, server) -> tuple:
+    """An aget_or_set("k") cancelled while `server` (the one holding "k" and `warm`)
+    is paused, then the same key and `warm` read again once it runs: (2, 1) when
+    the cancelled call gave its connection back and left no claim."""
+    await cache.aset(warm, 1)
+    server.pause()
+    try:
+        task = asyncio.ensure_future(cache.aget_or_set("k", lambda: 1))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        server.resume()
+    return await cache.aget_or_set("k", lambda: 2), await cache.aget(warm)
+
+
 def test_cancelled_mid_call__returns_its_connection_and_leaves_no_claim(
     make_cache, clean_redis_servers
 ):
     server = clean_redis_servers[0]
     cache = make_cache(server.url, SOCKET_TIMEOUT=5)
-
-    async def scenario():
-        await cache.aset("warm", 1)
-        server.pause()
-        try:
-            task = asyncio.ensure_future(cache.aget_or_set("k", lambda: 1))
-            await asyncio.sleep(0.1)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        finally:
-            server.resume()
-        return await cache.aget_or_set("k", lambda: 2), await cache.aget("warm")
-
-    assert run(scenario()) == (2, 1)
+    assert run(cancelled_mid_call(cache, "warm", server)) == (2, 1)
     claims = [k for k in server.client().keys("*") if b"sf:" in k]
     assert claims == []
 

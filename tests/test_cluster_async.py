@@ -21,6 +21,7 @@ from django_tiercache.storage import bridge
 from django_tiercache.storage.stores.cluster import TRYAGAIN_PAUSES, redirections
 from tests import stress
 from tests.redis_servers import crash
+from tests.test_async import cancelled_mid_call
 from tests.test_cluster import (
     FAST,
     _disturbed_run,
@@ -163,22 +164,8 @@ def test_cancelled_mid_call__returns_its_connection_and_leaves_no_claim(
         f"w{i}" for i in range(10_000) if cache._partition(cache.make_key(f"w{i}")) is group
     )
     master = cluster.node_serving(group.store.slot)
-
-    async def scenario():
-        await cache.aset(warm, 1)
-        master.pause()
-        try:
-            task = asyncio.ensure_future(cache.aget_or_set("k", lambda: 1))
-            await asyncio.sleep(0.1)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        finally:
-            master.resume()
-        # The one connection of the pool is back (else these would wait, then miss).
-        return await cache.aget_or_set("k", lambda: 2), await cache.aget(warm)
-
-    assert run(scenario()) == (2, 1)
+    # The one connection of the pool is back (else these would wait, then miss).
+    assert run(cancelled_mid_call(cache, warm, master)) == (2, 1)
     with master.client() as client:
         assert [k for k in client.keys("*") if b"sf:" in k] == []
 
