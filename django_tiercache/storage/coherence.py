@@ -32,6 +32,8 @@ import json
 import logging
 import os
 import select
+import socket
+import ssl
 import termios
 import threading
 import time
@@ -308,8 +310,8 @@ class _RawReplies:
     def of(cls, pubsub: Any) -> _RawReplies | None:
         conn = pubsub.connection
         sock = getattr(conn, "_sock", None)
-        plain = sock is not None and type(sock).__name__ == "socket"
-        if hiredis is None or not plain or str(getattr(conn, "protocol", 2) or 2) not in "23":
+        plain = isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
+        if hiredis is None or not plain or str(conn.protocol or 2) not in ("2", "3"):
             return None
         return cls(sock)
 
