@@ -172,13 +172,9 @@ def cluster_main(rounds: int, concurrency: int) -> None:
         )
     finally:
         cluster.stop()
-    median = {name: statistics.median(values) for name, values in figures.items()}
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"# bench_async --cluster  {time.strftime('%Y-%m-%d')}  load {load}")
-    print(f"# {concurrency} concurrent aget()s, 3-master cluster, medians of {rounds} rounds")
-    print()
-    print("| caller | ops/s |")
-    print("| --- | ---: |")
+    median = medians_and_heading(
+        figures, "--cluster", f"{concurrency} concurrent aget()s, 3-master cluster", rounds
+    )
     print(f"| raw redis.asyncio RedisCluster GET + pickle.loads | {median['raw']:,.0f} |")
     print(f"| TierCache aget (native) | {median['tier']:,.0f} |")
     print(f"| TierCache aget (sync_to_async) | {median['tier_thread']:,.0f} |")
@@ -189,6 +185,18 @@ def cluster_main(rounds: int, concurrency: int) -> None:
         f"cluster_lone_aget/sync_get={median['tier_lone'] / median['tier_sync']:.2f} "
         f"cluster_lone_raw_asyncio/sync_get={median['raw_lone'] / median['tier_sync']:.2f}"
     )
+
+
+def medians_and_heading(figures: dict, variant: str, what: str, rounds: int) -> dict:
+    """The medians of a run's figures, once its heading and the ops/s table's head are printed."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    title = f"bench_async {variant}".strip()
+    print(f"# {title}  {time.strftime('%Y-%m-%d')}  {os.cpu_count()} cores, load {load}")
+    print(f"# {what}, medians of {rounds} rounds")
+    print()
+    print("| caller | ops/s |")
+    print("| --- | ---: |")
+    return {name: statistics.median(values) for name, values in figures.items()}
 
 
 def main() -> None:
@@ -203,13 +211,9 @@ def main() -> None:
     with redis_servers(1) as (port,):
         configure(port, args.concurrency)
         figures = asyncio.run(measure(port, args.rounds, args.concurrency))
-    median = {name: statistics.median(values) for name, values in figures.items()}
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"# bench_async  {time.strftime('%Y-%m-%d')}  {os.cpu_count()} cores, load {load}")
-    print(f"# {args.concurrency} concurrent aget()s in one loop, medians of {args.rounds} rounds")
-    print()
-    print("| caller | ops/s |")
-    print("| --- | ---: |")
+    median = medians_and_heading(
+        figures, "", f"{args.concurrency} concurrent aget()s in one loop", args.rounds
+    )
     print(f"| raw redis.asyncio GET + pickle.loads | {median['raw']:,.0f} |")
     print(f"| TierCache aget (native) | {median['tier']:,.0f} |")
     print(f"| TierCache aget (native), default pool of 100 | {median['tier_100']:,.0f} |")
