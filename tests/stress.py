@@ -85,7 +85,10 @@ def reader(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> di
                 stale += 1
                 if len(seen_how) < 5:
                     at = time.monotonic() - started
-                    seen_how.append(f"{path} pk={pk} v{version} after v{seen[pk]} at {at:.2f}s")
+                    seen_how.append(
+                        f"{path} pk={pk} v{version} after v{seen[pk]} at {at:.2f}s"
+                        f" (clock {time.time():.6f})"
+                    )
             seen[pk] = max(seen[pk], version)
     return {"role": "reader", "reads": reads, "stale": stale, "stale_reads": seen_how}
 

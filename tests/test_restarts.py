@@ -264,3 +264,31 @@ def test_a_fence_recorded_on_a_partition_soon_after_it_adopted_locks__makes_it_q
     second.resume()
     assert cache.get(key) is None
     assert cache.set(key, "again", tags=["t"]) is False
+
+
+def test_a_meta_hash_found_on_another_server__makes_fills_wait_the_longest_lock_taken_there(
+    clean_redis_servers, make_cache
+):
+    """A promoted replica holds a copy of its old primary's meta hash, which may lack
+    the last write lock the primary took. The first process to greet it may take no
+    locks itself (no lock horizon declared: this one) and still must not let a fill
+    in before such a lock could have expired: the hash remembers the longest lock a
+    writer took there. The locks the copy does hold are kept too."""
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url, **FAST)
+    cache.get("greeting")
+    meta = f"{cache.key_prefix}:_tc:meta"
+    cache.lock_tags("writer-1", ["kept"], 30)  # a lock the copy holds
+    cache.lock_tags("writer-2", ["lost"], 30)  # and one it lacks, as a failover may lose it
+    assert cache.set("tagged", "before", tags=["free"]) is None
+    assert cache.get("tagged") == "before"
+    with server.client() as client:
+        client.hdel(meta, "l:lost")
+        client.hset(meta, "run", "the-old-primary")  # a run_id this server never had
+    for partition in cache._partitions:
+        partition.store.disconnect()  # new connections: the next call greets
+    assert cache.get("tagged") is None  # the greeting dropped the tagged entries
+    assert policy_count(cache, "error:get") == 0
+    assert cache.set("tagged", "read before writer-2 commits", tags=["lost"]) is False
+    with server.client() as client:
+        assert client.hget(meta, "l:kept").decode().endswith(" writer-1")

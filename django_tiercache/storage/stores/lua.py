@@ -26,6 +26,9 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
   - ``copies``     "until id epoch ...": partitions that copied this one's locks
                    after losing theirs (``lend_locks``); a lock landing here later
                    tells its writer, who locks that partition again
+  - ``h``          ms: the longest write lock (or lock horizon) a writer declared
+                   here; ``hello`` waits it out on a hash found on another server,
+                   whatever the greeting process knows (``carried_over``)
 
 - channel ``ns l1``     every change that can make a copy of an entry wrong
   (write, delete, incr, touch, a tag dropped, locked or unlocked, the
@@ -292,10 +295,31 @@ local function lease_left(ns)
   return redis.call('PTTL', ns .. 'lease')
 end
 
+-- What a meta hash found on another server (a failover, or a slot moved with
+-- its keys) still says for certain: the write locks and lock copies it holds
+-- (a moved hash holds all of them, a promoted replica's those it was sent), as
+-- {field, value, ...}; and how long fills must wait for locks it may lack: the
+-- longest lock a writer took here ('h'), or the greeter's horizon if longer.
+-- So a greeter that takes no locks itself (horizon 0) neither drops the locks
+-- of a transaction under way nor lets fills in before they could have ended.
+local function carried_over(meta, horizon)
+  local all, kept = redis.call('HGETALL', meta), {}
+  for i = 1, #all, 2 do
+    local field = all[i]
+    if string.sub(field, 1, 2) == 'l:' or field == 'copies' or field == 'h' then
+      kept[#kept + 1] = field
+      kept[#kept + 1] = all[i + 1]
+      if field == 'h' then horizon = math.max(horizon, tonumber(all[i + 1])) end
+    end
+  end
+  return kept, horizon
+end
+
 -- The first call on every connection: has the server restarted, been
 -- restored from older data or replaced (failover) since this namespace last
--- looked? Then its tagged entries and what it knew of locks and peers are
--- not to be trusted. args: ns, fresh, horizon_ms.
+-- looked? Then its tagged entries and what it knew of peers are not to be
+-- trusted, nor that it knew every lock; the locks it does hold are kept
+-- (carried_over). args: ns, fresh, horizon_ms.
 local function hello(keys, args)
   local ns, fresh, horizon = args[1], args[2], tonumber(args[3])
   local meta = ns .. 'meta'
@@ -304,7 +328,8 @@ local function hello(keys, args)
   if seen == run then return 0 end
   -- Another server's hash (not a new or lost one): the statistics count these.
   local switches = seen and tonumber(redis.call('HGET', meta, 'switches') or '0') + 1
-  local quiet = horizon
+  local quiet, kept = horizon, {}
+  if seen then kept, quiet = carried_over(meta, horizon) end
   if redis.call('EXISTS', meta) == 0 and redis.call('EXISTS', ns .. 'gen') == 0 then
     -- Nothing of this namespace here: new, or lost in a restart. Locks held
     -- before a restart have expired once the server has been up that long.
@@ -313,6 +338,7 @@ local function hello(keys, args)
   end
   new_meta(ns, fresh, quiet)
   if switches then redis.call('HSET', meta, 'switches', switches) end
+  if #kept > 0 then redis.call('HSET', meta, unpack(kept)) end
   return 1
 end
 
@@ -620,7 +646,9 @@ local function lock(keys, args)
   chunked('HSET', meta, values)
   chunked('DEL', nil, tokens)
   announce(ns, 't', tags)
-  local state = redis.call('HMGET', meta, 'epoch', 'copies')
+  local state = redis.call('HMGET', meta, 'epoch', 'copies', 'h')
+  local longest = math.max(tonumber(args[5]), tonumber(args[3]))
+  if longest > tonumber(state[3] or '0') then redis.call('HSET', meta, 'h', longest) end
   local out = live_copies(state[2], now, nil)
   table.insert(out, 1, state[1])
   return out
