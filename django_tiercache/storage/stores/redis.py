@@ -51,10 +51,10 @@ class RedisCall:
     older data or was replaced is noticed before anything is read from it.
     """
 
-    __slots__ = ("_store", "_pool", "_conn", "_args", "_convert", "_error", "_greeting")
+    __slots__ = ("_store", "_conn", "_args", "_convert", "_error", "_greeting")
 
     def __init__(self, store: RedisStore, args: tuple, convert: Callable):
-        self._store, self._pool, self._args, self._convert = store, store.pool, args, convert
+        self._store, self._args, self._convert = store, args, convert
         self._conn: Any = None
         self._error: BaseException | None = None
         self._greeting = False
@@ -81,11 +81,7 @@ class RedisCall:
         # After a failure mid-reply the connection's state is unknown: never reuse it.
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            if isinstance(conn, BridgedConnection):
-                conn.discard()
-            else:
-                conn.disconnect()
-                self._pool.release(conn)
+            self._store.drop(conn)
         self._error = exc
 
     def _read(self) -> Any:
@@ -283,6 +279,14 @@ class RedisStore(Store):
             conn._tiercache_idle_since = monotonic()
             self._idle.append(conn)
         else:
+            self.pool.release(conn)
+
+    def drop(self, conn: Any) -> None:
+        """A connection left in an unknown state by a failure: closed, never reused."""
+        if isinstance(conn, BridgedConnection):
+            conn.discard()
+        else:
+            conn.disconnect()
             self.pool.release(conn)
 
     def _connect(self, url: str, options: dict[str, Any]) -> Any:
