@@ -401,6 +401,28 @@ def test_a_lease_moved_by_migrate__is_not_trusted_on_the_importing_master(
     assert cache.get("product:1") == "new"
 
 
+def test_a_lost_or_foreign_lease__costs_a_renewal_and_a_fence_still_holds(
+    clean_redis_cluster, make_cache
+):
+    """Any key can vanish: a group's lease deleted costs a renewal. A lease its master
+    did not write (another node's id, or the standalone library's mark) counts as
+    none, however long it says it runs: a fenced group is not trusted on it."""
+    cluster = clean_redis_cluster
+    cache = make_cache(cluster.url(), TAG_LEASE=1.0, **FAST)
+    cache.set("product:1", "old", tags=["product"])
+    assert cache.get("product:1") == "old"
+    partition = cache._partition(cache.make_key("product:1"))
+    lease = f"{partition.store.ns}lease"
+    with cluster.node_serving(partition.store.slot).client() as client:
+        client.delete(lease)
+        assert cache.get("product:1") == "old"  # renewed, then read again
+        assert client.get(lease) == client.execute_command("CLUSTER", "MYID")
+        client.set(lease, "1", px=60_000)  # longer than any grant its peers noted
+    cache._fencing.fence([partition], ("product",))  # it missed an invalidation
+    assert cache.get("product:1") is None
+    assert cache.get("product:1") is None
+
+
 def test_a_write_lock_moved_with_its_slot__keeps_fills_out_whoever_greets_first(
     fresh_redis_cluster, make_cache
 ):
