@@ -15,6 +15,7 @@ from redis.crc import key_slot
 
 from django_tiercache.stats.partitions import describe
 from django_tiercache.storage import options as options_module
+from django_tiercache.storage.hooks import declare_lock_horizon
 from django_tiercache.storage.stores import lua
 from django_tiercache.storage.stores.cluster import (
     SLOTS,
@@ -25,6 +26,7 @@ from django_tiercache.storage.stores.cluster import (
 from tests import stress
 from tests.redis_servers import crash, cut_off_replica
 from tests.test_checks import ids_for
+from tests.test_failures import policy_count
 from tests.testapp.models import Product
 
 FAST = stress.FAST
@@ -420,6 +422,36 @@ def test_a_lost_or_foreign_lease__costs_a_renewal_and_a_fence_still_holds(
         client.set(lease, "1", px=60_000)  # longer than any grant its peers noted
     cache._fencing.fence([partition], ("product",))  # it missed an invalidation
     assert cache.get("product:1") is None
+    assert cache.get("product:1") is None
+
+
+def test_a_fence_recorded_on_a_group_mid_migration__drops_what_it_filled_since_it_adopted_locks(
+    fresh_redis_cluster, make_cache
+):
+    """A group that lost its memory and took its peers' locks drops what it filled
+    since when a fence is recorded on it soon after (record_fence). Mid-migration its
+    meta hash may have moved while its generation has not: the fence must not be
+    recorded there as if the generation were dropped."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), TAG_LEASE=1.0, **FAST)
+    partition = cache._partition(cache.make_key("product:1"))
+    ns, slot = partition.store.ns, partition.store.slot
+    # Every group greeted before the horizon counts: the servers are young.
+    cache.get_many([_key_in(cache, p) for p in cache._partitions])
+    declare_lock_horizon(f"{cache.key_prefix}:_tc:", 30)
+    with cluster.node_serving(slot).client() as client:
+        client.delete(f"{ns}meta")  # evicted: its locks may be gone
+    assert cache.set("product:1", "filled since", tags=["product"]) is None
+    assert cache.get("product:1") == "filled since"
+    assert policy_count(cache, "adopted") == 1
+    other = next(p for p in cache._partitions if p is not partition)
+    source, target = _start_migration(cluster, slot)
+    _migrate_keys(source, target, [f"{ns}meta"])  # the generation stays on the source
+    assert not partition.run("record_fence", [other.id], 1000).ok
+    with source.client() as src:
+        rest = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    _migrate_keys(source, target, rest)
+    assert partition.run("record_fence", [other.id], 1000).ok
     assert cache.get("product:1") is None
 
 
