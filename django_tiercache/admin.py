@@ -1,4 +1,4 @@
-"""The "Cache statistics" entry of the admin: the page, its JSON and its actions.
+"""The "Cache statistics" entry of the admin: the page, its JSON, its actions and the key browser.
 
 Registering the table-free Stats model gives the page its place on the admin
 index and its URL, /admin/django_tiercache/stats/, with nothing in the
@@ -62,6 +62,12 @@ class StatsAdmin(admin.ModelAdmin):
         return [
             path("", wrap(self.changelist_view), name="django_tiercache_stats_changelist"),
             path("act/", wrap(self.act_view), name="django_tiercache_stats_act"),
+            path("keys/", wrap(self.keys_view), name="django_tiercache_stats_keys"),
+            path(
+                "keys/delete/",
+                wrap(self.delete_keys_view),
+                name="django_tiercache_stats_delete_keys",
+            ),
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
@@ -72,3 +78,9 @@ class StatsAdmin(admin.ModelAdmin):
 
     def json_view(self, request: HttpRequest) -> HttpResponse:
         return views.as_json(request, self)
+
+    def keys_view(self, request: HttpRequest) -> HttpResponse:
+        return views.keys_page(request, self)
+
+    def delete_keys_view(self, request: HttpRequest) -> HttpResponse:
+        return views.delete_keys(request, self)

@@ -213,13 +213,8 @@ class DjangoRedisAPI:
             )
             self._policy.failed(operation, partition.name, unavailable)
             return
-        store = partition.store
         try:
-            if isinstance(store, MemoryStore):
-                yield from _batches(_memory_keys(store, pattern), size)
-            else:
-                found = store.scan_keys(pattern, size)  # type: ignore[attr-defined]
-                yield from _batches(found, size)
+            yield from _batches(scanned(partition, pattern, size), size)
         except UNREACHABLE as exc:
             partition.breaker.failed()
             self._policy.failed(operation, partition.name, exc)
@@ -401,6 +396,15 @@ def _batches(keys: Iterator[str] | list[str], size: int) -> Iterator[list[str]]:
             batch = []
     if batch:
         yield batch
+
+
+def scanned(partition: Partition, pattern: str, count: int) -> Iterator[str]:
+    """The made keys on `partition` that match the glob `pattern`, as found: SCAN with
+    `count` as its hint on Redis, a walk over the space on memory://. Errors are raised."""
+    store = partition.store
+    if isinstance(store, MemoryStore):
+        return iter(_memory_keys(store, pattern))
+    return store.scan_keys(pattern, count)  # type: ignore[attr-defined]
 
 
 def _memory_keys(store: MemoryStore, pattern: str) -> list[str]:

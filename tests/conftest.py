@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from tests import redis_servers as servers_module
+from tests.admin_support import make_user
 from tests.redis_servers import SHARED_REDIS_URL
 
 # Tests call the checks of tests/stress.py: pytest explains their failures too.
@@ -146,6 +147,24 @@ def closed_port_url():
 @pytest.fixture
 def shared_redis_url():
     return SHARED_REDIS_URL
+
+
+# -- the admin pages' users (tests/admin_support.py) --
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return make_user(django_user_model, "staff")
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    return make_user(django_user_model, "viewer", "view_cachestats")
+
+
+@pytest.fixture
+def operator(django_user_model):
+    return make_user(django_user_model, "operator", "view_cachestats", "change_cachestats")
 
 
 @pytest.fixture

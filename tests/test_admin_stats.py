@@ -13,11 +13,11 @@ from django.core.cache import caches
 from django.core.management import call_command
 
 from django_tiercache.stats import actions
+from tests.admin_support import TIERCACHE, make_user, use_tiercache
 
 PAGE = "/admin/django_tiercache/stats/"
 JSON = "/admin/django_tiercache/stats.json"
 ACT = "/admin/django_tiercache/stats/act/"
-TIERCACHE = "django_tiercache.backend.TierCache"
 
 pytestmark = pytest.mark.django_db
 
@@ -25,39 +25,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def cache(settings, shared_redis_url):
     """The default cache, under a key prefix of its own so that its statistics start empty."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": TIERCACHE,
-            "LOCATION": shared_redis_url,
-            "KEY_PREFIX": f"stats-{uuid.uuid4().hex[:8]}",
-        }
-    }
-    yield caches["default"]
+    yield use_tiercache(settings, shared_redis_url, "stats")
     caches["default"].clear()
-
-
-def make_user(django_user_model, name, *codenames, staff=True):
-    user = django_user_model.objects.create_user(name, password="pw", is_staff=staff)
-    for codename in codenames:
-        user.user_permissions.add(
-            Permission.objects.get(codename=codename, content_type__app_label="django_tiercache")
-        )
-    return user
-
-
-@pytest.fixture
-def staff(django_user_model):
-    return make_user(django_user_model, "staff")
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    return make_user(django_user_model, "viewer", "view_cachestats")
-
-
-@pytest.fixture
-def operator(django_user_model):
-    return make_user(django_user_model, "operator", "view_cachestats", "change_cachestats")
 
 
 def act(client, action, **data):

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from django.core.cache import caches
 
+from tests.admin_support import use_tiercache
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--headless",
@@ -142,14 +144,7 @@ CLIPPED_TABLES = """() => [...document.querySelectorAll('.tc-cache table')].filt
 def test_stats_page__live_figures_and_an_action(
     live_server, oncall, browser_page, settings, shared_redis_url
 ):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_tiercache.backend.TierCache",
-            "LOCATION": shared_redis_url,
-            "KEY_PREFIX": f"browser-{uuid.uuid4().hex[:8]}",
-        }
-    }
-    cache = caches["default"]
+    cache = use_tiercache(settings, shared_redis_url, "browser")
     cache.set("product:1", {"name": "kettle"}, tags=["shop.product:1"])
     cache.get("product:1")
     page = browser_page
@@ -407,3 +402,40 @@ def test_stats_page__shows_the_consistency_samplers_nines(
             )
             muted = row.locator(".tc-muted").first
             assert muted.evaluate(CONTRAST) >= 4.5, f"{theme}: the sample counts are hard to read"
+
+
+def test_key_browser__search_look_and_delete(
+    live_server, oncall, browser_page, settings, shared_redis_url
+):
+    """From the statistics page to the keys, a pattern searched, one key checked and
+    deleted; saved in both themes at 1280 and 800 px (keys-<theme>-<width>.png)."""
+    cache = use_tiercache(settings, shared_redis_url, "browser")
+    cache.set("product:1", {"name": "kettle", "price": "19.90"}, tags=["shop.product:1"])
+    cache.set("product:2", {"name": "a teapot with a long description " * 12}, timeout=None)
+    cache.set("session:9", "elsewhere")
+    page = browser_page
+    log_in(page, f"{live_server.url}/admin/django_tiercache/stats/")
+    page.click("text=Browse the keys")
+    page.wait_for_url("**/stats/keys/**")
+    page.fill("#tc-pattern", "product:*")
+    page.click("input[value=Search]")
+    page.wait_for_url("**pattern=product*")
+    assert page.locator(".tc-keys tbody tr").count() == 2
+    assert "kettle" in page.text_content(".tc-keys")
+    assert "session:9" not in page.text_content("#content-main")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for theme in ("light", "dark"):
+        for width in (1280, 800):
+            page.emulate_media(color_scheme=theme)
+            page.set_viewport_size({"width": width, "height": 900})
+            page.reload()
+            page.screenshot(path=str(ARTIFACTS / f"keys-{theme}-{width}.png"), full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.check('input[aria-label="delete product:1"]')
+    page.click("input[value='Delete the checked keys']")
+    page.wait_for_selector(".messagelist .success")
+    assert "Deleted 1 key" in page.text_content(".messagelist")
+    assert page.locator(".tc-keys tbody tr").count() == 1
+    assert cache.get("product:1") is None
+    assert cache.get("session:9") == "elsewhere"
+    cache.clear()

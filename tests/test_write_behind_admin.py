@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from django_tiercache import write_behind
 from django_tiercache.stats import publishing, recent
 from django_tiercache.stats.prometheus import StatsCollector
-from tests.test_admin_stats import ACT, JSON, PAGE, make_user
+from tests.admin_support import make_user
+from tests.test_admin_stats import ACT, JSON, PAGE
 from tests.test_write_behind_failures import clashing_batch
 from tests.testapp.models import Counter
 

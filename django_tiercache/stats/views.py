@@ -9,10 +9,12 @@ acting wants django_tiercache.change_cachestats.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
+from django.core.cache import caches
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
@@ -20,6 +22,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from . import actions as actions_module
+from . import keys as keys_module
 from . import recent
 from .aggregation import LIVE_INTERVALS, recent_reports, reports
 from .charts import charts
@@ -91,6 +94,50 @@ def act(request: HttpRequest, model_admin: Any) -> HttpResponse:
     finally:
         recent.forget()  # the next read sees what the action did
     model_admin.log_change(request, model_admin.model(alias=alias), done)
+    messages.success(request, done)
+    return back
+
+
+def keys_page(request: HttpRequest, model_admin: Any) -> HttpResponse:
+    """The key browser (stats/keys.py): ?cache=<alias>&pattern=<glob>."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    aliases = tiercache_aliases()
+    alias = request.GET.get("cache") or next(iter(aliases), "")
+    pattern = request.GET.get("pattern") or "*"
+    can_change = model_admin.has_change_permission(request)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Cache keys",
+        "opts": model_admin.opts,
+        "aliases": aliases,
+        "alias": alias,
+        "pattern": pattern,
+        "can_change": can_change,
+        "shown": keys_module.KEYS_SHOWN,
+        "partitions": keys_module.browse(alias, pattern, can_change) if alias in aliases else [],
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, "django_tiercache/keys.html", context)
+
+
+@require_POST
+def delete_keys(request: HttpRequest, model_admin: Any) -> HttpResponse:
+    """Delete the checked keys (POST, CSRF checked by admin_view), log it, go back."""
+    if not model_admin.has_change_permission(request):
+        raise PermissionDenied
+    alias = request.POST.get("cache", "")
+    page_url = reverse(f"{model_admin.admin_site.name}:django_tiercache_stats_keys")
+    query = urlencode({"cache": alias, "pattern": request.POST.get("pattern", "*")})
+    back = HttpResponseRedirect(f"{page_url}?{query}")
+    doomed = request.POST.getlist("key")
+    if alias not in tiercache_aliases() or not doomed:
+        messages.error(request, "No key checked, or an unknown cache.")
+        return back
+    caches[alias].delete_many(doomed)
+    done = f"Deleted {len(doomed)} key{'s' if len(doomed) != 1 else ''} from cache {alias!r}."
+    model_admin.log_change(request, model_admin.model(alias=alias), done)
+    recent.forget()
     messages.success(request, done)
     return back
 

@@ -1,0 +1,150 @@
+"""The admin's key browser: who sees it, what it shows, what it never does."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import uuid
+
+import pytest
+import redis
+from django.contrib.admin.models import LogEntry
+from django.core.cache import caches
+from django.test import Client
+
+from tests.admin_support import make_user, use_tiercache
+
+KEYS = "/admin/django_tiercache/stats/keys/"
+DELETE = "/admin/django_tiercache/stats/keys/delete/"
+
+pytestmark = pytest.mark.django_db
+
+UNPICKLED: list[str] = []  # what a planted pickle would append to, if it were loaded
+
+
+def _planted() -> str:
+    UNPICKLED.append("planted")
+    return "planted"
+
+
+class Planted:
+    def __reduce__(self):
+        return (_planted, ())
+
+
+@pytest.fixture
+def cache(settings, shared_redis_url):
+    yield use_tiercache(settings, shared_redis_url, "keys")
+    caches["default"].clear()
+
+
+def page(client, **query) -> str:
+    response = client.get(KEYS, {"cache": "default", **query})
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_keys_page__needs_the_view_permission(client, django_user_model, viewer, cache):
+    assert client.get(KEYS).status_code == 302  # to the admin's login
+    client.force_login(make_user(django_user_model, "staff"))
+    assert client.get(KEYS).status_code == 403
+    client.force_login(viewer)
+    assert client.get(KEYS).status_code == 200
+
+
+def test_keys_page__lists_what_matches_with_its_time_left_tags_and_state(client, viewer, cache):
+    cache.set("product:1", {"name": "lamp"}, timeout=300, tags=["shop.product"])
+    cache.set("product:2", "forever", timeout=None)
+    cache.set("stale", "old", tags=["gone"])
+    cache.set("other", 1)
+    cache.invalidate_tags("gone")
+    client.force_login(viewer)
+    shown = page(client)
+    for key in ("product:1", "product:2", "stale", "other"):
+        assert f"<code>{key}</code>" in shown
+    assert "<code>shop.product</code>" in shown
+    assert "300 s" in shown or "299 s" in shown
+    assert "never expires" in shown
+    row = shown[shown.index("<code>stale</code>") :]
+    assert row[: row.index("</tr>")].count("invalidated") == 1
+    narrowed = page(client, pattern="product:*")
+    assert "<code>product:1</code>" in narrowed and "<code>other</code>" not in narrowed
+
+
+def test_values__are_shown_only_to_who_may_act_on_caches(client, viewer, operator, cache):
+    cache.set("product:1", {"name": "a lamp of note"}, tags=["shop.product"])
+    client.force_login(viewer)
+    assert "a lamp of note" not in page(client)
+    client.force_login(operator)
+    assert "{&#x27;name&#x27;: &#x27;a lamp of note&#x27;}" in page(client)
+
+
+def test_bytes_this_site_did_not_sign__are_never_unpickled(
+    client, operator, cache, shared_redis_url
+):
+    made = cache.make_key("planted")
+    forged = b"v" + os.urandom(16) + pickle.dumps(Planted())  # a MAC nobody can check
+    redis.Redis.from_url(shared_redis_url).set(made, forged)
+    client.force_login(operator)
+    shown = page(client)
+    assert "<code>planted</code>" in shown
+    assert "not signed by this site: not decoded" in shown
+    assert UNPICKLED == []
+
+
+def test_keys_tags_and_values__are_escaped(client, operator, cache):
+    cache.set("<script>alert(1)</script>", "<b>bold</b>", tags=["<i>tag</i>"])
+    client.force_login(operator)
+    shown = page(client)
+    assert "<script>alert(1)</script>" not in shown
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown
+    assert "<b>bold</b>" not in shown and "<i>tag</i>" not in shown
+
+
+def test_delete__is_a_post_with_csrf_and_the_change_permission(client, viewer, operator, cache):
+    cache.set("doomed", "here", tags=["t"])
+    cache.set("kept", "here")
+    data = {"cache": "default", "pattern": "*", "key": ["doomed"]}
+    client.force_login(operator)
+    assert client.get(DELETE, data).status_code == 405
+    guarded = Client(enforce_csrf_checks=True)
+    guarded.force_login(operator)
+    assert guarded.post(DELETE, data).status_code == 403  # no CSRF token
+    client.force_login(viewer)
+    assert client.post(DELETE, data).status_code == 403
+    assert cache.get("doomed") == "here"
+    client.force_login(operator)
+    response = client.post(DELETE, data)
+    assert response.status_code == 302 and response["Location"].startswith(KEYS)
+    assert cache.get("doomed") is None
+    assert cache.get("kept") == "here"
+    logged = LogEntry.objects.get(user=operator)
+    assert "Deleted 1 key from cache 'default'" in logged.get_change_message()
+
+
+def test_an_unreachable_partition__is_reported_and_the_others_listed(
+    client, viewer, settings, shared_redis_url, closed_port_url
+):
+    cache = use_tiercache(settings, [shared_redis_url, closed_port_url], "keys")
+    healthy = [f"k{i}" for i in range(40) if cache.partition_for(f"k{i}") != closed_port_url]
+    for key in healthy[:3]:
+        cache.set(key, "v")
+    client.force_login(viewer)
+    shown = page(client)
+    assert "Unreachable: " in shown
+    for key in healthy[:3]:
+        assert f"<code>{key}</code>" in shown
+    cache.delete_many(healthy[:3])
+
+
+def test_a_memory_cache__is_browsed_too(client, viewer, settings):
+    cache = use_tiercache(settings, f"memory://{uuid.uuid4().hex}", "keys")
+    cache.set("local", "v", tags=["t"])
+    client.force_login(viewer)
+    shown = page(client)
+    assert "<code>local</code>" in shown and "<code>t</code>" in shown
+
+
+def test_the_statistics_page__links_to_the_keys(client, viewer, cache):
+    client.force_login(viewer)
+    assert f'href="{KEYS}"' in client.get("/admin/django_tiercache/stats/").content.decode()
