@@ -148,3 +148,14 @@ def test_a_memory_cache__is_browsed_too(client, viewer, settings):
 def test_the_statistics_page__links_to_the_keys(client, viewer, cache):
     client.force_login(viewer)
     assert f'href="{KEYS}"' in client.get("/admin/django_tiercache/stats/").content.decode()
+
+
+def test_a_cluster__is_browsed_group_by_group(client, viewer, settings, clean_redis_cluster):
+    cache = use_tiercache(settings, clean_redis_cluster.url(), "keys")
+    cache.set_many({f"product:{i}": i for i in range(20)}, tags=["shop.product"])
+    client.force_login(viewer)
+    shown = page(client, pattern="product:*")
+    assert shown.count("<h2>Partition") == 8  # the slot groups
+    for i in range(20):
+        assert f"<code>product:{i}</code>" in shown
+    assert "Unreachable" not in shown
