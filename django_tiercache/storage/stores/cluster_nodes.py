@@ -110,7 +110,7 @@ class NodeConnections:
             return BridgedConnection.take(self.loop_pool(node))
         pool = client.get_redis_connection(node).connection_pool
         conn = pool.get_connection()
-        conn._tiercache_pool = pool  # where give_back returns it, whoever serves the slot now
+        conn._tiercache_pool = pool  # type: ignore[attr-defined]  # where give_back returns it, whoever serves the slot now
         return conn
 
     def give_back(self, conn: Any) -> None:

@@ -49,11 +49,11 @@ def shared_client(url: str, options: dict[str, Any]) -> Redis:
 
 
 def _connect(location: SentinelLocation, options: dict[str, Any]) -> Redis:
-    connection = {
+    connection: dict[str, Any] = {
         "socket_timeout": options.get("SOCKET_TIMEOUT"),
         "socket_connect_timeout": options.get("SOCKET_CONNECT_TIMEOUT"),
     }
-    credentials = {
+    credentials: dict[str, Any] = {
         "username": location.username or options.get("USERNAME"),
         "password": location.password or options.get("PASSWORD"),
     }
@@ -74,12 +74,12 @@ def async_primary_pool(url: str, options: dict[str, Any]) -> Any:
     stores/async_pools.py): its connections ask redis.asyncio's Sentinel client
     where the primary is, as the sync ones do; `options` are async_options()'."""
     location = parse_sentinel_url(url)
-    connection = {
+    connection: dict[str, Any] = {
         "socket_timeout": options["socket_timeout"],
         "socket_connect_timeout": options["socket_connect_timeout"],
         "retry": AsyncRetry(NoBackoff(), 0),  # as _connect(): a failed call fails at once
     }
-    credentials = {
+    credentials: dict[str, Any] = {
         "username": location.username or options.get("username"),
         "password": location.password or options.get("password"),
     }
