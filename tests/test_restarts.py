@@ -292,3 +292,34 @@ def test_a_meta_hash_found_on_another_server__makes_fills_wait_the_longest_lock_
     assert cache.set("tagged", "read before writer-2 commits", tags=["lost"]) is False
     with server.client() as client:
         assert client.hget(meta, "l:kept").decode().endswith(" writer-1")
+
+
+def test_a_meta_hash_found_on_another_server_while_quiet__stays_quiet_whoever_greets_it(
+    clean_redis_servers, make_cache, monkeypatch
+):
+    """A partition lost its memory (the meta hash) while a writer's lock was held;
+    a process that knows the lock horizon met the loss first, so the partition is
+    quiet. Then its hash shows up on another server (a failover, a moved slot)
+    before the quiet period is over. The first process to greet it there takes no
+    locks (no lock horizon), and the hash holds no lock nor 'h' (both were lost
+    with the old hash): the quiet period it was in is all that still says a lock
+    may be held, and must not be dropped."""
+    from django_tiercache.storage import hooks
+
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url, **FAST)
+    cache.get("greeting")
+    ns = f"{cache.key_prefix}:_tc:"
+    meta = f"{ns}meta"
+    monkeypatch.setitem(hooks._lock_horizons, ns, 30_000)  # a writer's process
+    cache.lock_tags("writer-1", ["product"], 30)
+    with server.client() as client:
+        client.delete(meta)  # lost, with writer-1's lock
+    assert cache.set("product:1", "read before the commit", tags=["product"]) is False
+    monkeypatch.delitem(hooks._lock_horizons, ns)  # from here on, a reader's process
+    with server.client() as client:
+        client.hset(meta, "run", "the-old-primary")  # found on another server now
+    for partition in cache._partitions:
+        partition.store.disconnect()  # new connections: the next call greets
+    assert cache.get("product:1") is None
+    assert cache.set("product:1", "read before the commit", tags=["product"]) is False

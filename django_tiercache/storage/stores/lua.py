@@ -27,8 +27,9 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
                    after losing theirs (``lend_locks``); a lock landing here later
                    tells its writer, who locks that partition again
   - ``h``          ms: the longest write lock (or lock horizon) a writer declared
-                   here; ``hello`` waits it out on a hash found on another server,
-                   whatever the greeting process knows (``carried_over``)
+                   here, or quiet period the hash was started over with; ``hello``
+                   waits it out on a hash found on another server, whatever the
+                   greeting process knows (``carried_over``)
 
 - channel ``ns l1``     every change that can make a copy of an entry wrong
   (write, delete, incr, touch, a tag dropped, locked or unlocked, the
@@ -187,13 +188,16 @@ end
 
 -- The meta hash, started over: tagged entries and the lease dropped, a new
 -- epoch, and fills refused for quiet_ms (write locks it held may be lost).
+-- The quiet period's length is remembered as 'h' too: should the new hash
+-- itself turn up on another server while it lasts, the quiet period is what
+-- still says a lock may be held (hello waits 'h' out there).
 local function new_meta(ns, epoch, quiet_ms)
   local meta = ns .. 'meta'
   redis.call('DEL', meta, ns .. 'gen', ns .. 'lease')
   local now = now_ms()
   announce(ns, '*')
   redis.call('HSET', meta, 'run', server_info('run_id'), 'epoch', epoch, 'born', now)
-  if quiet_ms > 0 then redis.call('HSET', meta, 'quiet', now + quiet_ms) end
+  if quiet_ms > 0 then redis.call('HSET', meta, 'quiet', now + quiet_ms, 'h', quiet_ms) end
 end
 
 -- True if the meta hash is there; if it was lost, start it over.
@@ -299,17 +303,19 @@ end
 -- its keys) still says for certain: the write locks and lock copies it holds
 -- (a moved hash holds all of them, a promoted replica's those it was sent), as
 -- {field, value, ...}; and how long fills must wait for locks it may lack: the
--- longest lock a writer took here ('h'), or the greeter's horizon if longer.
--- So a greeter that takes no locks itself (horizon 0) neither drops the locks
--- of a transaction under way nor lets fills in before they could have ended.
+-- longest lock a writer took here, or quiet period it was put in ('h'), or the
+-- greeter's horizon if longer (new_meta keeps it as the new 'h'). So a greeter
+-- that takes no locks itself (horizon 0) neither drops the locks of a
+-- transaction under way nor lets fills in before they could have ended.
 local function carried_over(meta, horizon)
   local all, kept = redis.call('HGETALL', meta), {}
   for i = 1, #all, 2 do
     local field = all[i]
-    if string.sub(field, 1, 2) == 'l:' or field == 'copies' or field == 'h' then
+    if string.sub(field, 1, 2) == 'l:' or field == 'copies' then
       kept[#kept + 1] = field
       kept[#kept + 1] = all[i + 1]
-      if field == 'h' then horizon = math.max(horizon, tonumber(all[i + 1])) end
+    elseif field == 'h' then
+      horizon = math.max(horizon, tonumber(all[i + 1]))
     end
   end
   return kept, horizon
