@@ -323,3 +323,35 @@ def test_a_meta_hash_found_on_another_server_while_quiet__stays_quiet_whoever_gr
         partition.store.disconnect()  # new connections: the next call greets
     assert cache.get("product:1") is None
     assert cache.set("product:1", "read before the commit", tags=["product"]) is False
+
+
+def test_a_partition_fenced_for_a_missed_lock__is_quiet_even_if_renewed_by_a_process_without_locks(
+    clean_redis_servers, make_cache, monkeypatch
+):
+    """A writer's lock misses a partition (it does not answer): the lock is fenced
+    on the others. The fenced partition's next lease drops its tagged entries and
+    must refuse fills until the missed lock could have expired. That renewal is
+    made by whichever process reads there first, which may take no locks itself
+    (no lock horizon): the partition still knows how long its writers' locks
+    last, since they have locked it before."""
+    from django_tiercache.storage import hooks
+
+    first, second, third = clean_redis_servers[:3]
+    cache = make_cache([s.url for s in (first, second, third)], TAG_LEASE=LEASE, **FAST)
+    ns = f"{cache.key_prefix}:_tc:"
+    for server in (first, second, third):
+        cache.get(keys_on(cache, server.url, count=1, prefix="greeting")[0])
+    monkeypatch.setitem(hooks._lock_horizons, ns, 30_000)  # a writer's process
+    cache.lock_tags("writer-0", ["product"], 30)  # an earlier transaction, committed
+    cache.unlock_tags("writer-0", ["product"])
+    (key,) = keys_on(cache, second.url, count=1)
+    assert cache.set(key, "filled", tags=["other"]) is None
+    with second.client() as client:
+        client.execute_command("CLIENT", "PAUSE", 2000, "WRITE")  # it takes no lock
+        cache.lock_tags("writer-1", ["product"], 30)  # missed by the second: fenced
+        client.execute_command("CLIENT", "UNPAUSE")
+    time.sleep(FAST["BREAKER_COOLDOWN"] + 0.1)
+    monkeypatch.delitem(hooks._lock_horizons, ns)  # from here on, a reader's process
+    assert cache.get(key) is None  # renews the second's lease: fenced
+    assert policy_count(cache, "fenced", second.url) == 1
+    assert cache.set(key, "read before the commit", tags=["product"]) is False

@@ -28,8 +28,9 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
                    tells its writer, who locks that partition again
   - ``h``          ms: the longest write lock (or lock horizon) a writer declared
                    here, or quiet period the hash was started over with; ``hello``
-                   waits it out on a hash found on another server, whatever the
-                   greeting process knows (``carried_over``)
+                   waits it out on a hash found on another server, and a fenced
+                   quiet period lasts that long at least, whatever the greeting or
+                   renewing process knows (``carried_over``, ``fenced_quiet``)
 
 - channel ``ns l1``     every change that can make a copy of an entry wrong
   (write, delete, incr, touch, a tag dropped, locked or unlocked, the
@@ -198,6 +199,13 @@ local function new_meta(ns, epoch, quiet_ms)
   announce(ns, '*')
   redis.call('HSET', meta, 'run', server_info('run_id'), 'epoch', epoch, 'born', now)
   if quiet_ms > 0 then redis.call('HSET', meta, 'quiet', now + quiet_ms, 'h', quiet_ms) end
+end
+
+-- How long a partition that may have missed write locks refuses fills: the
+-- caller's lock horizon, or the longest lock its writers took here ('h') if
+-- longer, since the caller may be a process that takes no locks (horizon 0).
+local function fenced_quiet(meta, horizon)
+  return math.max(horizon, tonumber(redis.call('HGET', meta, 'h') or '0'))
 end
 
 -- True if the meta hash is there; if it was lost, start it over.
@@ -709,7 +717,7 @@ local function record_fence(keys, args)
     -- until such a lock has expired, as a fenced partition does.
     redis.call('DEL', ns .. 'gen')
     announce(ns, '*')
-    local horizon = tonumber(args[3])
+    local horizon = fenced_quiet(meta, tonumber(args[3]))
     if horizon > 0 then redis.call('HSET', meta, 'quiet', now + horizon, 'fq', now + horizon) end
   end
   local out = {}
@@ -832,7 +840,7 @@ local function lease_activate(keys, args)
     announce(ns, '*')
   end
   if args[3] == '2' then
-    local horizon = tonumber(args[4])
+    local horizon = fenced_quiet(meta, tonumber(args[4]))
     if horizon > 0 then
       local until_ms = now_ms() + horizon
       redis.call('HSET', meta, 'quiet', until_ms, 'fq', until_ms)
