@@ -44,6 +44,7 @@ channel: the group's copies are flushed until the new master confirms.
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -63,6 +64,22 @@ from .redis import RedisCall, RedisStore, _same, fresh_epoch
 __all__ = ["SLOTS", "TRYAGAIN_PAUSES", "ClusterStore", "group_hashtag", "redirections"]
 
 SLOTS = 16384
+
+# Per group (its namespace): the master this process last sent it to, and how
+# often that changed (greeting_stamp).
+_homes: dict[str, tuple[str, int]] = {}
+_homes_lock = threading.Lock()
+
+
+def _home_round(ns: str, node: str) -> int:
+    home = _homes.get(ns)
+    if home is not None and home[0] == node:
+        return home[1]
+    with _homes_lock:
+        home = _homes.get(ns)
+        if home is None or home[0] != node:
+            home = _homes[ns] = (node, 0 if home is None else home[1] + 1)
+        return home[1]
 
 
 @lru_cache(maxsize=1024)
@@ -189,6 +206,14 @@ class ClusterStore(RedisStore):
     def hello_command(self) -> tuple:
         name = lua.cluster_function_name("hello")
         return ("FCALL", name, 1, self.ns + "meta", self.ns, fresh_epoch(), self.horizon)
+
+    def greeting_stamp(self) -> int:
+        """A socket kept open across a failover and back (the old master, demoted,
+        keeps its clients' sockets; promoted again, it holds a copy of the other's
+        data, which may lack its last writes) or across a slot moved away and back
+        must greet the group again: the group's greetings hold for as long as this
+        process sends it to the same master."""
+        return _home_round(self.ns, self._node().name)
 
     def _call(self, function, keys, args, convert=_same):
         if function is None:  # a plain command, its key already in the slot
