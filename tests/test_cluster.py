@@ -455,6 +455,26 @@ def test_a_fence_recorded_on_a_group_mid_migration__drops_what_it_filled_since_i
     assert cache.get("product:1") is None
 
 
+def test_a_fence_recorded_on_a_group_mid_migration_without_a_generation__completes(
+    fresh_redis_cluster, make_cache
+):
+    """A group's generation is absent after every fence or greeting until its next
+    fill, and a migrating group's fills mostly fail. A fence recorded there touches
+    the generation only in the window after the group adopted locks: out of it, a
+    slot being migrated (nothing moved yet) must not make the fence incomplete."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), TAG_LEASE=1.0, **FAST)
+    cache.get_many([_key_in(cache, p) for p in cache._partitions])
+    cache.set("product:1", "old", tags=["product"])
+    partition = cache._partition(cache.make_key("product:1"))
+    ns, slot = partition.store.ns, partition.store.slot
+    other = next(p for p in cache._partitions if p is not partition)
+    with cluster.node_serving(slot).client() as client:
+        assert client.delete(f"{ns}gen") == 1  # as a fence or a greeting leaves it
+    _start_migration(cluster, slot)
+    assert partition.run("record_fence", [other.id], 1000).ok
+
+
 def test_a_write_lock_moved_with_its_slot__keeps_fills_out_whoever_greets_first(
     fresh_redis_cluster, make_cache
 ):

@@ -51,7 +51,7 @@ from typing import Any
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, SlotNotCoveredError
+from redis.exceptions import RedisError, ResponseError, SlotNotCoveredError
 
 from ..hooks import lock_horizon_ms
 from . import lua
@@ -235,6 +235,17 @@ class ClusterStore(RedisStore):
         except Exception as exc:  # noqa: BLE001 - reported by result()
             return Done(error=exc)
 
+    def record_fence(self, ids, lease_ms):
+        """The fence, declaring the meta hash; and again declaring the generation too
+        if the group adopted locks lately and must drop it (lua.py: record_fence).
+        Declared always, the generation, absent after every fence and greeting until
+        the next fill, would make every fence recorded on a migrating group fail."""
+        first = super().record_fence(ids, lease_ms)
+        keys = (self.ns + "meta", self.ns + "gen")
+        args = (self.ns, fresh_epoch(), self.horizon, lease_ms, *ids)
+        command = ("FCALL", lua.cluster_function_name("record_fence"), 2, *keys, *args)
+        return _FenceDeclaringGeneration(first, lambda: self._send(command, list, True, True))
+
     def claim(self, name, owner, ttl_ms):
         key = f"{self.ns}sf:{name}"  # already in the group's slot
         name_ = lua.cluster_function_name("claim")
@@ -293,3 +304,20 @@ class ClusterStore(RedisStore):
             return Done(1)
         except Exception as exc:  # noqa: BLE001 - reported by result()
             return Done(error=exc)
+
+
+class _FenceDeclaringGeneration:
+    """record_fence, sent again declaring the generation if the first call says so."""
+
+    __slots__ = ("_first", "_again")
+
+    def __init__(self, first: Any, again: Any):
+        self._first, self._again = first, again
+
+    def result(self) -> Any:
+        try:
+            return self._first.result()
+        except ResponseError as error:
+            if not str(error).startswith("GENUNDECLARED"):
+                raise
+        return self._again().result()

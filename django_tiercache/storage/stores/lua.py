@@ -61,10 +61,10 @@ once per server instead of on every call. They touch keys they do not
 declare; that is fine on a standalone Redis server, which is what a partition
 is. A Redis Cluster runs a variant (``CLUSTER_LIBRARY``, at the end: SPUBLISH,
 and ``write`` announcing first), and stores/cluster.py declares the keys a
-call may touch, which the Functions ignore, so that a slot migration's ASK and
-TRYAGAIN rules cover them. Each function's first argument is ns. Functions that keep the guarantee
-(locks, fences, leases) may run on a full server (``allow-oom``); cache fills
-may not.
+call may touch, which the Functions ignore (but record_fence: it counts them),
+so that a slot migration's ASK and TRYAGAIN rules cover them. Each function's
+first argument is ns. Functions that keep the guarantee (locks, fences, leases)
+may run on a full server (``allow-oom``); cache fills may not.
 """
 
 import hashlib
@@ -703,6 +703,11 @@ end
 -- return how long the latest lease granted to it may still run (ms). A meta
 -- hash started over less than a lease ago may have forgotten a grant: then
 -- a whole lease from its start. args: ns, fresh, horizon_ms, lease_ms, id*.
+-- On a cluster the call declares the meta hash, and the generation only when
+-- asked to: when it must drop the generation and declared the meta hash alone
+-- (one key), it changes nothing and says GENUNDECLARED, and the store calls it
+-- again with both (stores/cluster.py), so that a migration splits the fence only
+-- in that window.
 local function record_fence(keys, args)
   local ns = args[1]
   ensure_meta(ns, args[2], tonumber(args[3]))
@@ -710,6 +715,9 @@ local function record_fence(keys, args)
   local forgotten = tonumber(redis.call('HGET', meta, 'born') or '0') + tonumber(args[4])
   local adopted = redis.call('HGET', meta, 'adopted')
   if adopted and tonumber(adopted) > now then
+    if #keys == 1 then
+      return redis.error_reply('GENUNDECLARED the generation must be declared to be dropped')
+    end
     -- This partition adopted its peers' locks lately (adopt_locks). A writer
     -- that locked it before it lost its memory, and whose locks failed on
     -- every peer, may be recording this fence before it commits, and nothing
