@@ -355,3 +355,34 @@ def test_a_partition_fenced_for_a_missed_lock__is_quiet_even_if_renewed_by_a_pro
     assert cache.get(key) is None  # renews the second's lease: fenced
     assert policy_count(cache, "fenced", second.url) == 1
     assert cache.set(key, "read before the commit", tags=["product"]) is False
+
+
+def test_locks_lent_to_a_restarted_partition__are_copied_as_long_as_its_writers_lock_whoever_renews(
+    clean_redis_servers, make_cache, monkeypatch
+):
+    """The copies race again (see above), with the restarted partition's lease renewed
+    by a process that takes no locks (no lock horizon): the peers must still note
+    the copy for as long as the partition's writers lock, or a lock reaching them
+    after they lent tells its writer nothing."""
+    from django_tiercache.storage import hooks
+
+    first, second, peer = clean_redis_servers[:3]
+    cache = make_cache([s.url for s in (first, second, peer)], TAG_LEASE=LEASE, **FAST)
+    ns = f"{cache.key_prefix}:_tc:"
+    for server in (first, second, peer):
+        cache.get(keys_on(cache, server.url, count=1, prefix="greeting")[0])
+    monkeypatch.setitem(hooks._lock_horizons, ns, 30_000)  # a writer's process
+    cache.lock_tags("writer-0", ["late"], 30)  # an earlier transaction, committed
+    cache.unlock_tags("writer-0", ["late"])
+    fencing, by_url = cache._fencing, {p.name: p for p in cache._partitions}
+    lock = (("late",), "writer", 30_000)
+    landed_before = by_url[peer.url].run("lock", *lock)  # the restart loses it
+    restarted(peer, cache)
+    (key,) = keys_on(cache, peer.url, count=1)
+    assert cache.get(key) is None  # the writer's process greets it: quiet
+    monkeypatch.delitem(hooks._lock_horizons, ns)  # from here on, a reader's process
+    assert cache.set(key, "v", tags=["other"]) is None  # renewed: the peers lent their locks
+    assert policy_count(cache, "adopted", peer.url) == 1
+    late = [by_url[s.url].run("lock", *lock) for s in (first, second)]
+    fencing._lock_again([landed_before, *late], lock[0], lock[1:])
+    assert cache.set(key, "read before the commit", tags=["late"]) is False

@@ -786,7 +786,9 @@ local function lend_locks(keys, args)
   local now = now_ms()
   local quiet = redis.call('HGET', meta, 'quiet')
   local _, copies = live_copies(redis.call('HGET', meta, 'copies'), now, id)
-  copies[#copies + 1] = (now + tonumber(args[3])) .. ' ' .. id .. ' ' .. epoch
+  -- As long as this partition's writers lock ('h'), whoever asks for the loan.
+  local keep = fenced_quiet(meta, tonumber(args[3]))
+  copies[#copies + 1] = (now + keep) .. ' ' .. id .. ' ' .. epoch
   redis.call('HSET', meta, 'copies', table.concat(copies, ' '))
   local out = {(quiet and tonumber(quiet) > now) and 1 or 0}
   local all = redis.call('HGETALL', meta)
@@ -831,7 +833,7 @@ local function adopt_locks(keys, args)
   end
   announce(ns, 't', tags)
   redis.call('HDEL', meta, 'quiet')
-  redis.call('HSET', meta, 'adopted', now + tonumber(args[4]))
+  redis.call('HSET', meta, 'adopted', now + fenced_quiet(meta, tonumber(args[4])))
   return 1
 end
 
