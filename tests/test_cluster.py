@@ -455,6 +455,26 @@ def test_a_fence_recorded_on_a_group_mid_migration__drops_what_it_filled_since_i
     assert cache.get("product:1") is None
 
 
+def test_a_fence_recorded_on_a_group_mid_migration_without_a_generation__completes(
+    fresh_redis_cluster, make_cache
+):
+    """A group's generation is absent after every fence or greeting until its next
+    fill, and a migrating group's fills mostly fail. A fence recorded there touches
+    the generation only in the window after the group adopted locks: out of it, a
+    slot being migrated (nothing moved yet) must not make the fence incomplete."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), TAG_LEASE=1.0, **FAST)
+    cache.get_many([_key_in(cache, p) for p in cache._partitions])
+    cache.set("product:1", "old", tags=["product"])
+    partition = cache._partition(cache.make_key("product:1"))
+    ns, slot = partition.store.ns, partition.store.slot
+    other = next(p for p in cache._partitions if p is not partition)
+    with cluster.node_serving(slot).client() as client:
+        assert client.delete(f"{ns}gen") == 1  # as a fence or a greeting leaves it
+    _start_migration(cluster, slot)
+    assert partition.run("record_fence", [other.id], 1000).ok
+
+
 def test_a_write_lock_moved_with_its_slot__keeps_fills_out_whoever_greets_first(
     fresh_redis_cluster, make_cache
 ):
@@ -625,3 +645,53 @@ def _migrate_every_group(
             _move_slot(cluster, group.store.slot, target, batch=batch, pause=pause)
         probe.disturbed()
     return probe
+
+
+def _replica_of(cluster, master):
+    with master.client() as client:
+        port = int(client.info("replication")["slave0"]["port"])
+    return next(n for n in cluster.nodes if n.port == port)
+
+
+def _fail_over_to(cluster, replica, master) -> None:
+    """A manual failover (CLUSTER FAILOVER): `replica` takes its master's slots, and
+    the old master, still running, replicates from it. No process restarts."""
+    for attempt in range(3):  # a manual failover times out now and then (5 s): again
+        with replica.client() as client:
+            client.execute_command("CLUSTER", "FAILOVER")
+        try:
+            cluster.wait_until(lambda: cluster.role_of(replica) == "master", "promoted", 8)
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    cluster.wait_until(lambda: cluster.role_of(master) == "slave", "the master demoted")
+    cluster.wait_until(cluster._healthy, "the cluster healthy again")
+
+
+def test_a_master_failed_back_to__is_greeted_again_on_connections_it_kept_open(
+    fresh_redis_cluster, make_cache
+):
+    """A group's master hands its slot to its replica and later takes it back (two
+    manual failovers; a forced one may lose the last writes it was sent). The
+    server never restarted and kept the sockets of the process open, but what it
+    holds now is a copy of the other's data, which may lack a write lock taken
+    there: a fill on such a socket must meet the greeting's check, as on a new one."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), TAG_LEASE=1.0, **FAST)
+    cache.set("product:1", "old", tags=["product"])
+    assert cache.get("product:1") == "old"  # a greeted connection to the master
+    slot = _slot_of(cache, "product:1")
+    master = cluster.node_serving(slot)
+    replica = _replica_of(cluster, master)
+    _fail_over_to(cluster, replica, master)
+    assert cache.get("product:1") is None  # the promoted replica's greeting dropped it
+    cache.lock_tags("writer-1", ["product"], 30)  # h: the longest lock taken there
+    ns = cache._partition(cache.make_key("product:1")).store.ns
+    with master.client() as client:
+        client.execute_command("READONLY")  # a replica now
+        cluster.wait_until(lambda: client.hexists(f"{ns}meta", "l:product"), "the lock replicated")
+    _fail_over_to(cluster, master, replica)
+    with master.client() as client:
+        client.hdel(f"{ns}meta", "l:product")  # as a forced failover may lose it
+    assert cache.set("product:1", "read before the commit", tags=["product"]) is False

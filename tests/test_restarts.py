@@ -292,3 +292,97 @@ def test_a_meta_hash_found_on_another_server__makes_fills_wait_the_longest_lock_
     assert cache.set("tagged", "read before writer-2 commits", tags=["lost"]) is False
     with server.client() as client:
         assert client.hget(meta, "l:kept").decode().endswith(" writer-1")
+
+
+def test_a_meta_hash_found_on_another_server_while_quiet__stays_quiet_whoever_greets_it(
+    clean_redis_servers, make_cache, monkeypatch
+):
+    """A partition lost its memory (the meta hash) while a writer's lock was held;
+    a process that knows the lock horizon met the loss first, so the partition is
+    quiet. Then its hash shows up on another server (a failover, a moved slot)
+    before the quiet period is over. The first process to greet it there takes no
+    locks (no lock horizon), and the hash holds no lock nor 'h' (both were lost
+    with the old hash): the quiet period it was in is all that still says a lock
+    may be held, and must not be dropped."""
+    from django_tiercache.storage import hooks
+
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url, **FAST)
+    cache.get("greeting")
+    ns = f"{cache.key_prefix}:_tc:"
+    meta = f"{ns}meta"
+    monkeypatch.setitem(hooks._lock_horizons, ns, 30_000)  # a writer's process
+    cache.lock_tags("writer-1", ["product"], 30)
+    with server.client() as client:
+        client.delete(meta)  # lost, with writer-1's lock
+    assert cache.set("product:1", "read before the commit", tags=["product"]) is False
+    monkeypatch.delitem(hooks._lock_horizons, ns)  # from here on, a reader's process
+    with server.client() as client:
+        client.hset(meta, "run", "the-old-primary")  # found on another server now
+    for partition in cache._partitions:
+        partition.store.disconnect()  # new connections: the next call greets
+    assert cache.get("product:1") is None
+    assert cache.set("product:1", "read before the commit", tags=["product"]) is False
+
+
+def test_a_partition_fenced_for_a_missed_lock__is_quiet_even_if_renewed_by_a_process_without_locks(
+    clean_redis_servers, make_cache, monkeypatch
+):
+    """A writer's lock misses a partition (it does not answer): the lock is fenced
+    on the others. The fenced partition's next lease drops its tagged entries and
+    must refuse fills until the missed lock could have expired. That renewal is
+    made by whichever process reads there first, which may take no locks itself
+    (no lock horizon): the partition still knows how long its writers' locks
+    last, since they have locked it before."""
+    from django_tiercache.storage import hooks
+
+    first, second, third = clean_redis_servers[:3]
+    cache = make_cache([s.url for s in (first, second, third)], TAG_LEASE=LEASE, **FAST)
+    ns = f"{cache.key_prefix}:_tc:"
+    for server in (first, second, third):
+        cache.get(keys_on(cache, server.url, count=1, prefix="greeting")[0])
+    monkeypatch.setitem(hooks._lock_horizons, ns, 30_000)  # a writer's process
+    cache.lock_tags("writer-0", ["product"], 30)  # an earlier transaction, committed
+    cache.unlock_tags("writer-0", ["product"])
+    (key,) = keys_on(cache, second.url, count=1)
+    assert cache.set(key, "filled", tags=["other"]) is None
+    with second.client() as client:
+        client.execute_command("CLIENT", "PAUSE", 2000, "WRITE")  # it takes no lock
+        cache.lock_tags("writer-1", ["product"], 30)  # missed by the second: fenced
+        client.execute_command("CLIENT", "UNPAUSE")
+    time.sleep(FAST["BREAKER_COOLDOWN"] + 0.1)
+    monkeypatch.delitem(hooks._lock_horizons, ns)  # from here on, a reader's process
+    assert cache.get(key) is None  # renews the second's lease: fenced
+    assert policy_count(cache, "fenced", second.url) == 1
+    assert cache.set(key, "read before the commit", tags=["product"]) is False
+
+
+def test_locks_lent_to_a_restarted_partition__are_copied_as_long_as_its_writers_lock_whoever_renews(
+    clean_redis_servers, make_cache, monkeypatch
+):
+    """The copies race again (see above), with the restarted partition's lease renewed
+    by a process that takes no locks (no lock horizon): the peers must still note
+    the copy for as long as the partition's writers lock, or a lock reaching them
+    after they lent tells its writer nothing."""
+    from django_tiercache.storage import hooks
+
+    first, second, peer = clean_redis_servers[:3]
+    cache = make_cache([s.url for s in (first, second, peer)], TAG_LEASE=LEASE, **FAST)
+    ns = f"{cache.key_prefix}:_tc:"
+    for server in (first, second, peer):
+        cache.get(keys_on(cache, server.url, count=1, prefix="greeting")[0])
+    monkeypatch.setitem(hooks._lock_horizons, ns, 30_000)  # a writer's process
+    cache.lock_tags("writer-0", ["late"], 30)  # an earlier transaction, committed
+    cache.unlock_tags("writer-0", ["late"])
+    fencing, by_url = cache._fencing, {p.name: p for p in cache._partitions}
+    lock = (("late",), "writer", 30_000)
+    landed_before = by_url[peer.url].run("lock", *lock)  # the restart loses it
+    restarted(peer, cache)
+    (key,) = keys_on(cache, peer.url, count=1)
+    assert cache.get(key) is None  # the writer's process greets it: quiet
+    monkeypatch.delitem(hooks._lock_horizons, ns)  # from here on, a reader's process
+    assert cache.set(key, "v", tags=["other"]) is None  # renewed: the peers lent their locks
+    assert policy_count(cache, "adopted", peer.url) == 1
+    late = [by_url[s.url].run("lock", *lock) for s in (first, second)]
+    fencing._lock_again([landed_before, *late], lock[0], lock[1:])
+    assert cache.set(key, "read before the commit", tags=["late"]) is False

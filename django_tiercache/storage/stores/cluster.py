@@ -44,13 +44,14 @@ channel: the group's copies are flushed until the new master confirms.
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 from typing import Any
 
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, SlotNotCoveredError
+from redis.exceptions import RedisError, ResponseError, SlotNotCoveredError
 
 from ..hooks import lock_horizon_ms
 from . import lua
@@ -63,6 +64,22 @@ from .redis import RedisCall, RedisStore, _same, fresh_epoch
 __all__ = ["SLOTS", "TRYAGAIN_PAUSES", "ClusterStore", "group_hashtag", "redirections"]
 
 SLOTS = 16384
+
+# Per group (its namespace): the master this process last sent it to, and how
+# often that changed (greeting_stamp).
+_homes: dict[str, tuple[str, int]] = {}
+_homes_lock = threading.Lock()
+
+
+def _home_round(ns: str, node: str) -> int:
+    home = _homes.get(ns)
+    if home is not None and home[0] == node:
+        return home[1]
+    with _homes_lock:
+        home = _homes.get(ns)
+        if home is None or home[0] != node:
+            home = _homes[ns] = (node, 0 if home is None else home[1] + 1)
+        return home[1]
 
 
 @lru_cache(maxsize=1024)
@@ -190,6 +207,14 @@ class ClusterStore(RedisStore):
         name = lua.cluster_function_name("hello")
         return ("FCALL", name, 1, self.ns + "meta", self.ns, fresh_epoch(), self.horizon)
 
+    def greeting_stamp(self) -> int:
+        """A socket kept open across a failover and back (the old master, demoted,
+        keeps its clients' sockets; promoted again, it holds a copy of the other's
+        data, which may lack its last writes) or across a slot moved away and back
+        must greet the group again: the group's greetings hold for as long as this
+        process sends it to the same master."""
+        return _home_round(self.ns, self._node().name)
+
     def _call(self, function, keys, args, convert=_same):
         if function is None:  # a plain command, its key already in the slot
             return self._send((*keys, *args), convert, askable=True, changes=False)
@@ -209,6 +234,17 @@ class ClusterStore(RedisStore):
             return Done(error=RedisConnectionError(str(exc)))
         except Exception as exc:  # noqa: BLE001 - reported by result()
             return Done(error=exc)
+
+    def record_fence(self, ids, lease_ms):
+        """The fence, declaring the meta hash; and again declaring the generation too
+        if the group adopted locks lately and must drop it (lua.py: record_fence).
+        Declared always, the generation, absent after every fence and greeting until
+        the next fill, would make every fence recorded on a migrating group fail."""
+        first = super().record_fence(ids, lease_ms)
+        keys = (self.ns + "meta", self.ns + "gen")
+        args = (self.ns, fresh_epoch(), self.horizon, lease_ms, *ids)
+        command = ("FCALL", lua.cluster_function_name("record_fence"), 2, *keys, *args)
+        return _FenceDeclaringGeneration(first, lambda: self._send(command, list, True, True))
 
     def claim(self, name, owner, ttl_ms):
         key = f"{self.ns}sf:{name}"  # already in the group's slot
@@ -268,3 +304,20 @@ class ClusterStore(RedisStore):
             return Done(1)
         except Exception as exc:  # noqa: BLE001 - reported by result()
             return Done(error=exc)
+
+
+class _FenceDeclaringGeneration:
+    """record_fence, sent again declaring the generation if the first call says so."""
+
+    __slots__ = ("_first", "_again")
+
+    def __init__(self, first: Any, again: Any):
+        self._first, self._again = first, again
+
+    def result(self) -> Any:
+        try:
+            return self._first.result()
+        except ResponseError as error:
+            if not str(error).startswith("GENUNDECLARED"):
+                raise
+        return self._again().result()

@@ -92,8 +92,6 @@ def declared(ns: str, function: str, args: list) -> list[str]:
         return [meta, *(ns + "t:" + tag for tag in args[1:])]
     if function == "lease_activate":  # nonce, ...
         return [meta, ns + "gen", ns + "lease", ns + "lease:" + str(args[0])]
-    if function == "record_fence":  # it drops the generation after adopted locks
-        return [meta, ns + "gen"]
     return [meta]  # hello, fences, lease_prepare: the meta hash is what they stand on
 
 

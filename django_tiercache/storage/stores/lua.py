@@ -27,8 +27,10 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
                    after losing theirs (``lend_locks``); a lock landing here later
                    tells its writer, who locks that partition again
   - ``h``          ms: the longest write lock (or lock horizon) a writer declared
-                   here; ``hello`` waits it out on a hash found on another server,
-                   whatever the greeting process knows (``carried_over``)
+                   here, or quiet period the hash was started over with; ``hello``
+                   waits it out on a hash found on another server, and a fenced
+                   quiet period lasts that long at least, whatever the greeting or
+                   renewing process knows (``carried_over``, ``fenced_quiet``)
 
 - channel ``ns l1``     every change that can make a copy of an entry wrong
   (write, delete, incr, touch, a tag dropped, locked or unlocked, the
@@ -59,10 +61,10 @@ once per server instead of on every call. They touch keys they do not
 declare; that is fine on a standalone Redis server, which is what a partition
 is. A Redis Cluster runs a variant (``CLUSTER_LIBRARY``, at the end: SPUBLISH,
 and ``write`` announcing first), and stores/cluster.py declares the keys a
-call may touch, which the Functions ignore, so that a slot migration's ASK and
-TRYAGAIN rules cover them. Each function's first argument is ns. Functions that keep the guarantee
-(locks, fences, leases) may run on a full server (``allow-oom``); cache fills
-may not.
+call may touch, which the Functions ignore (but record_fence: it counts them),
+so that a slot migration's ASK and TRYAGAIN rules cover them. Each function's
+first argument is ns. Functions that keep the guarantee (locks, fences, leases)
+may run on a full server (``allow-oom``); cache fills may not.
 """
 
 import hashlib
@@ -187,13 +189,23 @@ end
 
 -- The meta hash, started over: tagged entries and the lease dropped, a new
 -- epoch, and fills refused for quiet_ms (write locks it held may be lost).
+-- The quiet period's length is remembered as 'h' too: should the new hash
+-- itself turn up on another server while it lasts, the quiet period is what
+-- still says a lock may be held (hello waits 'h' out there).
 local function new_meta(ns, epoch, quiet_ms)
   local meta = ns .. 'meta'
   redis.call('DEL', meta, ns .. 'gen', ns .. 'lease')
   local now = now_ms()
   announce(ns, '*')
   redis.call('HSET', meta, 'run', server_info('run_id'), 'epoch', epoch, 'born', now)
-  if quiet_ms > 0 then redis.call('HSET', meta, 'quiet', now + quiet_ms) end
+  if quiet_ms > 0 then redis.call('HSET', meta, 'quiet', now + quiet_ms, 'h', quiet_ms) end
+end
+
+-- How long a partition that may have missed write locks refuses fills: the
+-- caller's lock horizon, or the longest lock its writers took here ('h') if
+-- longer, since the caller may be a process that takes no locks (horizon 0).
+local function fenced_quiet(meta, horizon)
+  return math.max(horizon, tonumber(redis.call('HGET', meta, 'h') or '0'))
 end
 
 -- True if the meta hash is there; if it was lost, start it over.
@@ -299,17 +311,19 @@ end
 -- its keys) still says for certain: the write locks and lock copies it holds
 -- (a moved hash holds all of them, a promoted replica's those it was sent), as
 -- {field, value, ...}; and how long fills must wait for locks it may lack: the
--- longest lock a writer took here ('h'), or the greeter's horizon if longer.
--- So a greeter that takes no locks itself (horizon 0) neither drops the locks
--- of a transaction under way nor lets fills in before they could have ended.
+-- longest lock a writer took here, or quiet period it was put in ('h'), or the
+-- greeter's horizon if longer (new_meta keeps it as the new 'h'). So a greeter
+-- that takes no locks itself (horizon 0) neither drops the locks of a
+-- transaction under way nor lets fills in before they could have ended.
 local function carried_over(meta, horizon)
   local all, kept = redis.call('HGETALL', meta), {}
   for i = 1, #all, 2 do
     local field = all[i]
-    if string.sub(field, 1, 2) == 'l:' or field == 'copies' or field == 'h' then
+    if string.sub(field, 1, 2) == 'l:' or field == 'copies' then
       kept[#kept + 1] = field
       kept[#kept + 1] = all[i + 1]
-      if field == 'h' then horizon = math.max(horizon, tonumber(all[i + 1])) end
+    elseif field == 'h' then
+      horizon = math.max(horizon, tonumber(all[i + 1]))
     end
   end
   return kept, horizon
@@ -689,6 +703,11 @@ end
 -- return how long the latest lease granted to it may still run (ms). A meta
 -- hash started over less than a lease ago may have forgotten a grant: then
 -- a whole lease from its start. args: ns, fresh, horizon_ms, lease_ms, id*.
+-- On a cluster the call declares the meta hash, and the generation only when
+-- asked to: when it must drop the generation and declared the meta hash alone
+-- (one key), it changes nothing and says GENUNDECLARED, and the store calls it
+-- again with both (stores/cluster.py), so that a migration splits the fence only
+-- in that window.
 local function record_fence(keys, args)
   local ns = args[1]
   ensure_meta(ns, args[2], tonumber(args[3]))
@@ -696,6 +715,9 @@ local function record_fence(keys, args)
   local forgotten = tonumber(redis.call('HGET', meta, 'born') or '0') + tonumber(args[4])
   local adopted = redis.call('HGET', meta, 'adopted')
   if adopted and tonumber(adopted) > now then
+    if #keys == 1 then
+      return redis.error_reply('GENUNDECLARED the generation must be declared to be dropped')
+    end
     -- This partition adopted its peers' locks lately (adopt_locks). A writer
     -- that locked it before it lost its memory, and whose locks failed on
     -- every peer, may be recording this fence before it commits, and nothing
@@ -703,7 +725,7 @@ local function record_fence(keys, args)
     -- until such a lock has expired, as a fenced partition does.
     redis.call('DEL', ns .. 'gen')
     announce(ns, '*')
-    local horizon = tonumber(args[3])
+    local horizon = fenced_quiet(meta, tonumber(args[3]))
     if horizon > 0 then redis.call('HSET', meta, 'quiet', now + horizon, 'fq', now + horizon) end
   end
   local out = {}
@@ -764,7 +786,9 @@ local function lend_locks(keys, args)
   local now = now_ms()
   local quiet = redis.call('HGET', meta, 'quiet')
   local _, copies = live_copies(redis.call('HGET', meta, 'copies'), now, id)
-  copies[#copies + 1] = (now + tonumber(args[3])) .. ' ' .. id .. ' ' .. epoch
+  -- As long as this partition's writers lock ('h'), whoever asks for the loan.
+  local keep = fenced_quiet(meta, tonumber(args[3]))
+  copies[#copies + 1] = (now + keep) .. ' ' .. id .. ' ' .. epoch
   redis.call('HSET', meta, 'copies', table.concat(copies, ' '))
   local out = {(quiet and tonumber(quiet) > now) and 1 or 0}
   local all = redis.call('HGETALL', meta)
@@ -809,7 +833,7 @@ local function adopt_locks(keys, args)
   end
   announce(ns, 't', tags)
   redis.call('HDEL', meta, 'quiet')
-  redis.call('HSET', meta, 'adopted', now + tonumber(args[4]))
+  redis.call('HSET', meta, 'adopted', now + fenced_quiet(meta, tonumber(args[4])))
   return 1
 end
 
@@ -826,7 +850,7 @@ local function lease_activate(keys, args)
     announce(ns, '*')
   end
   if args[3] == '2' then
-    local horizon = tonumber(args[4])
+    local horizon = fenced_quiet(meta, tonumber(args[4]))
     if horizon > 0 then
       local until_ms = now_ms() + horizon
       redis.call('HSET', meta, 'quiet', until_ms, 'fq', until_ms)

@@ -70,11 +70,12 @@ class RedisCall:
         if greeted is None:
             greeted = conn._tiercache_greeted = _Greeted()
             conn.register_connect_callback(greeted.forget)
-        self._greeting = conn._sock is None or ns not in greeted
+        stamp = self._store.greeting_stamp()
+        self._greeting = conn._sock is None or greeted.get(ns, _NEVER) != stamp
         if self._greeting:
             # Sending connects if needed, which empties `greeted` first.
             conn.send_command(*self._store.hello_command())
-            greeted.add(ns)
+            greeted[ns] = stamp
         conn.send_command(*self._args)
 
     def _drop(self, exc: BaseException) -> None:
@@ -91,7 +92,7 @@ class RedisCall:
                 self._conn.read_response()
             except ResponseError as error:
                 greeting_error = error
-                self._conn._tiercache_greeted.discard(self._store.ns)
+                self._conn._tiercache_greeted.pop(self._store.ns, None)
         reply = self._conn.read_response()  # the call's own error, if any, wins
         if greeting_error is not None:
             raise GreetingFailed(f"the greeting failed: {greeting_error}")
@@ -152,8 +153,12 @@ class GreetingFailed(ResponseError):
     the call again could run it twice, so it fails (the next call greets again)."""
 
 
-class _Greeted(set):
-    """The namespaces greeted on one connection's current socket."""
+_NEVER = object()
+
+
+class _Greeted(dict):
+    """The namespaces greeted on one connection's current socket, each with the
+    store's greeting_stamp() when it was greeted."""
 
     def forget(self, conn: Any) -> None:
         # redis-py calls this on every (re)connect: a new socket may reach a
@@ -295,6 +300,11 @@ class RedisStore(Store):
 
     def hello_command(self) -> tuple:
         return ("FCALL", lua.function_name("hello"), 0, self.ns, fresh_epoch(), self.horizon)
+
+    def greeting_stamp(self) -> Any:
+        """What a connection's greeting of this namespace holds for: a socket greets
+        again when it differs (stores/cluster.py). A server here is one socket's."""
+        return None
 
     def _call(self, function: str | None, keys: list[str], args: list, convert=_same) -> RedisCall:
         return RedisCall(self, self._command(function, keys, args), convert)
