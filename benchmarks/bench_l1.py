@@ -12,6 +12,7 @@ import bisect
 import itertools
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -67,16 +68,22 @@ def hit_cost() -> None:
     print(f"L1 hit, 2 tags (+2 families)   {tagged:6.2f} us   {tagged / base:4.2f}x locmem")
 
 
-def median_us(fn, n=5_000, rounds=7) -> float:
-    """The median over `rounds` of a call's mean time in a loop of `n` (a shared machine:
-    the median, not the best, is what other work cannot flatter)."""
-    times = []
+def paired_us(fns: dict, n=2_000, rounds=15) -> dict[str, list[float]]:
+    """{name: us per call in each round}: each round times every function once, in turn,
+    so a burst of other work on a shared machine lands on one round of all of them."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
-        started = time.perf_counter_ns()
-        for _ in range(n):
-            fn()
-        times.append((time.perf_counter_ns() - started) / n / 1000)
-    return sorted(times)[len(times) // 2]
+        for name, fn in fns.items():
+            started = time.perf_counter_ns()
+            for _ in range(n):
+                fn()
+            times[name].append((time.perf_counter_ns() - started) / n / 1000)
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], name: str, anchor: str) -> float:
+    """The median of the rounds' ratios name/anchor."""
+    return statistics.median(t / a for t, a in zip(times[name], times[anchor], strict=True))
 
 
 def model_hit_cost() -> None:
@@ -112,17 +119,23 @@ def model_hit_cost() -> None:
         key, value, tags = object_entry(shelf)
         cache.set(key, value, tags=tags)
         until_kept(cache, key)
-        ours = median_us(lambda: django_tiercache.get_object(Shelf, 7))
+        times = paired_us(
+            {
+                "locmem": lambda: locmem.get("shelf:7"),
+                "ours": lambda: django_tiercache.get_object(Shelf, 7),
+                "django-redis": lambda: theirs.get("shelf:7"),
+            }
+        )
         cache.delete(key)
-    floor = median_us(lambda: locmem.get("shelf:7"))
-    redis_hit = median_us(lambda: theirs.get("shelf:7"))
     theirs.delete("shelf:7")
+    us = {name: statistics.median(ts) for name, ts in times.items()}
     print(
-        f"get_object, L1 hit             {ours:6.2f} us   {ours / floor:4.2f}x locmem  "
-        f"{ours / redis_hit:4.2f}x django-redis"
+        f"get_object, L1 hit             {us['ours']:6.2f} us   "
+        f"{paired_ratio(times, 'ours', 'locmem'):4.2f}x locmem  "
+        f"{paired_ratio(times, 'ours', 'django-redis'):4.2f}x django-redis"
     )
-    print(f"cache-aside get, locmem        {floor:6.2f} us")
-    print(f"cache-aside get, django-redis  {redis_hit:6.2f} us")
+    print(f"cache-aside get, locmem        {us['locmem']:6.2f} us")
+    print(f"cache-aside get, django-redis  {us['django-redis']:6.2f} us")
 
 
 def reader(prefix: str) -> None:
