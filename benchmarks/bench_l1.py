@@ -1,5 +1,5 @@
-"""The L1 tier: hit cost, cross-process invalidation latency, admission hit rate,
-single flight and a Zipf read mix against django-redis.
+"""The L1 tier: hit cost, a model instance's hit cost (get_object), cross-process
+invalidation latency, admission hit rate, single flight and a Zipf read mix against django-redis.
 
     TIERCACHE_BENCH_REDIS_URL=redis://127.0.0.1:6379/7 python benchmarks/bench_l1.py
 
@@ -12,6 +12,7 @@ import bisect
 import itertools
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -65,6 +66,76 @@ def hit_cost() -> None:
     print(f"locmem get                     {base:6.2f} us")
     print(f"L1 hit                         {plain:6.2f} us   {plain / base:4.2f}x locmem")
     print(f"L1 hit, 2 tags (+2 families)   {tagged:6.2f} us   {tagged / base:4.2f}x locmem")
+
+
+def paired_us(fns: dict, n=2_000, rounds=15) -> dict[str, list[float]]:
+    """{name: us per call in each round}: each round times every function once, in turn,
+    so a burst of other work on a shared machine lands on one round of all of them."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            started = time.perf_counter_ns()
+            for _ in range(n):
+                fn()
+            times[name].append((time.perf_counter_ns() - started) / n / 1000)
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], name: str, anchor: str) -> float:
+    """The median of the rounds' ratios name/anchor."""
+    return statistics.median(t / a for t, a in zip(times[name], times[anchor], strict=True))
+
+
+def model_hit_cost() -> None:
+    """A registered model's instance read on a hit, as a view reads it: get_object() through
+    L1 against the cache-aside code of benchmarks/loadapp (get, else query and set) on Django's
+    LocMemCache (an in-process dict, the floor) and on django-redis, in the same run."""
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.test import override_settings
+    from django_redis.cache import RedisCache
+
+    import django_tiercache
+    from django_tiercache.orm.cache_aside import object_entry
+    from tests.testapp.models import Shelf
+
+    prefix = f"b{uuid.uuid4().hex[:8]}"
+    shelf = Shelf(pk=7, name="Kitchen")
+    caches = {
+        "default": {
+            "BACKEND": "django_tiercache.backend.TierCache",
+            "LOCATION": URL,
+            "KEY_PREFIX": prefix,
+            "OPTIONS": {"L1": L1},
+        }
+    }
+    locmem = LocMemCache("bench", {})
+    theirs = RedisCache(URL, {"KEY_PREFIX": prefix + "dr"})
+    for other in (locmem, theirs):
+        other.set("shelf:7", shelf)
+    with override_settings(CACHES=caches):
+        from django.core.cache import caches as django_caches
+
+        cache = django_caches["default"]
+        key, value, tags = object_entry(shelf)
+        cache.set(key, value, tags=tags)
+        until_kept(cache, key)
+        times = paired_us(
+            {
+                "locmem": lambda: locmem.get("shelf:7"),
+                "ours": lambda: django_tiercache.get_object(Shelf, 7),
+                "django-redis": lambda: theirs.get("shelf:7"),
+            }
+        )
+        cache.delete(key)
+    theirs.delete("shelf:7")
+    us = {name: statistics.median(ts) for name, ts in times.items()}
+    print(
+        f"get_object, L1 hit             {us['ours']:6.2f} us   "
+        f"{paired_ratio(times, 'ours', 'locmem'):4.2f}x locmem  "
+        f"{paired_ratio(times, 'ours', 'django-redis'):4.2f}x django-redis"
+    )
+    print(f"cache-aside get, locmem        {us['locmem']:6.2f} us")
+    print(f"cache-aside get, django-redis  {us['django-redis']:6.2f} us")
 
 
 def reader(prefix: str) -> None:
@@ -230,6 +301,9 @@ def main() -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"# bench_l1  {time.strftime('%Y-%m-%d')}  {machine}  (load average {load})")
     hit_cost()
+    if sys.argv[1:2] == ["--model"]:  # the model hit alone
+        return model_hit_cost()
+    model_hit_cost()
     invalidation_latency()
     hit_rates()
     single_flight()

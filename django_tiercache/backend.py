@@ -164,14 +164,18 @@ class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, Bas
         return self._read([key]).get(key, default)
 
     def get_many(self, keys: Iterable[str], version: int | None = None) -> dict[str, Any]:
-        # make_and_validate_key inlined: it is a tenth of a get_many's client CPU.
+        made = self._made_keys(keys, version)
+        return {made[k]: v for k, v in self._read(list(made)).items()}
+
+    def _made_keys(self, keys: Iterable[str], version: int | None) -> dict[str, str]:
+        """{made key: key}: make_and_validate_key inlined, a tenth of a get_many's client CPU."""
         key_func, prefix = self.key_func, self.key_prefix
         version = self.version if version is None else version
         made = {key_func(k, prefix, version): k for k in keys}
         for key in made:
             if len(key) > MEMCACHE_MAX_KEY_LENGTH or _UNPORTABLE(key):
                 super().validate_key(key)
-        return {made[k]: v for k, v in self._read(list(made)).items()}
+        return made
 
     def has_key(self, key: str, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
@@ -303,7 +307,7 @@ class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, Bas
         `load` runs, so a value loaded across an invalidation is not stored.
         One round trip per partition for each step.
         """
-        made = {self.make_and_validate_key(k, version=version): k for k in tags_by_key}
+        made = self._made_keys(tags_by_key, version)
         self._ttl_ms(timeout)  # a bad timeout fails every call, not only the misses
         found = self._read(list(made))
         result = {made[m]: v for m, v in found.items()}

@@ -458,6 +458,41 @@ def test_change_read_off_the_socket_but_not_applied__is_not_served(make_cache, p
         subscriber.lock.release()
 
 
+def test_a_message_pending_for_another_key__the_copy_is_served_once_the_subscriber_applies_it(
+    make_cache, prefix, monkeypatch
+):
+    """A hit that finds its subscriber holding a message not yet applied waits for
+    it (coherence.CATCH_UP, long here) instead of reading Redis, and serves its copy
+    when the message turns out to concern another key."""
+    from django_tiercache.storage import coherence
+
+    monkeypatch.setattr(coherence, "CATCH_UP", 5.0, raising=False)
+    cache = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix, L1=L1)
+    wait_live(cache)
+    cache.set("k", "v")
+    assert read_into_l1(cache, "k") == "v"
+    # Deleted behind the cache's back (no message): Redis would answer None.
+    redis.Redis.from_url(SHARED_REDIS_URL).delete(cache.make_key("k"))
+    subscriber = _subscriber_of(cache)
+    subscriber.lock.acquire()  # _dispatch() waits for it, the marker's message in hand
+    try:
+        announce_marker(SHARED_REDIS_URL, prefix)
+        deadline = time.monotonic() + 10
+        while _socket_holds_bytes(subscriber):
+            assert time.monotonic() < deadline, "the subscriber never read the message"
+            time.sleep(0.005)
+        assert not subscriber.settled()
+    except BaseException:
+        subscriber.lock.release()
+        raise
+    releaser = threading.Timer(0.2, subscriber.lock.release)  # applied while get() waits
+    releaser.start()
+    try:
+        assert cache.get("k") == "v"  # served from L1 once the marker was applied
+    finally:
+        releaser.join()
+
+
 def _socket_holds_bytes(subscriber) -> bool:
     import fcntl
     import termios

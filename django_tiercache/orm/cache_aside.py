@@ -9,7 +9,7 @@ of every registered model the query reads.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -177,17 +177,17 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
 
     loaded: set[str] = set()
 
-    @in_database
     def load(missing: list[str]) -> dict[str, Any]:
         loaded.update(missing)
-        rows = loader(model._default_manager).in_bulk([keys[k] for k in missing])
+        # Wrapped here, on a miss: wrapping costs a hit a tenth of its time.
+        rows = in_database(_in_bulk)(model, [keys[k] for k in missing])
         return {key: rows.get(keys[key], ABSENT) for key in missing}
 
     # Pending writes are newer than the database: one more trip, first (see above).
     readers = _pending_readers if registration.write_behind else []
     appliers = [in_database(read)(model, pks) for read in readers]
     cache = tier_cache(registration.cache_alias)
-    tags = {key: (pk_tag(model, pk),) for key, pk in keys.items()}
+    tags = _InstanceTags(model, keys)
     values = cache.get_or_set_many(tags, load, timeout=model_timeout(registration.timeout))
     found = {keys[k]: v for k, v in values.items() if not isinstance(v, _Absent)}
     if consistency.sampling():
@@ -195,6 +195,27 @@ def get_objects(model: type[models.Model], pks: Iterable[Any]) -> dict[Any, mode
     for apply in appliers:
         found = apply(found)
     return found
+
+
+def _in_bulk(model: type[models.Model], pks: list[Any]) -> dict[Any, models.Model]:
+    return loader(model._default_manager).in_bulk(pks)
+
+
+class _InstanceTags(Mapping[str, tuple[str, ...]]):
+    """{object key: (instance tag,)} for get_or_set_many, each tag made when asked:
+    only the keys that missed are asked for theirs, so a hit makes none."""
+
+    def __init__(self, model: type[models.Model], keys: dict[str, Any]):
+        self.model, self.keys = model, keys
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        return (pk_tag(self.model, self.keys[key]),)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 def cached_queryset(

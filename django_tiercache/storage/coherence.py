@@ -57,6 +57,9 @@ logger = logging.getLogger("django_tiercache.l1")
 PING_EVERY = 1.0  # seconds between pings on a quiet subscription
 MIN_PING_EVERY = 0.005  # however small a MAX_LAG, pings no more often than this
 DEAD_AFTER = 3.0  # seconds without any reply after which it is taken as lost
+# Seconds an L1 hit waits for its subscriber to apply a message already on its
+# socket before it reads Redis instead (Subscriber.catch_up).
+CATCH_UP = 0.001
 RECONNECT_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0)
 
 _subscribers: dict[tuple, Subscriber] = {}
@@ -83,6 +86,8 @@ class Subscriber:
         self.fd = -1
         self.reading = False
         self.lock = threading.Lock()
+        # Notified each time this thread has applied what it read (catch_up waits on it).
+        self.applied = threading.Condition(threading.Lock())
         self.stopped = threading.Event()
         self.client: Any = None  # the connection, for tests that kill it
         self.reads_with = ""  # how the live subscription is read (tests, diagnostics)
@@ -95,6 +100,7 @@ class Subscriber:
         with self.lock:
             self.listeners.append((l1, slot))
             l1.slots[slot].settled = self.settled
+            l1.slots[slot].catch_up = self.catch_up
             if self.live:
                 # Heard up to now? Not proven: the next ping's reply says it.
                 l1.connected(slot, since=self.subscribed_at)
@@ -131,6 +137,25 @@ class Subscriber:
         except OSError:  # closed under us: the subscription is going
             return False
         return not self.reading
+
+    def catch_up(self) -> bool:
+        """settled(), asked until it holds or CATCH_UP has passed.
+
+        Asked by a request thread whose hit found a message not yet applied.
+        The subscriber thread usually has it in hand or is woken for it, and
+        needs only the GIL, which a request thread keeps for up to the switch
+        interval (5 ms) unless it blocks: waiting here blocks. Each answer is
+        settled()'s own, so a copy served after it is served as by a request
+        that came that much later; what the wait applied may have dropped it
+        (the caller looks)."""
+        deadline = time.monotonic() + CATCH_UP
+        with self.applied:
+            while not self.settled():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.applied.wait(left)
+        return True
 
     def _run(self) -> None:
         failures = 0
@@ -204,6 +229,8 @@ class Subscriber:
             raise
         finally:
             self.reading = raw is not None and raw.partial()
+            with self.applied:
+                self.applied.notify_all()
 
     def _handle(self, message: dict, state: _Receiving) -> None:
         kind = message["type"]

@@ -21,7 +21,10 @@ from the importing master.) Nor are they served, with MAX_LAG set, while a
 message has reached this process but is not yet applied (still on the
 subscriber's socket, or read off it and not yet applied): the subscriber thread
 may wait milliseconds for the GIL or a CPU while a request thread runs, and the
-request must not be served what that message invalidates.
+request must not be served what that message invalidates. The request first
+waits up to ``coherence.CATCH_UP`` for the subscriber to apply it (blocked, so
+the subscriber gets the GIL) and asks again; only if it is still pending does
+the read go to Redis.
 
 Every change a slot hears is numbered; a read from Redis takes the number
 first (its *ticket*) and may fill L1 only if no change to its key or tags was
@@ -79,7 +82,7 @@ def _settled() -> bool:
 class Slot:
     """One partition as L1 sees it: is its channel live, and what changed lately."""
 
-    __slots__ = ("index", "live", "heard", "seq", "log", "keys", "settled")
+    __slots__ = ("index", "live", "heard", "seq", "log", "keys", "settled", "catch_up")
 
     def __init__(self, index: int):
         self.index = index
@@ -93,6 +96,9 @@ class Slot:
         # Has everything that reached this process on the slot's channel been
         # applied? (its subscriber answers: coherence.Subscriber.settled)
         self.settled: Callable[[], bool] = _settled
+        # settled() asked again once the subscriber had a moment to apply what
+        # is pending (coherence.Subscriber.catch_up).
+        self.catch_up: Callable[[], bool] = _settled
 
     def changed_since(self, ticket: int, key: str, tags: tuple) -> bool:
         """Was a change to key or tags heard after `ticket`?"""
@@ -156,8 +162,13 @@ class L1:
             # A change that already reached this process but is not applied yet
             # (its subscriber thread waits for the GIL or a CPU) must not be
             # hidden by the copy: asked outside the lock, which the subscriber
-            # needs to apply it; a copy dropped meanwhile is not served.
-            if not copy.slot.settled() or copy.gone:
+            # needs to apply it; a copy dropped meanwhile is not served. Most
+            # often the thread only needs the GIL: catch_up() hands it over and
+            # asks again, which costs less than the Redis read it spares.
+            slot = copy.slot
+            if not slot.settled() and not slot.catch_up():
+                return MISS
+            if copy.gone:
                 return MISS
         return copy.value if copy.data is None else self.loads(copy.data)
 
