@@ -51,7 +51,7 @@ _policies_lock = threading.Lock()
 _UNPORTABLE = re.compile(r"[\x00-\x20\x7f]").search
 
 
-class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, BaseCache):
+class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, BaseCache):  # type: ignore[misc]  # adelete_many returns the count, as delete_many
     """A Django cache backend over one or more Redis (or in-process) partitions.
 
     ``set``, ``add``, ``set_many`` and ``get_or_set`` take ``tags=``;

@@ -206,16 +206,16 @@ class _InstanceTags(Mapping[str, tuple[str, ...]]):
     only the keys that missed are asked for theirs, so a hit makes none."""
 
     def __init__(self, model: type[models.Model], keys: dict[str, Any]):
-        self.model, self.keys = model, keys
+        self.model, self._keys = model, keys
 
     def __getitem__(self, key: str) -> tuple[str, ...]:
-        return (pk_tag(self.model, self.keys[key]),)
+        return (pk_tag(self.model, self._keys[key]),)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.keys)
+        return iter(self._keys)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self._keys)
 
 
 def cached_queryset(

@@ -48,7 +48,7 @@ from redis.retry import Retry
 try:
     import hiredis
 except ImportError:  # the optional extra: redis-py's own reading then
-    hiredis = None
+    hiredis = None  # type: ignore[assignment]
 
 from .l1 import L1, forget_all
 
@@ -187,7 +187,7 @@ class Subscriber:
                 pubsub.ssubscribe(self.channel)
             else:
                 pubsub.subscribe(self.channel)
-            self.fd = pubsub.connection._sock.fileno()
+            self.fd = pubsub.connection._sock.fileno()  # type: ignore[attr-defined]
             raw = _RawReplies.of(pubsub)
             self.reads_with = "redis-py" if raw is None else "hiredis"
             self._receive(pubsub, asked, raw)
