@@ -12,6 +12,7 @@ from django.contrib.admin.models import LogEntry
 from django.core.cache import caches
 from django.test import Client
 
+from tests import redis_servers as servers_module
 from tests.admin_support import make_user, use_tiercache
 
 KEYS = "/admin/django_tiercache/stats/keys/"
@@ -119,7 +120,17 @@ def test_delete__is_a_post_with_csrf_and_the_change_permission(client, viewer, o
     assert cache.get("doomed") is None
     assert cache.get("kept") == "here"
     logged = LogEntry.objects.get(user=operator)
-    assert "Deleted 1 key from cache 'default'" in logged.get_change_message()
+    assert logged.get_change_message() == "Deleted 1 key from cache 'default': doomed."
+
+
+def test_delete__names_the_keys_in_the_history_and_counts_past_twenty(client, operator, cache):
+    doomed = [f"doomed:{i:02d}" for i in range(22)]
+    cache.set_many(dict.fromkeys(doomed, 1))
+    client.force_login(operator)
+    client.post(DELETE, {"cache": "default", "pattern": "*", "key": doomed})
+    logged = LogEntry.objects.get(user=operator).get_change_message()
+    assert logged.startswith("Deleted 22 keys from cache 'default': doomed:00, doomed:01,")
+    assert logged.endswith("doomed:19 and 2 more.")
 
 
 def test_an_unreachable_partition__is_reported_and_the_others_listed(
@@ -135,6 +146,45 @@ def test_an_unreachable_partition__is_reported_and_the_others_listed(
     for key in healthy[:3]:
         assert f"<code>{key}</code>" in shown
     cache.delete_many(healthy[:3])
+
+
+def test_a_partition_restarted_without_the_functions__is_listed_not_called_unreachable(
+    client, viewer, settings, tmp_path
+):
+    """The first call after a restart greets a server that has no Functions yet:
+    the greeting fails and loads them. The browser's SCAN, a read, is sent again.
+    On a server of its own: the session's servers' pools are left as they were."""
+    server = servers_module.RedisServer(servers_module.free_port(), tmp_path / "restarted")
+    servers_module.start_on_a_free_port(server)
+    try:
+        cache = use_tiercache(settings, server.url, "keys")
+        cache.set("before", 1)  # greeted, the Functions loaded
+        server.stop()
+        server.start()  # empty: no Functions
+        server.client().set(cache.make_key("planted"), b"raw")  # a plain client: no greeting
+        client.force_login(viewer)
+        shown = page(client)
+        assert "Unreachable" not in shown
+        assert "<code>planted</code>" in shown
+    finally:
+        cache.close()
+        server.stop()
+
+
+def test_more_matches_than_listed__are_said_above_the_list(client, viewer, cache):
+    cache.set_many({f"many:{i:03d}": i for i in range(101)})
+    client.force_login(viewer)
+    shown = page(client, pattern="many:*")
+    assert shown.count("<code>many:") == 100
+    note = shown.index("More keys match on this partition than the 100 listed")
+    assert note < shown.index("<code>many:")
+
+
+def test_an_unknown_cache__is_named_as_unknown(client, viewer, cache):
+    client.force_login(viewer)
+    shown = page(client, cache="<b>nope")
+    assert "No TierCache cache is named <code>&lt;b&gt;nope</code>." in shown
+    assert "No TierCache cache is configured" not in shown
 
 
 def test_a_memory_cache__is_browsed_too(client, viewer, settings):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.core.cache import caches
 
-from tests.admin_support import use_tiercache
+from tests.admin_support import make_user, use_tiercache
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -438,4 +438,55 @@ def test_key_browser__search_look_and_delete(
     assert page.locator(".tc-keys tbody tr").count() == 1
     assert cache.get("product:1") is None
     assert cache.get("session:9") == "elsewhere"
+    cache.clear()
+
+
+# Cells of the key browser's cards whose text runs out of their box (a word wider
+# than the column it landed in), as "row/label".
+OVERFLOWING_KEY_CELLS = """() => [...document.querySelectorAll('.tc-keys tbody tr')]
+  .flatMap((row, r) => [...row.cells].filter(cell => cell.scrollWidth > cell.clientWidth + 1)
+    .map(cell => r + '/' + (cell.dataset.label || cell.className)))"""
+
+# Partition names, in the statistics page's stacked cards, broken over more lines
+# than they need (the whole card's width is theirs).
+BROKEN_PARTITION_NAMES = """() => [...document.querySelectorAll(
+    '.tc-partitions tr.tc-partition td:first-child code')]
+  .filter(code => code.getClientRects().length > 1
+    && code.textContent.length * 9 < code.closest('tr').getBoundingClientRect().width)
+  .map(code => code.textContent)"""
+
+
+@pytest.fixture
+def looker(django_user_model):
+    # Made before the browser starts (see oncall).
+    return make_user(django_user_model, "looker", "view_cachestats")  # password "pw"
+
+
+def test_key_browser_and_stats__at_800_px_for_a_user_who_may_only_view(
+    live_server, looker, browser_page, settings, shared_redis_url
+):
+    """Without the checkbox column the cards keep their figures in their columns, and
+    a partition's name keeps to one line when it fits (keys-viewer-<theme>-800.png)."""
+    cache = use_tiercache(settings, shared_redis_url, "browser")
+    cache.set("product:1", {"name": "kettle"}, tags=["shop.product:1"])
+    cache.set("stale", "old", tags=["gone"])
+    cache.invalidate_tags("gone")
+    cache.sadd("colors", "red")
+    page = browser_page
+    page.set_viewport_size({"width": 800, "height": 900})
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "looker")
+    page.fill("#id_password", "pw")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for theme in ("light", "dark"):
+        page.emulate_media(color_scheme=theme)
+        page.goto(f"{live_server.url}/admin/django_tiercache/stats/keys/")
+        assert page.locator(".tc-keys tbody tr").count() == 3
+        assert page.locator(".tc-keys thead").is_hidden()  # the cards
+        page.screenshot(path=str(ARTIFACTS / f"keys-viewer-{theme}-800.png"), full_page=True)
+        assert page.evaluate(OVERFLOWING_KEY_CELLS) == []
+        page.goto(f"{live_server.url}/admin/django_tiercache/stats/")
+        assert page.evaluate(BROKEN_PARTITION_NAMES) == []
     cache.clear()

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from ..redis_compat import scanned
 from ..storage.codec import Tampered
 from ..storage.partition import UNREACHABLE
+from ..storage.stores.redis import GreetingFailed
 from .redaction import redact_text
 
 KEYS_SHOWN = 100  # per partition and page
@@ -62,9 +63,7 @@ def browse(alias: str, pattern: str, values: bool) -> list[PartitionKeys]:
     for partition in cache._partitions:
         listed = PartitionKeys(redact_text(partition.name))
         try:
-            matches = list(
-                itertools.islice(scanned(partition, made_pattern, SCAN_COUNT), KEYS_SHOWN + 1)
-            )
+            matches = _matches(partition, made_pattern)
         except (*UNREACHABLE, RedisError) as exc:
             listed.error = redact_text(f"{type(exc).__name__}: {exc}")
             found.append(listed)
@@ -75,6 +74,21 @@ def browse(alias: str, pattern: str, values: bool) -> list[PartitionKeys]:
             listed.keys.append(_read(cache, partition, key, made, values))
         found.append(listed)
     return found
+
+
+def _matches(partition: Any, made_pattern: str) -> list[str]:
+    """Up to KEYS_SHOWN + 1 made keys matching, from SCAN."""
+
+    def scan() -> list[str]:
+        return list(itertools.islice(scanned(partition, made_pattern, SCAN_COUNT), KEYS_SHOWN + 1))
+
+    try:
+        return scan()
+    except GreetingFailed:
+        # The server restarted without the Functions: the failed greeting loaded
+        # them, and a SCAN is a read, so sending it again is safe (where a write
+        # could run twice, which is why the store does not do it).
+        return scan()
 
 
 def _read(cache: Any, partition: Any, key: str, made: str, values: bool) -> Key:

@@ -30,6 +30,7 @@ from .collection import tiercache_aliases
 from .conf import get_config
 
 RECENT_ACTIONS = 10
+LOGGED_KEYS = 20  # keys named in a deletion's log entry; the rest counted
 
 
 def page(request: HttpRequest, model_admin: Any) -> HttpResponse:
@@ -135,11 +136,18 @@ def delete_keys(request: HttpRequest, model_admin: Any) -> HttpResponse:
         messages.error(request, "No key checked, or an unknown cache.")
         return back
     caches[alias].delete_many(doomed)
-    done = f"Deleted {len(doomed)} key{'s' if len(doomed) != 1 else ''} from cache {alias!r}."
+    plural = "s" if len(doomed) != 1 else ""
+    done = f"Deleted {len(doomed)} key{plural} from cache {alias!r}: {_named(doomed)}."
     model_admin.log_change(request, model_admin.model(alias=alias), done)
     recent.forget()
     messages.success(request, done)
     return back
+
+
+def _named(keys: list[str]) -> str:
+    """The keys, for the admin's history: which ones went is what an audit asks."""
+    shown = ", ".join(keys[:LOGGED_KEYS])
+    return shown if len(keys) <= LOGGED_KEYS else f"{shown} and {len(keys) - LOGGED_KEYS} more"
 
 
 def _recent_actions(model_admin: Any) -> list[LogEntry]:
