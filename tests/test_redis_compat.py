@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 
 from django_tiercache.redis_compat import redis_glob_to_regex
+from tests import redis_servers as servers_module
 
 FAST = {"SOCKET_TIMEOUT": 0.3, "SOCKET_CONNECT_TIMEOUT": 0.3, "BREAKER_COOLDOWN": 0.5}
 
@@ -314,3 +315,22 @@ def test_a_dead_partition__raises_with_raise_errors(closed_port_url, make_cache)
         cache.delete_pattern("*")
     with pytest.raises(RedisConnectionError):
         cache.ttl("key")
+
+
+def test_keys_and_delete_pattern__answer_on_their_first_call_after_a_restart(make_cache, tmp_path):
+    """A server restarted without the Functions fails the greeting sent with the first
+    call (which loads them); a SCAN only reads, so it is sent again rather than failed."""
+    server = servers_module.RedisServer(servers_module.free_port(), tmp_path / "restarted")
+    servers_module.start_on_a_free_port(server)
+    try:
+        cache = make_cache(server.url)
+        cache.set("before", 1)  # greeted, the Functions loaded
+        server.stop()
+        server.start()  # empty: no Functions
+        server.client().set(cache.make_key("planted"), b"raw")  # a plain client: no greeting
+        assert cache.keys("*") == ["planted"]
+        server.client().function_flush()
+        cache._partitions[0].store.disconnect()  # the next call greets again
+        assert cache.delete_pattern("*") == 1
+    finally:
+        server.stop()

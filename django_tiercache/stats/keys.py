@@ -26,7 +26,6 @@ from redis.exceptions import RedisError
 from ..redis_compat import scanned
 from ..storage.codec import Tampered
 from ..storage.partition import UNREACHABLE
-from ..storage.stores.redis import GreetingFailed
 from .redaction import redact_text
 
 KEYS_SHOWN = 100  # per partition and page
@@ -78,17 +77,7 @@ def browse(alias: str, pattern: str, values: bool) -> list[PartitionKeys]:
 
 def _matches(partition: Any, made_pattern: str) -> list[str]:
     """Up to KEYS_SHOWN + 1 made keys matching, from SCAN."""
-
-    def scan() -> list[str]:
-        return list(itertools.islice(scanned(partition, made_pattern, SCAN_COUNT), KEYS_SHOWN + 1))
-
-    try:
-        return scan()
-    except GreetingFailed:
-        # The server restarted without the Functions: the failed greeting loaded
-        # them, and a SCAN is a read, so sending it again is safe (where a write
-        # could run twice, which is why the store does not do it).
-        return scan()
+    return list(itertools.islice(scanned(partition, made_pattern, SCAN_COUNT), KEYS_SHOWN + 1))
 
 
 def _read(cache: Any, partition: Any, key: str, made: str, values: bool) -> Key:

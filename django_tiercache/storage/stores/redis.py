@@ -459,12 +459,17 @@ class RedisStore(Store):
         """The keys matching a Redis glob pattern, as str (django-redis' keys and friends).
 
         SCAN sent as any call is (RedisCall), so that for a coroutine it runs on
-        the loop's connections (adelete_pattern) like every other command."""
+        the loop's connections (adelete_pattern) like every other command. A
+        server that restarted without the Functions fails the greeting sent with
+        the first SCAN (and loads them): a SCAN only reads, so it is sent again,
+        where a write is not (GreetingFailed)."""
         cursor: Any = 0
         while True:
-            cursor, keys = self._call(
-                None, ["SCAN", cursor], ["MATCH", pattern, "COUNT", count]
-            ).result()
+            command = (["SCAN", cursor], ["MATCH", pattern, "COUNT", count])
+            try:
+                cursor, keys = self._call(None, *command).result()
+            except GreetingFailed:
+                cursor, keys = self._call(None, *command).result()
             yield from (key.decode() for key in keys)
             if int(cursor) == 0:
                 return
