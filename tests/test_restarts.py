@@ -51,6 +51,22 @@ def two_partitions(clean_redis_servers, make_cache, horizon, **options):
     return partitions([healthy, peer], make_cache, horizon, **options), healthy, peer
 
 
+def locked_before(servers, make_cache, monkeypatch, tag):
+    """A cache over `servers`, each greeted, that locked and released `tag` once as a
+    writer's process does (a 30 s lock horizon, declared until the test undoes it):
+    (the cache, its namespace). The partitions now know how long its locks last."""
+    from django_tiercache.storage import hooks
+
+    cache = make_cache([s.url for s in servers], TAG_LEASE=LEASE, **FAST)
+    ns = f"{cache.key_prefix}:_tc:"
+    for server in servers:
+        cache.get(keys_on(cache, server.url, count=1, prefix="greeting")[0])
+    monkeypatch.setitem(hooks._lock_horizons, ns, 30_000)
+    cache.lock_tags("writer-0", [tag], 30)  # an earlier transaction, committed
+    cache.unlock_tags("writer-0", [tag])
+    return cache, ns
+
+
 def tagged_writes(cache, servers):
     """Per server: did a tagged set() store (None) or was it refused (False); what get() gives."""
     events = []
@@ -337,13 +353,7 @@ def test_a_partition_fenced_for_a_missed_lock__is_quiet_even_if_renewed_by_a_pro
     from django_tiercache.storage import hooks
 
     first, second, third = clean_redis_servers[:3]
-    cache = make_cache([s.url for s in (first, second, third)], TAG_LEASE=LEASE, **FAST)
-    ns = f"{cache.key_prefix}:_tc:"
-    for server in (first, second, third):
-        cache.get(keys_on(cache, server.url, count=1, prefix="greeting")[0])
-    monkeypatch.setitem(hooks._lock_horizons, ns, 30_000)  # a writer's process
-    cache.lock_tags("writer-0", ["product"], 30)  # an earlier transaction, committed
-    cache.unlock_tags("writer-0", ["product"])
+    cache, ns = locked_before([first, second, third], make_cache, monkeypatch, "product")
     (key,) = keys_on(cache, second.url, count=1)
     assert cache.set(key, "filled", tags=["other"]) is None
     with second.client() as client:
@@ -367,13 +377,7 @@ def test_locks_lent_to_a_restarted_partition__are_copied_as_long_as_its_writers_
     from django_tiercache.storage import hooks
 
     first, second, peer = clean_redis_servers[:3]
-    cache = make_cache([s.url for s in (first, second, peer)], TAG_LEASE=LEASE, **FAST)
-    ns = f"{cache.key_prefix}:_tc:"
-    for server in (first, second, peer):
-        cache.get(keys_on(cache, server.url, count=1, prefix="greeting")[0])
-    monkeypatch.setitem(hooks._lock_horizons, ns, 30_000)  # a writer's process
-    cache.lock_tags("writer-0", ["late"], 30)  # an earlier transaction, committed
-    cache.unlock_tags("writer-0", ["late"])
+    cache, ns = locked_before([first, second, peer], make_cache, monkeypatch, "late")
     fencing, by_url = cache._fencing, {p.name: p for p in cache._partitions}
     lock = (("late",), "writer", 30_000)
     landed_before = by_url[peer.url].run("lock", *lock)  # the restart loses it
