@@ -193,6 +193,7 @@ def _cached_key(*args) -> str:
 OPS = {
     "get": lambda cache, key: cache.get(key),
     "set": lambda cache, key, value, tags: cache.set(key, value, tags=tags),
+    "get_or_set": lambda cache, key, value, tags: cache.get_or_set(key, value, tags=tags),
     "delete": lambda cache, key: cache.delete(key),
     "invalidate": lambda cache, *tags: cache.invalidate_tags(*tags),
     "live": lambda cache: _wait(

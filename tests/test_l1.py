@@ -372,6 +372,26 @@ def test_change_in_another_process__is_not_served_once_heard(workers, make_cache
         writer.unlock_tags("writer-1", [TAG])
 
 
+def test_a_fill_made_after_a_lock_lapsed__is_dropped_from_other_l1s_by_the_unlock(
+    workers, make_cache, prefix
+):
+    """The lock lapsed before its transaction ended: a reader filled the entry from
+    what it read then (it may predate the commit) and kept a copy. The unlock, sent
+    after the commit, must reach that copy: a lock that did not hold to the end
+    is announced again (tests/test_announcements.py: which unlocks are not)."""
+    writer = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix)
+    reader = workers(SHARED_REDIS_URL, prefix, {"L1": L1})
+    writer.lock_tags("writer-1", [TAG], 0.05)
+    time.sleep(0.1)
+    assert reader("get_or_set", "k", "read before the commit", [TAG]) == "read before the commit"
+    assert reader("in_l1", "k")
+    assert reader("get", "k") == "read before the commit"  # served from its copy
+    writer.unlock_tags("writer-1", [TAG])
+    assert reader("wait_heard", announce_marker(SHARED_REDIS_URL, prefix))
+    assert not reader("in_l1_now", "k")
+    assert reader("get", "k") is None
+
+
 def test_fill_racing_an_invalidation__is_dropped(workers, l1_cache, prefix):
     """Read before another process invalidates, filled after the message arrived:
     the copy must not be kept (the ticket taken before the read sees the change)."""

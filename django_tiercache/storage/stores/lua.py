@@ -38,7 +38,11 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
   so no change happens without its message (the L1 tier listens, see
   storage/coherence.py): ``k`` + a JSON array of keys, ``t`` + a JSON array
   of tags, ``*`` for every entry of the namespace. ``clear`` publishes ``*``
-  for every namespace of the database (it empties them all).
+  for every namespace of the database (it empties them all). Two changes
+  cannot make any copy wrong and go unannounced: a fill from a snapshot
+  (it lands only where no valid entry was, under tokens unchanged since its
+  value was read) and the unlock of tags whose locks held throughout (nothing
+  was stored under them since the lock's own message).
 
 Everything that must not be lost unnoticed lives in that one hash, so that it
 can only be lost whole, and a lost hash is noticed: every function that needs
@@ -226,6 +230,14 @@ local function live_holders(v, now, except)
     end
   end
   return live, total
+end
+
+-- Does a lock value hold `writer`'s lock, still in force at `now`?
+local function holds(v, now, writer)
+  for until_ms, who in string.gmatch(v, '(%d+) (%S+)') do
+    if who == writer and tonumber(until_ms) > now then return true end
+  end
+  return false
 end
 
 -- The write locks on a tag still in force: a list of "until writer".
@@ -514,7 +526,10 @@ local function write(keys, args)
     if ok == 1 then
       if ttls[i] then redis.call('SET', k, body, 'PX', ttls[i])
       else redis.call('SET', k, body) end
-      changed[#changed + 1] = k
+      -- A fill from a snapshot (nx) lands only where no valid entry was, with
+      -- tokens unchanged since its value was read: any copy of the key elsewhere
+      -- is as current under its tags, so the fill is not announced.
+      if not (nx and snap) then changed[#changed + 1] = k end
     end
     out[i] = ok
   end
@@ -668,18 +683,27 @@ local function lock(keys, args)
   return out
 end
 
--- args: ns, writer id, tag*. Releases the writer's locks and invalidates the tags.
+-- args: ns, writer id, tag*. Releases the writer's locks and invalidates the tags
+-- (announced again only if something may have been stored under them meanwhile).
 local function unlock(keys, args)
   local ns, writer = args[1], args[2]
   local meta = ns .. 'meta'
   local tags = from(args, 3)
   local fields, tokens = lock_keys(ns, tags)
-  if redis.call('EXISTS', meta) == 1 then
+  -- Intact: every tag still held this writer's lock and had no token. Then
+  -- nothing was stored under them here since the lock (a fill or tagged write
+  -- needs a token, and none is made for a locked tag), so no process can hold
+  -- a copy the lock's own announcement did not already drop: a second message
+  -- would only cost every subscribed process its handling.
+  local intact = redis.call('EXISTS', meta) == 1
+  if intact then
     local held = chunked('HMGET', meta, fields)
     local now, kept, gone = nil, {}, {}
     for i = 1, #tags do
+      if not held[i] then intact = false end
       if held[i] then
         now = now or now_ms()
+        if not holds(held[i], now, writer) then intact = false end
         local live, total = live_holders(held[i], now, writer)
         if #live == 0 then
           gone[#gone + 1] = fields[i]
@@ -692,8 +716,8 @@ local function unlock(keys, args)
     chunked('HDEL', meta, gone)
     chunked('HSET', meta, kept)
   end
-  chunked('DEL', nil, tokens)
-  announce(ns, 't', tags)
+  local deleted = chunked('DEL', nil, tokens)
+  if not intact or deleted ~= 0 then announce(ns, 't', tags) end
   return 1
 end
 
@@ -1034,7 +1058,7 @@ CLUSTER_LIBRARY_BODY = _swapped(
     [
         ("redis.call('PUBLISH', ns .. 'l1'", "redis.call('SPUBLISH', ns .. 'l1'", 2),
         ("  local changed = {}\n", "  announce(ns, 'k', keys)\n", 1),
-        ("      changed[#changed + 1] = k\n", "", 1),
+        ("      if not (nx and snap) then changed[#changed + 1] = k end\n", "", 1),
         ("  announce(ns, 'k', changed)\n", "", 1),
         (_LEASE, _CLUSTER_LEASE, 1),
     ],
