@@ -115,7 +115,11 @@ def test_delete__is_a_post_with_csrf_and_the_change_permission(client, viewer, o
     assert client.post(DELETE, data).status_code == 403
     assert cache.get("doomed") == "here"
     client.force_login(operator)
-    response = client.post(DELETE, data)
+    response = client.post(DELETE, data)  # first the question, naming the keys
+    assert response.status_code == 200
+    assert "<li><code>doomed</code></li>" in response.content.decode()
+    assert cache.get("doomed") == "here"
+    response = client.post(DELETE, {**data, "confirmed": "yes"})
     assert response.status_code == 302 and response["Location"].startswith(KEYS)
     assert cache.get("doomed") is None
     assert cache.get("kept") == "here"
@@ -127,10 +131,38 @@ def test_delete__names_the_keys_in_the_history_and_counts_past_twenty(client, op
     doomed = [f"doomed:{i:02d}" for i in range(22)]
     cache.set_many(dict.fromkeys(doomed, 1))
     client.force_login(operator)
-    client.post(DELETE, {"cache": "default", "pattern": "*", "key": doomed})
+    client.post(DELETE, {"cache": "default", "pattern": "*", "key": doomed, "confirmed": "yes"})
     logged = LogEntry.objects.get(user=operator).get_change_message()
     assert logged.startswith("Deleted 22 keys from cache 'default': doomed:00, doomed:01,")
     assert logged.endswith("doomed:19 and 2 more.")
+
+
+def test_delete__counts_the_keys_that_existed(client, operator, cache):
+    cache.set_many({"here:1": 1, "here:2": 2})
+    client.force_login(operator)
+    checked = ["here:1", "here:2", "gone:3"]
+    data = {"cache": "default", "pattern": "*", "key": checked, "confirmed": "yes"}
+    response = client.post(DELETE, data, follow=True)
+    told = [str(m) for m in response.context["messages"]]
+    assert told == [
+        "Deleted 2 of the 3 checked keys (the others were gone already) from cache 'default': "
+        "here:1, here:2, gone:3."
+    ]
+    assert cache.get("here:1") is None and cache.get("here:2") is None
+
+
+def test_delete__the_question_escapes_the_keys_and_keeps_them_for_the_answer(
+    client, operator, cache
+):
+    key = "<b>k</b>"
+    cache.set(key, "here")
+    client.force_login(operator)
+    shown = client.post(DELETE, {"cache": "default", "pattern": "*", "key": [key]}).content
+    shown = shown.decode()
+    assert "<b>k</b>" not in shown
+    assert '<input type="hidden" name="key" value="&lt;b&gt;k&lt;/b&gt;">' in shown
+    assert 'name="confirmed" value="yes"' in shown
+    assert cache.get(key) == "here"
 
 
 def test_an_unreachable_partition__is_reported_and_the_others_listed(

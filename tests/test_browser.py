@@ -433,6 +433,11 @@ def test_key_browser__search_look_and_delete(
             assert page.evaluate("document.documentElement.scrollWidth") <= width
     page.check('input[aria-label="delete product:1"]')
     page.click("input[value='Delete the checked keys']")
+    page.wait_for_selector("text=Are you sure you want to delete this key")
+    assert "product:1" in page.text_content("#content-main ul")
+    page.screenshot(path=str(ARTIFACTS / "keys-delete-question.png"), full_page=True)
+    assert cache.get("product:1") is not None  # asked, not yet deleted
+    page.click("input[value='Yes, I’m sure']")
     page.wait_for_selector(".messagelist .success")
     assert "Deleted 1 key" in page.text_content(".messagelist")
     assert page.locator(".tc-keys tbody tr").count() == 1

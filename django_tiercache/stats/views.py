@@ -124,24 +124,45 @@ def keys_page(request: HttpRequest, model_admin: Any) -> HttpResponse:
 
 @require_POST
 def delete_keys(request: HttpRequest, model_admin: Any) -> HttpResponse:
-    """Delete the checked keys (POST, CSRF checked by admin_view), log it, go back."""
+    """Delete the checked keys (POST, CSRF checked by admin_view): first a page that
+    names them and asks, as the admin's own deletions do; then delete, log, go back."""
     if not model_admin.has_change_permission(request):
         raise PermissionDenied
     alias = request.POST.get("cache", "")
+    pattern = request.POST.get("pattern", "*")
     page_url = reverse(f"{model_admin.admin_site.name}:django_tiercache_stats_keys")
-    query = urlencode({"cache": alias, "pattern": request.POST.get("pattern", "*")})
-    back = HttpResponseRedirect(f"{page_url}?{query}")
+    back_url = f"{page_url}?{urlencode({'cache': alias, 'pattern': pattern})}"
     doomed = request.POST.getlist("key")
     if alias not in tiercache_aliases() or not doomed:
         messages.error(request, "No key checked, or an unknown cache.")
-        return back
-    caches[alias].delete_many(doomed)
-    plural = "s" if len(doomed) != 1 else ""
-    done = f"Deleted {len(doomed)} key{plural} from cache {alias!r}: {_named(doomed)}."
+        return HttpResponseRedirect(back_url)
+    if request.POST.get("confirmed") != "yes":
+        context = {
+            **model_admin.admin_site.each_context(request),
+            "title": "Are you sure?",
+            "opts": model_admin.opts,
+            "alias": alias,
+            "pattern": pattern,
+            "doomed": doomed,
+            "back_url": back_url,
+        }
+        request.current_app = model_admin.admin_site.name
+        return TemplateResponse(request, "django_tiercache/delete_keys.html", context)
+    cache: Any = caches[alias]  # a TierCache (tiercache_aliases): delete_many counts
+    deleted = cache.delete_many(doomed)
+    done = f"Deleted {_counted(deleted, len(doomed))} from cache {alias!r}: {_named(doomed)}."
     model_admin.log_change(request, model_admin.model(alias=alias), done)
     recent.forget()
     messages.success(request, done)
-    return back
+    return HttpResponseRedirect(back_url)
+
+
+def _counted(deleted: int, checked: int) -> str:
+    """How many went: 3 keys, or 2 of the 3 checked keys when some had gone meanwhile."""
+    noun = "key" if checked == 1 else "keys"
+    if deleted == checked:
+        return f"{checked} {noun}"
+    return f"{deleted} of the {checked} checked {noun} (the others were gone already)"
 
 
 def _named(keys: list[str]) -> str:
