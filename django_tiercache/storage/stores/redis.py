@@ -11,7 +11,13 @@ from typing import Any
 
 from django_redis.pool import ConnectionFactory, get_connection_factory
 from redis.asyncio import ConnectionPool
+from redis.connection import AbstractConnection
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+
+try:
+    from hiredis import pack_command as hiredis_pack
+except ImportError:  # the optional extra: redis-py's own packing then
+    hiredis_pack = None  # type: ignore[assignment]
 
 from ..bridge import in_bridge
 from ..hooks import kept_on_clear
@@ -31,6 +37,27 @@ IDLE_SHARE = 16
 # the next call on that connection an error (a miss, or a fence), never a read
 # from an ungreeted server: a new server means a new socket, which is greeted.
 RECHECK_AFTER = 0.01
+
+
+def send(conn: Any, args: tuple) -> None:
+    """conn.send_command(*args), packed by hiredis itself where it can be: redis-py's
+    packer encodes every argument in Python first (12 µs for a tagged write's 18
+    arguments here, against 1.4; 7 against 0.9 for a lock). Anything hiredis does not
+    take (a bytearray, a memoryview, a bool) goes through redis-py, which converts it
+    or says why not, as does a connection with an encoding other than UTF-8."""
+    if hiredis_pack is None or not isinstance(conn, AbstractConnection):
+        conn.send_command(*args)  # a coroutine's bridged connection: its own packing
+        return
+    encoder = conn.encoder
+    if encoder.encoding != "utf-8" or encoder.encoding_errors != "strict":
+        conn.send_command(*args)
+        return
+    try:
+        packed = hiredis_pack(args)
+    except TypeError:
+        conn.send_command(*args)
+        return
+    conn.send_packed_command([packed])
 
 
 def _same(value: Any) -> Any:
@@ -74,9 +101,9 @@ class RedisCall:
         self._greeting = conn._sock is None or greeted.get(ns, _NEVER) != stamp
         if self._greeting:
             # Sending connects if needed, which empties `greeted` first.
-            conn.send_command(*self._store.hello_command())
+            send(conn, self._store.hello_command())
             greeted[ns] = stamp
-        conn.send_command(*self._args)
+        send(conn, self._args)
 
     def _drop(self, exc: BaseException) -> None:
         # After a failure mid-reply the connection's state is unknown: never reuse it.
