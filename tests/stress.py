@@ -64,11 +64,15 @@ def writer(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> di
 
 
 def reader(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> dict:
+    from django.core.cache import cache
+
     from django_tiercache import cached_queryset, get_object
+    from django_tiercache.orm.cache_aside import object_key
     from tests.testapp.models import Product
 
+    l1 = getattr(cache, "_l1", None)  # with L1 on: how often a copy was there to serve
     seen = dict.fromkeys(pks, -1)
-    deadline, reads, stale = time.monotonic() + seconds, 0, 0
+    deadline, reads, stale, copies = time.monotonic() + seconds, 0, 0, 0
     started = time.monotonic()
     seen_how: list[str] = []  # the first few stale reads, for the failure's message
     paths = {
@@ -78,6 +82,8 @@ def reader(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> di
     }
     while time.monotonic() < deadline and reads < limit:
         pk = pks[reads % len(pks)]
+        if l1 is not None and cache.make_key(object_key(Product, pk)) in l1.entries:
+            copies += 1
         for path, read in paths.items():
             version = read(pk)
             reads += 1
@@ -90,7 +96,13 @@ def reader(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> di
                         f" (clock {time.time():.6f})"
                     )
             seen[pk] = max(seen[pk], version)
-    return {"role": "reader", "reads": reads, "stale": stale, "stale_reads": seen_how}
+    return {
+        "role": "reader",
+        "reads": reads,
+        "stale": stale,
+        "stale_reads": seen_how,
+        "l1_copies": copies,
+    }
 
 
 def async_reader(pks: list[int], seconds: float, limit: int, pause: float = 0.0) -> dict:

@@ -25,6 +25,23 @@ def test_writers_and_readers__no_stale_reads(shared_database_env):
     assert Product.objects.filter(pk__in=pks).values_list("version", flat=True).count() == 3
 
 
+def test_writers_and_readers_with_l1__no_stale_reads(shared_database_env, shared_redis_url):
+    """The same race with every process keeping L1 copies: a save announces itself
+    once (its lock), its unlock and the fills after it not at all (stores/lua.py),
+    and still no reader goes back in time."""
+    cache = stress.cache_setting(shared_redis_url, "l1stress")
+    cache["OPTIONS"]["L1"] = True
+    env = {**shared_database_env, "TIERCACHE_TEST_CACHE": json.dumps(cache)}
+    pks = [Product.objects.create(name=f"l{i}").pk for i in range(3)]
+    reports = stress.run(writers=2, readers=2, pks=pks, seconds=4, env=env, pause=0.01)
+    writes = sum(r["operations"] for r in reports if r["role"] == "writer")
+    reads = sum(r["reads"] for r in reports if r["role"] == "reader")
+    copies = sum(r["l1_copies"] for r in reports if r["role"] == "reader")
+    assert writes > 20 and reads > 200  # the race really ran
+    assert copies > 20, "the readers' L1 held no copies to serve"
+    assert [r["stale"] for r in reports if r["role"] == "reader"] == [0, 0]
+
+
 def test_a_save_in_another_process__is_seen_here(shared_database_env):
     import subprocess
     import sys
