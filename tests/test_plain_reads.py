@@ -4,6 +4,13 @@
 import redis
 
 from django_tiercache.storage.stores import plain_reads
+from django_tiercache.storage.stores.slots import (
+    bucket_field,
+    bucket_key,
+    slot_name,
+    slot_names,
+    slot_of,
+)
 
 
 def command_calls(server, name: str) -> int:
@@ -40,7 +47,8 @@ def test_an_entry_read_through_the_function__teaches_its_tags(clean_redis_server
     writer.set("k", 1, tags=["a", "b:2"])
     reader._partitions[0].store.hints.tags.clear()  # as in another process
     assert reader.get("k") == 1  # the Function
-    assert reader._partitions[0].store.hints.tags[_made(reader, "k")] == ("a", "b:*", "b:2")
+    learned = reader._partitions[0].store.hints.tags[_made(reader, "k")]
+    assert learned == slot_names(("a", "b:*", "b:2"))  # as slots: headers keep no names
     before = calls(server)
     assert reader.get("k") == 1
     assert calls(server)[1] == before[1]
@@ -50,11 +58,11 @@ def _made(cache, key):
     return cache.make_and_validate_key(key)
 
 
-def test_a_lost_token_or_generation__reads_as_a_miss(clean_redis_servers, make_cache):
+def test_a_lost_bucket_or_generation__reads_as_a_miss(clean_redis_servers, make_cache):
     server = clean_redis_servers[0]
     cache = make_cache([server.url])
     client, store = raw(server, cache)
-    for lost in ("t:a", "gen"):
+    for lost in (bucket_key("", "a"), "gen2"):
         cache.set("k", 1, tags=["a"])
         assert cache.get("k") == 1
         client.delete(store.ns + lost)  # evicted, or someone's DEL
@@ -89,7 +97,7 @@ def test_tags_known_wrongly__cost_a_function_read_never_a_stale_value(
         cache.set("k", 1, tags=["a"])
         hints.tags[made] = wrong
         assert cache.get("k") == 1
-        assert hints.tags[made] == ("a",)  # learned from what the Function read
+        assert hints.tags[made] == (slot_name("a"),)  # learned from what the Function read
 
 
 def test_a_header_that_does_not_parse__reads_as_a_miss(clean_redis_servers, make_cache):
@@ -163,9 +171,9 @@ def test_a_restarted_server__is_greeted_before_a_plain_read_is_trusted(
     # Planted on the new, empty server before anything greets it: the read
     # must not trust the entry's header (the server lost every token's history).
     client, store = raw(server, cache)
-    client.set(store.ns + "gen", b"g")
-    client.set(store.ns + "t:a", b"x")
-    header, made = b"1\ng\na\nx\n", _made(cache, "k")
+    client.set(store.ns + "gen2", b"g")
+    client.hset(bucket_key(store.ns, "a"), bucket_field("a"), b"1")
+    header, made = b"1\ng\n%d\n1\n" % slot_of("a"), _made(cache, "k")
     client.set(made, b"T%d:" % len(header) + header + cache._codec.encode(made, 1))
     assert cache.get("k") is None
     assert not cache._policy.counts
