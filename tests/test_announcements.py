@@ -15,9 +15,11 @@ import uuid
 import pytest
 import redis
 
+from django_tiercache.storage.stores.slots import bucket_field, bucket_key, slot_name
 from tests.redis_servers import SHARED_REDIS_URL
 
 TAG = "shop.product:7"
+SLOT = slot_name(TAG)  # what messages name: the tag's slot
 
 
 class Channel:
@@ -78,7 +80,7 @@ def key_messages(heard: list[str]) -> list[list[str]]:
 
 def test_an_unlock_whose_locks_held__is_not_announced_again(cache, channel):
     cache.lock_tags("writer-1", [TAG], 30)
-    assert tag_messages(channel.heard()) == [[TAG]]  # the lock drops every copy
+    assert tag_messages(channel.heard()) == [[SLOT]]  # the lock drops every copy
     cache.unlock_tags("writer-1", [TAG])
     assert tag_messages(channel.heard()) == []
 
@@ -90,7 +92,7 @@ def test_an_unlock_after_its_lock_lapsed__is_announced(cache, channel):
     channel.heard()
     time.sleep(0.1)
     cache.unlock_tags("writer-1", [TAG])
-    assert tag_messages(channel.heard()) == [[TAG]]
+    assert tag_messages(channel.heard()) == [[SLOT]]
 
 
 def test_an_unlock_that_finds_a_token__is_announced(cache, channel):
@@ -98,9 +100,10 @@ def test_an_unlock_that_finds_a_token__is_announced(cache, channel):
     say) means something may have been stored under it: announced."""
     cache.lock_tags("writer-1", [TAG], 30)
     channel.heard()
-    channel.raw.set(f"{cache.key_prefix}:_tc:t:{TAG}", "made-meanwhile")
+    ns = f"{cache.key_prefix}:_tc:"
+    channel.raw.hset(bucket_key(ns, TAG), bucket_field(TAG), 12345)  # a token made meanwhile
     cache.unlock_tags("writer-1", [TAG])
-    assert tag_messages(channel.heard()) == [[TAG]]
+    assert tag_messages(channel.heard()) == [[SLOT]]
 
 
 def test_an_unlock_whose_meta_hash_was_lost__is_announced(cache, channel):
@@ -108,7 +111,7 @@ def test_an_unlock_whose_meta_hash_was_lost__is_announced(cache, channel):
     channel.heard()
     channel.raw.delete(f"{cache.key_prefix}:_tc:meta")  # the locks with it
     cache.unlock_tags("writer-1", [TAG])
-    assert tag_messages(channel.heard()) == [[TAG]]
+    assert tag_messages(channel.heard()) == [[SLOT]]
 
 
 def test_an_unlock_of_a_tag_another_writer_took_over__is_announced(cache, channel):
@@ -116,11 +119,11 @@ def test_an_unlock_of_a_tag_another_writer_took_over__is_announced(cache, channe
     cache.lock_tags("writer-1", [TAG, "other"], 30)
     channel.heard()
     meta = f"{cache.key_prefix}:_tc:meta"
-    channel.raw.hdel(meta, f"l:{TAG}")  # as if it lapsed and another writer came
+    channel.raw.hdel(meta, f"l:{SLOT[1:]}")  # as if it lapsed and another writer came
     cache.lock_tags("writer-2", [TAG], 30)
     channel.heard()
     cache.unlock_tags("writer-1", [TAG, "other"])
-    assert [set(tags) for tags in tag_messages(channel.heard())] == [{TAG, "other"}]
+    assert [set(tags) for tags in tag_messages(channel.heard())] == [{SLOT, slot_name("other")}]
     cache.unlock_tags("writer-2", [TAG])
 
 

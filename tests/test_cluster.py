@@ -23,6 +23,7 @@ from django_tiercache.storage.stores.cluster import (
     group_hashtag,
     redirections,
 )
+from django_tiercache.storage.stores.slots import GEN_KEY, bucket_key, slot_of
 from tests import stress
 from tests.redis_servers import crash, cut_off_replica
 from tests.test_checks import ids_for
@@ -114,8 +115,9 @@ def test_an_entry_and_its_tag_tokens__share_the_slot_of_its_group(clean_redis_cl
     assert set(by_slot) <= group_slots  # nothing of the cache lies outside its groups
     for keys in by_slot.values():
         names = b" ".join(keys)
-        if b"product:" in names:  # every slot holding an entry also holds its token and gen
-            assert b":t:product" in names and b":gen" in names and b":meta" in names
+        # Every slot holding an entry also holds its tokens' bucket and the gen.
+        if b"product:" in names:
+            assert b":s:" in names and b":gen2" in names and b":meta" in names
 
 
 def test_a_cluster_that_does_not_answer__is_an_unreachable_partition(closed_port_url, make_cache):
@@ -343,7 +345,7 @@ def test_calls_during_a_slot_migration__follow_ask_to_the_importing_master(
     slot, ns = partition.store.slot, partition.store.ns
     source, target = _start_migration(cluster, slot)
     _migrate_keys(source, target, [partition.store.key_prefix + cache.make_key(k) for k in moved])
-    _migrate_keys(source, target, [f"{ns}t:product"])
+    _migrate_keys(source, target, [bucket_key(ns, "product")])  # the tag's token
     with target.client() as client:
         client.function_flush()  # as on a master that joined for the resharding
     before = redirections.snapshot().get("ask", 0)
@@ -470,7 +472,7 @@ def test_a_fence_recorded_on_a_group_mid_migration_without_a_generation__complet
     ns, slot = partition.store.ns, partition.store.slot
     other = next(p for p in cache._partitions if p is not partition)
     with cluster.node_serving(slot).client() as client:
-        assert client.delete(f"{ns}gen") == 1  # as a fence or a greeting leaves it
+        assert client.delete(ns + GEN_KEY) == 1  # as a fence or a greeting leaves it
     _start_migration(cluster, slot)
     assert partition.run("record_fence", [other.id], 1000).ok
 
@@ -517,7 +519,9 @@ def test_a_call_on_keys_split_by_a_migration__is_retried_on_tryagain_then_fails_
     partition = cache._partition(cache.make_key("product:1"))
     slot, ns, prefix = partition.store.slot, partition.store.ns, partition.store.key_prefix
     source, target = _start_migration(cluster, slot)
-    _migrate_keys(source, target, [prefix + cache.make_key(keys[0]), f"{ns}t:product"])
+    # the entry and the bucket of "product"'s token ("shop"'s is another bucket)
+    assert bucket_key(ns, "product") != bucket_key(ns, "shop")
+    _migrate_keys(source, target, [prefix + cache.make_key(keys[0]), bucket_key(ns, "product")])
     before = redirections.snapshot().get("tryagain", 0)
     assert cache.get_many(keys) == {}  # one call for the group: retried, then a miss
     retried = redirections.snapshot().get("tryagain", 0) - before
@@ -690,8 +694,10 @@ def test_a_master_failed_back_to__is_greeted_again_on_connections_it_kept_open(
     ns = cache._partition(cache.make_key("product:1")).store.ns
     with master.client() as client:
         client.execute_command("READONLY")  # a replica now
-        cluster.wait_until(lambda: client.hexists(f"{ns}meta", "l:product"), "the lock replicated")
+        cluster.wait_until(
+            lambda: client.hexists(f"{ns}meta", f"l:{slot_of('product')}"), "the lock replicated"
+        )
     _fail_over_to(cluster, master, replica)
     with master.client() as client:
-        client.hdel(f"{ns}meta", "l:product")  # as a forced failover may lose it
+        client.hdel(f"{ns}meta", f"l:{slot_of('product')}")  # as a forced failover may lose it
     assert cache.set("product:1", "read before the commit", tags=["product"]) is False

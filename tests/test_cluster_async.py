@@ -19,6 +19,7 @@ from asgiref.sync import async_to_sync
 
 from django_tiercache.storage import bridge
 from django_tiercache.storage.stores.cluster import TRYAGAIN_PAUSES, redirections
+from django_tiercache.storage.stores.slots import bucket_key
 from tests import stress
 from tests.redis_servers import crash
 from tests.test_async import cancelled_mid_call
@@ -174,8 +175,9 @@ def test_coroutines_during_a_slot_migration__follow_ask_and_mix_with_sync_caller
     fresh_redis_cluster, make_cache
 ):
     """As the sync test of test_cluster.py: half a group's keys and its tag token
-    moved, here read, written and invalidated by coroutines (ASK counted), a
-    tagged write skipped, and a thread reading what they wrote on the target."""
+    (its bucket of the slot table) moved, here read, written and invalidated by
+    coroutines (ASK counted), a tagged write skipped, and a thread reading what
+    they wrote on the target."""
     cluster = fresh_redis_cluster
     cache = make_cache(cluster.url(), **FAST)
     group_keys = _same_group(cache, "product:1", "p", 6)
@@ -186,7 +188,7 @@ def test_coroutines_during_a_slot_migration__follow_ask_and_mix_with_sync_caller
     store = partition.store
     source, target = _start_migration(cluster, store.slot)
     _migrate_keys(source, target, [store.key_prefix + cache.make_key(k) for k in moved])
-    _migrate_keys(source, target, [f"{store.ns}t:product"])
+    _migrate_keys(source, target, [bucket_key(store.ns, "product")])  # the tag's token
     with target.client() as client:
         client.function_flush()  # as on a master that joined for the resharding
     new = _same_group(cache, "product:1", "n", 1)[0]

@@ -8,6 +8,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from django_tiercache.exceptions import InvalidationIncomplete, PartitionUnavailable
 from django_tiercache.storage.failures import ErrorPolicy
+from django_tiercache.storage.stores.slots import bucket_field, bucket_key
 
 FAST = {"SOCKET_TIMEOUT": 0.3, "SOCKET_CONNECT_TIMEOUT": 0.3, "BREAKER_COOLDOWN": 0.5}
 
@@ -143,8 +144,8 @@ def test_a_partition_the_invalidation_never_reached__is_fenced_when_it_returns(
     assert cache.get(victim_keys[0]) is None  # times out: the breaker opens
     cache.invalidate_tags("user:7")
     victim.resume()
-    token = f"{cache.key_prefix}:_tc:t:user:7"
-    assert victim.client().exists(token) == 1  # it really missed the invalidation
+    bucket = bucket_key(f"{cache.key_prefix}:_tc:", "user:7")
+    assert victim.client().hexists(bucket, bucket_field("user:7"))  # it missed the invalidation
     time.sleep(1.1)  # the lease it held has expired by now, and the breaker cooled down
     assert cache.get_many(victim_keys + other_keys) == {}
     assert cache.get("untagged") == "kept"

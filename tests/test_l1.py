@@ -575,7 +575,7 @@ def test_channel_down_in_another_process__l1_is_bypassed_until_resubscribed(
 def test_evicted_tag_token__is_no_invalidation_and_a_later_one_still_reaches_l1(
     workers, make_cache, prefix
 ):
-    """maxmemory eviction of a tag token sends no message (see the README, "L1":
+    """maxmemory eviction of a tag token's bucket sends no message (see the README, "L1":
     why that is not a stale read); what the argument rests on is that a real
     invalidation still announces itself when the token is already gone."""
     writer = make_cache(SHARED_REDIS_URL, KEY_PREFIX=prefix)
@@ -584,9 +584,9 @@ def test_evicted_tag_token__is_no_invalidation_and_a_later_one_still_reaches_l1(
     settle(SHARED_REDIS_URL, prefix, lambda marker: reader("wait_heard", marker))
     assert reader("in_l1", "k")
     raw = redis.Redis.from_url(SHARED_REDIS_URL)
-    tokens = list(raw.scan_iter(match=f"{prefix}:*t:{TAG}"))
-    assert tokens
-    raw.delete(*tokens)  # what an eviction does: gone, without a message
+    buckets = [b for b in raw.scan_iter(match=f"{prefix}:*s:*") if raw.hlen(b)]
+    assert buckets  # the slot table's bucket holding the tag's token
+    raw.delete(*buckets)  # what an eviction does: gone, without a message
     assert writer.get("k") is None  # Redis no longer vouches for the entry ...
     assert reader("get", "k") == 1  # ... the copy, made before any change, is still served
     writer.invalidate_tags(TAG)

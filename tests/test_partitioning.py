@@ -68,12 +68,16 @@ def test_partition_for__uses_partition_names_and_hides_passwords(make_cache):
 
 @pytest.fixture
 def commands_sent(monkeypatch):
-    """Count the commands this thread sends, per server port (Redis itself stays real).
+    """Count the sends of this thread (each one command, or commands pipelined in
+    one buffer), per server port (Redis itself stays real).
 
     Only this thread's: earlier tests leave background threads behind (statistics
     publication, L1 subscribers pinging) whose commands are not the operation's."""
     sent = Counter()
-    original = redis.connection.AbstractConnection.send_command
+    # Every send goes through send_packed_command (send_command too); a plain
+    # read of tagged entries sends its MGET and the HMGETs of their tokens as one
+    # packed buffer (stores/redis.py, Pipelined): one send, one round trip.
+    original = redis.connection.AbstractConnection.send_packed_command
     mine = threading.get_ident()
 
     def counting(self, *args, **kwargs):
@@ -81,7 +85,7 @@ def commands_sent(monkeypatch):
             sent[self.port] += 1
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_command", counting)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
     return sent
 
 

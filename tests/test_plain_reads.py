@@ -4,6 +4,13 @@
 import redis
 
 from django_tiercache.storage.stores import plain_reads
+from django_tiercache.storage.stores.slots import (
+    bucket_field,
+    bucket_key,
+    slot_name,
+    slot_names,
+    slot_of,
+)
 
 
 def command_calls(server, name: str) -> int:
@@ -40,7 +47,8 @@ def test_an_entry_read_through_the_function__teaches_its_tags(clean_redis_server
     writer.set("k", 1, tags=["a", "b:2"])
     reader._partitions[0].store.hints.tags.clear()  # as in another process
     assert reader.get("k") == 1  # the Function
-    assert reader._partitions[0].store.hints.tags[_made(reader, "k")] == ("a", "b:*", "b:2")
+    learned = reader._partitions[0].store.hints.tags[_made(reader, "k")]
+    assert learned == slot_names(("a", "b:*", "b:2"))  # as slots: headers keep no names
     before = calls(server)
     assert reader.get("k") == 1
     assert calls(server)[1] == before[1]
@@ -50,11 +58,11 @@ def _made(cache, key):
     return cache.make_and_validate_key(key)
 
 
-def test_a_lost_token_or_generation__reads_as_a_miss(clean_redis_servers, make_cache):
+def test_a_lost_bucket_or_generation__reads_as_a_miss(clean_redis_servers, make_cache):
     server = clean_redis_servers[0]
     cache = make_cache([server.url])
     client, store = raw(server, cache)
-    for lost in ("t:a", "gen"):
+    for lost in (bucket_key("", "a"), "gen2"):
         cache.set("k", 1, tags=["a"])
         assert cache.get("k") == 1
         client.delete(store.ns + lost)  # evicted, or someone's DEL
@@ -89,7 +97,7 @@ def test_tags_known_wrongly__cost_a_function_read_never_a_stale_value(
         cache.set("k", 1, tags=["a"])
         hints.tags[made] = wrong
         assert cache.get("k") == 1
-        assert hints.tags[made] == ("a",)  # learned from what the Function read
+        assert hints.tags[made] == (slot_name("a"),)  # learned from what the Function read
 
 
 def test_a_header_that_does_not_parse__reads_as_a_miss(clean_redis_servers, make_cache):
@@ -163,9 +171,9 @@ def test_a_restarted_server__is_greeted_before_a_plain_read_is_trusted(
     # Planted on the new, empty server before anything greets it: the read
     # must not trust the entry's header (the server lost every token's history).
     client, store = raw(server, cache)
-    client.set(store.ns + "gen", b"g")
-    client.set(store.ns + "t:a", b"x")
-    header, made = b"1\ng\na\nx\n", _made(cache, "k")
+    client.set(store.ns + "gen2", b"g")
+    client.hset(bucket_key(store.ns, "a"), bucket_field("a"), b"1")
+    header, made = b"1\ng\n%d\n1\n" % slot_of("a"), _made(cache, "k")
     client.set(made, b"T%d:" % len(header) + header + cache._codec.encode(made, 1))
     assert cache.get("k") is None
     assert not cache._policy.counts
@@ -179,3 +187,39 @@ def test_the_memory_of_tags__is_bounded(clean_redis_servers, make_cache, monkeyp
         cache.set(f"k{i}", i, tags=["a"])
         assert len(hints.tags) <= 3
     assert cache.get("k9") == 9
+
+
+def test_a_meta_hash_started_over_mid_read__cannot_make_a_drawn_again_token_match(
+    clean_redis_servers, make_cache
+):
+    """A plain read's commands run one after the other: the entry's MGET, the
+    tokens' HMGETs, the generation's GET. Between the first two the meta hash may
+    be lost and started over, its token counter with it, and a fill may draw the
+    very token a stale entry recorded. The generation, read last, is new then:
+    the entry misses. Had it been read with the entry, the stale entry would match."""
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    client, store = raw(server, cache)
+    cache.set("k", "old", tags=["a"])  # the namespace's first token: 1
+    assert cache.get("k") == "old"
+    made, leased = _made(cache, "k"), cache._fencing.enabled
+    plain = plain_reads.plain_command(store.hints, store.ns, [made], leased)
+    assert plain is not None
+    mget, behind, slots = plain
+    cache.invalidate_tags("a")  # "k" is stale from here on
+    entry_read = client.execute_command(*mget)
+    gen_then = client.get(store.ns + "gen2")
+    client.delete(store.ns + "meta")  # lost: the next call starts it over
+    cache.set("other", "new", tags=["a"])  # draws token 1 for "a" again
+    assert client.hget(bucket_key(store.ns, "a"), bucket_field("a")) == b"1"
+    rest = [client.execute_command(*command) for command in behind.commands]
+    lease_ms = store.hints.lease_ms
+    assert plain_reads.checked_reply(lease_ms, [made], slots, leased, [entry_read, *rest])[1] == [
+        None
+    ]
+    stale = plain_reads.checked_reply(
+        lease_ms, [made], slots, leased, [entry_read, *rest[:-1], gen_then]
+    )
+    assert stale[1] != [None]  # what reading the generation first would have served
+    assert cache.get("k") is None
+    assert cache.get("other") == "new"

@@ -7,7 +7,7 @@ import sys
 import pytest
 from asgiref.sync import async_to_sync
 
-from django_tiercache.storage.stores.base import Write
+from django_tiercache.storage.stores.slots import BUCKETS, bucket_field, bucket_key, slot_of
 
 
 def test_invalidate_tags__hides_entries_on_every_partition(any_cache):
@@ -122,17 +122,73 @@ def test_invalidate_tags__rejects_a_list_instead_of_separate_tags(any_cache):
         any_cache.invalidate_tags(["a", "b"])
 
 
-def test_losing_a_tag_token__makes_entries_invalid_for_good(clean_redis_servers, make_cache):
+def test_losing_a_bucket_of_the_slot_table__makes_entries_invalid_for_good(
+    clean_redis_servers, make_cache
+):
     server = clean_redis_servers[0]
     cache = make_cache(server.url)
     cache.set("a", 1, tags=["t"])
+    assert cache.get("a") == 1
     raw = server.client()
-    token_key = f"{cache.key_prefix}:_tc:t:t"
-    assert raw.delete(token_key) == 1  # what an eviction or a partial flush does
+    bucket = bucket_key(f"{cache.key_prefix}:_tc:", "t")
+    assert raw.type(bucket) == b"hash"
+    assert raw.delete(bucket) == 1  # what an eviction or a partial flush does
     assert cache.get("a") is None
-    cache.set("b", 2, tags=["t"])  # a new token is made...
+    cache.set("b", 2, tags=["t"])  # a new token is drawn from the counter...
     assert cache.get("b") == 2
     assert cache.get("a") is None  # ...and the old entry never matches it
+
+
+def test_losing_the_meta_hash__empties_the_slot_table_so_no_token_comes_back(
+    clean_redis_servers, make_cache
+):
+    """The token counter lives in the meta hash: started over, it draws again
+    the tokens it drew before. The slot table goes with it (and the generation),
+    so an entry recorded under an old token never matches a new one."""
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url)
+    ns = f"{cache.key_prefix}:_tc:"
+    raw = server.client()
+    cache.set("old", 1, tags=["t"])
+    first = raw.hget(bucket_key(ns, "t"), bucket_field("t"))
+    assert cache.get("old") == 1
+    raw.delete(ns + "meta")  # evicted, say: the table and the generation outlive it
+    cache.set("new", 2, tags=["t"])
+    assert cache.get("new") == 2
+    assert cache.get("old") is None
+    assert raw.hget(bucket_key(ns, "t"), bucket_field("t")) == first  # the same token...
+    cache.invalidate_tags("t")
+    cache.set("newer", 3, tags=["t"])
+    assert cache.get("newer") == 3
+    # Had the table outlived the counter, "new" (written under the token it still
+    # held) would match the token drawn again for "newer": a stale read.
+    assert cache.get("new") is None
+    assert cache.get("old") is None
+
+
+def test_flushdb__leaves_an_entry_that_comes_back_missing_though_its_token_is_drawn_again(
+    clean_redis_servers, make_cache
+):
+    """FLUSHDB drops the meta hash, its token counter, the slot table and the
+    generation at once: the counter draws the very tokens it drew before. An
+    entry that comes back afterwards (restored from an older copy: the same
+    bytes) records one of them, and still misses: its generation is gone."""
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url)
+    ns = f"{cache.key_prefix}:_tc:"
+    raw = server.client()
+    cache.set("old", 1, tags=["t"])
+    assert cache.get("old") == 1
+    made = cache.make_and_validate_key("old")
+    saved, token = raw.get(made), raw.hget(bucket_key(ns, "t"), bucket_field("t"))
+    raw.flushdb()
+    assert cache.get("old") is None
+    cache.set("new", 2, tags=["t"])
+    assert cache.get("new") == 2
+    assert raw.hget(bucket_key(ns, "t"), bucket_field("t")) == token  # drawn again
+    raw.set(made, saved)
+    assert cache.get("old") is None
+    assert cache.get("new") == 2
 
 
 def test_losing_the_generation__makes_every_tagged_entry_invalid(clean_redis_servers, make_cache):
@@ -140,34 +196,71 @@ def test_losing_the_generation__makes_every_tagged_entry_invalid(clean_redis_ser
     cache = make_cache(server.url)
     cache.set("tagged", 1, tags=["t"])
     cache.set("plain", 2)
-    server.client().delete(f"{cache.key_prefix}:_tc:gen")
+    assert cache.get("tagged") == 1
+    assert server.client().delete(f"{cache.key_prefix}:_tc:gen2") == 1
     assert cache.get("tagged") is None
     assert cache.get("plain") == 2
 
 
-def test_a_tag_token__outlives_the_longest_entry_written_under_it(clean_redis_servers, make_cache):
+def test_two_tags_sharing_a_slot__share_a_token_and_so_never_serve_stale(any_cache):
+    """Tags are hashed to a fixed table of slots: two may share one. Invalidating
+    either then hides the other's entries too (lost hits, never a stale read)."""
+    first, second = _sharing_a_slot()
+    any_cache.set("one", 1, tags=[first])
+    any_cache.set("two", 2, tags=[second])
+    assert any_cache.get_many(["one", "two"]) == {"one": 1, "two": 2}
+    any_cache.invalidate_tags(first)
+    assert any_cache.get_many(["one", "two"]) == {}
+
+
+def test_an_entry_of_the_older_layout__misses(clean_redis_servers, make_cache):
+    """An entry written by an earlier development checkout, with tag names in
+    its header and a token key per tag (``t:<tag>``, generation ``gen``), finds
+    no generation of its layout: it misses, however its header reads."""
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url)
+    ns = f"{cache.key_prefix}:_tc:"
+    raw = server.client()
+    cache.set("warm", 1, tags=["t"])
+    key = cache.make_and_validate_key("old")
+    body = raw.get(cache.make_and_validate_key("warm")).split(b"\n", 4)[-1]
+    header = b"1\nabc\nt\ntok\n"
+    raw.set(ns + "gen", b"abc")
+    raw.set(ns + "t:t", b"tok")
+    raw.set(key, b"T%d:%s%s" % (len(header), header, body))
+    assert cache.get("warm") == 1
+    assert cache.get("old") is None
+
+
+def test_tag_state__stays_within_the_fixed_slot_table(clean_redis_servers, make_cache):
+    """However many distinct tags are used and invalidated, tag state is the
+    slot table's small hashes: no key per tag, nothing left to expire."""
     server = clean_redis_servers[0]
     cache = make_cache(server.url)
     raw = server.client()
-    token = f"{cache.key_prefix}:_tc:t:"
-    cache.set("short", 1, timeout=10, tags=["a"])
-    assert 10_000 < raw.pttl(token + "a") <= 12_500  # made with a quarter to spare
-    cache.set("long", 1, timeout=1000, tags=["a"])
-    assert raw.pttl(token + "a") > 1_000_000  # lengthened, or "long" would die with it
-    cache.set("short", 1, timeout=10, tags=["a"])
-    assert raw.pttl(token + "a") > 1_000_000  # never shortened
-    # One call of entries with several timeouts under the same tags: the longest counts.
-    store = cache._partitions[0].store
-    writes = [
-        Write("s", b"1", 5_000, ("b", "c")),
-        Write("l", b"2", 100_000, ("b",)),
-        Write("m", b"3", 50_000, ("b",)),
-        Write("f", b"4", None, ("c",)),
-        Write("n", b"5", 5_000, ("c",)),
-    ]
-    assert store.write(writes, nx=False, fresh="f1").result() == [1] * 5
-    assert raw.pttl(token + "b") > 100_000
-    assert raw.pttl(token + "c") == -1  # an entry kept forever: so is its token
+    tags = [f"shop.product:{i}" for i in range(5000)]
+    cache.set_many_tagged({f"k{i}": (i, [tag]) for i, tag in enumerate(tags)})
+    cache.invalidate_tags(*tags)
+    cache.set_many_tagged({f"k{i}": (i, [tag]) for i, tag in enumerate(tags)})
+    buckets = list(raw.scan_iter(match=f"{cache.key_prefix}:_tc:s:*"))
+    assert 0 < len(buckets) <= BUCKETS
+    assert not list(raw.scan_iter(match=f"{cache.key_prefix}:_tc:t:*"))
+    for bucket in buckets[:50]:
+        assert raw.object("encoding", bucket) == b"listpack"
+        assert raw.pttl(bucket) == -1
+    assert cache.get("k7") == 7
+
+
+def _sharing_a_slot() -> tuple[str, str]:
+    seen: dict[int, str] = {}
+    i = 0
+    while True:
+        tag = f"shared:{i}"
+        slot = slot_of(tag)
+        if slot in seen:
+            return seen[slot], tag
+        seen[slot] = tag
+        i += 1
 
 
 def test_ten_thousand_tags_at_once__are_invalidated_locked_and_unlocked(any_cache):
@@ -292,3 +385,29 @@ def test_set_many_tagged__gives_each_key_its_own_tags(any_cache):
     with pytest.raises(TypeError):
         any_cache.set_many_tagged({"d": (4, [None])})
     assert any_cache.get("d") is None
+
+
+def test_the_in_process_twin__loses_buckets_and_its_meta_record_as_redis_does(make_cache):
+    """memory:// keeps the same slot table (stores/memory.py): a culled bucket costs
+    its entries their hits, and a meta record started over (its counter with it)
+    empties the table, so no old token is drawn again under the same generation."""
+    import uuid
+
+    cache = make_cache(f"memory://test-{uuid.uuid4().hex}")
+    store = cache._partitions[0].store
+    bucket = bucket_key(store.ns, "t")
+    cache.set("a", 1, tags=["t"])
+    assert cache.get("a") == 1
+    assert store.space.delete(bucket)  # what culling does
+    assert cache.get("a") is None
+    cache.set("b", 2, tags=["t"])
+    assert cache.get("b") == 2 and cache.get("a") is None
+    assert store.space.get(bucket)[int(bucket_field("t"))] == "2"  # the second token drawn
+    assert store.space.delete(store.ns + "meta")
+    cache.set("c", 3, tags=["t"])
+    assert cache.get("c") == 3
+    assert store.space.get(bucket)[int(bucket_field("t"))] == "1"  # the counter started over
+    cache.invalidate_tags("t")
+    cache.set("d", 4, tags=["t"])
+    assert store.space.get(bucket)[int(bucket_field("t"))] == "2"  # b's token, drawn again...
+    assert cache.get("b") is None  # ...under a new generation: b never matches it

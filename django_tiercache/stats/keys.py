@@ -5,7 +5,9 @@ at most KEYS_SHOWN per partition and SCAN_COUNT keys asked per call; what is cut
 off is said. Each key is then read through its partition's ``entry`` Function,
 as get() reads it: so the page shows the cache's own view (the time left, the
 tags, and "invalidated" for an entry whose tags were invalidated, which get()
-misses), and a hash or set made by the django-redis API shows as such.
+misses), and a hash or set made by the django-redis API shows as such. An
+entry's header keeps its tags' slots, not their names (stores/slots.py): a
+tag shows by name if this process has used it, else as its slot ("#<n>").
 
 Values can hold personal data: they are shown only to users who may act on
 caches, and only decoded from bytes whose MAC this site made (codec.py). Bytes
@@ -26,6 +28,7 @@ from redis.exceptions import RedisError
 from ..redis_compat import scanned
 from ..storage.codec import Tampered
 from ..storage.partition import UNREACHABLE
+from ..storage.stores.slots import known_names, slot_name
 from .redaction import redact_text
 
 KEYS_SHOWN = 100  # per partition and page
@@ -80,6 +83,14 @@ def _matches(partition: Any, made_pattern: str) -> list[str]:
     return list(itertools.islice(scanned(partition, made_pattern, SCAN_COUNT), KEYS_SHOWN + 1))
 
 
+def _names(partition: Any, made: str, slot: str) -> list[str]:
+    """An entry's header keeps its tags' slots ("#<n>"): the tags this process
+    wrote the entry under (the plain reads' hints), else those it has used."""
+    hints = getattr(partition.store, "hints", None)
+    written = hints.tags.get(made, ()) if hints is not None else ()
+    return [t for t in written if slot_name(t) == slot and t != slot] or known_names(slot)
+
+
 def _read(cache: Any, partition: Any, key: str, made: str, values: bool) -> Key:
     outcome = partition.run("entry", made)
     if not outcome.ok:
@@ -88,8 +99,9 @@ def _read(cache: Any, partition: Any, key: str, made: str, values: bool) -> Key:
         return Key(key, made, "unreadable", preview=redact_text(str(outcome.error)))
     if outcome.value is None:
         return Key(key, made, "invalidated")
-    body, pttl, tags = outcome.value
-    listed = Key(key, made, "entry", None if pttl < 0 else pttl / 1000, sorted(tags), len(body))
+    body, pttl, slots = outcome.value
+    tags = sorted({name for slot in slots for name in _names(partition, made, slot)})
+    listed = Key(key, made, "entry", None if pttl < 0 else pttl / 1000, tags, len(body))
     if values:
         listed.preview = _preview(cache, made, body)
     return listed

@@ -15,6 +15,7 @@ from typing import Any
 from .coherence import listen
 from .l1 import L1, MISS
 from .partition import fan_out
+from .stores.slots import slot_names
 
 _l1s: dict[tuple, L1] = {}
 _l1s_lock = threading.Lock()
@@ -147,7 +148,9 @@ def changed_keys(cache: Any, keys: Iterable[str]) -> None:
 
 
 def changed_tags(cache: Any, tags: Iterable[str]) -> None:
-    tags = tuple(tags)
+    # Copies are kept under their entries' slots (what a header records), as
+    # the change messages name them.
+    tags = slot_names(tuple(tags))
     for slot in range(len(cache._partitions)):
         cache._l1.changed(slot, "t", tags)
 

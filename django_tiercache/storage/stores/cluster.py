@@ -60,6 +60,7 @@ from .base import Done
 from .cluster_nodes import NodeConnections, refresh_slot_map, shared_client
 from .cluster_redirections import TRYAGAIN_PAUSES, ClusterCall, declared, redirections, tagged
 from .redis import RedisCall, RedisStore, _same, fresh_epoch
+from .slots import GEN_KEY
 
 __all__ = ["SLOTS", "TRYAGAIN_PAUSES", "ClusterStore", "group_hashtag", "redirections"]
 
@@ -241,7 +242,7 @@ class ClusterStore(RedisStore):
         Declared always, the generation, absent after every fence and greeting until
         the next fill, would make every fence recorded on a migrating group fail."""
         first = super().record_fence(ids, lease_ms)
-        keys = (self.ns + "meta", self.ns + "gen")
+        keys = (self.ns + "meta", self.ns + GEN_KEY)
         args = (self.ns, fresh_epoch(), self.horizon, lease_ms, *ids)
         command = ("FCALL", lua.cluster_function_name("record_fence"), 2, *keys, *args)
         return _FenceDeclaringGeneration(first, lambda: self._send(command, list, True, True))

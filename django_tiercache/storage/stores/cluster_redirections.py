@@ -17,8 +17,8 @@ Functions themselves ignore; ``ASK`` is then followed (``ASKING`` and the call
 on the target, without the greeting: a target learns the group's ``run_id``
 once the slot is its own) and ``TRYAGAIN`` retried a few times
 (``TRYAGAIN_PAUSES``) before the call fails. A tagged write is the one call
-that creates keys it cannot declare (the tag tokens and the generation it
-reads from its header); it is not sent to a target and fails as a skipped
+that creates keys it cannot declare (the slot table's buckets and the
+generation it reads from its header); it is not sent to a target and fails as a skipped
 write. A change made on the target is announced on the target's shard while
 the group's subscribers still listen on the source: the call first announces
 ``*`` for the group on the source, and is not sent if that fails; what is
@@ -44,6 +44,7 @@ from ..bridge import pause
 from .base import Done
 from .cluster_nodes import refresh_slot_map
 from .redis import GreetingFailed, _load_library, _missing_function
+from .slots import GEN_KEY, bucket_key
 
 # Pauses before sending again a call refused with TRYAGAIN (several keys of a
 # slot being migrated, not all on the target yet); then the call fails.
@@ -81,18 +82,25 @@ def declared(ns: str, function: str, args: list) -> list[str]:
     """The keys a Function that takes none (it reads its arguments) may create,
     delete or trust, declared to Redis so that a migration's ASK and TRYAGAIN
     rules cover them (see the module docstring). The Functions ignore them."""
-    meta = ns + "meta"
+    meta, gen = ns + "meta", ns + GEN_KEY
+    # Every key carries the group's hashtag (it is in ns): the slot table's
+    # buckets live in the group's hash slot too.
     if function == "drop_tags":
-        return [ns + "t:" + tag for tag in args]
+        return _bucket_keys(ns, args)
     if function == "snapshot":  # fresh, ttl, horizon, leased, tag*
-        return [meta, ns + "gen", *(ns + "t:" + tag for tag in args[4:])]
+        return [meta, gen, *_bucket_keys(ns, args[4:])]
     if function == "lock":  # fresh, horizon, writer, lock_ms, tag*
-        return [meta, *(ns + "t:" + tag for tag in args[4:])]
+        return [meta, *_bucket_keys(ns, args[4:])]
     if function == "unlock":  # writer, tag*
-        return [meta, *(ns + "t:" + tag for tag in args[1:])]
+        return [meta, *_bucket_keys(ns, args[1:])]
     if function == "lease_activate":  # nonce, ...
-        return [meta, ns + "gen", ns + "lease", ns + "lease:" + str(args[0])]
+        return [meta, gen, ns + "lease", ns + "lease:" + str(args[0])]
     return [meta]  # hello, fences, lease_prepare: the meta hash is what they stand on
+
+
+def _bucket_keys(ns: str, tags: list) -> list[str]:
+    """The buckets of the slot table (stores/slots.py) holding the tags' tokens."""
+    return list(dict.fromkeys(bucket_key(ns, tag) for tag in tags))
 
 
 def tagged(args: list) -> bool:

@@ -2,8 +2,14 @@
 
 Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``):
 
-- ``ns t:<tag>``        the tag's token on this partition (random, made lazily)
-- ``ns gen``            the partition's generation token; every tagged entry carries it
+- ``ns s:<bucket>``     the slot table (stores/slots.py): 8,192 small hashes of 128
+                        integer fields; field ``slot % 128`` of bucket ``slot // 128``
+                        is the token of every tag whose slot that is (made lazily,
+                        drawn from the meta hash's counter ``tok``)
+- ``ns gen2``           the partition's generation token; every tagged entry carries it
+                        (the ``2`` is the layout: entries of another layout, such as
+                        the earlier one with tag names in their headers and ``ns t:<tag>``
+                        token keys, find no generation of theirs and miss)
 - ``ns lease``          present while this partition's tagged entries may be trusted
 - ``ns lease:<nonce>``  a lease being granted, not yet in force
 - ``ns meta``           one hash holding everything whose loss would be unsafe:
@@ -12,10 +18,14 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
   - ``epoch``      random, new whenever this hash is started over (memory lost)
   - ``born``       server ms when it was started over (grants before it are unknown)
   - ``quiet``      server ms until which nothing may be cached under tags
+  - ``tok``        the counter tag tokens are drawn from; lost only with the hash,
+                   and a hash started over empties the slot table and drops the
+                   generation, so no token is drawn twice under one generation
   - ``switches``   how often ``hello`` found the hash on a server other than the one
                    it was last checked on (a failover, a moved slot, a restart that
                    kept the data); carried over when the hash is started over
-  - ``l:<tag>``    write locks: "until writer ..." (transactions changing the tag's data)
+  - ``l:<slot>``   write locks: "until writer ..." (transactions changing the data of
+                   a tag with that slot)
   - ``f:<id>``     invalidations partition <id> missed (kept on the OTHER partitions)
   - ``g:<id>``     the latest lease deadline granted to partition <id>, server ms
   - ``v:<id>``     the epoch partition <id> had when it last vouched for this one
@@ -37,12 +47,13 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
   generation dropped) is PUBLISHed there inside the function that makes it,
   so no change happens without its message (the L1 tier listens, see
   storage/coherence.py): ``k`` + a JSON array of keys, ``t`` + a JSON array
-  of tags, ``*`` for every entry of the namespace. ``clear`` publishes ``*``
-  for every namespace of the database (it empties them all). Two changes
-  cannot make any copy wrong and go unannounced: a fill from a snapshot
-  (it lands only where no valid entry was, under tokens unchanged since its
-  value was read) and the unlock of tags whose locks held throughout (nothing
-  was stored under them since the lock's own message).
+  of slots ("#<slot>", the slots of the tags changed), ``*`` for every entry
+  of the namespace. ``clear`` publishes ``*`` for every namespace of the
+  database (it empties them all). Two changes cannot make any copy wrong and
+  go unannounced: a fill from a snapshot (it lands only where no valid entry
+  was, under tokens unchanged since its value was read) and the unlock of
+  tags whose locks held throughout (nothing was stored under them since the
+  lock's own message).
 
 Everything that must not be lost unnoticed lives in that one hash, so that it
 can only be lost whole, and a lost hash is noticed: every function that needs
@@ -55,9 +66,11 @@ the server's run_id, which ``hello`` (the first call on every connection)
 notices. Losing anything else (tokens, gen, a lease, an entry) only ever makes
 entries invalid. Deadlines are the server's own (TIME, PX), never a client's.
 
-A tagged entry is stored as ``"T" len ":" n "\\n" gen "\\n" (tag "\\n" token "\\n")*n body``.
-It is valid while the generation and every tag token on the partition still
-equal what it recorded. A value that merely starts with "T" but does not
+A tagged entry is stored as ``"T" len ":" n "\\n" gen "\\n" (slot "\\n" token "\\n")*n body``.
+It is valid while the generation and the token of every slot it recorded
+still equal what it recorded. Tag names are not stored: change messages name
+slots ("#<slot>"), and ``entry`` returns them so (a write under "#<slot>" is a
+write under that slot). A value that merely starts with "T" but does not
 parse is treated as invalid, never as an error that would fail the whole call.
 
 Functions (Redis 7) rather than EVAL scripts: the helpers below are compiled
@@ -93,23 +106,38 @@ local function split(v)
   return string.sub(v, colon + 1, colon + length), colon + length + 1
 end
 
--- {token key, recorded token, ...} of a header, generation first.
-local function parse(ns, header)
-  local nl = string.find(header, '\n', 1, true)
-  local n = tonumber(string.sub(header, 1, nl - 1))
-  local pos = nl + 1
-  nl = string.find(header, '\n', pos, true)
-  local meta = {ns .. 'gen', string.sub(header, pos, nl - 1)}
-  pos = nl + 1
-  for i = 1, n do
-    nl = string.find(header, '\n', pos, true)
-    meta[#meta + 1] = ns .. 't:' .. string.sub(header, pos, nl - 1)
-    pos = nl + 1
-    nl = string.find(header, '\n', pos, true)
-    meta[#meta + 1] = string.sub(header, pos, nl - 1)
-    pos = nl + 1
+-- The slot table (stores/slots.py): a tag's token is field slot % 128 of the
+-- hash 's:' .. slot // 128; a tag "#<n>" names slot n itself.
+local SLOTS, BUCKET_FIELDS = 1048576, 128
+-- The generation's key: its name carries the layout (stores/slots.py LAYOUT),
+-- so that entries of an older layout find no generation of theirs, and miss.
+local GEN = 'gen2'
+
+local function slot_of(tag)
+  local named = string.match(tag, '^#(%d+)$')
+  if named and tonumber(named) < SLOTS then return tonumber(named) end
+  return tonumber(string.sub(redis.sha1hex(tag), 1, 5), 16)
+end
+
+-- The hash and field that hold a slot's token.
+local function slot_ref(ns, slot)
+  return ns .. 's:' .. math.floor(slot / BUCKET_FIELDS), tostring(slot % BUCKET_FIELDS)
+end
+
+-- {generation, (slot, recorded token)*} of a header; nil if it does not parse.
+local function parse(header)
+  local fields = {}
+  for line in string.gmatch(header, '([^\n]*)\n') do fields[#fields + 1] = line end
+  local n = tonumber(fields[1])
+  if not n or #fields ~= 2 + 2 * n then return nil end
+  local out = {fields[2]}
+  for i = 3, #fields, 2 do
+    local slot = tonumber(fields[i])
+    if not slot or slot < 0 or slot >= SLOTS or slot ~= math.floor(slot) then return nil end
+    out[#out + 1] = slot
+    out[#out + 1] = fields[i + 1]
   end
-  return meta
+  return out
 end
 
 local function is_tagged(v)
@@ -117,9 +145,11 @@ local function is_tagged(v)
 end
 
 local function header_valid(ns, header)
-  local meta = parse(ns, header)
-  for i = 1, #meta, 2 do
-    if redis.call('GET', meta[i]) ~= meta[i + 1] then return false end
+  local recorded = parse(header)
+  if not recorded or redis.call('GET', ns .. GEN) ~= recorded[1] then return false end
+  for i = 2, #recorded, 2 do
+    local bucket, field = slot_ref(ns, recorded[i])
+    if redis.call('HGET', bucket, field) ~= recorded[i + 1] then return false end
   end
   return true
 end
@@ -146,40 +176,29 @@ local function body_of(ns, v, verdicts)
   return string.sub(v, start)
 end
 
--- A token is given a quarter more than the entry it covers needs, so that
--- the writes that follow within that quarter find it long enough and leave
--- it alone (one PTTL, no PEXPIRE). A token outliving its entries costs only
--- its few bytes.
-local function with_slack(ttl)
-  return ttl + math.floor(ttl / 4)
-end
-
--- Make a token outlive ttl (nil: forever); never shorten it.
-local function extend(key, ttl)
-  local left = redis.call('PTTL', key)
-  if left < 0 then return end
-  if not ttl then redis.call('PERSIST', key)
-  elseif left < ttl then redis.call('PEXPIRE', key, with_slack(ttl)) end
-end
-
--- The partition's generation token, made if missing. It never expires, so
--- unlike a tag token it needs no PTTL.
+-- The partition's generation token, made if missing. It never expires.
 local function generation(ns, fresh)
-  local gen = redis.call('GET', ns .. 'gen')
+  local gen = redis.call('GET', ns .. GEN)
   if gen then return gen end
-  redis.call('SET', ns .. 'gen', fresh)
+  redis.call('SET', ns .. GEN, fresh)
   return fresh
 end
 
-local function token(key, fresh, ttl)
-  local tok = redis.call('GET', key)
-  if tok then extend(key, ttl); return tok end
-  if ttl then
-    redis.call('SET', key, fresh, 'PX', with_slack(ttl))
-  else
-    redis.call('SET', key, fresh)
-  end
-  return fresh
+-- A new token: the next value of the meta hash's counter. Tokens are never
+-- reused while the hash lives (a slot's token only ever moves on); when the
+-- hash is started over, the slot table is emptied with it (new_meta).
+local function draw(ns)
+  return tostring(redis.call('HINCRBY', ns .. 'meta', 'tok', 1))
+end
+
+-- The slot's token, made if missing.
+local function token(ns, slot)
+  local bucket, field = slot_ref(ns, slot)
+  local tok = redis.call('HGET', bucket, field)
+  if tok then return tok end
+  tok = draw(ns)
+  redis.call('HSET', bucket, field, tok)
+  return tok
 end
 
 -- Tell the L1 tiers of every process what changed (see storage/coherence.py).
@@ -198,7 +217,17 @@ end
 -- still says a lock may be held (hello waits 'h' out there).
 local function new_meta(ns, epoch, quiet_ms)
   local meta = ns .. 'meta'
-  redis.call('DEL', meta, ns .. 'gen', ns .. 'lease')
+  redis.call('DEL', meta, ns .. GEN, ns .. 'lease')
+  -- The token counter starts over: so does the slot table. A token left in it
+  -- was drawn from the old counter and would be kept under the new generation,
+  -- where the new counter can draw it again for the same slot after an
+  -- invalidation: an entry written under the first would match the second.
+  local buckets = {}
+  for b = 0, SLOTS / BUCKET_FIELDS - 1 do
+    buckets[#buckets + 1] = ns .. 's:' .. b
+    if #buckets == 1000 then redis.call('DEL', unpack(buckets)); buckets = {} end
+  end
+  if #buckets > 0 then redis.call('DEL', unpack(buckets)) end
   local now = now_ms()
   announce(ns, '*')
   redis.call('HSET', meta, 'run', server_info('run_id'), 'epoch', epoch, 'born', now)
@@ -277,6 +306,26 @@ local function chunked(command, key, items)
   return out
 end
 
+-- Invalidate tags: drop their slots' tokens (made anew, from the counter, when
+-- next needed). slots: the tags' slots (slots_of). Returns the "#<slot>" names
+-- of the slots, what change messages carry (L1 keeps copies under their slots,
+-- which is what an entry's header records).
+local function drop_slots(ns, slots)
+  local names, deleted = {}, 0
+  for i, slot in ipairs(slots) do
+    local bucket, field = slot_ref(ns, slot)
+    deleted = deleted + redis.call('HDEL', bucket, field)
+    names[i] = '#' .. slot
+  end
+  return names, deleted
+end
+
+local function slots_of(tags)
+  local out = {}
+  for i, tag in ipairs(tags) do out[i] = slot_of(tag) end
+  return out
+end
+
 local function set_holders(meta, tag, live, old)
   if #live == 0 then
     if old then redis.call('HDEL', meta, 'l:' .. tag) end
@@ -301,12 +350,12 @@ local function fills_allowed(ns, epoch, horizon, now)
 end
 
 -- The tag's token, or false while a writer holds the tag locked.
-local function tag_token(ns, tag, fresh, ttl, now)
-  local meta = ns .. 'meta'
-  local live, old = holders(meta, tag, now, nil)
-  if old then set_holders(meta, tag, live, old) end
+local function tag_token(ns, tag, now)
+  local meta, slot = ns .. 'meta', slot_of(tag)
+  local live, old = holders(meta, slot, now, nil)
+  if old then set_holders(meta, slot, live, old) end
   if #live > 0 then return false end
-  return token(ns .. 't:' .. tag, fresh, ttl)
+  return token(ns, slot)
 end
 
 -- What a lease is written as, and how long the partition's lease has left
@@ -356,7 +405,7 @@ local function hello(keys, args)
   local switches = seen and tonumber(redis.call('HGET', meta, 'switches') or '0') + 1
   local quiet, kept = horizon, {}
   if seen then kept, quiet = carried_over(meta, horizon) end
-  if redis.call('EXISTS', meta) == 0 and redis.call('EXISTS', ns .. 'gen') == 0 then
+  if redis.call('EXISTS', meta) == 0 and redis.call('EXISTS', ns .. GEN) == 0 then
     -- Nothing of this namespace here: new, or lost in a restart. Locks held
     -- before a restart have expired once the server has been up that long.
     local uptime = tonumber(server_info('uptime_in_seconds')) * 1000
@@ -408,10 +457,9 @@ local function leased_now(ns, leased)
 end
 
 -- The entries of a write's args (see write), as parallel lists: ttls, tag
--- lists, snapshots (or false) and bodies; and their distinct tags with the
--- longest ttl each needs (math.huge: forever).
+-- lists, snapshots (or false) and bodies; and their distinct tags.
 local function entries_of(keys, args)
-  local ttls, tag_lists, snaps, bodies, tags, longest = {}, {}, {}, {}, {}, {}
+  local ttls, tag_lists, snaps, bodies, tags, seen = {}, {}, {}, {}, {}, {}
   local a = 6
   for i = 1, #keys do
     local ttl = tonumber(args[a])
@@ -422,27 +470,27 @@ local function entries_of(keys, args)
     else snaps[i] = false; a = a + 1 end
     ttls[i], tag_lists[i], bodies[i] = ttl or false, entry_tags, args[a]
     a = a + 1
-    local lasts = ttl or math.huge
     for j = 1, n do
       local tag = entry_tags[j]
-      local known = longest[tag]
-      if not known then tags[#tags + 1] = tag; longest[tag] = lasts
-      elseif lasts > known then longest[tag] = lasts end
+      if not seen[tag] then tags[#tags + 1] = tag; seen[tag] = true end
     end
   end
-  return ttls, tag_lists, snaps, bodies, tags, longest
+  return ttls, tag_lists, snaps, bodies, tags
 end
 
 -- What the tagged entries of a write are written under, looked up once per
--- call with one HMGET and one MGET however many entries and tags: returns
--- -1 (no lease), -2 (no fills now: the partition is quiet) or 1, the
--- generation, and per tag its token or false (locked). Missing tokens are
--- made; a token is made to outlive the longest entry written under it.
-local function fill_tokens(ns, fresh, horizon, leased, tags, longest)
+-- call however many entries and tags: returns -1 (no lease), -2 (no fills now:
+-- the partition is quiet) or 1, the generation, and per tag its slot and its
+-- token or false (locked). Missing tokens are made.
+local function fill_tokens(ns, fresh, horizon, leased, tags)
   if not leased_now(ns, leased) then return -1 end
   local meta = ns .. 'meta'
+  local slots = {}
   local fields = {'run', 'quiet'}
-  for i, tag in ipairs(tags) do fields[i + 2] = 'l:' .. tag end
+  for i, tag in ipairs(tags) do
+    slots[tag] = slot_of(tag)
+    fields[i + 2] = 'l:' .. slots[tag]
+  end
   local held = chunked('HMGET', meta, fields)
   if not held[1] then
     new_meta(ns, fresh, horizon)
@@ -453,12 +501,7 @@ local function fill_tokens(ns, fresh, horizon, leased, tags, longest)
     now = now_ms()
     if tonumber(held[2]) > now then return -2 end
   end
-  -- The generation and the tokens in one MGET: keys[1] is the generation's.
-  local keys = {ns .. 'gen'}
-  for i, tag in ipairs(tags) do keys[i + 1] = ns .. 't:' .. tag end
-  local current = chunked('MGET', nil, keys)
-  local gen = current[1]
-  if not gen then gen = fresh; redis.call('SET', keys[1], fresh) end  -- it never expires
+  local gen = generation(ns, fresh)
   local tokens = {}
   for i, tag in ipairs(tags) do
     local locked = false
@@ -469,19 +512,9 @@ local function fill_tokens(ns, fresh, horizon, leased, tags, longest)
       elseif #live < total then redis.call('HSET', meta, fields[i + 2], table.concat(live, ' ')) end
       locked = #live > 0
     end
-    local ttl = longest[tag] ~= math.huge and longest[tag] or nil
-    if locked then
-      tokens[tag] = false
-    elseif current[i + 1] then
-      extend(keys[i + 1], ttl)
-      tokens[tag] = current[i + 1]
-    else
-      if ttl then redis.call('SET', keys[i + 1], fresh, 'PX', with_slack(ttl))
-      else redis.call('SET', keys[i + 1], fresh) end
-      tokens[tag] = fresh
-    end
+    tokens[tag] = not locked and token(ns, slots[tag])
   end
-  return 1, gen, tokens
+  return 1, gen, tokens, slots
 end
 
 -- keys: entries. args: ns, fresh token, nx, horizon_ms, leased, then per entry:
@@ -494,9 +527,9 @@ end
 local function write(keys, args)
   local ns, fresh, nx, horizon = args[1], args[2], args[3] == '1', tonumber(args[4])
   local leased = args[5] == '1'
-  local ttls, tag_lists, snaps, bodies, tags, longest = entries_of(keys, args)
+  local ttls, tag_lists, snaps, bodies, tags = entries_of(keys, args)
   local out = {}
-  local allowed, gen, tokens = nil, nil, nil
+  local allowed, gen, tokens, slots = nil, nil, nil, nil
   local changed = {}
   for i, k in ipairs(keys) do
     local entry_tags, snap, body = tag_lists[i], snaps[i], bodies[i]
@@ -508,7 +541,7 @@ local function write(keys, args)
     end
     if ok == 1 and n > 0 then
       if allowed == nil then
-        allowed, gen, tokens = fill_tokens(ns, fresh, horizon, leased, tags, longest)
+        allowed, gen, tokens, slots = fill_tokens(ns, fresh, horizon, leased, tags)
       end
       if allowed ~= 1 then ok = allowed end
     end
@@ -518,7 +551,7 @@ local function write(keys, args)
       for j = 1, n do
         local tok = tokens[entry_tags[j]]
         if not tok or (snap and snap[j + 1] ~= tok) then ok = 0; tok = '!' end
-        parts[#parts + 1] = entry_tags[j] .. '\n' .. tok .. '\n'
+        parts[#parts + 1] = slots[entry_tags[j]] .. '\n' .. tok .. '\n'
       end
       local header = table.concat(parts)
       body = 'T' .. #header .. ':' .. header .. body
@@ -551,10 +584,7 @@ end
 local function drop_tags(keys, args)
   local ns = args[1]
   local tags = from(args, 2)
-  local tokens = {}
-  for i, tag in ipairs(tags) do tokens[i] = ns .. 't:' .. tag end
-  chunked('DEL', nil, tokens)
-  announce(ns, 't', tags)
+  announce(ns, 't', (drop_slots(ns, slots_of(tags))))
   return 1
 end
 
@@ -563,13 +593,13 @@ end
 -- partition quiet) gets '!', which no write will ever match. Without a lease
 -- (leased) the answer is {} (renew it and ask again).
 local function snapshot(keys, args)
-  local ns, fresh, ttl, horizon = args[1], args[2], tonumber(args[3]), tonumber(args[4])
+  local ns, fresh, horizon = args[1], args[2], tonumber(args[4])
   if not leased_now(ns, args[5] == '1') then return {} end
   local now = now_ms  -- read from the server only if a lock or a quiet period needs it
   local allowed = fills_allowed(ns, fresh, horizon, now)
   local out = {generation(ns, fresh)}
   for i = 6, #args do
-    out[#out + 1] = allowed and tag_token(ns, args[i], fresh, ttl, now) or '!'
+    out[#out + 1] = allowed and tag_token(ns, args[i], now) or '!'
   end
   return out
 end
@@ -582,10 +612,6 @@ local function touch(keys, args)
   local ttl = tonumber(args[2])
   announce(ns, 'k', keys)
   if ttl == 0 then redis.call('DEL', keys[1]); return 1 end
-  if is_tagged(v) then
-    local meta = parse(ns, (split(v)))
-    for i = 3, #meta, 2 do extend(meta[i], ttl) end
-  end
   if ttl then redis.call('PEXPIRE', keys[1], ttl) else redis.call('PERSIST', keys[1]) end
   return 1
 end
@@ -623,8 +649,9 @@ local function entry(keys, args)
   if not body then return false end
   local out = {body, redis.call('PTTL', keys[1])}
   if is_tagged(v) then
-    local meta = parse(ns, (split(v)))
-    for i = 3, #meta, 2 do out[#out + 1] = string.sub(meta[i], #ns + 3) end
+    -- The header keeps slots, not tag names: "#<slot>" names each (stores/slots.py).
+    local recorded = parse((split(v)))
+    for i = 2, #recorded, 2 do out[#out + 1] = '#' .. recorded[i] end
   end
   return out
 end
@@ -632,11 +659,12 @@ end
 -- Write locks: a transaction that changes data behind tags invalidates them when
 -- it writes and keeps them locked (no cache fills) until it commits.
 
--- The lock fields and token keys of tags.
-local function lock_keys(ns, tags)
-  local fields, tokens = {}, {}
-  for i, tag in ipairs(tags) do fields[i] = 'l:' .. tag; tokens[i] = ns .. 't:' .. tag end
-  return fields, tokens
+-- The lock fields of tags: a lock is held on the tag's slot (locking the
+-- tags that share it too, which only costs them fills).
+local function lock_fields(slots)
+  local fields = {}
+  for i, slot in ipairs(slots) do fields[i] = 'l:' .. slot end
+  return fields
 end
 
 -- The copies noted in a "copies" value still in force at `now`, as a flat
@@ -663,7 +691,8 @@ local function lock(keys, args)
   local meta, now = ns .. 'meta', now_ms()
   local mine = (now + tonumber(args[5])) .. ' ' .. writer
   local tags = from(args, 6)
-  local fields, tokens = lock_keys(ns, tags)
+  local slots = slots_of(tags)
+  local fields = lock_fields(slots)
   local held = chunked('HMGET', meta, fields)
   local values = {}
   for i = 1, #tags do
@@ -673,8 +702,7 @@ local function lock(keys, args)
     values[#values + 1] = table.concat(live, ' ')
   end
   chunked('HSET', meta, values)
-  chunked('DEL', nil, tokens)
-  announce(ns, 't', tags)
+  announce(ns, 't', (drop_slots(ns, slots)))
   local state = redis.call('HMGET', meta, 'epoch', 'copies', 'h')
   local longest = math.max(tonumber(args[5]), tonumber(args[3]))
   if longest > tonumber(state[3] or '0') then redis.call('HSET', meta, 'h', longest) end
@@ -689,10 +717,11 @@ local function unlock(keys, args)
   local ns, writer = args[1], args[2]
   local meta = ns .. 'meta'
   local tags = from(args, 3)
-  local fields, tokens = lock_keys(ns, tags)
-  -- Intact: every tag still held this writer's lock and had no token. Then
+  local slots = slots_of(tags)
+  local fields = lock_fields(slots)
+  -- Intact: every slot still held this writer's lock and had no token. Then
   -- nothing was stored under them here since the lock (a fill or tagged write
-  -- needs a token, and none is made for a locked tag), so no process can hold
+  -- needs a token, and none is made for a locked slot), so no process can hold
   -- a copy the lock's own announcement did not already drop: a second message
   -- would only cost every subscribed process its handling.
   local intact = redis.call('EXISTS', meta) == 1
@@ -716,8 +745,8 @@ local function unlock(keys, args)
     chunked('HDEL', meta, gone)
     chunked('HSET', meta, kept)
   end
-  local deleted = chunked('DEL', nil, tokens)
-  if not intact or deleted ~= 0 then announce(ns, 't', tags) end
+  local names, deleted = drop_slots(ns, slots)
+  if not intact or deleted ~= 0 then announce(ns, 't', names) end
   return 1
 end
 
@@ -747,7 +776,7 @@ local function record_fence(keys, args)
     -- every peer, may be recording this fence before it commits, and nothing
     -- told it to lock here again: drop what was filled since, and refuse fills
     -- until such a lock has expired, as a fenced partition does.
-    redis.call('DEL', ns .. 'gen')
+    redis.call('DEL', ns .. GEN)
     announce(ns, '*')
     local horizon = fenced_quiet(meta, tonumber(args[3]))
     if horizon > 0 then redis.call('HSET', meta, 'quiet', now + horizon, 'fq', now + horizon) end
@@ -853,7 +882,7 @@ local function adopt_locks(keys, args)
       live[#live + 1] = (now + tonumber(left) + margin) .. ' ' .. writer
     end
     redis.call('HSET', meta, field, table.concat(live, ' '))
-    tags[#tags + 1] = args[i]
+    tags[#tags + 1] = '#' .. args[i]
   end
   announce(ns, 't', tags)
   redis.call('HDEL', meta, 'quiet')
@@ -870,7 +899,7 @@ local function lease_activate(keys, args)
   local meta, pending = ns .. 'meta', ns .. 'lease:' .. args[2]
   if redis.call('EXISTS', pending) == 0 or redis.call('EXISTS', meta) == 0 then return 0 end
   if args[3] ~= '0' then
-    redis.call('DEL', ns .. 'gen')
+    redis.call('DEL', ns .. GEN)
     announce(ns, '*')
   end
   if args[3] == '2' then

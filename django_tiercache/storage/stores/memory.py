@@ -31,6 +31,7 @@ from .base import (
     Store,
     Write,
 )
+from .slots import BUCKET_FIELDS, BUCKETS, GEN_KEY, slot_of
 from .structures import WRONGTYPE, MemoryStructures, Structure
 
 _spaces: dict[str, _Space] = {}
@@ -100,9 +101,11 @@ class _Space:
 
 
 class _Tagged:
+    """A tagged entry: its generation, (slot, token) per tag, and its body."""
+
     __slots__ = ("gen", "tokens", "body")
 
-    def __init__(self, gen: str, tokens: tuple[tuple[str, str], ...], body: bytes):
+    def __init__(self, gen: str, tokens: tuple[tuple[int, str], ...], body: bytes):
         self.gen, self.tokens, self.body = gen, tokens, body
 
 
@@ -112,13 +115,14 @@ class _Meta:
     def __init__(self, epoch: str, quiet_until: int):
         self.epoch, self.quiet_until = epoch, quiet_until
         self.born = now_ms()
-        self.locks: dict[str, dict[str, int]] = {}  # tag -> {writer: until}
+        self.locks: dict[str, dict[str, int]] = {}  # str(slot) -> {writer: until}
         self.fences: dict[str, int] = {}
         self.grants: dict[str, int] = {}
         self.vouched: dict[str, str] = {}
         self.fence_quiet_until = 0  # the quiet period comes from a fence until then
         self.adopted_until = 0  # a fence recorded until then ends the quiet again
         self.copies: dict[str, tuple[int, str]] = {}  # id -> (until, epoch)
+        self.tok = 0  # the counter tag tokens are drawn from
 
 
 class MemoryStore(Store):
@@ -136,32 +140,61 @@ class MemoryStore(Store):
         if not isinstance(value, _Tagged):
             return None if isinstance(value, Structure) else value
         s = self.space
-        if s.get(self.ns + "gen") != value.gen:
+        if s.get(self.ns + GEN_KEY) != value.gen:
             return None
-        if any(s.get(f"{self.ns}t:{tag}") != tok for tag, tok in value.tokens):
+        if any(self._slot_token(slot) != tok for slot, tok in value.tokens):
             return None
         return value.body
 
-    def _extend(self, key: str, ttl_ms: int | None) -> None:
-        left = self.space.pttl(key)
-        if left >= 0 and (ttl_ms is None or left < ttl_ms):
-            self.space.expire(key, ttl_ms)
+    def _bucket(self, slot: int) -> str:
+        return f"{self.ns}s:{slot // BUCKET_FIELDS}"
 
-    def _token(self, key: str, fresh: str, ttl_ms: int | None) -> str:
-        tok = self.space.get(key)
+    def _slot_token(self, slot: int) -> str | None:
+        bucket = self.space.get(self._bucket(slot))
+        return None if bucket is None else bucket.get(slot % BUCKET_FIELDS)
+
+    def _token(self, slot: int) -> str:
+        """The slot's token, drawn from the meta record's counter if missing."""
+        tok = self._slot_token(slot)
         if tok is not None:
-            self._extend(key, ttl_ms)
             return tok
-        self.space.set(key, fresh, ttl_ms)
-        return fresh
+        meta = self._meta()[0]
+        meta.tok += 1
+        tok = str(meta.tok)
+        key = self._bucket(slot)
+        bucket = self.space.get(key)
+        if bucket is None:
+            bucket = {}
+            self.space.set(key, bucket)
+        bucket[slot % BUCKET_FIELDS] = tok
+        return tok
+
+    def _generation(self, fresh: str) -> str:
+        gen = self.space.get(self.ns + GEN_KEY)
+        if gen is None:
+            gen = fresh
+            self.space.set(self.ns + GEN_KEY, gen)
+        return gen
+
+    def _drop_slots(self, tags: Any) -> int:
+        dropped = 0
+        for tag in tags:
+            slot = slot_of(tag)
+            bucket = self.space.get(self._bucket(slot))
+            if bucket is not None and bucket.pop(slot % BUCKET_FIELDS, None) is not None:
+                dropped += 1
+        return dropped
 
     def _meta(self) -> tuple[_Meta, bool]:
         """The meta record, started over if it was lost; and whether it was there."""
         meta = self.space.get(self.ns + "meta")
         if meta is not None:
             return meta, True
-        for key in ("gen", "lease"):
+        for key in (GEN_KEY, "lease"):
             self.space.delete(self.ns + key)
+        # The token counter starts over: so does the slot table (see lua.py new_meta).
+        for bucket in range(BUCKETS):
+            self.space.data.pop(f"{self.ns}s:{bucket}", None)
         # Locks live in this process too: only a record culled after it was made
         # (not one made for the first time) can have taken locks with it.
         horizon = self.horizon if self.ns in self.space.metas_made else 0
@@ -173,16 +206,17 @@ class MemoryStore(Store):
     def _fills_allowed(self) -> bool:
         return self._meta()[0].quiet_until <= now_ms()
 
-    def _tag_token(self, tag: str, fresh: str, ttl_ms: int | None) -> str:
-        """The tag's token, or "!" (matching nothing) while a writer holds it locked."""
-        writers = self._meta()[0].locks.get(tag)
+    def _tag_token(self, tag: str) -> str:
+        """The tag's token, or "!" (matching nothing) while a writer holds its slot locked."""
+        slot = slot_of(tag)
+        writers = self._meta()[0].locks.get(str(slot))
         if writers:
             now = now_ms()
             for writer in [w for w, until in writers.items() if until <= now]:
                 del writers[writer]
             if writers:
                 return "!"
-        return self._token(f"{self.ns}t:{tag}", fresh, ttl_ms)
+        return self._token(slot)
 
     # -- operations --
 
@@ -214,13 +248,11 @@ class MemoryStore(Store):
                 return NO_LEASE
             if not self._fills_allowed():
                 return QUIET
-            current = (
-                self._token(self.ns + "gen", fresh, None),
-                *(self._tag_token(tag, fresh, w.ttl_ms) for tag in w.tags),
-            )
+            current = (self._generation(fresh), *(self._tag_token(tag) for tag in w.tags))
             if "!" in current or (w.snapshot is not None and tuple(w.snapshot) != current):
                 return False
-            value = _Tagged(current[0], tuple(zip(w.tags, current[1:], strict=True)), w.body)
+            slots = (slot_of(tag) for tag in w.tags)
+            value = _Tagged(current[0], tuple(zip(slots, current[1:], strict=True)), w.body)
         self.space.set(w.key, value, w.ttl_ms)
         return True
 
@@ -254,8 +286,6 @@ class MemoryStore(Store):
             if ttl_ms == 0:
                 self.space.delete(key)
                 return Done(True)
-            for tag, _ in getattr(value, "tokens", ()):
-                self._extend(f"{self.ns}t:{tag}", ttl_ms)
             self.space.expire(key, ttl_ms)
             return Done(True)
 
@@ -282,7 +312,8 @@ class MemoryStore(Store):
             body = None if value is None else self._body(value)
             if body is None:
                 return Done(None)
-            tags = tuple(tag for tag, _ in getattr(value, "tokens", ()))
+            # The slots, named "#<slot>" (stores/slots.py): no tag name is kept.
+            tags = tuple(f"#{slot}" for slot, _ in getattr(value, "tokens", ()))
             return Done((body, self.space.pttl(key), tags))
 
     def snapshot(self, tags, ttl_ms, fresh, leased=False):
@@ -292,21 +323,21 @@ class MemoryStore(Store):
             allowed = self._fills_allowed()
             return Done(
                 (
-                    self._token(self.ns + "gen", fresh, None),
-                    *(self._tag_token(tag, fresh, ttl_ms) if allowed else "!" for tag in tags),
+                    self._generation(fresh),
+                    *(self._tag_token(tag) if allowed else "!" for tag in tags),
                 )
             )
 
     def drop_tags(self, tags):
         with self.space.lock:
-            return Done(sum(self.space.delete(f"{self.ns}t:{tag}") for tag in tags))
+            return Done(self._drop_slots(tags))
 
     def lock(self, tags, writer, lock_ms):
         with self.space.lock:
             meta, now = self._meta()[0], now_ms()
             for tag in tags:
-                meta.locks.setdefault(tag, {})[writer] = now + lock_ms
-                self.space.delete(f"{self.ns}t:{tag}")
+                meta.locks.setdefault(str(slot_of(tag)), {})[writer] = now + lock_ms
+            self._drop_slots(tags)
             copies = {id_: epoch for id_, (until, epoch) in meta.copies.items() if until > now}
             return Done((meta.epoch, copies))
 
@@ -315,8 +346,8 @@ class MemoryStore(Store):
             meta = self.space.get(self.ns + "meta")
             for tag in tags:
                 if meta is not None:
-                    meta.locks.get(tag, {}).pop(writer, None)
-                self.space.delete(f"{self.ns}t:{tag}")
+                    meta.locks.get(str(slot_of(tag)), {}).pop(writer, None)
+            self._drop_slots(tags)
             return Done(1)
 
     def record_fence(self, ids, lease_ms):
@@ -324,7 +355,7 @@ class MemoryStore(Store):
             meta = self._meta()[0]
             now, left = now_ms(), []
             if meta.adopted_until > now:  # see record_fence in stores/lua.py
-                self.space.delete(self.ns + "gen")
+                self.space.delete(self.ns + GEN_KEY)
                 if self.horizon:
                     meta.quiet_until = meta.fence_quiet_until = now + self.horizon
             for id_ in ids:
@@ -377,7 +408,7 @@ class MemoryStore(Store):
             if pending <= 0 or meta is None:
                 return Done(False)
             if fenced:
-                self.space.delete(self.ns + "gen")
+                self.space.delete(self.ns + GEN_KEY)
             if fenced == DROP_AND_QUIET and self.horizon:
                 meta.quiet_until = meta.fence_quiet_until = now_ms() + self.horizon
             meta.vouched.update(epochs)

@@ -1,4 +1,4 @@
-"""Reads without a Function: one MGET of the entries and the tokens they need.
+"""Reads without a Function: one MGET of the entries, and the tokens they need.
 
 The ``read`` Function (stores/lua.py) checks a tagged entry's header against
 the partition's generation and tag tokens on the server. That is one Redis
@@ -7,12 +7,22 @@ GET does in a tenth of one, and on a shared or busy server those microseconds
 are most of what a tagged get costs beyond django-redis' plain GET.
 
 A process that knows which tags an entry was stored under can fetch the
-entry, the generation, the lease and those tags' tokens in one MGET (atomic,
-like the Function) and make the same check itself. It learns an entry's tags
-when it writes the entry, or from the header of what the Function returned.
-Knowing them wrongly costs a round trip, never a wrong answer: an entry whose
-header names a tag the MGET did not fetch is read again through the Function.
-A header that does not parse is invalid, as in the Function.
+entry and the lease in one MGET (atomic, like the Function), then the tokens
+of those tags' slots with one HMGET per bucket of the slot table
+(stores/slots.py), then the generation, all pipelined in one round trip, and
+make the same check itself. The three are read one after the other, not at
+once, and that is enough: while the generation stays what the entry recorded,
+the meta hash was not started over (new_meta drops the generation, and a
+generation is random, never made twice), so the token counter only went up
+and no slot's token was drawn twice; a token read after the entry that still
+equals the entry's record was the slot's token all along, and so at the
+MGET. Read the generation first, and a meta hash started over in between
+could draw a recorded token again for a slot invalidated before the MGET.
+It learns an entry's tags when it writes the entry, or (as slots,
+"#<slot>") from the header of what the Function returned. Knowing them
+wrongly costs a round trip, never a wrong answer: an entry whose header
+records a slot whose token was not fetched is read again through the
+Function. A header that does not parse is invalid, as in the Function.
 
 The one thing an MGET cannot tell is how long the partition's lease has left
 (only that it is in force now), which decides when to renew it ahead of time.
@@ -25,9 +35,10 @@ renewal happens: whether the lease is in force is the server's answer.
 from __future__ import annotations
 
 from time import monotonic
-from typing import Any
+from typing import Any, NamedTuple
 
 from .base import NO_TAGGED, UNVERIFIED
+from .slots import BUCKET_FIELDS, GEN_KEY, slot_of
 
 # Keys whose tags one process remembers per namespace and server; past that the
 # memory starts over (what is read often is learned again at its next read).
@@ -67,12 +78,21 @@ def hints_for(url: str, ns: str, lease_ms: int) -> ReadHints:
     return hints
 
 
+class Packed(NamedTuple):
+    """Commands, and the same already in the wire's format (RESP)."""
+
+    data: bytes
+    commands: tuple[tuple, ...]
+
+
 def plain_command(
     hints: ReadHints, ns: str, keys: list[str], leased: bool
-) -> tuple[tuple, tuple[bytes, ...]] | None:
-    """The MGET that reads `keys` and what checking them needs, with the tags whose
-    tokens it fetches; None when a key's tags are unknown or the lease must be
-    heard of again (then the Function reads them)."""
+) -> tuple[tuple, Packed | None, tuple[tuple[bytes, ...], ...]] | None:
+    """The commands that read `keys` and what checking them needs: the MGET of
+    the entries (with the lease when any is tagged), then one HMGET per bucket
+    of their tags' slots and the GET of the generation, packed once per tag
+    list; and per HMGET the slots it fetches. None when a key's tags are
+    unknown or the lease must be heard of again (then the Function reads them)."""
     known = hints.tags
     if len(keys) == 1:
         tags = known.get(keys[0])
@@ -87,50 +107,71 @@ def plain_command(
             merged.update(key_tags)
         tags = tuple(merged)
     if not tags:
-        return ("MGET", *keys), ()
+        return ("MGET", *keys), None, ()
     if leased and monotonic() >= hints.plain_until:
         return None
-    token_keys, names = _plan(ns, tags)
-    if leased:
-        return ("MGET", *keys, ns + "gen", ns + "lease", *token_keys), names
-    return ("MGET", *keys, ns + "gen", *token_keys), names
+    behind, slots = _plan(ns, tags)
+    return (("MGET", *keys, ns + "lease") if leased else ("MGET", *keys)), behind, slots
 
 
-_plans: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], tuple[bytes, ...]]] = {}
+_plans: dict[tuple[str, tuple[str, ...]], tuple[Packed, tuple[tuple[bytes, ...], ...]]] = {}
 
 
-def _plan(ns: str, tags: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
-    """The token keys of `tags` and the names a header gives them (the same few
-    tag lists come back on every read)."""
+def _plan(ns: str, tags: tuple[str, ...]) -> tuple[Packed, tuple[tuple[bytes, ...], ...]]:
+    """The HMGETs of the buckets holding `tags`' tokens and the GET of the
+    generation, last (see the module docstring); and the slots (as a header
+    records them) each HMGET fetches. The same few tag lists come back on every
+    read: each is planned and packed once."""
     plan = _plans.get((ns, tags))
     if plan is None:
         if len(_plans) >= REMEMBERED_KEYS:
             _plans.clear()
-        plan = _plans[(ns, tags)] = (
-            tuple(ns + "t:" + t for t in tags),
-            tuple(t.encode() for t in tags),
-        )
+        fields: dict[int, dict[int, None]] = {}
+        for tag in tags:
+            slot = slot_of(tag)
+            fields.setdefault(slot // BUCKET_FIELDS, {})[slot % BUCKET_FIELDS] = None
+        commands: list[tuple] = []
+        slots = []
+        for bucket, in_bucket in fields.items():
+            commands.append(("HMGET", f"{ns}s:{bucket}", *in_bucket))
+            slots.append(tuple(b"%d" % (bucket * BUCKET_FIELDS + f) for f in in_bucket))
+        commands.append(("GET", ns + GEN_KEY))
+        data = b"".join(_resp(*(str(a).encode() for a in command)) for command in commands)
+        plan = _plans[(ns, tags)] = (Packed(data, tuple(commands)), tuple(slots))
     return plan
 
 
+def _resp(*args: bytes) -> bytes:
+    """One command as the wire carries it (packing it anew on every read costs
+    more than the rest of the read's client side)."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
 class Unchecked(Exception):
-    """An entry's header names a tag whose token the MGET did not fetch."""
+    """An entry's header records a slot whose token the read did not fetch."""
 
 
 def checked_reply(
-    lease_ms: int, keys: list[str], names: tuple[bytes, ...], leased: bool, reply: list
+    lease_ms: int,
+    keys: list[str],
+    slots: tuple[tuple[bytes, ...], ...],
+    leased: bool,
+    replies: list,
 ) -> tuple[int, list]:
-    """The (lease, bodies) the Function would have returned, from the reply to
-    plain_command()'s MGET; raises Unchecked when that cannot tell."""
+    """The (lease, bodies) the Function would have returned, from the replies to
+    plain_command()'s commands; raises Unchecked when that cannot tell."""
     n = len(keys)
+    reply = replies[0]
     values = reply[:n]
-    if not names:  # every key was known untagged
+    if not slots:  # every key was known untagged
         if any(type(v) is bytes and v[:1] == b"T" for v in values):
             raise Unchecked
         return NO_TAGGED, values
-    gen = reply[n]
-    in_force = not leased or reply[n + 1] is not None
-    tokens = dict(zip(names, reply[n + 2 if leased else n + 1 :], strict=True))
+    gen = replies[-1]  # read last: see the module docstring
+    in_force = not leased or reply[n] is not None
+    tokens: dict[bytes, Any] = {}
+    for fetched, held in zip(slots, replies[1:-1], strict=True):
+        tokens.update(zip(fetched, held, strict=True))
     verdicts: dict[bytes, bool] = {}  # entries written under the same tokens share a header
     bodies: list = []
     tagged = False
@@ -171,21 +212,22 @@ def split_header(value: bytes) -> tuple[bytes, int] | None:
 
 
 def _holds(header: bytes, gen: bytes | None, tokens: dict[bytes, Any]) -> bool:
-    """Does a tagged entry's header still hold: the generation and every tag's
+    """Does a tagged entry's header still hold: the generation and every slot's
     token unchanged? False too for a header that does not parse, as in the
-    Function; Unchecked for a tag whose token was not fetched."""
+    Function; Unchecked for a slot whose token was not fetched."""
     lines = header.split(b"\n")
-    # "n" gen (tag token)*n, each followed by "\n": 2 + 2n fields and an empty last one.
+    # "n" gen (slot token)*n, each followed by "\n": 2 + 2n fields and an empty last one.
     try:
         count = int(lines[0])
     except ValueError:
         return False
-    if len(lines) != 3 + 2 * count or lines[1] != gen:
+    if len(lines) != 3 + 2 * count or lines[1] != gen or gen is None:
         return False
     for i in range(2, 2 + 2 * count, 2):
-        tag = lines[i]
-        if tag not in tokens:
+        slot = lines[i]
+        if slot not in tokens:
             raise Unchecked
-        if tokens[tag] != lines[i + 1]:
+        held = tokens[slot]
+        if held is None or held != lines[i + 1]:
             return False
     return True

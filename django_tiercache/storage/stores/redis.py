@@ -11,7 +11,6 @@ from typing import Any
 
 from django_redis.pool import ConnectionFactory, get_connection_factory
 from redis.asyncio import ConnectionPool
-from redis.connection import AbstractConnection
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 try:
@@ -40,28 +39,36 @@ RECHECK_AFTER = 0.01
 
 
 def send(conn: Any, args: tuple) -> None:
-    """conn.send_command(*args), packed by hiredis itself where it can be: redis-py's
-    packer encodes every argument in Python first (12 µs for a tagged write's 18
-    arguments here, against 1.4; 7 against 0.9 for a lock). Anything hiredis does not
-    take (a bytearray, a memoryview, a bool) goes through redis-py, which converts it
-    or says why not, as does a connection with an encoding other than UTF-8."""
-    if hiredis_pack is None or not isinstance(conn, AbstractConnection):
-        conn.send_command(*args)  # a coroutine's bridged connection: its own packing
+    """conn.send_command(*args), packed by hiredis itself where it can be (pack)."""
+    if isinstance(conn, BridgedConnection):  # a coroutine's: its own packing
+        conn.send_command(*args)
         return
+    conn.send_packed_command(pack(conn, args))
+
+
+def pack(conn: Any, args: tuple) -> list[bytes]:
+    """conn.pack_command(*args), by hiredis itself where it can: redis-py's packer
+    encodes every argument in Python first (12 µs for a tagged write's 18
+    arguments here, against 1.4; 7 against 0.9 for a lock). Anything hiredis does
+    not take (a bytearray, a memoryview, a bool) goes through redis-py, which
+    converts it or says why not, as does a connection with an encoding other
+    than UTF-8."""
     encoder = conn.encoder
-    if encoder.encoding != "utf-8" or encoder.encoding_errors != "strict":
-        conn.send_command(*args)
-        return
-    try:
-        packed = hiredis_pack(args)
-    except TypeError:
-        conn.send_command(*args)
-        return
-    conn.send_packed_command([packed])
+    if hiredis_pack is not None and encoder.encoding == "utf-8":
+        if encoder.encoding_errors == "strict":
+            try:
+                return [hiredis_pack(args)]
+            except TypeError:
+                pass
+    return conn.pack_command(*args)
 
 
 def _same(value: Any) -> Any:
     return value
+
+
+def _one(value: Any) -> list:
+    return [value]
 
 
 def _missing_function(error: ResponseError) -> bool:
@@ -103,7 +110,13 @@ class RedisCall:
             # Sending connects if needed, which empties `greeted` first.
             send(conn, self._store.hello_command())
             greeted[ns] = stamp
+        self._send_own(conn)
+
+    def _send_own(self, conn: Any) -> None:
         send(conn, self._args)
+
+    def _read_own(self, conn: Any) -> Any:
+        return conn.read_response()
 
     def _drop(self, exc: BaseException) -> None:
         # After a failure mid-reply the connection's state is unknown: never reuse it.
@@ -120,7 +133,7 @@ class RedisCall:
             except ResponseError as error:
                 greeting_error = error
                 self._conn._tiercache_greeted.pop(self._store.ns, None)
-        reply = self._conn.read_response()  # the call's own error, if any, wins
+        reply = self._read_own(self._conn)  # the call's own error, if any, wins
         if greeting_error is not None:
             raise GreetingFailed(f"the greeting failed: {greeting_error}")
         return reply
@@ -154,21 +167,72 @@ class RedisCall:
         self._conn = None
 
 
+class Pipelined(RedisCall):
+    """A plain command and Packed ones behind it (plain_reads.py), sent together
+    (one round trip); the reply is the list of their replies. Every reply is
+    read before an error one is raised, so that the connection is left clean."""
+
+    __slots__ = ()
+
+    def _send_own(self, conn: Any) -> None:
+        first, packed = self._args
+        if isinstance(conn, BridgedConnection):  # a coroutine's: one command at a time
+            for command in (first, *packed.commands):
+                conn.send_command(*command)
+            return
+        # One buffer, one system call: redis-py would send a list piecemeal, and
+        # the commands behind the first are packed once per tag list.
+        data = b"".join([*pack(conn, first), packed.data])
+        conn.send_packed_command([data], check_health=False)
+
+    def _read_own(self, conn: Any) -> Any:
+        replies, error = [], None
+        behind = len(self._args[1].commands)
+        if isinstance(conn, BridgedConnection):
+            read = conn.read_response
+        else:
+            # The replies behind the first come in the same packet, most often:
+            # read from the parser itself, without the connection's wrapping of
+            # each read (a socket error still drops the connection: result()).
+            read = conn._parser.read_response
+        try:
+            replies.append(conn.read_response())
+        except ResponseError as exc:
+            error = exc
+        for _ in range(behind):
+            try:
+                reply = read()
+            except ResponseError as exc:
+                reply = exc
+            if isinstance(reply, ResponseError):
+                error = error or reply
+            replies.append(reply)
+        if error is not None:
+            raise error
+        return replies
+
+
 class PlainRead:
-    """A read sent as one MGET (stores/plain_reads.py); what it cannot check is
-    read again through the Function."""
+    """A read sent as one MGET and the HMGETs of the tokens it needs
+    (stores/plain_reads.py); what it cannot check is read again through the Function."""
 
-    __slots__ = ("_store", "_keys", "_leased", "_names", "_call")
+    __slots__ = ("_store", "_keys", "_leased", "_slots", "_call")
 
-    def __init__(self, store: RedisStore, keys: list[str], leased: bool, command, names):
-        self._store, self._keys, self._leased, self._names = store, keys, leased, names
-        self._call = RedisCall(store, command, _same)
+    def __init__(self, store: RedisStore, keys: list[str], leased: bool, mget, buckets, slots):
+        self._store, self._keys, self._leased, self._slots = store, keys, leased, slots
+        # Untagged entries alone: the MGET, sent as any single command is.
+        if buckets is None:
+            self._call = RedisCall(store, mget, _one)
+        else:
+            self._call = Pipelined(store, (mget, buckets), _same)
 
     def result(self) -> tuple[int, list]:
         store = self._store
         try:
-            reply = self._call.result()
-            return checked_reply(store.hints.lease_ms, self._keys, self._names, self._leased, reply)
+            replies = self._call.result()
+            return checked_reply(
+                store.hints.lease_ms, self._keys, self._slots, self._leased, replies
+            )
         except (Unchecked, GreetingFailed):
             # GreetingFailed: a server without the library (it restarted), now
             # loaded; what the MGET read there was never vouched for by ``hello``.
@@ -216,7 +280,8 @@ class RedisStore(Store):
 
     library = lua.LIBRARY  # what FUNCTION LOAD sends to a server that lacks it
     native_async = True
-    # Reads of entries whose tags are known are one MGET (stores/plain_reads.py).
+    # Reads of entries whose tags are known are one MGET, and an HMGET per bucket of
+    # their tokens pipelined behind it (stores/plain_reads.py).
     plain_reads = True
 
     def __init__(self, url: str, ns: str, options: dict[str, Any]):
@@ -613,10 +678,12 @@ def _read_reply_ttls(reply: list) -> tuple[int, list, list, list]:
 
 
 def _tags(value: bytes) -> tuple[str, ...] | None:
-    """The tags in a tagged value's header: "n\\n" gen "\\n" (tag "\\n" token "\\n")*n;
-    None when it does not parse."""
+    """The slots in a tagged value's header, as "#<slot>" (stores/slots.py):
+    "n\\n" gen "\\n" (slot "\\n" token "\\n")*n; None when it does not parse."""
     split = split_header(value)
-    return None if split is None else tuple(t.decode() for t in split[0].split(b"\n")[2:-1:2])
+    if split is None:
+        return None
+    return tuple("#" + t.decode() for t in split[0].split(b"\n")[2:-1:2])
 
 
 def _body(value: bytes) -> bytes:
