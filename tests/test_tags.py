@@ -142,9 +142,9 @@ def test_losing_a_bucket_of_the_slot_table__makes_entries_invalid_for_good(
 def test_losing_the_meta_hash__empties_the_slot_table_so_no_token_comes_back(
     clean_redis_servers, make_cache
 ):
-    """The token counter lives in the meta hash: started over, it draws again
-    the tokens it drew before. The slot table goes with it (and the generation),
-    so an entry recorded under an old token never matches a new one."""
+    """The token counter lives in the meta hash, and is started over with it. The
+    slot table goes with it (and the generation), so an entry recorded under an
+    old token never matches a new one."""
     server = clean_redis_servers[0]
     cache = make_cache(server.url)
     ns = f"{cache.key_prefix}:_tc:"
@@ -156,12 +156,12 @@ def test_losing_the_meta_hash__empties_the_slot_table_so_no_token_comes_back(
     cache.set("new", 2, tags=["t"])
     assert cache.get("new") == 2
     assert cache.get("old") is None
-    assert raw.hget(bucket_key(ns, "t"), bucket_field("t")) == first  # the same token...
+    assert raw.hget(bucket_key(ns, "t"), bucket_field("t")) != first  # a counter of its own
     cache.invalidate_tags("t")
     cache.set("newer", 3, tags=["t"])
     assert cache.get("newer") == 3
     # Had the table outlived the counter, "new" (written under the token it still
-    # held) would match the token drawn again for "newer": a stale read.
+    # held) could match a token drawn again for "newer": a stale read.
     assert cache.get("new") is None
     assert cache.get("old") is None
 
@@ -170,9 +170,9 @@ def test_flushdb__leaves_an_entry_that_comes_back_missing_though_its_token_is_dr
     clean_redis_servers, make_cache
 ):
     """FLUSHDB drops the meta hash, its token counter, the slot table and the
-    generation at once: the counter draws the very tokens it drew before. An
-    entry that comes back afterwards (restored from an older copy: the same
-    bytes) records one of them, and still misses: its generation is gone."""
+    generation at once. An entry that comes back afterwards (restored from an
+    older copy: the same bytes) misses, even when its slot holds the very token
+    it recorded again: its generation is gone."""
     server = clean_redis_servers[0]
     cache = make_cache(server.url)
     ns = f"{cache.key_prefix}:_tc:"
@@ -185,10 +185,35 @@ def test_flushdb__leaves_an_entry_that_comes_back_missing_though_its_token_is_dr
     assert cache.get("old") is None
     cache.set("new", 2, tags=["t"])
     assert cache.get("new") == 2
-    assert raw.hget(bucket_key(ns, "t"), bucket_field("t")) == token  # drawn again
+    raw.hset(bucket_key(ns, "t"), bucket_field("t"), token)  # as if drawn again
     raw.set(made, saved)
     assert cache.get("old") is None
+
+
+def test_a_bucket_that_outlived_a_start_over__never_makes_a_newer_entry_valid_again(
+    clean_redis_servers, make_cache
+):
+    """A start-over empties the slot table, but a bucket it could not reach (still
+    on the other node of a slot migration, or restored from an older copy) may come
+    back later with the old counter's tokens. The new counter starts at random, so
+    it does not draw them again: an entry written after the start-over and then
+    invalidated stays invalid when the old bucket returns. (A counter that began
+    at 0 again drew the same first token, and the entry was served again.)"""
+    server = clean_redis_servers[0]
+    cache = make_cache(server.url)
+    ns = f"{cache.key_prefix}:_tc:"
+    raw = server.client()
+    cache.set("old", 1, tags=["t"])
+    bucket = bucket_key(ns, "t")
+    kept = raw.dump(bucket)
+    raw.delete(ns + "meta")  # the hash is lost: the next call starts it over
+    cache.set("new", 2, tags=["t"])
     assert cache.get("new") == 2
+    cache.invalidate_tags("t")
+    assert cache.get("new") is None
+    raw.restore(bucket, 0, kept, replace=True)  # the old counter's token is back
+    assert cache.get("new") is None
+    assert cache.get("old") is None
 
 
 def test_losing_the_generation__makes_every_tagged_entry_invalid(clean_redis_servers, make_cache):

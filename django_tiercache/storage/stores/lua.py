@@ -20,7 +20,9 @@ Key layout inside a partition, below the namespace ``ns`` (``<KEY_PREFIX>:_tc:``
   - ``quiet``      server ms until which nothing may be cached under tags
   - ``tok``        the counter tag tokens are drawn from; lost only with the hash,
                    and a hash started over empties the slot table and drops the
-                   generation, so no token is drawn twice under one generation
+                   generation, so no token is drawn twice under one generation;
+                   it starts at random (``counter_base``), so that a bucket the
+                   start-over could not reach does not hold tokens it draws again
   - ``switches``   how often ``hello`` found the hash on a server other than the one
                    it was last checked on (a failover, a moved slot, a restart that
                    kept the data); carried over when the hash is started over
@@ -215,6 +217,17 @@ end
 -- The quiet period's length is remembered as 'h' too: should the new hash
 -- itself turn up on another server while it lasts, the quiet period is what
 -- still says a lock may be held (hello waits 'h' out there).
+-- Where a new token counter starts: at random (from the new epoch's first 24
+-- bits, as 2^30 + 16 * n), not at 0. The start-over empties the slot table,
+-- but a bucket it could not reach (on the other node of a slot migration, or
+-- restored from an older copy) may come back holding tokens of the old
+-- counter; a counter that began at 0 again would soon draw them again, for
+-- the same slots, and an entry written under one would match. Below 2^31
+-- (for some 800 million draws) the fields stay 32-bit listpack integers.
+local function counter_base(epoch)
+  return 1073741824 + 16 * (tonumber(string.sub(epoch, 1, 6), 16) or 0)
+end
+
 local function new_meta(ns, epoch, quiet_ms)
   local meta = ns .. 'meta'
   redis.call('DEL', meta, ns .. GEN, ns .. 'lease')
@@ -230,7 +243,9 @@ local function new_meta(ns, epoch, quiet_ms)
   if #buckets > 0 then redis.call('DEL', unpack(buckets)) end
   local now = now_ms()
   announce(ns, '*')
-  redis.call('HSET', meta, 'run', server_info('run_id'), 'epoch', epoch, 'born', now)
+  redis.call(
+    'HSET', meta, 'run', server_info('run_id'), 'epoch', epoch, 'born', now,
+    'tok', counter_base(epoch))
   if quiet_ms > 0 then redis.call('HSET', meta, 'quiet', now + quiet_ms, 'h', quiet_ms) end
 end
 
