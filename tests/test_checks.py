@@ -60,10 +60,26 @@ def test_unknown_options__are_tiercache_e002_and_name_the_key():
         {"TAG_LEASE": -1},
         {"SERIALIZER": "nowhere.Serializer"},
         {"COMPRESSOR": 3},
+        {"CONNECTION_POOL_KWARGS": {"encoding": "latin-1"}},
     ],
 )
 def test_bad_option_values__are_tiercache_e003(options):
     assert ids_for("memory://", options) == ["tiercache.E003"]
+
+
+def test_a_connection_encoding_other_than_utf8__is_refused_and_utf8_spelt_any_way_is_not():
+    """A tag's slot is the hash of its UTF-8 bytes here and in the Functions: a
+    connection that sent "café" as latin-1 would put it in another slot than the
+    one this process drops its L1 copies of."""
+    latin = {"CONNECTION_POOL_KWARGS": {"encoding": "latin-1", "max_connections": 5}}
+    caches = {"default": {"BACKEND": BACKEND, "LOCATION": "memory://", "OPTIONS": latin}}
+    with override_settings(CACHES=caches):
+        (message,) = check_caches()
+    assert message.id == "tiercache.E003"
+    assert "'latin-1'" in message.msg and "UTF-8" in message.msg
+    assert "Leave 'encoding' out" in message.hint
+    for spelt in ("utf-8", "UTF8", "utf_8"):
+        assert ids_for("memory://", {"CONNECTION_POOL_KWARGS": {"encoding": spelt}}) == []
 
 
 def test_partition_names_must_match_location__tiercache_e004():

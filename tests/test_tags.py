@@ -436,3 +436,19 @@ def test_the_in_process_twin__loses_buckets_and_its_meta_record_as_redis_does(ma
     cache.set("d", 4, tags=["t"])
     assert store.space.get(bucket)[int(bucket_field("t"))] == "2"  # b's token, drawn again...
     assert cache.get("b") is None  # ...under a new generation: b never matches it
+
+
+def test_a_release_by_one_writer__keeps_the_slot_locked_for_another_writer_of_a_sharing_tag(
+    any_cache,
+):
+    """Locks are held per slot: writer two releasing its tag must not lift writer
+    one's lock on another tag of the same slot, whose commit is still to come."""
+    first, second = _sharing_a_slot()
+    any_cache.lock_tags("writer-1", [first], 30)
+    any_cache.lock_tags("writer-2", [second], 30)
+    any_cache.unlock_tags("writer-2", [second])
+    any_cache.set("k", "before the commit", tags=[first])  # read before writer one commits
+    assert any_cache.get("k") is None
+    any_cache.unlock_tags("writer-1", [first])
+    any_cache.set("k", "after the commit", tags=[first])
+    assert any_cache.get("k") == "after the commit"

@@ -7,6 +7,7 @@ the two can never disagree about what a valid configuration is.
 
 from __future__ import annotations
 
+import codecs
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -433,7 +434,34 @@ def _url_problem(url: Any) -> Problem | None:
     return None
 
 
+def _check_encoding(merged: dict[str, Any], problems: list[Problem]) -> None:
+    """Keys and tags go to Redis as UTF-8: a tag's slot is the hash of its UTF-8 bytes
+    on both sides (stores/slots.py and the Functions). A connection that encodes text
+    otherwise would send a non-ASCII tag as other bytes, which the Functions hash into
+    another slot than the one this process drops its L1 copies of: refused."""
+    pool = merged.get("CONNECTION_POOL_KWARGS") or {}
+    value = pool.get("encoding", "utf-8") if isinstance(pool, dict) else "utf-8"
+    if not isinstance(value, str) or _codec(value) != "utf-8":
+        problems.append(
+            Problem(
+                "E003",
+                f"OPTIONS['CONNECTION_POOL_KWARGS']['encoding'] is {value!r}: TierCache sends "
+                "keys and tags as UTF-8 (a tag's slot is the hash of those bytes).",
+                "Leave 'encoding' out (UTF-8, redis-py's default).",
+            )
+        )
+
+
+def _codec(name: str) -> str:
+    """A codec's canonical name ("UTF8" and "utf_8" are "utf-8"); an unknown one as given."""
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return name
+
+
 def _check_values(merged: dict[str, Any], problems: list[Problem]) -> None:
+    _check_encoding(merged, problems)
     for key in POSITIVE_NUMBERS:
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
