@@ -207,7 +207,7 @@ OPTION_HELP: dict[str, str] = {
     "USERNAME": "the ACL user of every partition's server (else the URL's)",
     "CONNECTION_POOL_KWARGS": (
         "keyword arguments of the connection pools (e.g. `max_connections`, 100 by default; "
-        "also the async pools' limit)"
+        "also the async pools' limit); `encoding` must stay UTF-8 (tiercache.E003)"
     ),
     "CONNECTION_POOL_CLASS": "dotted path of the redis-py connection pool class",
     "REDIS_CLIENT_CLASS": "dotted path of the redis-py client class",
