@@ -295,6 +295,10 @@ def test_sentinel_failover__failovers_seen_goes_to_one_on_the_page_and_in_promet
         # The old primary is listed once it has rejoined as the new one's replica.
         cache.set("after", 1)
         report = report_of(client)
+        if not report["nodes"]:
+            # A call that timed out on the old primary mid-failover opened the
+            # partition's breaker: the page says it is down until the cooldown.
+            return False
         row = primary_row(report)
         rejoined = [r["address"] for r in report["nodes"] if r["role"] == "replica"]
         return (row["address"], row["failovers_seen"], rejoined) == (
