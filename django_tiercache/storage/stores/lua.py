@@ -744,8 +744,9 @@ local function unlock(keys, args)
     local held = chunked('HMGET', meta, fields)
     local now, kept, gone = nil, {}, {}
     for i = 1, #tags do
-      if not held[i] then intact = false end
-      if held[i] then
+      if not held[i] then
+        intact = false
+      else
         now = now or now_ms()
         if not holds(held[i], now, writer) then intact = false end
         local live, total = live_holders(held[i], now, writer)

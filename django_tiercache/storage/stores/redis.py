@@ -38,6 +38,9 @@ IDLE_SHARE = 16
 RECHECK_AFTER = 0.01
 
 
+UTF8 = ("utf-8", "strict")  # redis-py's default encoder, the one hiredis packs as
+
+
 def send(conn: Any, args: tuple) -> None:
     """conn.send_command(*args), packed by hiredis itself where it can be (pack)."""
     if isinstance(conn, BridgedConnection):  # a coroutine's: its own packing
@@ -54,12 +57,11 @@ def pack(conn: Any, args: tuple) -> list[bytes]:
     converts it or says why not, as does a connection with an encoding other
     than UTF-8."""
     encoder = conn.encoder
-    if hiredis_pack is not None and encoder.encoding == "utf-8":
-        if encoder.encoding_errors == "strict":
-            try:
-                return [hiredis_pack(args)]
-            except TypeError:
-                pass
+    if hiredis_pack is not None and (encoder.encoding, encoder.encoding_errors) == UTF8:
+        try:
+            return [hiredis_pack(args)]
+        except TypeError:
+            pass
     return conn.pack_command(*args)
 
 
