@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import uuid
 from enum import IntEnum
 
 import pytest
@@ -342,10 +343,12 @@ def test_close_connection__closes_the_pools_idle_connections(
     server = redis_servers[1]
     server.ensure_clean()
     settings.DJANGO_REDIS_CLOSE_CONNECTION = close_connection
-    cache = make_cache(server.url)
-    # Pools are shared per server and options (as django-redis' are): one an earlier
-    # test left idle may be to a server process since restarted on this port.
-    cache._partitions[0].store.pool.disconnect(inuse_connections=False)
+    # A pool of its own (pools are shared per server and options, as django-redis'
+    # are): another cache in this process may take or hold a shared pool's
+    # connections meanwhile, and an earlier test may have left one idle to a
+    # server since restarted on this port.
+    own = {"client_name": f"close-{uuid.uuid4().hex[:8]}"}
+    cache = make_cache(server.url, CONNECTION_POOL_KWARGS=own)
     cache.get("k")
     cache.sadd("s", 1)
     probe = server.client()
