@@ -375,6 +375,37 @@ def test_calls_during_a_slot_migration__follow_ask_to_the_importing_master(
     assert cache.get("product:1") == "new"
 
 
+def test_a_tagged_write_on_a_source_whose_meta_hash_has_moved__is_skipped_not_started_over(
+    fresh_redis_cluster, make_cache
+):
+    """Mid-migration the group's meta hash and generation are on the target, its
+    entry still on the source. The tagged write declares only the entry, which the
+    source holds, so it runs there; were its reads of the meta hash answered "missing",
+    it would start one over on the source (a second meta hash, new tokens in the slot,
+    and MIGRATE refusing a key the target holds). Redis itself refuses a script's access
+    to a key a migrating source no longer holds ("non local key"): the write fails and
+    is skipped, the source gets no meta hash; once the slot has moved, it stores."""
+    cluster = fresh_redis_cluster
+    cache = make_cache(cluster.url(), **FAST)
+    cache.set("product:1", "old", tags=["product"])
+    partition = cache._partition(cache.make_key("product:1"))
+    slot, ns = partition.store.slot, partition.store.ns
+    source, target = _start_migration(cluster, slot)
+    _migrate_keys(source, target, [ns + "meta", ns + GEN_KEY])
+
+    assert cache.set("product:1", "new", tags=["product"]) is False
+    with source.client() as client:  # not started over there
+        left = client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    assert {k.decode() for k in left} & {ns + "meta", ns + GEN_KEY} == set()
+    assert cache.get("product:1") != "new"
+
+    _move_slot(cluster, slot, target)
+    cache.set("product:1", "new", tags=["product"])
+    assert cache.get("product:1") == "new"
+    cache.invalidate_tags("product")
+    assert cache.get("product:1") is None
+
+
 def test_a_lease_moved_by_migrate__is_not_trusted_on_the_importing_master(
     fresh_redis_cluster, make_cache
 ):
