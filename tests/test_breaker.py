@@ -116,3 +116,22 @@ def test_refused_connections__open_the_breaker_only_after_breaker_failures(
             cache.get("k")
         errors.append(type(raised.value))
     assert errors == [RedisConnectionError] * 3 + [PartitionUnavailable]
+
+
+def test_the_breakers_state__reads_half_open_past_the_cooldown_until_the_server_answers(
+    closed_port_url, make_cache
+):
+    """The statistics page must not call a breaker "closed" while its server has not
+    answered since it failed: past the cool-down it is half-open (the next call probes)."""
+    from django_tiercache.stats.partitions import describe
+
+    cache = make_cache([closed_port_url], BREAKER_FAILURES=1, BREAKER_COOLDOWN=0.3)
+    partition = cache._partitions[0]
+    assert (partition.breaker.state, describe(partition)["breaker"]) == ("closed", "closed")
+    assert cache.get("k") is None  # refused: the breaker opens
+    assert (partition.breaker.state, describe(partition)["breaker"]) == ("open", "open")
+    time.sleep(0.4)
+    assert describe(partition)["breaker"] == "half-open"
+    assert partition.breaker.state == "half-open"  # describing it took no probe
+    assert cache.get("k") is None  # the probe is refused too: open again
+    assert partition.breaker.state == "open"

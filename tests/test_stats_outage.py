@@ -6,6 +6,7 @@ are down and show what this process still knows.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -98,3 +99,37 @@ def test_metrics__serve_this_process_counters_when_the_statistics_server_is_down
     assert value("tiercache_shared_figures_up", cache="default") == 0
     assert value("tiercache_partition_up", cache="default", partition="first") == 0
     assert value("tiercache_partition_up", cache="default", partition="second") == 1
+
+
+def test_stats_page__calls_a_breaker_past_its_cooldown_half_open_not_closed(
+    client, admin_user, settings, clean_redis_servers
+):
+    """A partition down for longer than the breaker's cool-down: the next call would
+    probe it, but it has not answered since it failed, so "closed" would be wrong."""
+    first, second = clean_redis_servers[:2]
+    options = {"PARTITION_NAMES": ["first", "second"], "BREAKER_FAILURES": 1}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": TIERCACHE,
+            "LOCATION": [first.url, second.url],
+            "KEY_PREFIX": f"outage-{uuid.uuid4().hex[:8]}",
+            "OPTIONS": {**options, "BREAKER_COOLDOWN": 0.3, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    cache = caches["default"]
+    on_second = next(
+        k
+        for k in (f"k{n}" for n in range(50))
+        if cache._partition(cache.make_key(k)).name == "second"
+    )
+    client.force_login(admin_user)
+    closed = '<td data-label="breaker">closed</td>'
+    assert client.get(PAGE).content.decode().count(closed) == 2
+    second.stop()
+    assert cache.get(on_second) is None  # refused: the breaker opens
+    time.sleep(0.4)
+    page = client.get(PAGE).content.decode()
+    assert page.count(closed) == 1  # the first partition's
+    assert '<td data-label="breaker"><span class="tc-badge tc-warn">half-open</span></td>' in page
+    (report,) = client.get(JSON).json()["caches"]
+    assert [p["breaker"] for p in report["partitions"]] == ["closed", "half-open"]

@@ -39,6 +39,7 @@ def describe(partition: Any, probes: dict[tuple, Any] | None = None) -> dict[str
         "name": redact_text(partition.name),
         "kind": "memory" if partition.url.startswith("memory:") else "redis",
         "breaker_open": partition.breaker.is_open,
+        "breaker": partition.breaker.state,
     }
     store = partition.store
     # Not getattr(store, "client"): a cluster's client is made at first use, and raises

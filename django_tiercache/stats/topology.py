@@ -161,12 +161,16 @@ def _node_figures(store: Any, node: dict[str, Any], probes: dict[tuple, Any]) ->
 # -- Sentinel --
 
 
+# What a partition's row says of itself, not of the server it is on.
+_PARTITION_ONLY = ("name", "note", "kind", "breaker_open", "breaker")
+
+
 def _sentinel_rows(info: dict[str, Any]) -> list[dict[str, Any]]:
     """The primary a Sentinel partition is on now, then its replicas (from its INFO)."""
     if not info.get("reachable"):
         return []  # the partition's row says why; the sentinels' answer is unknown
     primary = {
-        **{k: v for k, v in info.items() if k not in ("name", "note", "kind", "breaker_open")},
+        **{k: v for k, v in info.items() if k not in _PARTITION_ONLY},
         "role": "primary",
         "partition": info["name"],
     }

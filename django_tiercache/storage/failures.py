@@ -87,6 +87,15 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return not self.allows()
 
+    @property
+    def state(self) -> str:
+        """ "closed", "open" (calls fail fast) or "half-open": past the cool-down
+        of a server that last failed, the next call probes it. Not "closed": the
+        server has not answered since it failed."""
+        if self.failures < self.threshold:
+            return "closed"
+        return "open" if self.is_open else "half-open"
+
 
 class ErrorPolicy:
     """Counts, logs (once per burst) and, if configured, raises partition errors."""
