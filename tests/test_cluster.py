@@ -388,6 +388,7 @@ def test_a_tagged_write_on_a_source_whose_meta_hash_has_moved__is_skipped_not_st
     cluster = fresh_redis_cluster
     cache = make_cache(cluster.url(), **FAST)
     cache.set("product:1", "old", tags=["product"])
+    assert cache.get("product:1") == "old"  # cached: the group takes tagged writes
     partition = cache._partition(cache.make_key("product:1"))
     slot, ns = partition.store.slot, partition.store.ns
     source, target = _start_migration(cluster, slot)

@@ -35,11 +35,12 @@ def describe_all(partitions: list[Any]) -> tuple[list[dict[str, Any]], dict[tupl
 
 
 def describe(partition: Any, probes: dict[tuple, Any] | None = None) -> dict[str, Any]:
+    breaker = partition.breaker.state  # read once: both fields tell the same moment
     base = {
         "name": redact_text(partition.name),
         "kind": "memory" if partition.url.startswith("memory:") else "redis",
-        "breaker_open": partition.breaker.is_open,
-        "breaker": partition.breaker.state,
+        "breaker_open": breaker == "open",
+        "breaker": breaker,
     }
     store = partition.store
     # Not getattr(store, "client"): a cluster's client is made at first use, and raises

@@ -89,9 +89,8 @@ class CircuitBreaker:
 
     @property
     def state(self) -> str:
-        """ "closed", "open" (calls fail fast) or "half-open": past the cool-down
-        of a server that last failed, the next call probes it. Not "closed": the
-        server has not answered since it failed."""
+        """closed; open (calls fail fast); or half-open: past the cool-down, the
+        next call probes a server that has not answered since it failed."""
         if self.failures < self.threshold:
             return "closed"
         return "open" if self.is_open else "half-open"
