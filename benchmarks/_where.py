@@ -108,8 +108,7 @@ def server_side(port: int, body: bytes) -> list[tuple[str, float, str]]:
         ("write Function, 2 tags", _fcall(client, [write("where:tagged", ["t1", "t2"])]), "SET"),
         (
             "lock + unlock Functions, 2 tags",
-            2
-            * _fcall(
+            _fcall(
                 client,
                 [
                     fcall("lock", [], "epoch", 0, "w", 5000, "t1", "t2"),

@@ -358,7 +358,7 @@ class RedisStore(Store):
         else:
             _read_owed(conn, self.later_failed)
         try:
-            conn.send_command(*self._command("unlock", [], [writer, *tags]))
+            send(conn, self._command("unlock", [], [writer, *tags]))
         except BaseException:
             conn.disconnect()
             self.pool.release(conn)
