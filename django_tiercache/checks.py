@@ -41,6 +41,7 @@ CHECK_IDS: dict[str, str] = {
     "E013": "a key beside OPTIONS that belongs inside it, or that nothing reads",
     "E014": "a bad consistency sampler setting (CONSISTENCY_SAMPLE_RATE, CONSISTENCY_GRACE)",
     "E015": "WRITE_LOCK_TIMEOUT not comfortably above TAG_LEASE plus the socket timeouts",
+    "E016": "the URLconf includes django_tiercache.urls without the prometheus extra installed",
     "W001": "the pickle serializer with SIGNED off",
     "W002": "another cache alias on the same Redis database with the same KEY_PREFIX",
     "W010": "the write-behind journal under the default prefix, shared by every site on that Redis",
@@ -359,3 +360,29 @@ def check_write_lock_timeout(app_configs: Any = None, **kwargs: Any) -> list[Che
                 )
             )
     return found
+
+
+@register(Tags.urls)
+def check_metrics_view(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """tiercache.E016: the URLconf serves the Prometheus view without prometheus_client."""
+    from django.urls import NoReverseMatch, reverse
+
+    from .stats import prometheus
+
+    if prometheus.unavailable is None:
+        return []
+    try:
+        url = reverse("django_tiercache:metrics")
+    except NoReverseMatch:
+        return []  # not in the URLconf: nothing needs the library
+    return [
+        Error(
+            f"The URLconf includes django_tiercache.urls ({url}), whose Prometheus view needs "
+            f"prometheus_client, which cannot be imported ({prometheus.unavailable}); the view "
+            f"answers 503 meanwhile.",
+            hint="pip install 'django-tiercache[prometheus]', or drop "
+            "include('django_tiercache.urls') if nothing scrapes it.",
+            obj="django_tiercache.urls",
+            id="tiercache.E016",
+        )
+    ]

@@ -18,10 +18,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
+from . import actions as actions_module
+from .access import refuse_scrape
+from .aggregation import Scrape, scrape
+from .collection import EXACT_US, LAST_BUCKET, bucket_bounds, tiercache_aliases
+
+# Without the prometheus extra the URLconf still imports (a missing optional
+# library must not take every other URL of the site down with it): the view
+# answers 503, and the system check tiercache.E016 names the fix at start-up.
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.core import (
@@ -30,16 +37,15 @@ try:
         HistogramMetricFamily,
         InfoMetricFamily,
     )
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImproperlyConfigured(
-        "django_tiercache.urls (the Prometheus metrics/ view) needs prometheus_client: "
-        "pip install 'django-tiercache[prometheus]'."
-    ) from exc
+except ImportError as exc:
+    unavailable: ImportError | None = exc
+else:
+    unavailable = None
+MISSING = (
+    "django_tiercache.urls (the Prometheus metrics/ view) needs prometheus_client: "
+    "pip install 'django-tiercache[prometheus]'."
+)
 
-from . import actions as actions_module
-from .access import refuse_scrape
-from .aggregation import Scrape, scrape
-from .collection import EXACT_US, LAST_BUCKET, bucket_bounds, tiercache_aliases
 
 # Histogram bounds: the powers of two from 8 µs, which are bucket edges, so no bucket is split.
 BOUNDS_US = [bucket_bounds(i)[0] for i in range(EXACT_US, LAST_BUCKET + 1, 4)]
@@ -295,6 +301,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
     refused = refuse_scrape(request)
     if refused is not None:
         return refused
+    if unavailable is not None:
+        return HttpResponse(MISSING, status=503, content_type="text/plain; charset=utf-8")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
