@@ -202,6 +202,8 @@ class PartitionedStorage:
         event "refused": such a write is not stored, and the caller is told so
         (set() returns False, set_many() lists the key), but a whole partition
         refusing is a hit-rate event that the statistics page must show too."""
+        if QUIET not in outcome.value and NO_LEASE not in outcome.value:
+            return  # the usual case, on every write: nothing refused
         quiet = sum(1 for ok in outcome.value if ok == QUIET)
         unleased = sum(1 for ok in outcome.value if ok == NO_LEASE)
         name = outcome.partition.name
