@@ -77,6 +77,9 @@ DISPLAY_ORDER = [
     "tier1.get_many",
     "tier4.get_many",
     "djredis.get_many",
+    "tier1.miss_many",
+    "tier4.miss_many",
+    "djredis.miss_many",
 ]
 
 

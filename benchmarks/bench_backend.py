@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import pickle
 import platform
@@ -52,6 +53,7 @@ EXTRA_SERVERS = 3
 MANY_KEYS = 100
 FILL_BATCH = 1000
 TIMEOUT = 600  # long enough to outlive the slowest fill
+TAGS = ["t1", "t2"]
 
 from _sample import VALUE  # noqa: E402
 
@@ -233,6 +235,29 @@ def get_rows(use_tier: bool) -> tuple[list[tuple[Row, Callable[[], Any]]], list[
             ),
         ]
     rows, failed = [], []
+    for key, label, alias in [
+        (
+            "djredis.miss_many",
+            "django-redis cache-aside miss of 100 keys (get_many + set_many)",
+            "djredis",
+        )
+    ] + (
+        [
+            (
+                "tier1.miss_many",
+                "TierCache get_or_set_many, 100 keys missing, 2 tags, 1 partition",
+                "tier1",
+            ),
+            (
+                "tier4.miss_many",
+                "TierCache get_or_set_many, 100 keys missing, 2 tags, 4 partitions",
+                "tier4",
+            ),
+        ]
+        if use_tier
+        else []
+    ):
+        rows.append((Row(key, label), missing_many(caches[alias], alias.startswith("tier"))))
     for key, label, alias, is_many, tagged in plan:
         row = Row(key, label)
         try:
@@ -244,7 +269,7 @@ def get_rows(use_tier: bool) -> tuple[list[tuple[Row, Callable[[], Any]]], list[
 
 def prepare_get(row: Row, cache, is_many: bool, tagged: bool) -> Callable[[], Any]:
     """Store the entries one get operation reads; return that operation."""
-    tags = {"tags": ["t1", "t2"]} if tagged else {}
+    tags = {"tags": TAGS} if tagged else {}
     if is_many:
         many = {f"many:{i}": VALUE for i in range(MANY_KEYS)}
         cache.set_many(many, TIMEOUT, **tags)
@@ -255,6 +280,36 @@ def prepare_get(row: Row, cache, is_many: bool, tagged: bool) -> Callable[[], An
         cache.set(name, VALUE, TIMEOUT, **tags)
         fn = partial(cache.get, name)
         check_hit(row, fn(), VALUE)
+    return fn
+
+
+def missing_many(cache, tier_cache: bool) -> Callable[[], Any]:
+    """A miss of MANY_KEYS keys never read before, each call new ones: TierCache's
+    get_or_set_many (claims, snapshot, store under tags), or the cache-aside
+    by hand that django-redis' users write (get_many, then set_many)."""
+    calls = itertools.count()
+
+    def load(keys: list[str]) -> dict[str, Any]:
+        return dict.fromkeys(keys, VALUE)
+
+    def tier() -> dict[str, Any]:
+        n = next(calls)
+        return cache.get_or_set_many(
+            {f"miss:{n}:{i}": TAGS for i in range(MANY_KEYS)}, load, TIMEOUT
+        )
+
+    def aside() -> dict[str, Any]:
+        n = next(calls)
+        keys = [f"miss:{n}:{i}" for i in range(MANY_KEYS)]
+        found = cache.get_many(keys)
+        loaded = load([k for k in keys if k not in found])
+        cache.set_many(loaded, TIMEOUT)
+        return {**found, **loaded}
+
+    fn = tier if tier_cache else aside
+    first = fn()
+    assert len(first) == MANY_KEYS
+    assert len(cache.get_many(list(first))) == MANY_KEYS, "the miss stored nothing"
     return fn
 
 

@@ -178,7 +178,7 @@ def test_a_plain_command_whose_greeting_fails__runs_once_and_fails(clean_redis_s
         RedisCall(store, ("INCR", counter), int).result()
     assert server.client().get(counter) == b"1"  # it ran, once
     assert cache.get("k") is None  # greeted again: a miss, not an error
-    assert store.claim("other", "me", 5000).result() is True
+    assert store.claim(["other"], "me", 5000).result() == [True]
 
 
 def test_two_caches_on_one_server__each_keep_their_own_socket_timeout(

@@ -107,7 +107,7 @@ def test_get_or_set_many__threads_share_the_load_of_each_key(make_cache):
 
 def claim_as_another_process(cache, key, ttl_ms):
     made = cache.make_and_validate_key(key)
-    assert cache._partition(made).run("claim", made, "another-process", ttl_ms).value
+    assert cache._partition(made).run("claim", [made], "another-process", ttl_ms).value == [True]
 
 
 def test_claim_of_a_dead_loader__expires_and_the_next_caller_loads(make_cache):
@@ -204,6 +204,40 @@ def test_a_loader_slower_than_claim_ttl__keeps_its_claim_while_it_runs(make_cach
     assert started.wait(5)
     time.sleep(0.6)  # two lifetimes: without renewal the claim would be gone
     partition = cache._partition(made)
-    assert not partition.run("claim", made, "another-process", 300).value  # still held
+    assert partition.run("claim", [made], "another-process", 300).value == [False]  # still held
     first.join(10)
     assert loads == ["first"] and cache.get("slow") == "done"
+
+
+def function_calls(server) -> int:
+    stats = redis.Redis(port=server.port).info("commandstats")
+    return stats.get("cmdstat_fcall", {}).get("calls", 0)
+
+
+def claims_held(servers) -> int:
+    return sum(len(redis.Redis(port=s.port).keys("*:_tc:sf:*")) for s in servers)
+
+
+def test_a_miss_of_many_keys__claims_and_releases_them_in_one_call_per_partition(
+    clean_redis_servers, make_cache
+):
+    servers = clean_redis_servers[:2]
+    cache = make_cache([s.url for s in servers])
+    cache.set("greeted", 1, tags=["t"])  # the connections' greetings and leases, first
+    cache.get_many(["greeted", "x"])
+    keys = {f"k{i}": [f"t{i}"] for i in range(80)}
+    held_while_loading = []
+
+    def load(missing):
+        held_while_loading.append(claims_held(servers))
+        return {k: k.upper() for k in missing}
+
+    before = [function_calls(s) for s in servers]
+    assert cache.get_or_set_many(keys, load) == {k: k.upper() for k in keys}
+    calls = [function_calls(s) - b for s, b in zip(servers, before, strict=True)]
+    assert held_while_loading == [80]  # every key claimed before the load, in one load
+    assert claims_held(servers) == 0  # and every claim released after it
+    # Each partition got some 40 keys. Read, claim, snapshot, write, release, with
+    # the heartbeat's renewal, a greeting and a lease renewal around them: a dozen
+    # calls at most, where a claim and a release per key made more than 80.
+    assert all(n <= 16 for n in calls), calls

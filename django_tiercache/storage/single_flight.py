@@ -29,6 +29,7 @@ from typing import Any
 
 from .bridge import pause, wait_for_event
 from .options import SINGLE_FLIGHT_DEFAULTS
+from .partition import fan_out
 
 # Seconds between looks at the cache while another process loads. A load of one
 # row takes a millisecond or two: a first look after 5 ms made each waiter pay
@@ -129,18 +130,27 @@ def _across_processes(
 def _claim(
     cache: Any, keys: list[str], owner: str, claim_ms: int
 ) -> tuple[list[str], list[str], list[str]]:
-    """(keys to load, of which claimed in Redis, keys another caller loads)."""
+    """(keys to load, of which claimed in Redis, keys another caller loads).
+    One call per partition for all its keys, the partitions' calls overlapped."""
     owned, held, elsewhere = [], [], []
-    for key in keys:
-        claim = cache._partition(key).run("claim", key, owner, claim_ms)
+    groups = cache._group(keys)
+    calls = [(partition, "claim", (ks, owner, claim_ms)) for partition, ks in groups.items()]
+    for claim, ks in zip(fan_out(calls), groups.values(), strict=True):
         if not claim.ok:
-            owned.append(key)  # the partition is down: load without a claim
-        elif claim.value:
-            owned.append(key)
-            held.append(key)
-        else:
-            elsewhere.append(key)
+            owned += ks  # the partition is down: load without a claim
+            continue
+        for key, taken in zip(ks, claim.value, strict=True):
+            if taken:
+                owned.append(key)
+                held.append(key)
+            else:
+                elsewhere.append(key)
     return owned, held, elsewhere
+
+
+def _release(cache: Any, keys: list[str], owner: str) -> None:
+    """Drop owner's claims on keys: one call per partition, overlapped."""
+    fan_out([(p, "release", (ks, owner)) for p, ks in cache._group(keys).items()])
 
 
 def _load_owned(
@@ -167,8 +177,8 @@ def _load_owned(
         if held:
             with _beating_lock:
                 _beating.pop(owner, None)
-        for key in held:
-            cache._partition(key).run("release", key, owner)
+        if held:
+            _release(cache, held, owner)
 
 
 def _beat(owner: str, cache: Any, keys: list[str], claim_ms: int) -> None:
@@ -193,15 +203,14 @@ def _heartbeat() -> None:
             continue
         every = min(ms for _, (_, _, ms) in claims) / 3000
         for owner, (cache, keys, claim_ms) in claims:
-            for key in keys:
-                partition = cache._partition(key)
-                partition.run("claim", key, owner, claim_ms)  # renews it
-                with _beating_lock:
-                    done = owner not in _beating
-                if done:
-                    # The load ended meanwhile and its release may have reached Redis
-                    # before this renewal, which then took the claim again: drop it.
-                    partition.run("release", key, owner)
+            groups = cache._group(keys)
+            fan_out([(p, "claim", (ks, owner, claim_ms)) for p, ks in groups.items()])  # renews
+            with _beating_lock:
+                done = owner not in _beating
+            if done:
+                # The load ended meanwhile and its release may have reached Redis
+                # before this renewal, which then took the claims again: drop them.
+                _release(cache, keys, owner)
         time.sleep(every)
 
 
@@ -216,12 +225,12 @@ def revalidation(cache: Any, made_key: str) -> Callable[[], None] | None:
     owner = f"{os.getpid()}:{threading.get_ident()}:{os.urandom(4).hex()}"
     name = f"revalidate:{made_key}"
     partition = cache._partition(made_key)
-    claim = partition.run("claim", name, owner, max(1, int(timings["CLAIM_TTL"] * 1000)))
-    if claim.ok and not claim.value:
+    claim = partition.run("claim", [name], owner, max(1, int(timings["CLAIM_TTL"] * 1000)))
+    if claim.ok and not claim.value[0]:
         return None
 
     def release() -> None:
         if claim.ok:
-            partition.run("release", name, owner)
+            partition.run("release", [name], owner)
 
     return release

@@ -173,13 +173,14 @@ class Store:
     def clear(self) -> Call:
         raise NotImplementedError
 
-    def claim(self, name: str, owner: str, ttl_ms: int) -> Call:
-        """-> True if `owner` now holds the single-flight claim on `name` (for
-        ttl_ms at most), False if someone else holds it."""
+    def claim(self, names: list[str], owner: str, ttl_ms: int) -> Call:
+        """-> [True if `owner` now holds the single-flight claim on the name (for
+        ttl_ms at most; renewed if it held it), False if someone else holds it]
+        per name, all in one call."""
         raise NotImplementedError
 
-    def release(self, name: str, owner: str) -> Call:
-        """Drop `owner`'s claim on `name` (not another owner's)."""
+    def release(self, names: list[str], owner: str) -> Call:
+        """Drop `owner`'s claims on `names` (not another owner's)."""
         raise NotImplementedError
 
     def structure(self, command: str, keys: list[str], args: tuple, kwargs: dict) -> Call:

@@ -59,7 +59,7 @@ from .async_pools import LoopPool
 from .base import Done
 from .cluster_nodes import NodeConnections, refresh_slot_map, shared_client
 from .cluster_redirections import TRYAGAIN_PAUSES, ClusterCall, declared, redirections, tagged
-from .redis import RedisCall, RedisStore, _same, fresh_epoch
+from .redis import RedisCall, RedisStore, _held, _same, fresh_epoch
 from .slots import GEN_KEY
 
 __all__ = ["SLOTS", "TRYAGAIN_PAUSES", "ClusterStore", "group_hashtag", "redirections"]
@@ -247,15 +247,16 @@ class ClusterStore(RedisStore):
         command = ("FCALL", lua.cluster_function_name("record_fence"), 2, *keys, *args)
         return _FenceDeclaringGeneration(first, lambda: self._send(command, list, True, True))
 
-    def claim(self, name, owner, ttl_ms):
-        key = f"{self.ns}sf:{name}"  # already in the group's slot
+    def claim(self, names, owner, ttl_ms):
+        keys = [f"{self.ns}sf:{name}" for name in names]  # already in the group's slot
         name_ = lua.cluster_function_name("claim")
-        return self._send(("FCALL", name_, 1, key, self.ns, owner, ttl_ms), bool, True, False)
+        command = ("FCALL", name_, len(keys), *keys, self.ns, owner, ttl_ms)
+        return self._send(command, _held, True, False)
 
-    def release(self, name, owner):
-        key = f"{self.ns}sf:{name}"  # already in the group's slot
+    def release(self, names, owner):
+        keys = [f"{self.ns}sf:{name}" for name in names]  # already in the group's slot
         name_ = lua.cluster_function_name("release")
-        return self._send(("FCALL", name_, 1, key, self.ns, owner), _same, True, False)
+        return self._send(("FCALL", name_, len(keys), *keys, self.ns, owner), _same, True, False)
 
     def announce_on_source(self) -> None:
         """Tell the group's subscribers, still on the master our slot map names,

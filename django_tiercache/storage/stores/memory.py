@@ -260,21 +260,26 @@ class MemoryStore(Store):
         with self.space.lock:
             return Done(sum(self.space.delete(key) for key in keys))
 
-    def claim(self, name, owner, ttl_ms):
+    def claim(self, names, owner, ttl_ms):
+        held = []
         with self.space.lock:
-            key = f"{self.ns}sf:{name}"
-            holder = self.space.get(key)
-            if holder is not None and holder != owner:
-                return Done(False)
-            self.space.set(key, owner, ttl_ms)  # taken, or renewed by its holder
-            return Done(True)
+            for name in names:
+                key = f"{self.ns}sf:{name}"
+                holder = self.space.get(key)
+                if holder is not None and holder != owner:
+                    held.append(False)
+                    continue
+                self.space.set(key, owner, ttl_ms)  # taken, or renewed by its holder
+                held.append(True)
+        return Done(held)
 
-    def release(self, name, owner):
+    def release(self, names, owner):
         with self.space.lock:
-            key = f"{self.ns}sf:{name}"
-            if self.space.get(key) == owner:
-                self.space.delete(key)
-            return Done(True)
+            for name in names:
+                key = f"{self.ns}sf:{name}"
+                if self.space.get(key) == owner:
+                    self.space.delete(key)
+        return Done(True)
 
     def touch(self, key, ttl_ms):
         with self.space.lock:

@@ -65,6 +65,11 @@ def pack(conn: Any, args: tuple) -> list[bytes]:
     return conn.pack_command(*args)
 
 
+def _held(reply: list) -> list[bool]:
+    """A claim's reply: 1 or 0 per name."""
+    return [bool(x) for x in reply]
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -514,11 +519,12 @@ class RedisStore(Store):
     def clear(self):
         return self._call("clear", [], list(kept_on_clear()))
 
-    def claim(self, name, owner, ttl_ms):
-        return self._call("claim", [f"{self.ns}sf:{name}"], [owner, ttl_ms], bool)
+    def claim(self, names, owner, ttl_ms):
+        keys = [f"{self.ns}sf:{name}" for name in names]
+        return self._call("claim", keys, [owner, ttl_ms], _held)
 
-    def release(self, name, owner):
-        return self._call("release", [f"{self.ns}sf:{name}"], [owner])
+    def release(self, names, owner):
+        return self._call("release", [f"{self.ns}sf:{name}" for name in names], [owner])
 
     def server_client(self) -> Any:
         """A redis-py client of the server that holds the partition now (statistics)."""
