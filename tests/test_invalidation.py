@@ -1,5 +1,7 @@
 """Model-driven invalidation: signals, relations, bulk paths, transactions."""
 
+import threading
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
@@ -10,7 +12,7 @@ import django_tiercache
 from django_tiercache import cached_queryset, get_object, get_objects
 from django_tiercache.orm.registry import NotRegistered
 from django_tiercache.signals import tags_invalidated
-from tests.testapp.models import Category, Label, Product, Unregistered
+from tests.testapp.models import Category, Label, Product, Shelf, Unregistered
 
 # Invalidation happens when transactions commit, so these tests let them commit
 # (pytest-django's plain `db` wraps each test in a transaction that never does).
@@ -209,6 +211,60 @@ def test_queryset_delete__invalidates():
         get_object(Product, p.pk)
     Product.objects.filter(name__in=["d0", "d1"]).delete()
     assert set(get_objects(Product, [p.pk for p in products])) == {products[2].pk}
+
+
+@pytest.fixture
+def locks_sent(monkeypatch):
+    """The tag sets of every lock_tags call made during the test."""
+    from django_tiercache.backend import TierCache
+
+    sent = []
+    lock_tags = TierCache.lock_tags
+
+    def counted(self, writer, tags, *args, **kwargs):
+        sent.append(set(tags))
+        return lock_tags(self, writer, tags, *args, **kwargs)
+
+    monkeypatch.setattr(TierCache, "lock_tags", counted)
+    return sent
+
+
+def test_queryset_delete__locks_the_family_once_and_no_row_on_its_own(
+    locks_sent, django_assert_num_queries
+):
+    shelves = [Shelf.objects.create(name=f"gone{i}") for i in range(30)]
+    kept = Shelf.objects.create(name="kept")
+    for shelf in [*shelves, kept]:
+        get_object(Shelf, shelf.pk)
+    with django_assert_num_queries(0):  # served from the cache before the delete
+        assert get_object(Shelf, shelves[0].pk).name == "gone0"
+    under_pk_tag_alone = tagged(django_tiercache.instance_tag(shelves[1]))
+    locks_sent.clear()
+    Shelf.objects.filter(name__startswith="gone").delete()
+    # The rows' post_delete events found their instance tags under the family the
+    # delete locked first: one lock for 30 rows, where each row cost one more.
+    assert locks_sent == [{"testapp.shelf", "testapp.shelf:*"}]
+    assert get_objects(Shelf, [s.pk for s in [*shelves, kept]]) == {kept.pk: kept}
+    assert not under_pk_tag_alone()
+
+
+def test_a_row_deleted_under_its_familys_lock__takes_no_fill_until_the_commit():
+    shelf = Shelf.objects.create(name="doomed")
+    tag = django_tiercache.instance_tag(shelf)
+
+    def fill_from_another_thread():
+        # Another request, which the transaction's own fill guard does not cover.
+        cache.set("doomed-page", "old row", tags=[tag])
+
+    with transaction.atomic():
+        Shelf.objects.filter(pk=shelf.pk).delete()
+        filler = threading.Thread(target=fill_from_another_thread)
+        filler.start()
+        filler.join()
+        assert cache.get("doomed-page") is None  # refused: the family is locked
+    assert cache.get("doomed-page") is None
+    cache.set("doomed-page", "after", tags=[tag])  # released with the commit
+    assert cache.get("doomed-page") == "after"
 
 
 def test_a_model_we_do_not_own__auth_user():

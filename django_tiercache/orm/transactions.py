@@ -42,6 +42,7 @@ from .. import conf
 from ..backend import tier_cache
 from ..exceptions import InvalidationIncomplete
 from ..signals import tags_invalidated
+from ..storage.tags import family_of
 
 _local = threading.local()
 
@@ -142,11 +143,18 @@ MAX_UNCONFIRMED = 8
 def _lock(state: Writes, tags: dict[str, set[str]], wait: bool) -> None:
     seconds = conf.get_config()["WRITE_LOCK_TIMEOUT"]
     for alias, alias_tags in tags.items():
-        new = alias_tags - state.locked[alias]
+        locked = state.locked[alias]
+        new = {tag for tag in alias_tags - locked if family_of(tag) not in locked}
         if new:
             finish = tier_cache(alias).lock_tags(state.writer, new, seconds, wait=False)
             state.unconfirmed.append(_outliving_checked(finish, seconds))
-            state.locked[alias] |= new
+        # A "family:member" tag whose family this writer holds locked needs no lock
+        # of its own: every entry under it is under the family too (entry_tags), so
+        # the family's lock already invalidated them and keeps fills out. It is
+        # released with the locks, which drops its token too. (A queryset's
+        # delete() locks the model's family first: its rows' post_delete events
+        # then cost no round trip each.)
+        locked |= alias_tags
     while state.unconfirmed and (wait or len(state.unconfirmed) > MAX_UNCONFIRMED):
         state.unconfirmed.pop(0)()
 

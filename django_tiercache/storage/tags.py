@@ -99,6 +99,12 @@ def validate_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     return _remember(_validated, given, tuple(sorted(set(given))))
 
 
+def family_of(tag: str) -> str | None:
+    """The "family:*" tag a "family:member" tag's entries are also stored under
+    (entry_tags), or None for a tag of no family."""
+    return f"{tag.split(':', 1)[0]}:*" if ":" in tag[1:] else None
+
+
 def entry_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     """The tags an entry is stored under: the given ones plus their families.
 
@@ -112,7 +118,7 @@ def entry_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     except KeyError:
         pass
     given = tags
-    families = {f"{tag.split(':', 1)[0]}:*" for tag in tags if ":" in tag[1:]}
+    families = {family for family in map(family_of, tags) if family is not None}
     if families:
         tags = tuple(sorted(families.union(tags)))
     if len(tags) > MAX_TAGS_PER_ENTRY:
