@@ -12,7 +12,7 @@ import django_tiercache
 from django_tiercache import cached_queryset, get_object, get_objects
 from django_tiercache.orm.registry import NotRegistered
 from django_tiercache.signals import tags_invalidated
-from tests.testapp.models import Category, Label, Product, Shelf, Unregistered
+from tests.testapp.models import Book, Category, Label, Product, Shelf, Unregistered
 
 # Invalidation happens when transactions commit, so these tests let them commit
 # (pytest-django's plain `db` wraps each test in a transaction that never does).
@@ -246,6 +246,24 @@ def test_queryset_delete__locks_the_family_once_and_no_row_on_its_own(
     assert locks_sent == [{"testapp.shelf", "testapp.shelf:*"}]
     assert get_objects(Shelf, [s.pk for s in [*shelves, kept]]) == {kept.pk: kept}
     assert not under_pk_tag_alone()
+
+
+def test_a_delete_cascading_to_many_rows__locks_them_all_in_two_calls(
+    locks_sent, django_assert_num_queries
+):
+    shelf = Shelf.objects.create(name="parent")
+    books = [Book.objects.create(title=f"b{i}", shelf=shelf) for i in range(20)]
+    for book in books:
+        get_object(Book, book.pk)
+    with django_assert_num_queries(0):  # served from the cache before the delete
+        assert get_object(Book, books[0].pk).title == "b0"
+    locks_sent.clear()
+    shelf.delete()
+    # Every row's pre_delete comes before the queries: the first sends its lock,
+    # the others wait for the first post_delete, which sends them in one call.
+    assert len(locks_sent) == 2
+    assert {django_tiercache.instance_tag(b) for b in books} <= set().union(*locks_sent)
+    assert get_objects(Book, [b.pk for b in books]) == {}
 
 
 def test_a_row_deleted_under_its_familys_lock__takes_no_fill_until_the_commit():
