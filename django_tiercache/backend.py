@@ -508,12 +508,7 @@ class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, Bas
             self._l1_after(self._fencing.start(tags, "unlock", writer, fence=False), tags)()
             return
         for partition in self._partitions:
-            if not partition.breaker.allows():
-                continue  # the lock expires by itself
-            try:
-                partition.store.unlock_later(tags, writer)
-            except Exception as error:  # noqa: BLE001 - counted; the lock expires by itself
-                partition.store.later_failed(error)
+            partition.send_later("unlock", tags, writer)
 
     def _l1_after(self, finish: Any, tags: tuple[str, ...]) -> Any:
         """finish(), then this process's L1 forgets the tags (once Redis has changed)."""

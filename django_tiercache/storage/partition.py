@@ -62,6 +62,18 @@ class Partition:
             return Pending(self, operation, Done(error=error), started)
         return Pending(self, operation, getattr(self.store, operation)(*args), started)
 
+    def send_later(self, operation: str, *args: Any) -> None:
+        """The store's ``<operation>_later``: sent now, its reply read later, the
+        caller told nothing. For releases, which expire by themselves when they
+        fail: a partition whose breaker is open is skipped, and a failure is
+        counted (store.later_failed), never raised."""
+        if not self.breaker.allows():
+            return
+        try:
+            getattr(self.store, f"{operation}_later")(*args)
+        except Exception as error:  # noqa: BLE001 - counted; what it releases expires by itself
+            self.store.later_failed(error)
+
     def run(self, operation: str, *args: Any) -> Outcome:
         """start() and outcome() in one, without the Pending in between (the hot path)."""
         observer, breaker = self.observer, self.breaker

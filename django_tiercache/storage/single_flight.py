@@ -177,8 +177,10 @@ def _load_owned(
         if held:
             with _beating_lock:
                 _beating.pop(owner, None)
-        if held:
-            _release(cache, held, owner)
+        # Nobody needs the release's reply: a waiter reads the value, stored
+        # before it was sent, and a release lost on the way expires by itself.
+        for partition, keys in cache._group(held).items():
+            partition.send_later("release", keys, owner)
 
 
 def _beat(owner: str, cache: Any, keys: list[str], claim_ms: int) -> None:

@@ -134,6 +134,11 @@ class Store:
         (see TierCache.unlock_tags). This one unlocks at once."""
         self.unlock(tags, writer).result()
 
+    def release_later(self, names: list[str], owner: str) -> None:
+        """release(), sent when it suits the store (see unlock_later). This one
+        releases at once."""
+        self.release(names, owner).result()
+
     def record_fence(self, ids: list[str], lease_ms: int) -> Call:
         """-> [ms the latest lease granted to each id may still run (a whole
         lease_ms from when this store last lost its memory, if more)]"""

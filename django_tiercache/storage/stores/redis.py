@@ -344,16 +344,28 @@ class RedisStore(Store):
     def unlock_later(self, tags, writer):
         """Send the unlock now and read its reply at the next release (or when
         the store is closed): the caller waits for no round trip. A lock whose
-        release fails expires by itself, so nobody needs the reply.
+        release fails expires by itself, so nobody needs the reply."""
+        if self._idle_max == 0 or in_bridge():  # no list to park the connection in
+            super().unlock_later(tags, writer)
+            return
+        self._send_later(self._command("unlock", [], [writer, *tags]))
+
+    def release_later(self, names, owner):
+        """release(), sent as unlock_later sends: a claim whose release fails
+        expires by itself (CLAIM_TTL), and its waiters read what was stored."""
+        if self._idle_max == 0 or in_bridge():
+            super().release_later(names, owner)
+            return
+        self._send_later(self._command("release", [f"{self.ns}sf:{n}" for n in names], [owner]))
+
+    def _send_later(self, command: tuple) -> None:
+        """Send a release whose reply is read at the next one (or at close).
 
         Releases go on a connection of their own. The next call after a release
         is most often the next write's lock: on the same connection it would
         first wait for the release's reply, which may not have arrived yet; by
         the next release it has, and reading it costs no wait.
         """
-        if self._idle_max == 0 or in_bridge():  # no list to park the connection in
-            super().unlock_later(tags, writer)
-            return
         if self._idle_pid != os.getpid():
             self._forked()
         try:
@@ -363,7 +375,7 @@ class RedisStore(Store):
         else:
             _read_owed(conn, self.later_failed)
         try:
-            send(conn, self._command("unlock", [], [writer, *tags]))
+            send(conn, command)
         except BaseException:
             conn.disconnect()
             self.pool.release(conn)
