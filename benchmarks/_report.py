@@ -77,6 +77,8 @@ DISPLAY_ORDER = [
     "tier1.get_many",
     "tier4.get_many",
     "djredis.get_many",
+    "tier1.miss_one",
+    "djredis.miss_one",
     "tier1.miss_many",
     "tier4.miss_many",
     "djredis.miss_many",

@@ -25,6 +25,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from copy import copy
 from functools import partial
 from importlib import metadata
 from pathlib import Path
@@ -235,29 +236,38 @@ def get_rows(use_tier: bool) -> tuple[list[tuple[Row, Callable[[], Any]]], list[
             ),
         ]
     rows, failed = [], []
-    for key, label, alias in [
+    misses = [
+        ("djredis.miss_one", "django-redis cache-aside miss of a key (get + set)", "djredis", 1),
         (
             "djredis.miss_many",
             "django-redis cache-aside miss of 100 keys (get_many + set_many)",
             "djredis",
-        )
-    ] + (
-        [
+            MANY_KEYS,
+        ),
+    ]
+    if use_tier:
+        misses += [
+            (
+                "tier1.miss_one",
+                "TierCache get_or_set, a key missing, 2 tags, 1 partition",
+                "tier1",
+                1,
+            ),
             (
                 "tier1.miss_many",
                 "TierCache get_or_set_many, 100 keys missing, 2 tags, 1 partition",
                 "tier1",
+                MANY_KEYS,
             ),
             (
                 "tier4.miss_many",
                 "TierCache get_or_set_many, 100 keys missing, 2 tags, 4 partitions",
                 "tier4",
+                MANY_KEYS,
             ),
         ]
-        if use_tier
-        else []
-    ):
-        rows.append((Row(key, label), missing_many(caches[alias], alias.startswith("tier"))))
+    for key, label, alias, count in misses:
+        rows.append((Row(key, label), missing(caches[alias], alias.startswith("tier"), count)))
     for key, label, alias, is_many, tagged in plan:
         row = Row(key, label)
         try:
@@ -283,33 +293,44 @@ def prepare_get(row: Row, cache, is_many: bool, tagged: bool) -> Callable[[], An
     return fn
 
 
-def missing_many(cache, tier_cache: bool) -> Callable[[], Any]:
-    """A miss of MANY_KEYS keys never read before, each call new ones: TierCache's
-    get_or_set_many (claims, snapshot, store under tags), or the cache-aside
-    by hand that django-redis' users write (get_many, then set_many)."""
+def missing(cache, tier_cache: bool, count: int) -> Callable[[], Any]:
+    """A miss of `count` keys never read before, each call new ones: TierCache's
+    get_or_set / get_or_set_many (claims, snapshot, store under tags), or the
+    cache-aside by hand that django-redis' users write (get then set, or
+    get_many then set_many)."""
     calls = itertools.count()
 
-    def load(keys: list[str]) -> dict[str, Any]:
-        return dict.fromkeys(keys, VALUE)
+    def keys() -> list[str]:
+        n = next(calls)
+        return [f"miss{count}:{n}:{i}" for i in range(count)]
+
+    def load(missing: list[str]) -> dict[str, Any]:
+        return dict.fromkeys(missing, VALUE)
 
     def tier() -> dict[str, Any]:
-        n = next(calls)
-        return cache.get_or_set_many(
-            {f"miss:{n}:{i}": TAGS for i in range(MANY_KEYS)}, load, TIMEOUT
-        )
+        if count == 1:
+            (key,) = keys()
+            return {key: cache.get_or_set(key, partial(copy, VALUE), TIMEOUT, tags=TAGS)}
+        return cache.get_or_set_many(dict.fromkeys(keys(), TAGS), load, TIMEOUT)
 
     def aside() -> dict[str, Any]:
-        n = next(calls)
-        keys = [f"miss:{n}:{i}" for i in range(MANY_KEYS)]
-        found = cache.get_many(keys)
-        loaded = load([k for k in keys if k not in found])
+        if count == 1:
+            (key,) = keys()
+            value = cache.get(key)
+            if value is None:
+                value = copy(VALUE)
+                cache.set(key, value, TIMEOUT)
+            return {key: value}
+        wanted = keys()
+        found = cache.get_many(wanted)
+        loaded = load([k for k in wanted if k not in found])
         cache.set_many(loaded, TIMEOUT)
         return {**found, **loaded}
 
     fn = tier if tier_cache else aside
     first = fn()
-    assert len(first) == MANY_KEYS
-    assert len(cache.get_many(list(first))) == MANY_KEYS, "the miss stored nothing"
+    assert len(first) == count
+    assert len(cache.get_many(list(first))) == count, "the miss stored nothing"
     return fn
 
 

@@ -272,16 +272,22 @@ class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, Bas
             return found[made]
         if not callable(default):
             return self._load_and_store(made, default, timeout, tags)
-        # Many callers missing at once: one of them loads (storage/single_flight.py).
-        return single_flight.load(
-            self,
-            made,
-            lambda: self._load_and_store(made, default, timeout, tags),
-            self._read,
-        )
+        early: list[Any] = []  # the snapshot, taken while the key's claim was on its way
 
-    def _load_and_store(self, made: str, default: Any, timeout: Any, tags: tuple) -> Any:
-        snapshot = self._snapshot(made, tags, timeout)
+        def snapshot_early(keys: list[str]) -> None:
+            early.append(self._snapshot(made, tags, timeout))
+
+        def load_and_store() -> Any:
+            return self._load_and_store(made, default, timeout, tags, *early)
+
+        # Many callers missing at once: one of them loads (storage/single_flight.py).
+        return single_flight.load(self, made, load_and_store, self._read, snapshot_early)
+
+    def _load_and_store(
+        self, made: str, default: Any, timeout: Any, tags: tuple, *taken: Any
+    ) -> Any:
+        """Snapshot the tags (unless `taken` holds the snapshot), compute, store."""
+        snapshot = taken[0] if taken else self._snapshot(made, tags, timeout)
         if callable(default):
             default = default()
         if snapshot is NOT_FOUND:
@@ -315,9 +321,20 @@ class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, Bas
         if not missing:
             return result
         tags = {m: entry_tags(tags_by_key[made[m]]) for m in missing}
+        # Snapshots taken while the keys' claims were on their way (single flight):
+        # by key, and the keys asked (a partition that failed gave none).
+        early: dict[str, Any] = {}
+        asked: set[str] = set()
+
+        def snapshot_early(keys: list[str]) -> None:
+            early.update(self._snapshots({m: tags[m] for m in keys}, timeout))
+            asked.update(keys)
 
         def load_and_store(keys: list[str]) -> dict[str, Any]:
-            snapshots = self._snapshots({m: tags[m] for m in keys}, timeout)
+            snapshots = {m: early[m] for m in keys if m in early}
+            late = [m for m in keys if m not in asked]
+            if late:
+                snapshots.update(self._snapshots({m: tags[m] for m in late}, timeout))
             loaded = load([made[m] for m in keys])
             values = {m: loaded[made[m]] for m in keys if made[m] in loaded}
             storable = {m: v for m, v in values.items() if m in snapshots}
@@ -325,7 +342,7 @@ class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, Bas
             return values
 
         # Many callers missing the same keys: one loads each (storage/single_flight.py).
-        values = single_flight.load_many(self, missing, load_and_store, self._read)
+        values = single_flight.load_many(self, missing, load_and_store, self._read, snapshot_early)
         result.update({made[m]: v for m, v in values.items()})
         return result
 

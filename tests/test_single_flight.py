@@ -247,3 +247,44 @@ def test_a_miss_of_many_keys__claims_and_releases_them_in_one_call_per_partition
     # the heartbeat's renewal, a greeting and a lease renewal around them: a dozen
     # calls at most, where a claim and a release per key made more than 80.
     assert all(n <= 16 for n in calls), calls
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_miss_sends_its_snapshot_while_its_claim_is_on_its_way(
+    clean_redis_servers, make_cache, monkeypatch, many
+):
+    server = clean_redis_servers[0]
+    cache = make_cache([server.url])
+    store = cache._partitions[0].store
+    events = []
+    claim, snapshot = store.claim, store.snapshot
+
+    class Answer:  # the claim's reply, as the caller reads it
+        def __init__(self, call):
+            self.call = call
+
+        def result(self):
+            events.append("claim read")
+            return self.call.result()
+
+    def watched_claim(*args):
+        events.append("claim sent")
+        return Answer(claim(*args))
+
+    def watched_snapshot(*args):
+        events.append("snapshot sent")
+        return snapshot(*args)
+
+    monkeypatch.setattr(store, "claim", watched_claim)
+    monkeypatch.setattr(store, "snapshot", watched_snapshot)
+    if many:
+        assert cache.get_or_set_many({"k": ["t"]}, lambda keys: dict.fromkeys(keys, "v")) == {
+            "k": "v"
+        }
+    else:
+        assert cache.get_or_set("k", lambda: "v", tags=["t"]) == "v"
+    # One round trip for both (the heartbeat may renew the claim after these).
+    assert events[:3] == ["claim sent", "snapshot sent", "claim read"]
+    assert cache.get("k") == "v"  # stored under the snapshot taken then
+    cache.invalidate_tags("t")
+    assert cache.get("k") is None

@@ -37,6 +37,10 @@ from .partition import fan_out
 POLL = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 
 Load = Callable[[list[str]], dict[str, Any]]  # made keys -> {made key: value}
+# Told the keys a caller is about to load, while their claims are on their way:
+# what it must ask Redis before loading (the tags' snapshot) then costs no round
+# trip of its own.
+Meanwhile = Callable[[list[str]], None]
 
 _flights: dict[tuple, threading.Event] = {}
 _flights_lock = threading.Lock()
@@ -49,14 +53,29 @@ _heart: threading.Thread | None = None
 _heart_pid = 0
 
 
-def load(cache: Any, made_key: str, compute: Callable[[], Any], reread: Load) -> Any:
+def load(
+    cache: Any,
+    made_key: str,
+    compute: Callable[[], Any],
+    reread: Load,
+    meanwhile: Meanwhile | None = None,
+) -> Any:
     """compute() once across callers; the others return what reread() finds."""
-    return load_many(cache, [made_key], lambda keys: {made_key: compute()}, reread)[made_key]
+    compute_one = lambda keys: {made_key: compute()}  # noqa: E731
+    return load_many(cache, [made_key], compute_one, reread, meanwhile)[made_key]
 
 
-def load_many(cache: Any, made_keys: list[str], compute: Load, reread: Load) -> dict[str, Any]:
+def load_many(
+    cache: Any,
+    made_keys: list[str],
+    compute: Load,
+    reread: Load,
+    meanwhile: Meanwhile | None = None,
+) -> dict[str, Any]:
     """compute(keys) for the keys no other caller is loading; for the others,
-    what reread(keys) finds once they are done (or compute them after WAIT)."""
+    what reread(keys) finds once they are done (or compute them after WAIT).
+    meanwhile(keys), if given, runs once, while this caller's first claims are
+    on their way (not at all when single flight is off)."""
     timings = cache._single_flight
     if timings is None:
         return compute(made_keys)
@@ -73,7 +92,8 @@ def load_many(cache: Any, made_keys: list[str], compute: Load, reread: Load) -> 
     result: dict[str, Any] = {}
     try:
         if ours:
-            result.update(_across_processes(cache, list(ours), compute, reread, timings))
+            claimed = _across_processes(cache, list(ours), compute, reread, timings, meanwhile)
+            result.update(claimed)
     finally:
         with _flights_lock:
             for key in ours:
@@ -100,7 +120,12 @@ def _after_threads(
 
 
 def _across_processes(
-    cache: Any, keys: list[str], compute: Load, reread: Load, timings: dict[str, Any]
+    cache: Any,
+    keys: list[str],
+    compute: Load,
+    reread: Load,
+    timings: dict[str, Any],
+    meanwhile: Meanwhile | None,
 ) -> dict[str, Any]:
     owner = f"{os.getpid()}:{threading.get_ident()}:{os.urandom(4).hex()}"
     claim_ms = max(1, int(timings["CLAIM_TTL"] * 1000))
@@ -108,7 +133,8 @@ def _across_processes(
     result: dict[str, Any] = {}
     pending, polls = keys, 0
     while True:
-        owned, held, elsewhere = _claim(cache, pending, owner, claim_ms)
+        owned, held, elsewhere = _claim(cache, pending, owner, claim_ms, meanwhile)
+        meanwhile = None  # once: a snapshot taken then still serves (older, it only refuses more)
         if owned:
             loaded = _load_owned(cache, owned, held, owner, compute, reread, polls > 0, claim_ms)
             result.update(loaded)
@@ -128,14 +154,30 @@ def _across_processes(
 
 
 def _claim(
-    cache: Any, keys: list[str], owner: str, claim_ms: int
+    cache: Any, keys: list[str], owner: str, claim_ms: int, meanwhile: Meanwhile | None = None
 ) -> tuple[list[str], list[str], list[str]]:
     """(keys to load, of which claimed in Redis, keys another caller loads).
-    One call per partition for all its keys, the partitions' calls overlapped."""
+    One call per partition for all its keys, the partitions' calls overlapped,
+    and with meanwhile(keys) while they are on their way."""
     owned, held, elsewhere = [], [], []
     groups = cache._group(keys)
-    calls = [(partition, "claim", (ks, owner, claim_ms)) for partition, ks in groups.items()]
-    for claim, ks in zip(fan_out(calls), groups.values(), strict=True):
+    if meanwhile is None:
+        calls = [(partition, "claim", (ks, owner, claim_ms)) for partition, ks in groups.items()]
+        claims = fan_out(calls)
+    else:
+        sent = [partition.start("claim", ks, owner, claim_ms) for partition, ks in groups.items()]
+        try:
+            meanwhile(keys)
+        except BaseException:
+            # Nothing will be loaded: the claims taken go at once, not when they expire.
+            for (partition, ks), claim in zip(groups.items(), sent, strict=True):
+                outcome = claim.outcome()
+                taken = [k for k, t in zip(ks, outcome.value or (), strict=False) if t]
+                if outcome.ok and taken:
+                    partition.send_later("release", taken, owner)
+            raise
+        claims = [call.outcome() for call in sent]
+    for claim, ks in zip(claims, groups.values(), strict=True):
         if not claim.ok:
             owned += ks  # the partition is down: load without a claim
             continue
