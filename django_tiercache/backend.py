@@ -271,23 +271,25 @@ class TierCache(AsyncAPI, PartitionedStorage, DjangoRedisAPI, StructuresAPI, Bas
         if made in found:
             return found[made]
         if not callable(default):
-            return self._load_and_store(made, default, timeout, tags)
+            return self._load_and_store(
+                made, default, timeout, tags, self._snapshot(made, tags, timeout)
+            )
         early: list[Any] = []  # the snapshot, taken while the key's claim was on its way
 
         def snapshot_early(keys: list[str]) -> None:
             early.append(self._snapshot(made, tags, timeout))
 
         def load_and_store() -> Any:
-            return self._load_and_store(made, default, timeout, tags, *early)
+            snapshot = early[0] if early else self._snapshot(made, tags, timeout)
+            return self._load_and_store(made, default, timeout, tags, snapshot)
 
         # Many callers missing at once: one of them loads (storage/single_flight.py).
         return single_flight.load(self, made, load_and_store, self._read, snapshot_early)
 
     def _load_and_store(
-        self, made: str, default: Any, timeout: Any, tags: tuple, *taken: Any
+        self, made: str, default: Any, timeout: Any, tags: tuple, snapshot: Any
     ) -> Any:
-        """Snapshot the tags (unless `taken` holds the snapshot), compute, store."""
-        snapshot = taken[0] if taken else self._snapshot(made, tags, timeout)
+        """Compute `default` (taken after `snapshot` of its tags) and store it."""
         if callable(default):
             default = default()
         if snapshot is NOT_FOUND:

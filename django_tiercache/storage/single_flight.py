@@ -159,24 +159,26 @@ def _claim(
     """(keys to load, of which claimed in Redis, keys another caller loads).
     One call per partition for all its keys, the partitions' calls overlapped,
     and with meanwhile(keys) while they are on their way."""
-    owned, held, elsewhere = [], [], []
     groups = cache._group(keys)
     if meanwhile is None:
         calls = [(partition, "claim", (ks, owner, claim_ms)) for partition, ks in groups.items()]
-        claims = fan_out(calls)
-    else:
-        sent = [partition.start("claim", ks, owner, claim_ms) for partition, ks in groups.items()]
-        try:
-            meanwhile(keys)
-        except BaseException:
-            # Nothing will be loaded: the claims taken go at once, not when they expire.
-            for (partition, ks), claim in zip(groups.items(), sent, strict=True):
-                outcome = claim.outcome()
-                taken = [k for k, t in zip(ks, outcome.value or (), strict=False) if t]
-                if outcome.ok and taken:
-                    partition.send_later("release", taken, owner)
-            raise
-        claims = [call.outcome() for call in sent]
+        return _sorted(fan_out(calls), groups)
+    sent = [partition.start("claim", ks, owner, claim_ms) for partition, ks in groups.items()]
+    try:
+        meanwhile(keys)
+    except BaseException:
+        # Nothing will be loaded: the claims taken go at once, not when they expire.
+        _, held, _ = _sorted([call.outcome() for call in sent], groups)
+        _release_later(cache, held, owner)
+        raise
+    return _sorted([call.outcome() for call in sent], groups)
+
+
+def _sorted(
+    claims: list[Any], groups: dict[Any, list[str]]
+) -> tuple[list[str], list[str], list[str]]:
+    """The claims' outcomes, per partition, as _claim's three lists."""
+    owned, held, elsewhere = [], [], []
     for claim, ks in zip(claims, groups.values(), strict=True):
         if not claim.ok:
             owned += ks  # the partition is down: load without a claim
@@ -193,6 +195,14 @@ def _claim(
 def _release(cache: Any, keys: list[str], owner: str) -> None:
     """Drop owner's claims on keys: one call per partition, overlapped."""
     fan_out([(p, "release", (ks, owner)) for p, ks in cache._group(keys).items()])
+
+
+def _release_later(cache: Any, keys: list[str], owner: str) -> None:
+    """Drop owner's claims on keys without waiting: nobody needs the reply (a
+    waiter reads the value, stored before this was sent, and a release lost on
+    the way expires with its claim)."""
+    for partition, ks in cache._group(keys).items():
+        partition.send_later("release", ks, owner)
 
 
 def _load_owned(
@@ -219,10 +229,7 @@ def _load_owned(
         if held:
             with _beating_lock:
                 _beating.pop(owner, None)
-        # Nobody needs the release's reply: a waiter reads the value, stored
-        # before it was sent, and a release lost on the way expires by itself.
-        for partition, keys in cache._group(held).items():
-            partition.send_later("release", keys, owner)
+        _release_later(cache, held, owner)
 
 
 def _beat(owner: str, cache: Any, keys: list[str], claim_ms: int) -> None:
